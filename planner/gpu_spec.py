@@ -1,0 +1,40 @@
+"""GPU specifications as the planner needs them: memory, bandwidth, peak FLOP/s, interconnect."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from planner._base import MAX_BYTES, FrozenSpec, Source
+
+__all__ = ["ComputeDType", "GpuSpec"]
+
+ComputeDType = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8"]
+
+FlopsPerS = Annotated[float, Field(gt=0, le=1e18)]
+BytesPerS = Annotated[float, Field(gt=0, le=1e15)]
+
+
+class GpuSpec(FrozenSpec):
+    """One GPU model. FLOP/s are dense (no structured sparsity); bandwidths are bytes per second."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-]*$", max_length=64, description="Catalog id, e.g. 'h100-sxm'.")
+    name: str = Field(max_length=120)
+    vendor: Literal["nvidia", "amd"]
+    memory_bytes: int = Field(
+        gt=0,
+        le=MAX_BYTES,
+        description="Device memory in bytes (datasheet capacity; HBM/GDDR 'GB' on datasheets of these parts "
+        "are binary GiB unless the entry's memory_note says otherwise).",
+    )
+    memory_note: str = Field(max_length=300, description="How memory_bytes was read off the datasheet.")
+    memory_bandwidth_bytes_per_s: BytesPerS = Field(description="Peak DRAM (HBM/GDDR) bandwidth.")
+    peak_flops_per_s: dict[ComputeDType, FlopsPerS] = Field(
+        description="Dense peak tensor FLOP/s (OP/s for int8) by compute dtype; a missing key means unsupported."
+    )
+    interconnect: str = Field(max_length=120, description="GPU-to-GPU link, e.g. 'NVLink 4' or 'PCIe 4.0 x16'.")
+    interconnect_bandwidth_bytes_per_s: BytesPerS = Field(
+        description="Per-GPU, per-direction GPU-to-GPU bandwidth (half of a datasheet's bidirectional figure)."
+    )
+    source: Source

@@ -1,0 +1,242 @@
+"""Parameter counts of a ModelSpec, exactly as `transformers` builds the same architecture.
+
+Each block is described as its linear layers (shapes) plus its vector parameters (norms, biases), so the
+same description serves parameter counts, quantized weight bytes and FLOPs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from pydantic import Field
+
+from planner._base import FrozenSpec
+from planner.model_spec import ModelSpec
+
+__all__ = [
+    "LayerKindParams",
+    "LayerParams",
+    "Linear",
+    "ParamCounts",
+    "count_params",
+    "attention_linears",
+    "block_layout",
+    "layer_kinds",
+    "mlp_linears",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Linear:
+    """`count` copies of a d_in×d_out weight matrix (count = E for stacked experts)."""
+
+    name: str
+    d_in: int
+    d_out: int
+    bias: bool = False
+    count: int = 1
+    quantizable: bool = True  # routers and gates stay in 16-bit in every quantized checkpoint we model
+
+    @property
+    def weight_params(self) -> int:
+        return self.count * self.d_in * self.d_out
+
+    @property
+    def bias_params(self) -> int:
+        return self.count * self.d_out if self.bias else 0
+
+    @property
+    def params(self) -> int:
+        return self.weight_params + self.bias_params
+
+
+@dataclass(frozen=True, slots=True)
+class LayerParams:
+    """One kind of decoder block: its linears and its vector (norm) parameters."""
+
+    kind: str  # "dense" or "moe"
+    attention: tuple[Linear, ...]
+    mlp: tuple[Linear, ...]
+    norm_params: int
+
+    @property
+    def attention_params(self) -> int:
+        return sum(lin.params for lin in self.attention)
+
+    @property
+    def mlp_params(self) -> int:
+        return sum(lin.params for lin in self.mlp)
+
+    @property
+    def params(self) -> int:
+        return self.attention_params + self.mlp_params + self.norm_params
+
+    @property
+    def linears(self) -> tuple[Linear, ...]:
+        return self.attention + self.mlp
+
+
+def attention_linears(spec: ModelSpec) -> tuple[Linear, ...]:
+    """Projections of one attention block.
+
+    MHA/MQA/GQA: q h→n_h·d_h, k and v h→n_kv·d_h, o n_h·d_h→h (Vaswani et al. 2017 §3.2.2; GQA arXiv:2305.13245).
+    MLA (DeepSeek-V2 §2.1.2, arXiv:2405.04434): q h→n_h·(d_nope+d_rope) or q_a h→d_c' then q_b d_c'→n_h·(d_nope+d_rope);
+    kv_a h→d_c+d_rope; kv_b d_c→n_h·(d_nope+d_v); o n_h·d_v→h.
+    """
+    h, n_h = spec.hidden_size, spec.num_heads
+    mla = spec.mla
+    if mla is None:
+        d_h, n_kv = spec.resolved_head_dim, spec.kv_heads
+        return (
+            Linear("q_proj", h, n_h * d_h, spec.qkv_bias),
+            Linear("k_proj", h, n_kv * d_h, spec.qkv_bias),
+            Linear("v_proj", h, n_kv * d_h, spec.qkv_bias),
+            Linear("o_proj", n_h * d_h, h, spec.o_bias),
+        )
+    q_out = n_h * mla.qk_head_dim
+    # DeepSeek's attention_bias puts biases on q_a, kv_a and o only (transformers DeepseekV2Attention).
+    if mla.q_lora_rank is None:
+        q: tuple[Linear, ...] = (Linear("q_proj", h, q_out),)
+    else:
+        q = (Linear("q_a_proj", h, mla.q_lora_rank, spec.qkv_bias), Linear("q_b_proj", mla.q_lora_rank, q_out))
+    return (
+        *q,
+        Linear("kv_a_proj_with_mqa", h, mla.kv_lora_rank + mla.qk_rope_head_dim, spec.qkv_bias),
+        Linear("kv_b_proj", mla.kv_lora_rank, n_h * (mla.qk_nope_head_dim + mla.v_head_dim)),
+        Linear("o_proj", n_h * mla.v_head_dim, h, spec.o_bias),
+    )
+
+
+def _attention_norm_params(spec: ModelSpec) -> int:
+    """Norms inside attention: Qwen3 per-head q/k RMSNorm (2·d_h); MLA q_a and kv_a RMSNorms (d_c' + d_c)."""
+    if spec.mla is not None:
+        return (spec.mla.q_lora_rank or 0) + spec.mla.kv_lora_rank
+    return 2 * spec.resolved_head_dim if spec.qk_norm else 0
+
+
+def _gated_mlp(prefix: str, h: int, f: int, bias: bool = False, count: int = 1) -> tuple[Linear, ...]:
+    """SwiGLU/GeGLU MLP: gate and up h→f, down f→h (Shazeer 2020, arXiv:2002.05202): 3·h·f weights."""
+    return (
+        Linear(f"{prefix}gate_proj", h, f, bias, count),
+        Linear(f"{prefix}up_proj", h, f, bias, count),
+        Linear(f"{prefix}down_proj", f, h, bias, count),
+    )
+
+
+def mlp_linears(spec: ModelSpec, moe_layer: bool) -> tuple[Linear, ...]:
+    """FFN of one block: dense gated MLP, or router h→E + E experts + shared expert(s) (+ Qwen shared gate h→1)."""
+    h = spec.hidden_size
+    moe = spec.moe
+    if not moe_layer or moe is None:
+        return _gated_mlp("", h, spec.ffn_dim, spec.mlp_bias)
+    linears = (
+        Linear("router", h, moe.num_experts, quantizable=False),
+        *_gated_mlp("experts.", h, moe.expert_ffn_dim, count=moe.num_experts),
+    )
+    if moe.shared_expert_ffn_dim:
+        linears += _gated_mlp("shared_experts.", h, moe.shared_expert_ffn_dim)
+    if moe.shared_expert_gate:
+        linears += (Linear("shared_expert_gate", h, 1, quantizable=False),)
+    return linears
+
+
+@lru_cache(maxsize=4096)
+def block_layout(spec: ModelSpec, moe_layer: bool) -> LayerParams:
+    """The linears and norms of one decoder block (dense or MoE)."""
+    norms = spec.norms_per_layer * spec.hidden_size + _attention_norm_params(spec)
+    return LayerParams(
+        kind="moe" if moe_layer and spec.moe else "dense",
+        attention=attention_linears(spec),
+        mlp=mlp_linears(spec, moe_layer),
+        norm_params=norms,
+    )
+
+
+@lru_cache(maxsize=4096)
+def layer_kinds(spec: ModelSpec) -> tuple[tuple[LayerParams, int], ...]:
+    """Distinct block layouts with how many layers use each, dense first."""
+    n_moe = sum(1 for i in range(spec.num_layers) if spec.moe and spec.moe.is_moe_layer(i))
+    kinds = [(block_layout(spec, False), spec.num_layers - n_moe), (block_layout(spec, True), n_moe)]
+    return tuple((layout, n) for layout, n in kinds if n)
+
+
+class LayerKindParams(FrozenSpec):
+    """Parameters of one kind of decoder block and how many layers use it."""
+
+    kind: str = Field(description="'dense' or 'moe'.")
+    layers: int
+    params_per_layer: int
+    attention_params_per_layer: int
+    mlp_params_per_layer: int
+    norm_params_per_layer: int
+    active_params_per_layer: int = Field(description="Parameters one token uses: k of the E routed experts.")
+
+
+class ParamCounts(FrozenSpec):
+    """Parameter counts; `total` equals sum(p.numel() for p in model.parameters()) in transformers."""
+
+    total: int
+    embedding: int = Field(description="Input embedding V·h.")
+    lm_head: int = Field(description="Output projection V·h; 0 when tied to the embedding.")
+    final_norm: int
+    layers: tuple[LayerKindParams, ...]
+    active_per_token: int = Field(description="Parameters a token touches (MoE: k routed + shared experts).")
+    forward_matmul_params: int = Field(
+        description="N in the 2·N forward FLOPs per token: active linear weights + the lm_head matmul."
+    )
+
+
+def _active_layer_params(layout: LayerParams, spec: ModelSpec) -> int:
+    """Block params with only k of the E routed experts: total − (E − k)·(one expert's params)."""
+    if layout.kind != "moe" or spec.moe is None:
+        return layout.params
+    experts = [lin for lin in layout.mlp if lin.name.startswith("experts.")]
+    per_expert = sum(lin.params for lin in experts) // spec.moe.num_experts
+    return layout.params - (spec.moe.num_experts - spec.moe.experts_per_token) * per_expert
+
+
+def _active_matmul_weights(layout: LayerParams, spec: ModelSpec) -> int:
+    k = spec.moe.experts_per_token if spec.moe else 1
+    return sum(
+        lin.d_in * lin.d_out * (k if lin.name.startswith("experts.") else lin.count) for lin in layout.linears
+    )
+
+
+@lru_cache(maxsize=4096)
+def count_params(spec: ModelSpec) -> ParamCounts:
+    """Total, embedding, lm_head, per-layer and active-per-token parameter counts.
+
+    Formula: V·h (embedding) + [V·h unless tied] + h (final norm)
+             + Σ_layers (attention projections + FFN + norms), FFN = 3·h·f dense or h·E + E·3·h·f_e + shared.
+    Source: derived here from the module shapes of the transformers implementations of each family;
+      MoE active parameters as in DeepSeekMoE (arXiv:2401.06066 §2) — only the k routed experts count.
+    Assumes: gated (3-matrix) MLPs, which every supported family uses.
+    """
+    h, vocab = spec.hidden_size, spec.vocab_size
+    embedding = vocab * h
+    lm_head = 0 if spec.tie_embeddings else vocab * h
+    final_norm = h
+    kinds = tuple(
+        LayerKindParams(
+            kind=layout.kind,
+            layers=n,
+            params_per_layer=layout.params,
+            attention_params_per_layer=layout.attention_params,
+            mlp_params_per_layer=layout.mlp_params,
+            norm_params_per_layer=layout.norm_params,
+            active_params_per_layer=_active_layer_params(layout, spec),
+        )
+        for layout, n in layer_kinds(spec)
+    )
+    outer = embedding + lm_head + final_norm
+    return ParamCounts(
+        total=outer + sum(k.params_per_layer * k.layers for k in kinds),
+        embedding=embedding,
+        lm_head=lm_head,
+        final_norm=final_norm,
+        layers=kinds,
+        active_per_token=outer + sum(k.active_params_per_layer * k.layers for k in kinds),
+        forward_matmul_params=vocab * h
+        + sum(_active_matmul_weights(layout, spec) * n for layout, n in layer_kinds(spec)),
+    )
