@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["HFConfig", "HF_FIELD_OF_SPEC"]
+__all__ = ["HF_FIELD_OF_SPEC", "HFConfig"]
 
 Dim = Annotated[int, Field(ge=1, le=16_777_216)]
 Small = Annotated[int, Field(ge=0, le=16_384)]

@@ -38,36 +38,98 @@ class Family:
 
 
 _LLAMA_BIAS = {"qkv_bias": "attention_bias", "o_bias": "attention_bias"}
-_DEEPSEEK_MLA = {"q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
-                 "v_head_dim": 128}
+_DEEPSEEK_MLA = {
+    "q_lora_rank": 1536,
+    "kv_lora_rank": 512,
+    "qk_nope_head_dim": 128,
+    "qk_rope_head_dim": 64,
+    "v_head_dim": 128,
+}
 
 FAMILIES: dict[str, Family] = {
     "llama": Family({"max_position_embeddings": 2048}, mlp_bias="mlp_bias", **_LLAMA_BIAS),
-    "mistral": Family({"num_key_value_heads": 8, "sliding_window": 4096, "max_position_embeddings": 131072},
-                      window="all"),
-    "mixtral": Family({"num_key_value_heads": 8, "max_position_embeddings": 131072, "num_local_experts": 8,
-                       "num_experts_per_tok": 2}, moe="mixtral", window="all"),
-    "qwen2": Family({"sliding_window": 4096, "max_window_layers": 28, "max_position_embeddings": 32768},
-                    qkv_bias=True, window="qwen"),
-    "qwen2_moe": Family({"sliding_window": 4096, "max_window_layers": 28, "max_position_embeddings": 32768,
-                         "num_experts": 60, "num_experts_per_tok": 4, "moe_intermediate_size": 1408,
-                         "shared_expert_intermediate_size": 5632, "qkv_bias": True},
-                        qkv_bias="qkv_bias", moe="qwen", window="qwen_moe"),
-    "qwen3": Family({"head_dim": 128, "sliding_window": 4096, "max_window_layers": 28,
-                     "max_position_embeddings": 32768}, qk_norm=True, window="qwen", **_LLAMA_BIAS),
-    "qwen3_moe": Family({"sliding_window": 4096, "max_position_embeddings": 32768, "num_experts": 128,
-                         "num_experts_per_tok": 8, "moe_intermediate_size": 768},
-                        qk_norm=True, moe="qwen", window="all_if_enabled", **_LLAMA_BIAS),
-    "deepseek_v2": Family({"max_position_embeddings": 2048, "n_routed_experts": 64, "n_shared_experts": 2,
-                           "moe_intermediate_size": 1407, "first_k_dense_replace": 0, **_DEEPSEEK_MLA},
-                          mlp_bias="mlp_bias", moe="deepseek", mla=True, **_LLAMA_BIAS),
-    "deepseek_v3": Family({"max_position_embeddings": 4096, "n_routed_experts": 256, "n_shared_experts": 1,
-                           "num_experts_per_tok": 8, "moe_intermediate_size": 2048, "first_k_dense_replace": 3,
-                           **_DEEPSEEK_MLA}, moe="deepseek", mla=True, **_LLAMA_BIAS),
-    "gemma": Family({"head_dim": 256, "tie_word_embeddings": True, "max_position_embeddings": 8192},
-                    **_LLAMA_BIAS),
-    "gemma2": Family({"head_dim": 256, "tie_word_embeddings": True, "sliding_window": 4096,
-                      "max_position_embeddings": 8192}, norms_per_layer=4, window="alternate", **_LLAMA_BIAS),
+    "mistral": Family(
+        {"num_key_value_heads": 8, "sliding_window": 4096, "max_position_embeddings": 131072}, window="all"
+    ),
+    "mixtral": Family(
+        {"num_key_value_heads": 8, "max_position_embeddings": 131072, "num_local_experts": 8, "num_experts_per_tok": 2},
+        moe="mixtral",
+        window="all",
+    ),
+    "qwen2": Family(
+        {"sliding_window": 4096, "max_window_layers": 28, "max_position_embeddings": 32768},
+        qkv_bias=True,
+        window="qwen",
+    ),
+    "qwen2_moe": Family(
+        {
+            "sliding_window": 4096,
+            "max_window_layers": 28,
+            "max_position_embeddings": 32768,
+            "num_experts": 60,
+            "num_experts_per_tok": 4,
+            "moe_intermediate_size": 1408,
+            "shared_expert_intermediate_size": 5632,
+            "qkv_bias": True,
+        },
+        qkv_bias="qkv_bias",
+        moe="qwen",
+        window="qwen_moe",
+    ),
+    "qwen3": Family(
+        {"head_dim": 128, "sliding_window": 4096, "max_window_layers": 28, "max_position_embeddings": 32768},
+        qk_norm=True,
+        window="qwen",
+        **_LLAMA_BIAS,
+    ),
+    "qwen3_moe": Family(
+        {
+            "sliding_window": 4096,
+            "max_position_embeddings": 32768,
+            "num_experts": 128,
+            "num_experts_per_tok": 8,
+            "moe_intermediate_size": 768,
+        },
+        qk_norm=True,
+        moe="qwen",
+        window="all_if_enabled",
+        **_LLAMA_BIAS,
+    ),
+    "deepseek_v2": Family(
+        {
+            "max_position_embeddings": 2048,
+            "n_routed_experts": 64,
+            "n_shared_experts": 2,
+            "moe_intermediate_size": 1407,
+            "first_k_dense_replace": 0,
+            **_DEEPSEEK_MLA,
+        },
+        mlp_bias="mlp_bias",
+        moe="deepseek",
+        mla=True,
+        **_LLAMA_BIAS,
+    ),
+    "deepseek_v3": Family(
+        {
+            "max_position_embeddings": 4096,
+            "n_routed_experts": 256,
+            "n_shared_experts": 1,
+            "num_experts_per_tok": 8,
+            "moe_intermediate_size": 2048,
+            "first_k_dense_replace": 3,
+            **_DEEPSEEK_MLA,
+        },
+        moe="deepseek",
+        mla=True,
+        **_LLAMA_BIAS,
+    ),
+    "gemma": Family({"head_dim": 256, "tie_word_embeddings": True, "max_position_embeddings": 8192}, **_LLAMA_BIAS),
+    "gemma2": Family(
+        {"head_dim": 256, "tie_word_embeddings": True, "sliding_window": 4096, "max_position_embeddings": 8192},
+        norms_per_layer=4,
+        window="alternate",
+        **_LLAMA_BIAS,
+    ),
     "phi3": Family({"max_position_embeddings": 4096}, window="all"),
 }
 SUPPORTED_FAMILIES = tuple(FAMILIES)
@@ -206,8 +268,10 @@ def _moe_fields(cfg: HFConfig, family: Family, warnings: list[str]) -> dict[str,
             "num_experts": experts,
             "experts_per_token": k,
             "expert_ffn_dim": cfg.value("moe_intermediate_size", d["moe_intermediate_size"]),
-            "shared_expert_ffn_dim": cfg.value("shared_expert_intermediate_size",
-                                               d.get("shared_expert_intermediate_size", 0)) or 0,
+            "shared_expert_ffn_dim": cfg.value(
+                "shared_expert_intermediate_size", d.get("shared_expert_intermediate_size", 0)
+            )
+            or 0,
             "shared_expert_gate": cfg.model_type == "qwen2_moe",
             "layer_step": cfg.decoder_sparse_step or 1,
             "dense_layer_ids": tuple(cfg.mlp_only_layers or ()),

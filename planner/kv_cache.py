@@ -39,10 +39,14 @@ def local_kv_heads(n_kv: int, tensor_parallel: int) -> int:
         return n_kv // tensor_parallel
     if tensor_parallel % n_kv == 0:
         return 1
-    raise SpecError([FieldProblem(
-        ("serving", "tensor_parallel"),
-        f"tensor_parallel={tensor_parallel} must divide the {n_kv} KV heads or be a multiple of them",
-    )])
+    raise SpecError(
+        [
+            FieldProblem(
+                ("serving", "tensor_parallel"),
+                f"tensor_parallel={tensor_parallel} must divide the {n_kv} KV heads or be a multiple of them",
+            )
+        ]
+    )
 
 
 def _layer_kv_bytes_per_token(spec: ModelSpec, b_kv: int, layout: KVLayout, tp: int) -> int:

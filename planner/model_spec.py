@@ -9,7 +9,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from planner._base import FrozenSpec
 
-__all__ = ["AttentionKind", "MLASpec", "ModelSpec", "MoESpec"]
+__all__ = ["AttentionKind", "MLASpec", "MoESpec", "ModelSpec"]
 
 # Bounds well beyond any published model, small enough that products of them stay exact integers.
 Layers = Annotated[int, Field(ge=1, le=1024)]
@@ -85,9 +85,7 @@ class ModelSpec(FrozenSpec):
     """A decoder-only transformer, in the symbols of the papers: L, h, n_h, n_kv, d_h, f, V."""
 
     name: str | None = Field(default=None, max_length=200)
-    family: str = Field(
-        default="llama", max_length=64, description="Hugging Face model_type this layout follows."
-    )
+    family: str = Field(default="llama", max_length=64, description="Hugging Face model_type this layout follows.")
     num_layers: Layers = Field(description="L, decoder blocks.")
     hidden_size: Width = Field(description="h, residual stream width.")
     num_heads: Heads = Field(description="n_h, query heads.")
@@ -108,7 +106,9 @@ class ModelSpec(FrozenSpec):
     mla: MLASpec | None = None
     moe: MoESpec | None = None
     attention: AttentionKind | None = Field(
-        default=None, validate_default=True, description="MHA/MQA/GQA/MLA; derived from num_kv_heads and mla when omitted."
+        default=None,
+        validate_default=True,
+        description="MHA/MQA/GQA/MLA; derived from num_kv_heads and mla when omitted.",
     )
     sliding_window: Annotated[int, Field(ge=1, le=1 << 30)] | None = Field(
         default=None, description="Sliding attention window in tokens."

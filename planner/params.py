@@ -19,9 +19,9 @@ __all__ = [
     "LayerParams",
     "Linear",
     "ParamCounts",
-    "count_params",
     "attention_linears",
     "block_layout",
+    "count_params",
     "layer_kinds",
     "mlp_linears",
 ]
@@ -37,6 +37,7 @@ class Linear:
     bias: bool = False
     count: int = 1
     quantizable: bool = True  # routers and gates stay in 16-bit in every quantized checkpoint we model
+    parallel: str = "column"  # tensor-parallel split: "column" (d_out), "row" (d_in), "kv" heads, "replicated"
 
     @property
     def weight_params(self) -> int:
@@ -90,21 +91,24 @@ def attention_linears(spec: ModelSpec) -> tuple[Linear, ...]:
         d_h, n_kv = spec.resolved_head_dim, spec.kv_heads
         return (
             Linear("q_proj", h, n_h * d_h, spec.qkv_bias),
-            Linear("k_proj", h, n_kv * d_h, spec.qkv_bias),
-            Linear("v_proj", h, n_kv * d_h, spec.qkv_bias),
-            Linear("o_proj", n_h * d_h, h, spec.o_bias),
+            Linear("k_proj", h, n_kv * d_h, spec.qkv_bias, parallel="kv"),
+            Linear("v_proj", h, n_kv * d_h, spec.qkv_bias, parallel="kv"),
+            Linear("o_proj", n_h * d_h, h, spec.o_bias, parallel="row"),
         )
     q_out = n_h * mla.qk_head_dim
     # DeepSeek's attention_bias puts biases on q_a, kv_a and o only (transformers DeepseekV2Attention).
     if mla.q_lora_rank is None:
         q: tuple[Linear, ...] = (Linear("q_proj", h, q_out),)
     else:
-        q = (Linear("q_a_proj", h, mla.q_lora_rank, spec.qkv_bias), Linear("q_b_proj", mla.q_lora_rank, q_out))
+        q = (
+            Linear("q_a_proj", h, mla.q_lora_rank, spec.qkv_bias, parallel="replicated"),
+            Linear("q_b_proj", mla.q_lora_rank, q_out),
+        )
     return (
         *q,
-        Linear("kv_a_proj_with_mqa", h, mla.kv_lora_rank + mla.qk_rope_head_dim, spec.qkv_bias),
+        Linear("kv_a_proj_with_mqa", h, mla.kv_lora_rank + mla.qk_rope_head_dim, spec.qkv_bias, parallel="replicated"),
         Linear("kv_b_proj", mla.kv_lora_rank, n_h * (mla.qk_nope_head_dim + mla.v_head_dim)),
-        Linear("o_proj", n_h * mla.v_head_dim, h, spec.o_bias),
+        Linear("o_proj", n_h * mla.v_head_dim, h, spec.o_bias, parallel="row"),
     )
 
 
@@ -120,7 +124,7 @@ def _gated_mlp(prefix: str, h: int, f: int, bias: bool = False, count: int = 1) 
     return (
         Linear(f"{prefix}gate_proj", h, f, bias, count),
         Linear(f"{prefix}up_proj", h, f, bias, count),
-        Linear(f"{prefix}down_proj", f, h, bias, count),
+        Linear(f"{prefix}down_proj", f, h, bias, count, parallel="row"),
     )
 
 
@@ -131,13 +135,13 @@ def mlp_linears(spec: ModelSpec, moe_layer: bool) -> tuple[Linear, ...]:
     if not moe_layer or moe is None:
         return _gated_mlp("", h, spec.ffn_dim, spec.mlp_bias)
     linears = (
-        Linear("router", h, moe.num_experts, quantizable=False),
+        Linear("router", h, moe.num_experts, quantizable=False, parallel="replicated"),
         *_gated_mlp("experts.", h, moe.expert_ffn_dim, count=moe.num_experts),
     )
     if moe.shared_expert_ffn_dim:
-        linears += _gated_mlp("shared_experts.", h, moe.shared_expert_ffn_dim)
+        linears += _gated_mlp("shared_experts.", h, moe.shared_expert_ffn_dim, spec.mlp_bias)
     if moe.shared_expert_gate:
-        linears += (Linear("shared_expert_gate", h, 1, quantizable=False),)
+        linears += (Linear("shared_expert_gate", h, 1, quantizable=False, parallel="replicated"),)
     return linears
 
 
@@ -198,9 +202,7 @@ def _active_layer_params(layout: LayerParams, spec: ModelSpec) -> int:
 
 def _active_matmul_weights(layout: LayerParams, spec: ModelSpec) -> int:
     k = spec.moe.experts_per_token if spec.moe else 1
-    return sum(
-        lin.d_in * lin.d_out * (k if lin.name.startswith("experts.") else lin.count) for lin in layout.linears
-    )
+    return sum(lin.d_in * lin.d_out * (k if lin.name.startswith("experts.") else lin.count) for lin in layout.linears)
 
 
 @lru_cache(maxsize=4096)

@@ -1,0 +1,189 @@
+"""Serving memory per GPU: weights in their storage format, prefill activations, logits, CUDA overhead."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from math import ceil
+
+from planner.explain import Term
+from planner.kv_cache import local_kv_heads
+from planner.model_spec import ModelSpec
+from planner.params import Linear, layer_kinds
+from planner.precision import DType, WeightFormat, dtype_bytes, format_bits_note, linear_weight_bytes
+from planner.serving_spec import ServingSpec
+
+__all__ = ["activation_terms", "overhead_terms", "weight_terms"]
+
+FP32_BYTES = 4  # logits are upcast to fp32 before sampling (vLLM Sampler, transformers generate)
+GATE_UP = 2  # gate and up projections in one fused GEMM output
+ACT_OUT = 1  # act(gate) * up
+
+
+def _local_shape(lin: Linear, spec: ModelSpec, tp: int) -> tuple[int, int]:
+    """(d_in, d_out) one GPU holds: column split d_out, row split d_in, KV heads n_kv/TP or replicated."""
+    if tp == 1 or lin.parallel == "replicated":
+        return lin.d_in, lin.d_out
+    if lin.parallel == "row":
+        return ceil(lin.d_in / tp), lin.d_out
+    if lin.parallel == "kv":
+        return lin.d_in, local_kv_heads(spec.kv_heads, tp) * spec.resolved_head_dim
+    return lin.d_in, ceil(lin.d_out / tp)
+
+
+@lru_cache(maxsize=8192)
+def _weight_bytes(
+    spec: ModelSpec, fmt: WeightFormat, group: int, emb: DType, tp: int
+) -> tuple[int, int, int, int, int]:
+    """(quantized linears, 16-bit linears, vectors, embedding, lm_head) bytes on one GPU."""
+    b_emb = dtype_bytes(emb)
+    quantized = plain = vectors = 0
+    for layout, n_layers in layer_kinds(spec):
+        layer_q = layer_p = layer_v = 0
+        for lin in layout.linears:
+            d_in, d_out = _local_shape(lin, spec, tp)
+            if lin.quantizable:
+                layer_q += lin.count * linear_weight_bytes(d_in, d_out, fmt, group)
+            else:
+                layer_p += lin.count * d_in * d_out * b_emb
+            if lin.bias:
+                layer_v += lin.count * (lin.d_out if lin.parallel == "row" else d_out) * b_emb
+        quantized += n_layers * layer_q
+        plain += n_layers * layer_p
+        vectors += n_layers * (layer_v + layout.norm_params * b_emb)
+    vectors += spec.hidden_size * b_emb  # final norm
+    embedding = ceil(spec.vocab_size / tp) * spec.hidden_size * b_emb
+    lm_head = 0 if spec.tie_embeddings else embedding
+    return quantized, plain, vectors, embedding, lm_head
+
+
+def weight_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
+    """Weights on one GPU, by storage class.
+
+    Source: linear storage per format in planner.precision.linear_weight_bytes; tensor-parallel split of
+      column/row-parallel linears and vocab-parallel embeddings after Megatron-LM (Shoeybi et al. 2019 §3).
+    """
+    fmt, tp, emb = serving.weight_format, serving.tensor_parallel, serving.embedding_dtype
+    q, plain, vectors, embedding, lm_head = _weight_bytes(spec, fmt, serving.quant_group_size, emb, tp)
+    split = f" ÷ TP={tp}" if tp > 1 else ""
+    terms = [
+        Term(
+            name="weights/linear",
+            bytes=q,
+            formula="Σ_layers Σ_linears storage(d_in, d_out, format)",
+            detail=f"decoder linears in {format_bits_note(fmt, serving.quant_group_size)}{split}",
+            source="QLoRA §3, GPTQ, AWQ storage layouts (see planner.precision); Megatron-LM §3 for TP",
+        ),
+        Term(
+            name="weights/embedding",
+            bytes=embedding,
+            formula="⌈V/TP⌉·h·b_emb",
+            detail=f"⌈{spec.vocab_size}/{tp}⌉·{spec.hidden_size}·{dtype_bytes(emb)} B ({emb}, never quantized)",
+            source="vocab-parallel embedding (Megatron-LM §3)",
+        ),
+    ]
+    if lm_head:
+        terms.append(
+            Term(
+                name="weights/lm_head",
+                bytes=lm_head,
+                formula="⌈V/TP⌉·h·b_emb",
+                detail=f"untied output projection in {emb}",
+                source="Megatron-LM §3",
+            )
+        )
+    if plain:
+        terms.append(
+            Term(
+                name="weights/router",
+                bytes=plain,
+                formula="L_moe·(h·E [+ h])·b_emb",
+                detail=f"MoE routers and shared-expert gates kept in {emb}",
+                source="derived here: routers are not quantized in GPTQ/AWQ/FP8 checkpoints",
+            )
+        )
+    terms.append(
+        Term(
+            name="weights/norms_and_biases",
+            bytes=vectors,
+            formula="(L·norms·h + attention norms + h + biases)·b_emb",
+            detail=f"RMSNorm weights and biases in {emb}",
+            source="derived here from module shapes",
+        )
+    )
+    return tuple(terms)
+
+
+def _attention_activation_elems(spec: ModelSpec, tokens: int, tp: int) -> int:
+    """q, k, v and attention output elements of one layer for `tokens` tokens on one GPU (flash/SDPA: no s²)."""
+    n_h = ceil(spec.num_heads / tp)
+    if spec.mla is not None:  # engines expand MLA to per-head K/V for prefill
+        return tokens * n_h * (2 * spec.mla.qk_head_dim + 2 * spec.mla.v_head_dim)
+    n_kv = local_kv_heads(spec.kv_heads, tp)
+    return tokens * (2 * n_h + 2 * n_kv) * spec.resolved_head_dim
+
+
+def _mlp_activation_elems(spec: ModelSpec, tokens: int, tp: int) -> int:
+    """Largest FFN intermediate of one layer: gated MLP (2f + f), or fused-MoE caches T·k·(3f_e + h)."""
+    dense = tokens * (GATE_UP + ACT_OUT) * ceil(spec.ffn_dim / tp)
+    if spec.moe is None:
+        return dense
+    moe = spec.moe
+    routed = tokens * moe.experts_per_token * ((GATE_UP + ACT_OUT) * ceil(moe.expert_ffn_dim / tp) + spec.hidden_size)
+    shared = tokens * (GATE_UP + ACT_OUT) * ceil(moe.shared_expert_ffn_dim / tp)
+    return max(dense if moe.first_dense_layers or moe.dense_layer_ids or moe.layer_step > 1 else 0, routed, shared)
+
+
+def activation_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
+    """Transient activations of the largest prefill forward, and the logits it produces.
+
+    Formula: T·h·b·2 (residual + normed input) + max(attention q,k,v,o, FFN intermediates)·b, T = token budget;
+      logits: rows·V·(b + 4) with rows = T (all positions) or B (last position only).
+    Source: derived here; inference keeps no tensors for backward, so only one layer's intermediates are
+      alive at once (vLLM profiles the same peak with a dummy forward of max_num_batched_tokens tokens).
+    Assumes: flash/SDPA attention (no s² score matrix); fused gate/up GEMM.
+    """
+    tp, b = serving.tensor_parallel, dtype_bytes(serving.activation_dtype)
+    tokens = serving.prefill_tokens_per_forward
+    residual = 2 * tokens * spec.hidden_size
+    attn, mlp = _attention_activation_elems(spec, tokens, tp), _mlp_activation_elems(spec, tokens, tp)
+    all_positions = serving.resolved_logits_all_positions
+    rows = tokens if all_positions else serving.concurrency
+    return (
+        Term(
+            name="activations/prefill_peak",
+            bytes=(residual + max(attn, mlp)) * b,
+            formula="(2·T·h + max(T·(2n_h+2n_kv)·d_h, T·3f or T·k·(3f_e+h)))·b",
+            detail=f"T={tokens} tokens per forward ({serving.engine} "
+            f"{'chunked-prefill budget' if serving.profile.chunked_prefill else 'prompts × concurrency'}), b={b} B, "
+            f"{'FFN' if mlp >= attn else 'attention'} intermediates dominate",
+            source="derived here from the tensors one inference layer holds at once",
+        ),
+        Term(
+            name="activations/logits",
+            bytes=rows * spec.vocab_size * (b + FP32_BYTES),
+            formula="rows·V·(b + 4)",
+            detail=f"{rows} rows ({'every prompt position' if all_positions else 'last position per sequence'})"
+            f" × V={spec.vocab_size} in {serving.activation_dtype} plus the fp32 upcast",
+            source="derived here: logits are upcast to fp32 before softmax/sampling",
+        ),
+    )
+
+
+def overhead_terms(serving: ServingSpec) -> tuple[Term, ...]:
+    """Memory outside the tensors: cuBLAS workspace (inside the allocator) and CUDA context (outside it)."""
+    return (
+        Term(
+            name="overhead/cublas_workspace",
+            bytes=serving.cublas_workspace_bytes,
+            formula="CUBLAS_WORKSPACE_CONFIG size",
+            detail=f"{serving.cublas_workspace_bytes} B",
+            source="PyTorch CUDA semantics, cuBLAS workspaces (default :4096:8)",
+        ),
+        Term(
+            name="overhead/cuda_context",
+            bytes=serving.cuda_context_bytes,
+            formula="driver context + loaded kernels + NCCL buffers",
+            detail="not counted by torch.cuda.max_memory_allocated; visible in nvidia-smi",
+            source="assumption (input cuda_context_bytes); PyTorch CUDA semantics, memory management",
+        ),
+    )
