@@ -9,7 +9,7 @@ from planner.capacity import KVCapacity, kv_capacity
 from planner.catalog import Catalog
 from planner.explain import MemoryBreakdown, Term, breakdown
 from planner.gpu_spec import GpuSpec
-from planner.kv_cache import KVLayout
+from planner.kv_cache import KVLayout, check_tensor_parallel
 from planner.model_spec import AttentionKind, ModelSpec
 from planner.precision import dtype_bytes
 from planner.refs import GpuRef, ModelRef, ResolvedModel, resolve_gpu, resolve_model
@@ -99,6 +99,7 @@ def estimate_inference(request: InferenceRequest, catalog: Catalog) -> Inference
     model: ResolvedModel = resolve_model(request.model, catalog)
     gpu = resolve_gpu(request.gpu, catalog)
     spec, serving = model.spec, _resolved_serving(request.serving)
+    check_tensor_parallel(spec, serving.tensor_parallel)
     weights = weight_terms(spec, serving)
     non_kv_terms = (*weights, *activation_terms(spec, serving), *overhead_terms(serving))
     non_kv = sum(t.bytes for t in non_kv_terms)

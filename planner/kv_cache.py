@@ -11,6 +11,7 @@ from planner.model_spec import ModelSpec
 
 __all__ = [
     "KVLayout",
+    "check_tensor_parallel",
     "KVSplit",
     "kv_bytes_per_sequence",
     "kv_bytes_per_token",
@@ -27,6 +28,20 @@ class KVLayout(StrEnum):
 
     MLA_LATENT = "mla_latent"  # c_KV and k_R per token: vLLM, SGLang, FlashMLA, transformers 5
     MLA_EXPANDED = "mla_expanded"  # per-head K (d_nope + d_rope) and V (d_v): transformers 4.x, naive code
+
+
+def check_tensor_parallel(spec: ModelSpec, tensor_parallel: int) -> None:
+    """Raise SpecError unless TP splits the query heads evenly and divides (or is a multiple of) the KV heads.
+
+    Source: Megatron-LM §3 and vLLM's checks (num_attention_heads % tensor_parallel_size == 0).
+    """
+    if spec.num_heads % tensor_parallel:
+        raise SpecError([FieldProblem(
+            ("serving", "tensor_parallel"),
+            f"tensor_parallel={tensor_parallel} must divide the model's {spec.num_heads} attention heads",
+        )])
+    if spec.mla is None:
+        local_kv_heads(spec.kv_heads, tensor_parallel)
 
 
 def local_kv_heads(n_kv: int, tensor_parallel: int) -> int:

@@ -1,0 +1,22 @@
+# memplan service image. CPU-only PyTorch by default (the probe side runs on CPU unless a GPU build is chosen).
+FROM python:3.11-slim
+
+ARG TORCH_SPEC="torch==2.13.0"
+ARG TORCH_INDEX_URL="https://download.pytorch.org/whl/cpu"
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    MEMPLAN_HOST=0.0.0.0 \
+    MEMPLAN_PORT=8000
+
+WORKDIR /app
+RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "${TORCH_SPEC}"
+COPY pyproject.toml README.md ./
+COPY planner ./planner
+COPY service ./service
+RUN pip install --no-cache-dir . && useradd --system --uid 10001 memplan
+USER memplan
+
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"
+CMD ["memplan", "serve"]
