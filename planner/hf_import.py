@@ -37,7 +37,7 @@ class Family:
     window: str = "none"  # "all", "qwen", "qwen_moe", "alternate", "none"
 
 
-_LLAMA_BIAS = {"qkv_bias": "attention_bias", "o_bias": "attention_bias"}
+_ATTN_BIAS = "attention_bias"  # llama-style: one flag for q, k, v and o biases
 _DEEPSEEK_MLA = {
     "q_lora_rank": 1536,
     "kv_lora_rank": 512,
@@ -47,7 +47,7 @@ _DEEPSEEK_MLA = {
 }
 
 FAMILIES: dict[str, Family] = {
-    "llama": Family({"max_position_embeddings": 2048}, mlp_bias="mlp_bias", **_LLAMA_BIAS),
+    "llama": Family({"max_position_embeddings": 2048}, mlp_bias="mlp_bias", qkv_bias=_ATTN_BIAS, o_bias=_ATTN_BIAS),
     "mistral": Family(
         {"num_key_value_heads": 8, "sliding_window": 4096, "max_position_embeddings": 131072}, window="all"
     ),
@@ -80,7 +80,8 @@ FAMILIES: dict[str, Family] = {
         {"head_dim": 128, "sliding_window": 4096, "max_window_layers": 28, "max_position_embeddings": 32768},
         qk_norm=True,
         window="qwen",
-        **_LLAMA_BIAS,
+        qkv_bias=_ATTN_BIAS,
+        o_bias=_ATTN_BIAS,
     ),
     "qwen3_moe": Family(
         {
@@ -93,7 +94,8 @@ FAMILIES: dict[str, Family] = {
         qk_norm=True,
         moe="qwen",
         window="all_if_enabled",
-        **_LLAMA_BIAS,
+        qkv_bias=_ATTN_BIAS,
+        o_bias=_ATTN_BIAS,
     ),
     "deepseek_v2": Family(
         {
@@ -107,7 +109,8 @@ FAMILIES: dict[str, Family] = {
         mlp_bias="mlp_bias",
         moe="deepseek",
         mla=True,
-        **_LLAMA_BIAS,
+        qkv_bias=_ATTN_BIAS,
+        o_bias=_ATTN_BIAS,
     ),
     "deepseek_v3": Family(
         {
@@ -121,14 +124,20 @@ FAMILIES: dict[str, Family] = {
         },
         moe="deepseek",
         mla=True,
-        **_LLAMA_BIAS,
+        qkv_bias=_ATTN_BIAS,
+        o_bias=_ATTN_BIAS,
     ),
-    "gemma": Family({"head_dim": 256, "tie_word_embeddings": True, "max_position_embeddings": 8192}, **_LLAMA_BIAS),
+    "gemma": Family(
+        {"head_dim": 256, "tie_word_embeddings": True, "max_position_embeddings": 8192},
+        qkv_bias=_ATTN_BIAS,
+        o_bias=_ATTN_BIAS,
+    ),
     "gemma2": Family(
         {"head_dim": 256, "tie_word_embeddings": True, "sliding_window": 4096, "max_position_embeddings": 8192},
         norms_per_layer=4,
         window="alternate",
-        **_LLAMA_BIAS,
+        qkv_bias=_ATTN_BIAS,
+        o_bias=_ATTN_BIAS,
     ),
     "phi3": Family({"max_position_embeddings": 4096}, window="all"),
 }

@@ -51,7 +51,7 @@ class InferenceEstimate(FrozenSpec):
 
 def _kv_term(spec: ModelSpec, serving: ServingSpec, per_seq: int) -> Term:
     layout = serving.resolved_mla_layout
-    b, tp = dtype_bytes(serving.kv_cache_dtype), serving.tensor_parallel
+    tp = serving.tensor_parallel
     if spec.attention_kind is AttentionKind.MLA and layout is KVLayout.MLA_LATENT:
         formula, source = "B·s·L·(d_c + d_R)·b_kv", "DeepSeek-V2 §2.1.2 and Table 1 (latent cache)"
     elif spec.attention_kind is AttentionKind.MLA:

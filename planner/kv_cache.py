@@ -11,8 +11,8 @@ from planner.model_spec import ModelSpec
 
 __all__ = [
     "KVLayout",
-    "check_tensor_parallel",
     "KVSplit",
+    "check_tensor_parallel",
     "kv_bytes_per_sequence",
     "kv_bytes_per_token",
     "kv_split",
@@ -36,10 +36,14 @@ def check_tensor_parallel(spec: ModelSpec, tensor_parallel: int) -> None:
     Source: Megatron-LM §3 and vLLM's checks (num_attention_heads % tensor_parallel_size == 0).
     """
     if spec.num_heads % tensor_parallel:
-        raise SpecError([FieldProblem(
-            ("serving", "tensor_parallel"),
-            f"tensor_parallel={tensor_parallel} must divide the model's {spec.num_heads} attention heads",
-        )])
+        raise SpecError(
+            [
+                FieldProblem(
+                    ("serving", "tensor_parallel"),
+                    f"tensor_parallel={tensor_parallel} must divide the model's {spec.num_heads} attention heads",
+                )
+            ]
+        )
     if spec.mla is None:
         local_kv_heads(spec.kv_heads, tensor_parallel)
 

@@ -102,7 +102,8 @@ def format_bits_note(fmt: WeightFormat, group_size: int) -> str:
         WeightFormat.FP8: "fp8 e4m3, 1 B/param + fp32 per-tensor scale",
         WeightFormat.FP8_BLOCK: "fp8 e4m3, 1 B/param + fp32 scale per 128×128 block (DeepSeek-V3 §3.3.2)",
         WeightFormat.INT8: "int8, 1 B/param + fp32 per-output-channel scale",
-        WeightFormat.INT4_GPTQ: f"GPTQ int4, group {group_size}: 4 bits + fp16 scale and 4-bit zero per group, int32 g_idx",
+        WeightFormat.INT4_GPTQ: f"GPTQ int4, group {group_size}: 4 bits + fp16 scale and 4-bit zero per group, "
+        "int32 g_idx",
         WeightFormat.INT4_AWQ: f"AWQ int4, group {group_size}: 4 bits + fp16 scale and 4-bit zero per group",
         WeightFormat.NF4: "NF4 with double quantization, ≈4.127 bits/param (QLoRA §3)",
     }
