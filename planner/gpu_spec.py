@@ -12,8 +12,8 @@ __all__ = ["ComputeDType", "GpuSpec"]
 
 ComputeDType = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8"]
 
-FlopsPerS = Annotated[float, Field(gt=0, le=1e18)]
-BytesPerS = Annotated[float, Field(gt=0, le=1e15)]
+FlopsPerS = Annotated[float, Field(ge=1e9, le=1e18)]  # 1 GFLOP/s .. 1 EFLOP/s
+BytesPerS = Annotated[float, Field(ge=1e6, le=1e15)]  # 1 MB/s .. 1 PB/s
 
 
 class GpuSpec(FrozenSpec):
@@ -31,7 +31,8 @@ class GpuSpec(FrozenSpec):
     memory_note: str = Field(max_length=300, description="How memory_bytes was read off the datasheet.")
     memory_bandwidth_bytes_per_s: BytesPerS = Field(description="Peak DRAM (HBM/GDDR) bandwidth.")
     peak_flops_per_s: dict[ComputeDType, FlopsPerS] = Field(
-        description="Dense peak tensor FLOP/s (OP/s for int8) by compute dtype; a missing key means unsupported."
+        min_length=1,
+        description="Dense peak tensor FLOP/s (OP/s for int8) by compute dtype; a missing key means unsupported.",
     )
     interconnect: str = Field(max_length=120, description="GPU-to-GPU link, e.g. 'NVLink 4' or 'PCIe 4.0 x16'.")
     interconnect_bandwidth_bytes_per_s: BytesPerS = Field(

@@ -57,12 +57,14 @@ FAMILIES: dict[str, Family] = {
         window="all",
     ),
     "qwen2": Family(
-        {"sliding_window": 4096, "max_window_layers": 28, "max_position_embeddings": 32768},
+        {"num_key_value_heads": 32, "sliding_window": 4096, "max_window_layers": 28, "max_position_embeddings": 32768},
         qkv_bias=True,
         window="qwen",
     ),
     "qwen2_moe": Family(
         {
+            "num_key_value_heads": 16,
+            "intermediate_size": 5632,
             "sliding_window": 4096,
             "max_window_layers": 28,
             "max_position_embeddings": 32768,
@@ -77,7 +79,13 @@ FAMILIES: dict[str, Family] = {
         window="qwen_moe",
     ),
     "qwen3": Family(
-        {"head_dim": 128, "sliding_window": 4096, "max_window_layers": 28, "max_position_embeddings": 32768},
+        {
+            "num_key_value_heads": 32,
+            "head_dim": 128,
+            "sliding_window": 4096,
+            "max_window_layers": 28,
+            "max_position_embeddings": 32768,
+        },
         qk_norm=True,
         window="qwen",
         qkv_bias=_ATTN_BIAS,
@@ -85,6 +93,8 @@ FAMILIES: dict[str, Family] = {
     ),
     "qwen3_moe": Family(
         {
+            "num_key_value_heads": 4,
+            "intermediate_size": 6144,
             "sliding_window": 4096,
             "max_position_embeddings": 32768,
             "num_experts": 128,
@@ -99,6 +109,7 @@ FAMILIES: dict[str, Family] = {
     ),
     "deepseek_v2": Family(
         {
+            "intermediate_size": 11008,
             "max_position_embeddings": 2048,
             "n_routed_experts": 64,
             "n_shared_experts": 2,
@@ -114,6 +125,7 @@ FAMILIES: dict[str, Family] = {
     ),
     "deepseek_v3": Family(
         {
+            "intermediate_size": 18432,
             "max_position_embeddings": 4096,
             "n_routed_experts": 256,
             "n_shared_experts": 1,
@@ -128,12 +140,18 @@ FAMILIES: dict[str, Family] = {
         o_bias=_ATTN_BIAS,
     ),
     "gemma": Family(
-        {"head_dim": 256, "tie_word_embeddings": True, "max_position_embeddings": 8192},
+        {"num_key_value_heads": 16, "head_dim": 256, "tie_word_embeddings": True, "max_position_embeddings": 8192},
         qkv_bias=_ATTN_BIAS,
         o_bias=_ATTN_BIAS,
     ),
     "gemma2": Family(
-        {"head_dim": 256, "tie_word_embeddings": True, "sliding_window": 4096, "max_position_embeddings": 8192},
+        {
+            "num_key_value_heads": 4,
+            "head_dim": 256,
+            "tie_word_embeddings": True,
+            "sliding_window": 4096,
+            "max_position_embeddings": 8192,
+        },
         norms_per_layer=4,
         window="alternate",
         qkv_bias=_ATTN_BIAS,
@@ -176,7 +194,7 @@ def import_hf_config(raw: dict[str, Any] | HFConfig) -> ImportedModel:
             f"model_type '{model_type}' is not one of the supported families ({', '.join(SUPPORTED_FAMILIES)}); "
             "read as a Llama-style decoder (gated MLP, RMSNorm, no biases): counts are approximate"
         )
-    if cfg.value("intermediate_size", None) is None and family.moe != "qwen" and family.moe != "deepseek":
+    if cfg.value("intermediate_size", family.defaults.get("intermediate_size")) is None:
         missing.append("intermediate_size")
     if missing:
         raise SpecError([FieldProblem((key,), "field required", "missing") for key in missing])
@@ -184,7 +202,9 @@ def import_hf_config(raw: dict[str, Any] | HFConfig) -> ImportedModel:
     try:
         spec = ModelSpec.model_validate(spec_fields)
     except ValidationError as exc:
-        raise SpecError(_problems(exc, HF_FIELD_OF_SPEC)) from None
+        # ModelSpec checks MoE layer ids on `moe`; in config.json they are first_k_dense_replace / mlp_only_layers.
+        moe_key = {"deepseek": "first_k_dense_replace", "qwen": "mlp_only_layers"}.get(family.moe or "", "moe")
+        raise SpecError(_problems(exc, {**HF_FIELD_OF_SPEC, "moe": moe_key})) from None
     fmt, group = _quantization(cfg, warnings)
     return ImportedModel(
         spec=spec,
@@ -207,9 +227,10 @@ def _spec_fields(cfg: HFConfig, family: Family, warnings: list[str]) -> dict[str
         "num_layers": cfg.num_hidden_layers,
         "hidden_size": cfg.hidden_size,
         "num_heads": n_h,
-        "num_kv_heads": cfg.value("num_key_value_heads", d.get("num_key_value_heads")) or n_h,
+        # MLA has no KV heads of its own (transformers ignores num_key_value_heads there)
+        "num_kv_heads": n_h if family.mla else cfg.value("num_key_value_heads", d.get("num_key_value_heads")) or n_h,
         "head_dim": None if family.mla else cfg.value("head_dim", d.get("head_dim")),
-        "ffn_dim": cfg.intermediate_size or cfg.moe_intermediate_size,
+        "ffn_dim": cfg.value("intermediate_size", d.get("intermediate_size")),
         "vocab_size": cfg.vocab_size,
         "tie_embeddings": bool(cfg.value("tie_word_embeddings", d.get("tie_word_embeddings", False))),
         "qkv_bias": _flag(cfg, family.qkv_bias, d),
@@ -270,7 +291,9 @@ def _moe_fields(cfg: HFConfig, family: Family, warnings: list[str]) -> dict[str,
         experts = cfg.num_local_experts or cfg.num_experts or d["num_local_experts"]
         return {"num_experts": experts, "experts_per_token": k, "expert_ffn_dim": cfg.intermediate_size}
     if family.moe == "qwen":
-        experts = cfg.value("num_experts", d["num_experts"])
+        # transformers 5 saves Qwen3-MoE's num_experts under its attribute_map name num_local_experts
+        alias = "num_experts" if cfg.given("num_experts") else "num_local_experts"
+        experts = cfg.value(alias, d["num_experts"])
         if not experts:
             return None  # Qwen-MoE with num_experts = 0 builds dense layers only
         return {

@@ -84,7 +84,7 @@ class MoESpec(FrozenSpec):
 class ModelSpec(FrozenSpec):
     """A decoder-only transformer, in the symbols of the papers: L, h, n_h, n_kv, d_h, f, V."""
 
-    name: str | None = Field(default=None, max_length=200)
+    name: str | None = Field(default=None, max_length=300)
     family: str = Field(default="llama", max_length=64, description="Hugging Face model_type this layout follows.")
     num_layers: Layers = Field(description="L, decoder blocks.")
     hidden_size: Width = Field(description="h, residual stream width.")

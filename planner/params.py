@@ -138,7 +138,7 @@ def mlp_linears(spec: ModelSpec, moe_layer: bool) -> tuple[Linear, ...]:
         Linear("router", h, moe.num_experts, quantizable=False, parallel="replicated"),
         *_gated_mlp("experts.", h, moe.expert_ffn_dim, count=moe.num_experts),
     )
-    if moe.shared_expert_ffn_dim:
+    if moe.shared_expert_ffn_dim or spec.mlp_bias:  # a 0-wide DeepSeek shared MLP still has its biases
         linears += _gated_mlp("shared_experts.", h, moe.shared_expert_ffn_dim, spec.mlp_bias)
     if moe.shared_expert_gate:
         linears += (Linear("shared_expert_gate", h, 1, quantizable=False, parallel="replicated"),)

@@ -16,6 +16,7 @@ __all__ = ["Efficiency", "Engine", "EngineProfile", "ServingSpec", "engine_profi
 
 Tokens = Annotated[int, Field(ge=1, le=1 << 30)]
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
+KernelEfficiency = Annotated[float, Field(ge=0.01, le=1.0)]  # below 1 % of peak no roofline answer means anything
 MiB = 1 << 20
 
 
@@ -70,10 +71,12 @@ def engine_profile(engine: Engine) -> EngineProfile:
 class Efficiency(FrozenSpec):
     """Fractions of datasheet peaks that kernels reach. Defaults are assumptions until a probe calibrates them."""
 
-    prefill_compute: Fraction = Field(default=0.6, description="Achieved / peak tensor FLOP/s in prefill GEMMs.")
-    decode_bandwidth: Fraction = Field(default=0.8, description="Achieved / peak HBM bandwidth in decode.")
-    decode_compute: Fraction = Field(default=0.5, description="Achieved / peak FLOP/s for decode GEMMs.")
-    interconnect: Fraction = Field(default=0.7, description="Achieved / peak GPU-link bandwidth in all-reduce.")
+    prefill_compute: KernelEfficiency = Field(
+        default=0.6, description="Achieved / peak tensor FLOP/s in prefill GEMMs."
+    )
+    decode_bandwidth: KernelEfficiency = Field(default=0.8, description="Achieved / peak HBM bandwidth in decode.")
+    decode_compute: KernelEfficiency = Field(default=0.5, description="Achieved / peak FLOP/s for decode GEMMs.")
+    interconnect: KernelEfficiency = Field(default=0.7, description="Achieved / peak GPU-link bandwidth in all-reduce.")
 
 
 class ServingSpec(FrozenSpec):

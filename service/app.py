@@ -1,0 +1,49 @@
+"""The FastAPI application factory, and the server entry point shared by `python -m service` and `memplan serve`."""
+
+from __future__ import annotations
+
+import uvicorn
+from fastapi import FastAPI
+
+from service import __version__
+from service.docs import install_offline_docs
+from service.errors import install_error_handlers
+from service.limits import RequestLimitsMiddleware
+from service.routers import estimates, gpus, health, models
+from service.settings import Settings, get_settings
+
+__all__ = ["create_app", "run_server"]
+
+DESCRIPTION = """\
+Will this LLM fit on this GPU, how many sequences fit, and how fast will it run.
+
+A model is a catalog id, an inline ModelSpec, or a raw Hugging Face `config.json`. Every byte count is an
+integer; every memory term names its formula and source. 1 GiB = 2^30 B.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app; `settings` (default: the MEMPLAN_* environment) also answers the app's SettingsDep."""
+    resolved = settings or get_settings()
+    app = FastAPI(
+        title="memplan",
+        description=DESCRIPTION,
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+    )
+    if settings is not None:
+        app.dependency_overrides[get_settings] = lambda: settings
+    app.add_middleware(
+        RequestLimitsMiddleware, max_body_bytes=resolved.max_body_bytes, max_json_depth=resolved.max_json_depth
+    )
+    install_error_handlers(app)
+    install_offline_docs(app)
+    for router in (health.router, models.router, gpus.router, estimates.router):
+        app.include_router(router)
+    return app
+
+
+def run_server(settings: Settings) -> None:
+    """Run uvicorn on a new app until interrupted."""
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)

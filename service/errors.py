@@ -1,0 +1,63 @@
+"""The one place that turns exceptions into HTTP responses.
+
+Every 422 has FastAPI's validation shape, `{"detail": [{"loc": [...], "msg": ..., "type": ...}]}`, with locations
+rooted at "body"; pydantic's `input` and `ctx` are dropped so that an error never echoes a large request back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from planner import SpecError, UnknownIdError
+
+__all__ = ["MAX_MSG_CHARS", "install_error_handlers", "problem", "validation_response"]
+
+logger = logging.getLogger(__name__)
+
+MAX_MSG_CHARS = 500  # a message longer than this is cut: it can only be an echo of the input
+
+
+def problem(loc: Sequence[str | int], msg: str, type_: str) -> dict[str, Any]:
+    """One entry of a 422 `detail` list."""
+    short = msg if len(msg) <= MAX_MSG_CHARS else msg[: MAX_MSG_CHARS - 1] + "…"
+    return {"loc": list(loc), "msg": short, "type": type_}
+
+
+def validation_response(problems: Iterable[Mapping[str, Any]]) -> JSONResponse:
+    """422 with the given problems, each reduced to loc, msg and type."""
+    detail = [problem(p["loc"], str(p["msg"]), str(p["type"])) for p in problems]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+async def _request_validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return validation_response(exc.errors())
+
+
+async def _spec_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SpecError)
+    return validation_response({"loc": ("body", *p.loc), "msg": p.msg, "type": p.type} for p in exc.problems)
+
+
+async def _unknown_id(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, UnknownIdError)
+    return JSONResponse({"detail": str(exc)}, status_code=404)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map domain errors to 422/404, shrink validation errors, and answer anything unexpected with a logged 500."""
+    app.add_exception_handler(RequestValidationError, _request_validation)
+    app.add_exception_handler(SpecError, _spec_error)
+    app.add_exception_handler(UnknownIdError, _unknown_id)
+    app.add_exception_handler(Exception, _unexpected)

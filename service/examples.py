@@ -1,0 +1,100 @@
+"""Request examples shown in the OpenAPI document (Swagger UI offers them in a drop-down)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["IMPORT_EXAMPLES", "INFERENCE_EXAMPLES", "QWEN2_5_0_5B_CONFIG"]
+
+# Qwen/Qwen2.5-0.5B config.json as published on the Hugging Face Hub (keys memplan does not read trimmed).
+QWEN2_5_0_5B_CONFIG: dict[str, Any] = {
+    "architectures": ["Qwen2ForCausalLM"],
+    "model_type": "qwen2",
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "vocab_size": 151936,
+    "max_position_embeddings": 32768,
+    "max_window_layers": 24,
+    "sliding_window": 32768,
+    "use_sliding_window": False,
+    "tie_word_embeddings": True,
+    "rms_norm_eps": 1e-06,
+    "rope_theta": 1000000.0,
+    "torch_dtype": "bfloat16",
+}
+
+
+def _example(summary: str, value: dict[str, Any]) -> dict[str, Any]:
+    return {"summary": summary, "value": value}
+
+
+INFERENCE_EXAMPLES: dict[str, Any] = {
+    "catalog": _example(
+        "Catalog model on one H100, 32 sequences of 8K tokens",
+        {
+            "model": "llama-3-8b",
+            "gpu": "h100-sxm",
+            "serving": {"prompt_tokens": 7168, "output_tokens": 1024, "concurrency": 32},
+        },
+    ),
+    "deepseek_v3_fp8": _example(
+        "DeepSeek-V3 in its fp8 block-quantized checkpoint on 8 × H200 (vLLM, MLA latent cache)",
+        {
+            "model": "deepseek-v3",
+            "gpu": "h200",
+            "serving": {"weight_format": "fp8_block", "tensor_parallel": 8, "concurrency": 16},
+        },
+    ),
+    "config_json": _example(
+        "A raw Hugging Face config.json as the model",
+        {"model": QWEN2_5_0_5B_CONFIG, "gpu": "l4", "serving": {"prompt_tokens": 4096, "concurrency": 8}},
+    ),
+    "inline_spec": _example(
+        "An inline ModelSpec (GQA, 32 layers) with an fp8 KV cache",
+        {
+            "model": {
+                "name": "my-8b",
+                "num_layers": 32,
+                "hidden_size": 4096,
+                "num_heads": 32,
+                "num_kv_heads": 8,
+                "ffn_dim": 14336,
+                "vocab_size": 128256,
+                "max_context": 32768,
+            },
+            "gpu": "l40s",
+            "serving": {"kv_cache_dtype": "fp8", "prompt_tokens": 16384, "concurrency": 4},
+        },
+    ),
+}
+
+IMPORT_EXAMPLES: dict[str, Any] = {
+    "qwen2.5-0.5b": _example("Qwen2.5-0.5B config.json", QWEN2_5_0_5B_CONFIG),
+    "deepseek_v2_lite_mla": _example(
+        "An MLA + MoE config.json (DeepSeek-V2-Lite shape)",
+        {
+            "model_type": "deepseek_v2",
+            "hidden_size": 2048,
+            "intermediate_size": 10944,
+            "moe_intermediate_size": 1408,
+            "num_hidden_layers": 27,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 16,
+            "n_routed_experts": 64,
+            "n_shared_experts": 2,
+            "num_experts_per_tok": 6,
+            "first_k_dense_replace": 1,
+            "q_lora_rank": None,
+            "kv_lora_rank": 512,
+            "qk_nope_head_dim": 128,
+            "qk_rope_head_dim": 64,
+            "v_head_dim": 128,
+            "vocab_size": 102400,
+            "max_position_embeddings": 163840,
+            "torch_dtype": "bfloat16",
+        },
+    ),
+}

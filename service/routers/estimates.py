@@ -1,0 +1,21 @@
+"""Estimates: does it fit, how many sequences, how fast."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body
+
+from planner import InferenceEstimate, InferenceRequest, estimate_inference
+from service.deps import CatalogDep
+from service.examples import INFERENCE_EXAMPLES
+
+router = APIRouter(prefix="/v1/estimates", tags=["estimates"])
+
+
+@router.post("/inference", response_model=InferenceEstimate)
+def inference(
+    request: Annotated[InferenceRequest, Body(openapi_examples=INFERENCE_EXAMPLES)], catalog: CatalogDep
+) -> InferenceEstimate:
+    """Serving: memory per GPU term by term, fit, KV capacity (sequences, context), prefill and decode speed."""
+    return estimate_inference(request, catalog)

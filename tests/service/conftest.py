@@ -1,0 +1,42 @@
+"""Fixtures for the service tests: an app built from explicit settings, and a client for it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+
+MAX_BODY_BYTES = 1_048_576
+MAX_JSON_DEPTH = 64
+
+
+@pytest.fixture
+def settings() -> Settings:
+    """The documented defaults, given explicitly so that MEMPLAN_* variables in the environment cannot leak in."""
+    return Settings(max_body_bytes=MAX_BODY_BYTES, max_json_depth=MAX_JSON_DEPTH)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """A client that re-raises any server exception, so an unexpected 500 fails the test loudly."""
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+class JsonResponse(Protocol):
+    """What error_text needs of a response (TestClient's may come from httpx or httpx2)."""
+
+    def json(self) -> Any: ...
+
+
+def error_text(response: JsonResponse) -> str:
+    """Every location and message of an error body, as one string to search for a field name."""
+    detail: Any = response.json()["detail"]
+    if isinstance(detail, str):
+        return detail
+    return " | ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in detail)

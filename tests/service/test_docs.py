@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+
+ENDPOINTS = {
+    ("/healthz", "get"),
+    ("/v1/models", "get"),
+    ("/v1/models/{model_id}", "get"),
+    ("/v1/models/import", "post"),
+    ("/v1/gpus", "get"),
+    ("/v1/gpus/{gpu_id}", "get"),
+    ("/v1/estimates/inference", "post"),
+}
+ASSET = re.compile(r"""(?:src|href)=["']([^"']+)["']|url: ?'([^']+)'|spec-url=["']([^"']+)["']""")
+
+
+def test_openapi_lists_every_endpoint(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    listed = {(path, method) for path, ops in paths.items() for method in ops}
+    assert listed == ENDPOINTS
+
+
+def test_every_operation_has_a_summary_line_and_a_tag(client: TestClient) -> None:
+    for ops in client.get("/openapi.json").json()["paths"].values():
+        for op in ops.values():
+            assert op["tags"] and op["description"] and "\n" not in op["description"]
+
+
+def test_request_bodies_carry_examples(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/v1/estimates/inference", "/v1/models/import"):
+        examples = paths[path]["post"]["requestBody"]["content"]["application/json"]["examples"]
+        assert len(examples) >= 2
+    inference = paths["/v1/estimates/inference"]["post"]["requestBody"]["content"]["application/json"]["examples"]
+    assert inference["catalog"]["value"]["model"] == "llama-3-8b"
+    assert inference["config_json"]["value"]["model"]["model_type"] == "qwen2"
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_use_only_local_assets(client: TestClient, page: str) -> None:
+    response = client.get(page)
+    assert response.status_code == 200
+    html = response.text
+    assert not re.search(r"https?://|//[a-z]", html, re.IGNORECASE), "a non-local URL in the page"
+    assets = {next(g for g in m.groups() if g) for m in ASSET.finditer(html)}
+    assert "/openapi.json" in assets
+    assert len(assets) >= 3
+    for asset in assets:
+        assert asset.startswith("/"), asset
+        loaded = client.get(asset)
+        assert loaded.status_code == 200, asset
+        assert loaded.content
+
+
+def test_swagger_asks_no_online_validator(client: TestClient) -> None:
+    assert '"validatorUrl": null' in client.get("/docs").text
