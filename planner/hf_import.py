@@ -313,7 +313,10 @@ def _moe_fields(cfg: HFConfig, family: Family, warnings: list[str]) -> dict[str,
     f_e = cfg.value("moe_intermediate_size", d["moe_intermediate_size"])
     shared = cfg.value("n_shared_experts", d["n_shared_experts"]) or 0
     return {
-        "num_experts": cfg.value("n_routed_experts", d["n_routed_experts"]),
+        # num_local_experts is the attribute_map alias of n_routed_experts in transformers' DeepSeek configs
+        "num_experts": cfg.value(
+            "n_routed_experts" if cfg.given("n_routed_experts") else "num_local_experts", d["n_routed_experts"]
+        ),
         "experts_per_token": k,
         "expert_ffn_dim": f_e,
         "shared_expert_ffn_dim": (f_e or 0) * shared,
@@ -347,8 +350,11 @@ def _quantization(cfg: HFConfig, warnings: list[str]) -> tuple[WeightFormat | No
     if fmt is None or (fmt is not WeightFormat.FP8 and q.get("bits", 4) != 4):
         warnings.append(f"quantization_config method '{method}' is not modelled; give weight_format yourself")
         return None, None
-    if fmt is WeightFormat.FP8 and q.get("weight_block_size") == [128, 128]:
+    block = q.get("weight_block_size")
+    if fmt is WeightFormat.FP8 and block == [128, 128]:
         return WeightFormat.FP8_BLOCK, None
+    if fmt is WeightFormat.FP8 and block:
+        warnings.append(f"fp8 weight_block_size {block} is not modelled; read as per-tensor fp8 (fewer scale bytes)")
     group = q.get("group_size")
     return fmt, group if isinstance(group, int) and group > 0 else None
 

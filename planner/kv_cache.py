@@ -118,7 +118,8 @@ def kv_bytes_per_token(
 def window_tokens(context: int, window: int | None, block_size: int) -> int:
     """Tokens a sliding-window layer keeps for one sequence: min(s, w), whole pages when paged.
 
-    Assumes: a paged window spans ⌈w/bs⌉ + 1 pages once the sequence is longer than the window.
+    Assumes: a paged window spans ⌈w/bs⌉ + 1 pages once the sequence is longer than the window; w tokens is the
+      peak during a decode step (transformers 5 keeps w − 1 between steps and concatenates the new token).
     """
     pages = ceil(context / block_size)
     if window is None:

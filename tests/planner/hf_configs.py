@@ -1,0 +1,146 @@
+"""Small config.json dicts for every supported family: seeded random ones, and ones that lean on family defaults."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+__all__ = ["DEFAULTS_CASES", "FAMILIES", "SLIDING_FAMILIES", "random_config", "random_configs"]
+
+FAMILIES = (
+    "llama",
+    "mistral",
+    "mixtral",
+    "qwen2",
+    "qwen2_moe",
+    "qwen3",
+    "qwen3_moe",
+    "deepseek_v2",
+    "deepseek_v3",
+    "gemma",
+    "gemma2",
+    "phi3",
+)
+MOE_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3")
+# Families whose config class defines sliding_window. transformers 5 gives any config carrying the key a sliding
+# cache (cache_utils.get_layer_types_and_kwargs), so the key is not sprinkled on the others.
+SLIDING_FAMILIES = ("mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma2", "phi3")
+# Families whose config class gives head_dim a default of its own (qwen3: 128, gemma/gemma2: 256).
+HEAD_DIM_DEFAULT = ("qwen3", "gemma", "gemma2")
+_OMIT = object()
+
+
+def _maybe(rng: random.Random, out: dict[str, Any], key: str, *choices: Any) -> None:
+    """Set `key` to one of `choices`, or leave it out of the config (the family default applies)."""
+    value = rng.choice((_OMIT, *choices))
+    if value is not _OMIT:
+        out[key] = value
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def random_config(family: str, rng: random.Random) -> dict[str, Any]:
+    """A tiny config of `family` with random dims, bias flags, tying, sliding-window and MoE keys."""
+    hidden = rng.randrange(16, 129, 16)
+    n_heads = rng.choice([n for n in (1, 2, 4, 8, 16) if (hidden // n) % 2 == 0])  # RoPE needs an even head_dim
+    layers = rng.randint(1, 4)
+    vocab = rng.randint(32, 512)
+    cfg: dict[str, Any] = {
+        "model_type": family,
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": n_heads,
+        "vocab_size": vocab,
+        "intermediate_size": rng.randint(8, 160),
+    }
+    if family.startswith("deepseek"):
+        _maybe(rng, cfg, "num_key_value_heads", n_heads)
+    else:
+        cfg["num_key_value_heads"] = rng.choice(_divisors(n_heads))
+        if family in HEAD_DIM_DEFAULT:
+            _maybe(rng, cfg, "head_dim", 4, 8, 12)  # omitted: the 128/256 default, fine on the meta device
+        elif rng.random() < 0.4:
+            cfg["head_dim"] = rng.choice((4, 8, 12, 20))  # deliberately not hidden / heads
+    # Every family gets every flag: the planner must read exactly the ones transformers reads.
+    for flag in ("attention_bias", "mlp_bias", "qkv_bias", "tie_word_embeddings"):
+        _maybe(rng, cfg, flag, False, True)
+    if family in SLIDING_FAMILIES:
+        # null is "no window" only where the config class allows it; elsewhere transformers 5 marks layers
+        # sliding and then fails to build a cache for them (a window of None).
+        windows = (None, rng.randint(4, 64)) if family in ("mistral", "mixtral", "phi3") else (rng.randint(4, 64),)
+        _maybe(rng, cfg, "sliding_window", *windows)
+        _maybe(rng, cfg, "use_sliding_window", False, True)
+        _maybe(rng, cfg, "max_window_layers", *range(layers + 1))
+    if family == "phi3":
+        cfg |= {"pad_token_id": 0, "eos_token_id": None}  # the defaults (32000) lie outside a tiny vocabulary
+    if family in MOE_FAMILIES:
+        cfg.update(_random_moe(family, rng, layers))
+    return cfg
+
+
+def _random_moe(family: str, rng: random.Random, layers: int) -> dict[str, Any]:
+    n_experts = rng.randint(2, 8)
+    moe: dict[str, Any] = {"num_experts_per_tok": rng.randint(1, n_experts)}
+    if family == "mixtral":
+        return {**moe, "num_local_experts": n_experts}
+    moe["moe_intermediate_size"] = rng.randint(4, 48)
+    if family.startswith("qwen"):
+        moe["num_experts"] = n_experts
+        moe["decoder_sparse_step"] = rng.randint(1, 2)
+        moe["mlp_only_layers"] = sorted(rng.sample(range(layers), rng.randint(0, layers)))
+        if family == "qwen2_moe":
+            moe["shared_expert_intermediate_size"] = rng.choice((0, rng.randint(4, 64)))
+        return moe
+    qk_rope = rng.choice((2, 4, 8))
+    moe |= {
+        "n_routed_experts": n_experts,
+        "n_shared_experts": rng.randint(1, 2),  # 0 has its own test (a zero-width shared expert)
+        "first_k_dense_replace": rng.randint(0, min(2, layers)),
+        "q_lora_rank": rng.choice((None, rng.randint(4, 48))),
+        "kv_lora_rank": rng.randint(4, 48),
+        "qk_nope_head_dim": rng.randint(2, 16),
+        "qk_rope_head_dim": qk_rope,
+        "v_head_dim": rng.randint(2, 16),
+    }
+    if family == "deepseek_v3":
+        moe |= {"n_group": 1, "topk_group": 1}
+    return moe
+
+
+def random_configs(per_family: int, seed: int) -> list[tuple[str, dict[str, Any]]]:
+    """`per_family` random configs of each family as (test id, config)."""
+    rng = random.Random(seed)
+    return [(f"{family}-{i}", random_config(family, rng)) for family in FAMILIES for i in range(per_family)]
+
+
+def _base(family: str, hidden: int, heads: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "model_type": family,
+        "hidden_size": hidden,
+        "num_hidden_layers": 2,
+        "num_attention_heads": heads,
+        "vocab_size": 96,
+        **extra,
+    }
+
+
+# Configs that leave optional keys out, so each family's config-class default (transformers 5.x) applies.
+# Heads are chosen so the default num_key_value_heads is a proper divisor (GQA), which tells
+# "the family default" apart from "num_attention_heads".
+DEFAULTS_CASES: list[tuple[str, dict[str, Any]]] = [
+    ("llama-kv-from-heads", _base("llama", 64, 4, intermediate_size=40)),
+    ("mistral-kv-default-8", _base("mistral", 64, 16, intermediate_size=40)),
+    ("mixtral-kv-8-experts-8-top-2", _base("mixtral", 64, 16, intermediate_size=40)),
+    ("qwen2-kv-default-32", _base("qwen2", 128, 64, intermediate_size=40)),
+    ("qwen2_moe-defaults", _base("qwen2_moe", 64, 32, intermediate_size=40)),
+    ("qwen3-head_dim-128-kv-32", _base("qwen3", 64, 64, intermediate_size=40)),
+    ("qwen3_moe-defaults", _base("qwen3_moe", 64, 8, intermediate_size=40)),
+    ("deepseek_v2-mla-defaults", _base("deepseek_v2", 64, 4, intermediate_size=40, num_experts_per_tok=2)),
+    ("deepseek_v3-defaults", _base("deepseek_v3", 64, 4, num_hidden_layers=4, intermediate_size=40)),
+    ("deepseek_v3-no-intermediate_size", _base("deepseek_v3", 64, 4, num_hidden_layers=4)),
+    ("gemma-tied-head_dim-256-kv-16", _base("gemma", 64, 32, intermediate_size=40)),
+    ("gemma2-tied-head_dim-256-kv-4", _base("gemma2", 64, 8, intermediate_size=40)),
+    ("phi3-kv-from-heads", _base("phi3", 64, 4, intermediate_size=40, pad_token_id=0, eos_token_id=None)),
+]

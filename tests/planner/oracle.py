@@ -1,0 +1,135 @@
+"""The external oracle for parameter counts: the model transformers builds from a config.json, on the meta device.
+
+A meta build allocates no storage, so even DeepSeek-V3 (671B) builds in well under a second; every count
+below is read off the module tree, never recomputed from the config.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, Cache, DynamicCache, PreTrainedModel
+
+__all__ = [
+    "LayerCounts",
+    "OracleCounts",
+    "build_meta_model",
+    "cache_layer_windows",
+    "oracle_counts",
+    "prefill_cache",
+    "tensor_bytes",
+]
+
+
+def _numel(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def build_meta_model(config_dict: dict[str, Any]) -> PreTrainedModel:
+    """`AutoModelForCausalLM.from_config(AutoConfig.for_model(**config_dict))` on the meta device, cached."""
+    return _build(json.dumps(config_dict, sort_keys=True))
+
+
+@functools.cache
+def _build(config_json: str) -> PreTrainedModel:
+    # Scoped: config classes may warn about unused or legacy keys of a published config.json.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = AutoConfig.for_model(**json.loads(config_json))
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config)
+
+
+@dataclass(frozen=True)
+class LayerCounts:
+    """One decoder block as transformers built it."""
+
+    total: int
+    attention: int  # self_attn parameters except the norms inside it (Qwen3 q/k norm, MLA q_a/kv_a norms)
+    mlp: int
+    norms: int  # every parameter whose name contains "norm", inside attention or around it
+    active: int  # total − (E − k)·(one routed expert), k and E read from the router and the expert stack
+    is_moe: bool
+
+
+@dataclass(frozen=True)
+class OracleCounts:
+    total: int  # model.parameters() yields a tied weight once
+    embedding: int
+    lm_head: int  # 0 when the output embedding is the input embedding tensor
+    final_norm: int
+    layers: tuple[LayerCounts, ...]
+
+    @property
+    def active_per_token(self) -> int:
+        outer = self.total - sum(layer.total for layer in self.layers)
+        return outer + sum(layer.active for layer in self.layers)
+
+
+def _layer_counts(layer: nn.Module) -> LayerCounts:
+    named = dict(layer.named_parameters())
+    norms = sum(p.numel() for name, p in named.items() if "norm" in name)
+    attention = sum(p.numel() for name, p in named.items() if name.startswith("self_attn.") and "norm" not in name)
+    mlp = sum(p.numel() for name, p in named.items() if name.startswith("mlp."))
+    total = sum(p.numel() for p in named.values())
+    assert attention + mlp + norms == total, f"unclassified parameters in {sorted(named)}"
+    experts = getattr(layer.mlp, "experts", None)
+    if experts is None:
+        return LayerCounts(total, attention, mlp, norms, active=total, is_moe=False)
+    # Routed experts are stacked tensors (E, ...) in transformers 5; one expert is 1/E of the stack.
+    n_experts, top_k = experts.num_experts, layer.mlp.gate.top_k
+    stacked = _numel(experts)
+    assert all(p.shape[0] == n_experts for p in experts.parameters())
+    active = total - (n_experts - top_k) * (stacked // n_experts)
+    return LayerCounts(total, attention, mlp, norms, active=active, is_moe=True)
+
+
+def oracle_counts(config_dict: dict[str, Any]) -> OracleCounts:
+    """Parameter counts of the model transformers builds from `config_dict`."""
+    return _oracle_counts(json.dumps(config_dict, sort_keys=True))
+
+
+@functools.cache
+def _oracle_counts(config_json: str) -> OracleCounts:
+    model = _build(config_json)
+    embedding = model.get_input_embeddings().weight
+    output = model.get_output_embeddings().weight
+    return OracleCounts(
+        total=_numel(model),
+        embedding=embedding.numel(),
+        lm_head=0 if output is embedding else output.numel(),
+        final_norm=_numel(model.model.norm),
+        layers=tuple(_layer_counts(layer) for layer in model.model.layers),
+    )
+
+
+# --- the KV cache oracle: what transformers 5 actually keeps after a prefill -------------------------------------
+
+
+def prefill_cache(config_dict: dict[str, Any], seq_len: int, dtype: torch.dtype = torch.bfloat16) -> Cache:
+    """The `past_key_values` of one forward over (1, seq_len) token ids, real weights on the CPU."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = AutoConfig.for_model(**config_dict)
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
+    input_ids = torch.arange(seq_len).unsqueeze(0) % config.vocab_size  # (1, s)
+    with torch.no_grad():
+        return model(input_ids=input_ids, use_cache=True).past_key_values
+
+
+def tensor_bytes(cache: Cache) -> int:
+    """Bytes of every key and value tensor the cache holds (numel · itemsize), all layers."""
+    return sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+
+
+def cache_layer_windows(config_dict: dict[str, Any]) -> list[int | None]:
+    """Per layer, the window transformers 5 caches (DynamicSlidingWindowLayer), or None for a full layer."""
+    cache = DynamicCache(config=build_meta_model(config_dict).config)
+    return [getattr(layer, "sliding_window", None) for layer in cache.layers]

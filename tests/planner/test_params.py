@@ -1,0 +1,172 @@
+"""count_params against transformers, exactly: every catalog model and random tiny configs of all 12 families.
+
+The oracle is the model `AutoModelForCausalLM.from_config` builds on the meta device (tests/planner/oracle.py);
+nothing here is a hand-typed expectation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from planner import CatalogModel, ModelSpec, ParamCounts, count_params, import_hf_config, load_catalog
+from tests.planner.hf_configs import DEFAULTS_CASES, FAMILIES, random_configs
+from tests.planner.oracle import OracleCounts, build_meta_model, oracle_counts
+
+CATALOG = load_catalog().models
+RANDOM_CASES = random_configs(per_family=6, seed=20_240_507)
+
+
+def _summary(counts: ParamCounts | OracleCounts) -> dict[str, int]:
+    return {
+        "total": counts.total,
+        "embedding": counts.embedding,
+        "lm_head": counts.lm_head,
+        "final_norm": counts.final_norm,
+        "active_per_token": counts.active_per_token,
+    }
+
+
+def _planner_layers(spec: ModelSpec, counts: ParamCounts) -> list[dict[str, Any]]:
+    """Each layer index, described by the planner layer kind that layer belongs to."""
+    by_kind = {kind.kind: kind for kind in counts.layers}
+    rows = []
+    for i in range(spec.num_layers):
+        kind = by_kind["moe" if spec.moe is not None and spec.moe.is_moe_layer(i) else "dense"]
+        rows.append(
+            {
+                "kind": kind.kind,
+                "total": kind.params_per_layer,
+                "attention": kind.attention_params_per_layer,
+                "mlp": kind.mlp_params_per_layer,
+                "norms": kind.norm_params_per_layer,
+                "active": kind.active_params_per_layer,
+            }
+        )
+    return rows
+
+
+def _oracle_layers(oracle: OracleCounts) -> list[dict[str, Any]]:
+    return [
+        {
+            "kind": "moe" if layer.is_moe else "dense",
+            "total": layer.total,
+            "attention": layer.attention,
+            "mlp": layer.mlp,
+            "norms": layer.norms,
+            "active": layer.active,
+        }
+        for layer in oracle.layers
+    ]
+
+
+def _imported_counts(config: dict[str, Any]) -> tuple[ModelSpec, ParamCounts]:
+    spec = import_hf_config(config).spec
+    return spec, count_params(spec)
+
+
+# --- the catalog: published config.json files, up to DeepSeek-V3 (671B) and Llama-3.1-405B ---------------------
+
+
+@pytest.mark.parametrize("model", CATALOG, ids=lambda m: m.id)
+def test_catalog_counts_equal_transformers(model: CatalogModel) -> None:
+    assert _summary(model.params) == _summary(oracle_counts(model.config))
+
+
+@pytest.mark.parametrize("model", CATALOG, ids=lambda m: m.id)
+def test_catalog_per_layer_counts_equal_transformers(model: CatalogModel) -> None:
+    assert _planner_layers(model.spec, model.params) == _oracle_layers(oracle_counts(model.config))
+
+
+def test_catalog_covers_dense_moe_and_mla() -> None:
+    # Guards the two tests above against a catalog that silently loses its hard cases.
+    specs = {m.id: m.spec for m in CATALOG}
+    assert len(specs) == 13
+    assert specs["deepseek-v3"].mla is not None and specs["deepseek-v3"].moe is not None
+    assert specs["mixtral-8x7b"].moe is not None and specs["llama-3.1-405b"].moe is None
+
+
+# --- random tiny configs of every family --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", [c for _, c in RANDOM_CASES], ids=[i for i, _ in RANDOM_CASES])
+def test_random_config_counts_equal_transformers(config: dict[str, Any]) -> None:
+    spec, counts = _imported_counts(config)
+    oracle = oracle_counts(config)
+    assert _summary(counts) == _summary(oracle)
+    assert _planner_layers(spec, counts) == _oracle_layers(oracle)
+
+
+def test_random_configs_exercise_every_branch() -> None:
+    # The generator must actually produce the cases the test above claims to cover.
+    specs = [import_hf_config(c).spec for _, c in RANDOM_CASES]
+    assert {s.family for s in specs} == set(FAMILIES)
+    assert any(s.tie_embeddings for s in specs) and not all(s.tie_embeddings for s in specs)
+    assert any(s.qkv_bias for s in specs) and any(s.o_bias for s in specs) and any(s.mlp_bias for s in specs)
+    assert {s.attention_kind.value for s in specs} == {"MHA", "GQA", "MQA", "MLA"}
+    assert any(s.head_dim is not None and s.head_dim * s.num_heads != s.hidden_size for s in specs)
+    moes = [s.moe for s in specs if s.moe is not None]
+    assert any(m.first_dense_layers for m in moes) and any(m.dense_layer_ids for m in moes)
+    assert any(m.layer_step == 2 for m in moes) and any(m.experts_per_token == m.num_experts for m in moes)
+    assert any(s.mla is not None and s.mla.q_lora_rank is None for s in specs)
+    assert any(s.mla is not None and s.mla.q_lora_rank is not None for s in specs)
+
+
+# --- configs that leave keys out, so the family defaults of transformers 5 apply ----------------------------------
+
+
+@pytest.mark.parametrize("config", [c for _, c in DEFAULTS_CASES], ids=[i for i, _ in DEFAULTS_CASES])
+def test_family_defaults_match_transformers(config: dict[str, Any]) -> None:
+    spec, counts = _imported_counts(config)
+    if spec.mla is None:  # name the resolved dimension first: a bare count mismatch says little
+        model = build_meta_model(config)
+        resolved = {"num_kv_heads": spec.kv_heads, "head_dim": spec.resolved_head_dim}
+        assert resolved == {
+            "num_kv_heads": model.config.num_key_value_heads,
+            "head_dim": model.model.layers[0].self_attn.head_dim,
+        }
+    assert _summary(counts) == _summary(oracle_counts(config))
+
+
+def test_deepseek_zero_shared_experts_with_mlp_bias() -> None:
+    # n_shared_experts = 0 still builds DeepseekV2MLP(intermediate_size=0): its down_proj (0 -> h) keeps an
+    # h-sized bias when mlp_bias is set, so transformers has h extra parameters per MoE layer.
+    config = {
+        "model_type": "deepseek_v2",
+        "hidden_size": 32,
+        "intermediate_size": 40,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "vocab_size": 64,
+        "n_routed_experts": 4,
+        "num_experts_per_tok": 2,
+        "n_shared_experts": 0,
+        "moe_intermediate_size": 8,
+        "mlp_bias": True,
+        "q_lora_rank": None,
+        "kv_lora_rank": 8,
+        "qk_nope_head_dim": 4,
+        "qk_rope_head_dim": 2,
+        "v_head_dim": 4,
+    }
+    _, counts = _imported_counts(config)
+    assert _summary(counts) == _summary(oracle_counts(config))
+
+
+# --- the parts add up (planner-internal, no oracle) ---------------------------------------------------------------
+
+_CONSISTENCY_CASES = [(m.id, m.spec) for m in CATALOG] + [(i, import_hf_config(c).spec) for i, c in RANDOM_CASES]
+
+
+@pytest.mark.parametrize("spec", [s for _, s in _CONSISTENCY_CASES], ids=[i for i, _ in _CONSISTENCY_CASES])
+def test_components_sum_to_total(spec: ModelSpec) -> None:
+    counts = count_params(spec)
+    layers = sum(kind.params_per_layer * kind.layers for kind in counts.layers)
+    assert counts.total == counts.embedding + counts.lm_head + counts.final_norm + layers
+    assert sum(kind.layers for kind in counts.layers) == spec.num_layers
+    for kind in counts.layers:
+        parts = kind.attention_params_per_layer + kind.mlp_params_per_layer + kind.norm_params_per_layer
+        assert kind.params_per_layer == parts
+        assert kind.active_params_per_layer <= kind.params_per_layer
+    assert (counts.lm_head == 0) is spec.tie_embeddings
