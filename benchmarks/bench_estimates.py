@@ -39,8 +39,13 @@ def sweep_payloads() -> list[dict[str, Any]]:
         [1, 32],
         ["bf16", "int4_awq"],
     ):
-        serving = {"prompt_tokens": prompt, "output_tokens": out, "concurrency": batch, "tensor_parallel": tp,
-                   "weight_format": fmt}
+        serving = {
+            "prompt_tokens": prompt,
+            "output_tokens": out,
+            "concurrency": batch,
+            "tensor_parallel": tp,
+            "weight_format": fmt,
+        }
         payloads.append({"model": model, "gpu": gpu, "serving": serving})
     return [p for p in payloads if _valid(p)]
 
@@ -130,8 +135,9 @@ def over_http(requests: int) -> dict[str, float]:
             bad_latencies = []
             for body in bad_bodies():
                 start = time.perf_counter()
-                response = client.post("/v1/estimates/inference", content=body,
-                                       headers={"content-type": "application/json"})
+                response = client.post(
+                    "/v1/estimates/inference", content=body, headers={"content-type": "application/json"}
+                )
                 bad_latencies.append((time.perf_counter() - start) * 1e3)
                 assert 400 <= response.status_code < 500, response.status_code
     finally:
