@@ -5,6 +5,7 @@ No torch, no HTTP, no printing, no settings: specs in, integers and frozen break
 
 from planner.capacity import KVCapacity
 from planner.catalog import Catalog, CatalogModel, load_catalog
+from planner.describe import ImportDescription, describe_import
 from planner.errors import FieldProblem, SpecError, UnknownIdError
 from planner.explain import MemoryBreakdown, Term
 from planner.gpu_spec import GpuSpec
@@ -29,6 +30,7 @@ __all__ = [
     "FieldProblem",
     "GpuSpec",
     "HFConfig",
+    "ImportDescription",
     "ImportedModel",
     "InferenceEstimate",
     "InferenceRequest",
@@ -46,6 +48,7 @@ __all__ = [
     "UnknownIdError",
     "WeightFormat",
     "count_params",
+    "describe_import",
     "estimate_inference",
     "import_hf_config",
     "kv_bytes_per_sequence",
