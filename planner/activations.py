@@ -1,0 +1,311 @@
+"""Activations a training step saves for backward: a ledger of the tensors PyTorch keeps, layer by layer.
+
+Derived here from what autograd saves in the transformers implementation of a Llama-style block (RMSNorm,
+RoPE, SDPA or eager attention, SwiGLU), measured with `torch.autograd.graph.saved_tensors_hooks` on tiny real
+models (tests/planner/test_activations.py). The starting point is Korthikanti et al. 2022 (arXiv:2205.05198,
+§4.1: s·b·h·(34 + 5·a·s/h) per GPT layer); the differences are the model's, not fudge factors:
+RMSNorm upcasts its input to fp32 and keeps it, RoPE keeps only cos/sin, SwiGLU keeps three f-wide tensors,
+flash/SDPA keeps a log-sum-exp instead of the s² scores, frozen linears keep nothing, and peft LoRA keeps an
+fp32 copy of each adapted input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.model_spec import ModelSpec
+
+__all__ = [
+    "LayerGrads",
+    "SavedActivations",
+    "SavedLedger",
+    "TrainShapes",
+    "attention_backward_temporaries",
+    "layer_saved_bytes",
+    "model_saved_bytes",
+]
+
+FP32 = 4  # RMSNorm statistics, softmax in eager attention, log-sum-exp, peft adapter inputs, loss log-probs
+INT64 = 8  # input ids and labels
+DROPOUT_MASK = 1  # bool mask per element on CUDA (a CPU probe keeps 4)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainShapes:
+    """Shapes of one micro-batch: b rows of s tokens, P prefix tokens on the key side, p bytes per activation."""
+
+    batch: int
+    seq: int
+    act_bytes: int  # p: 2 for bf16 compute, 4 for fp32
+    prefix_tokens: int = 0
+    sdpa: bool = True
+
+    @property
+    def tokens(self) -> int:
+        return self.batch * self.seq
+
+
+@dataclass(frozen=True, slots=True)
+class LayerGrads:
+    """Which parts of a block train: weights (full fine-tuning), LoRA adapters (by linear name), norm weights."""
+
+    weights: bool = False
+    lora: frozenset[str] = frozenset()
+    lora_rank: int = 0
+    lora_dropout: bool = False
+    ia3: frozenset[str] = frozenset()
+    adapter_bottleneck: int = 0
+
+
+PRE_MLP_PREFIXES = ("input_norm/", "attention_in/", "attention/", "lora/q", "lora/k", "lora/v", "ia3/k", "ia3/v")
+
+
+class SavedLedger(dict[str, int]):
+    """Saved-tensor bytes by name; repeated names add up."""
+
+    def add(self, name: str, nbytes: int) -> None:
+        if nbytes:
+            self[name] = self.get(name, 0) + nbytes
+
+    @property
+    def total(self) -> int:
+        return sum(self.values())
+
+    @property
+    def through_attention(self) -> int:
+        """Bytes still saved when the block's eager softmax is differentiated: everything up to the attention
+        core, less the probabilities (released once probs·v has been differentiated)."""
+        kept = sum(v for k, v in self.items() if k.startswith(PRE_MLP_PREFIXES))
+        return kept - self.get("attention/probs", 0)
+
+
+@dataclass(frozen=True, slots=True)
+class SavedActivations:
+    """Saved bytes at the end of the forward pass, and what the last block holds during its backward."""
+
+    blocks: SavedLedger
+    outer: SavedLedger
+    recomputed_block: int  # full checkpointing: one block's ledger, rebuilt during backward (else 0)
+    last_block: int  # the last block's saved bytes (0 under full checkpointing: only its input is kept)
+    last_block_through_attention: int
+
+
+def attention_backward_temporaries(spec: ModelSpec, shp: TrainShapes) -> int:
+    """Eager attention backward: fp32 gradients of the probabilities and of the scores (2·4·b·n_h·s·s_k),
+    plus an fp32 T·h gradient, live at once. SDPA/flash backward works tile by tile (no s² buffers).
+
+    Source: measured with torch.distributed._tools.mem_tracker on a tiny transformers Llama (CPU, bf16).
+    """
+    if shp.sdpa:
+        return 0
+    s_k = shp.seq + shp.prefix_tokens
+    return 2 * FP32 * shp.batch * spec.num_heads * shp.seq * s_k + FP32 * shp.tokens * spec.hidden_size
+
+
+def _norm(ledger: SavedLedger, shp: TrainShapes, h: int, x_grad: bool, weight_grad: bool, name: str) -> None:
+    """RMSNorm (transformers): x.float() and rsqrt(mean(x²)+ε) if x needs grad; the normalized x if w trains."""
+    if x_grad:
+        ledger.add(f"{name}/input_fp32", FP32 * shp.tokens * h)
+        ledger.add(f"{name}/rsqrt", FP32 * shp.tokens)
+    if weight_grad:
+        ledger.add(f"{name}/normalized", shp.act_bytes * shp.tokens * h)
+
+
+def _linear_inputs(
+    ledger: SavedLedger,
+    shp: TrainShapes,
+    grads: LayerGrads,
+    names: tuple[str, ...],
+    d_in: int,
+    where: str,
+    already_saved: bool = False,
+) -> None:
+    """What linears reading one tensor keep: the tensor once if any weight trains; per LoRA an fp32 copy.
+
+    LoRA (peft): x is cast to the adapter dtype (fp32) per adapter, dropout keeps a mask, lora_A keeps its
+    input (T·d_in·4) and lora_B keeps lora_A's output (T·r·4). In fp32 the cast is a no-op: one shared tensor.
+    `already_saved`: the tensor is in the ledger already (the SDPA output read by o_proj).
+    """
+    tokens, p = shp.tokens, shp.act_bytes
+    adapted = [n for n in names if n in grads.lora]
+    shares_input = grads.weights or (p == FP32 and bool(adapted) and not grads.lora_dropout)
+    if shares_input and not already_saved:
+        ledger.add(f"{where}/input", p * tokens * d_in)
+    for name in adapted:
+        if grads.lora_dropout:
+            ledger.add(f"lora/{name}/dropout_mask", DROPOUT_MASK * tokens * d_in)
+        if grads.lora_dropout or p != FP32:
+            ledger.add(f"lora/{name}/input_fp32", FP32 * tokens * d_in)
+        ledger.add(f"lora/{name}/a_output", FP32 * tokens * grads.lora_rank)
+
+
+def _attention(
+    ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, q_grad: bool, k_grad: bool, v_grad: bool
+) -> None:
+    """Attention core for MHA/MQA/GQA (MLA: per-head q/k of d_nope + d_R, v of d_v).
+
+    SDPA/flash saves q, k, v, the output and an fp32 log-sum-exp (b·n_h·s·4).
+    Eager saves q, k and v repeated to n_h heads (repeat_kv copies when n_kv < n_h), the fp32 softmax
+    (b·n_h·s·s_k·4) and its cast to p (absent in fp32); o_proj then reads a contiguous copy of the output.
+    """
+    b, s, p = shp.batch, shp.seq, shp.act_bytes
+    s_k = s + shp.prefix_tokens
+    n_h = spec.num_heads
+    if spec.mla is not None:
+        d_q, d_v, n_kv = spec.mla.qk_head_dim, spec.mla.v_head_dim, n_h
+    else:
+        d_q = d_v = spec.resolved_head_dim
+        n_kv = spec.kv_heads
+    if shp.sdpa:  # one autograd node: keeps every input once any needs grad
+        ledger.add("attention/q", p * b * s * n_h * d_q)
+        ledger.add("attention/k", p * b * s_k * n_kv * d_q)
+        ledger.add("attention/v", p * b * s_k * n_kv * d_v)
+        ledger.add("attention/output", p * b * s * n_h * d_v)
+        ledger.add("attention/logsumexp", FP32 * b * n_h * s)
+        return
+    # q·kᵀ keeps q for k's grad and k for q's; probs·v keeps probs for v's grad and v for the probs' grad.
+    scores_grad = q_grad or k_grad
+    if k_grad:
+        ledger.add("attention/q", p * b * s * n_h * d_q)
+    if q_grad:
+        ledger.add("attention/k", p * b * s_k * n_h * d_q)  # repeat_kv output, or k itself when n_kv = n_h
+    if scores_grad:
+        ledger.add("attention/v", p * b * s_k * n_h * d_v)
+        ledger.add("attention/softmax_fp32", FP32 * b * n_h * s * s_k)
+    if v_grad and (p != FP32 or not scores_grad):
+        ledger.add("attention/probs", p * b * n_h * s * s_k)
+
+
+def layer_saved_bytes(
+    spec: ModelSpec, shp: TrainShapes, grads: LayerGrads, x_grad: bool, moe_layer: bool = False
+) -> tuple[SavedLedger, bool]:
+    """Saved bytes of one block, and whether its output needs grad.
+
+    Formula (bf16, full fine-tuning, SDPA), T = b·s tokens:
+      2 norms × (4·T·h + 4·T + 2·T·h + 2·T·h)  +  2·T·(2·n_h + 2·n_kv)·d_h + 4·b·n_h·s  +  4 · 2·T·f
+    Source: derived here (module docstring); measured exactly on tiny transformers Llama models.
+    """
+    h = spec.hidden_size
+    ledger = SavedLedger()
+    trained = grads.lora | grads.ia3
+    _norm(ledger, shp, h, x_grad, grads.weights, "input_norm")
+    qkv = ("q_proj", "k_proj", "v_proj") if spec.mla is None else ("q_proj", "q_a_proj", "kv_a_proj_with_mqa")
+    _linear_inputs(ledger, shp, grads, qkv, h, "attention_in")
+    q_grad, k_grad, v_grad = (x_grad or grads.weights or name in trained for name in qkv)
+    k_grad = k_grad or shp.prefix_tokens > 0  # trainable prefix keys and values
+    v_grad = v_grad or shp.prefix_tokens > 0
+    attn_grad = q_grad or k_grad or v_grad
+    if attn_grad:
+        _attention(ledger, shp, spec, q_grad, k_grad, v_grad)
+    _ia3_outputs(ledger, shp, spec, grads)
+    d_o = spec.num_heads * (spec.mla.v_head_dim if spec.mla else spec.resolved_head_dim)
+    _linear_inputs(ledger, shp, grads, ("o_proj",), d_o, "o_proj_in", already_saved=shp.sdpa and attn_grad)
+    mid_grad = attn_grad or grads.weights or bool(trained & {"o_proj"})
+    if grads.adapter_bottleneck:
+        _adapter(ledger, shp, h, grads.adapter_bottleneck, "adapter_attention")
+        mid_grad = True
+    for extra in range(max(0, spec.norms_per_layer - 2)):  # Gemma2's post-norms
+        _norm(ledger, shp, h, mid_grad, grads.weights, f"extra_norm_{extra}")
+    _norm(ledger, shp, h, mid_grad, grads.weights, "post_attention_norm")
+    _linear_inputs(ledger, shp, grads, ("gate_proj", "up_proj"), h, "mlp_in")
+    _mlp(ledger, shp, spec, grads, mid_grad, moe_layer)
+    out_grad = mid_grad or grads.weights or bool(trained & {"gate_proj", "up_proj", "down_proj"})
+    if grads.adapter_bottleneck:
+        _adapter(ledger, shp, h, grads.adapter_bottleneck, "adapter_mlp")
+        out_grad = True
+    return ledger, out_grad
+
+
+def _ia3_outputs(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grads: LayerGrads) -> None:
+    """IA3 on k/v (peft): output · l keeps the projection output (T·n_kv·d_h·p) for l's gradient."""
+    for name in sorted(grads.ia3 & {"k_proj", "v_proj"}):
+        ledger.add(f"ia3/{name}/output", shp.act_bytes * shp.tokens * spec.kv_heads * spec.resolved_head_dim)
+
+
+def _mlp(
+    ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grads: LayerGrads, x_grad: bool, moe_layer: bool
+) -> None:
+    """SwiGLU: silu keeps gate(x), the product keeps silu(gate(x)) and up(x); down_proj keeps the product."""
+    p, tokens = shp.act_bytes, shp.tokens
+    f = _mlp_width(spec, moe_layer)
+    gate_grad = x_grad or grads.weights or "gate_proj" in grads.lora
+    up_grad = x_grad or grads.weights or "up_proj" in grads.lora
+    if gate_grad:
+        ledger.add("mlp/gate_output", p * tokens * f)
+        ledger.add("mlp/up_output", p * tokens * f)
+    if up_grad:
+        ledger.add("mlp/act_output", p * tokens * f)
+    _linear_inputs(ledger, shp, grads, ("down_proj",), f, "mlp_down_in")
+    if "down_proj" in grads.ia3:  # feed-forward IA3 scales the input: x · l keeps x
+        ledger.add("ia3/down_proj/input", p * tokens * f)
+
+
+def _mlp_width(spec: ModelSpec, moe_layer: bool) -> int:
+    """FFN width whose intermediates one token keeps: dense f, or k·f_e (+ shared) in a MoE layer.
+
+    Assumes: a MoE token's k expert intermediates are kept like one k·f_e-wide MLP (router logits aside).
+    """
+    if spec.moe is None or not moe_layer:
+        return spec.ffn_dim
+    return spec.moe.experts_per_token * spec.moe.expert_ffn_dim + spec.moe.shared_expert_ffn_dim
+
+
+def _adapter(ledger: SavedLedger, shp: TrainShapes, h: int, m: int, name: str) -> None:
+    """Houlsby adapter x + up(act(down(x))): down keeps x, act keeps down(x), up keeps act(down(x))."""
+    p, tokens = shp.act_bytes, shp.tokens
+    ledger.add(f"{name}/input", p * tokens * h)
+    ledger.add(f"{name}/bottleneck", 2 * p * tokens * m)
+
+
+def model_saved_bytes(
+    spec: ModelSpec,
+    shp: TrainShapes,
+    grads: LayerGrads,
+    *,
+    embeddings_train: bool,
+    head_trains: bool,
+    inputs_need_grad: bool,
+    checkpointing: str = "none",
+) -> SavedActivations:
+    """Blocks' saved bytes, model-level saved bytes, and the last block's (recomputed) bytes.
+
+    The first block's input needs grad only when something before it trains (embeddings, soft prompts).
+    Full checkpointing (non-reentrant, per block) keeps each block's input, p·T·h, and recomputes one block
+    at a time in backward; selective recomputation drops the attention core's s² and log-sum-exp terms
+    (Korthikanti et al. 2022 §4.3).
+    """
+    blocks, cache = SavedLedger(), dict[tuple[bool, bool], tuple[SavedLedger, bool]]()
+    x_grad = inputs_need_grad or embeddings_train
+    last = SavedLedger()
+    for layer in range(spec.num_layers):
+        key = (x_grad, bool(spec.moe and spec.moe.is_moe_layer(layer)))
+        if key not in cache:
+            cache[key] = layer_saved_bytes(spec, shp, grads, *key)
+        ledger, x_grad = cache[key]
+        last = ledger
+        if checkpointing == "full":
+            blocks.add("checkpoint/block_inputs", shp.act_bytes * shp.tokens * spec.hidden_size)
+            continue
+        for name, nbytes in ledger.items():
+            if checkpointing == "selective" and name in SELECTIVE_RECOMPUTED:
+                continue
+            blocks.add(name, nbytes)
+    recomputed = last.total if checkpointing == "full" else 0
+    outer = SavedLedger()
+    p, tokens, v = shp.act_bytes, shp.tokens, spec.vocab_size
+    if embeddings_train:
+        outer.add("embedding/input_ids", INT64 * tokens)
+    if checkpointing != "full":  # RoPE tables are kept outside the blocks unless the blocks are recomputed
+        d_rope = spec.mla.qk_rope_head_dim if spec.mla else spec.resolved_head_dim
+        outer.add("rope/cos_sin", 2 * p * shp.seq * d_rope)
+    _norm(outer, shp, spec.hidden_size, x_grad, grads.weights, "final_norm")
+    if head_trains:
+        outer.add("lm_head/input", p * tokens * spec.hidden_size)
+    outer.add("loss/log_probs_fp32", FP32 * tokens * v)
+    outer.add("loss/labels", INT64 * tokens)
+    outer.add("loss/scalar", FP32)
+    kept_last = 0 if checkpointing == "full" else last.total
+    return SavedActivations(blocks, outer, recomputed, kept_last, last.through_attention)
+
+
+SELECTIVE_RECOMPUTED = frozenset({"attention/softmax_fp32", "attention/probs", "attention/logsumexp"})

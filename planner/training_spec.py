@@ -1,0 +1,159 @@
+"""The fine-tuning workload: method (full or PEFT), optimizer, precision, checkpointing, batch and parallelism."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from planner._base import FrozenSpec
+
+__all__ = [
+    "AdapterSpec",
+    "AttentionImpl",
+    "Checkpointing",
+    "FullFineTune",
+    "IA3Spec",
+    "LoRASpec",
+    "MethodSpec",
+    "OptimizerSpec",
+    "Precision",
+    "PrefixTuningSpec",
+    "PromptTuningSpec",
+    "QLoRASpec",
+    "TrainingSpec",
+]
+
+Tokens = Annotated[int, Field(ge=1, le=1 << 24)]
+ModuleName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.]+$")]
+
+
+class FullFineTune(FrozenSpec):
+    """Every parameter is trained."""
+
+    kind: Literal["full"] = "full"
+
+
+class LoRASpec(FrozenSpec):
+    """Low-rank adapters B·A on target linears (Hu et al. 2021, arXiv:2106.09685 §4.1), as peft builds them."""
+
+    kind: Literal["lora"] = "lora"
+    rank: Annotated[int, Field(ge=1, le=65536)] = Field(default=16, description="r.")
+    alpha: Annotated[float, Field(gt=0, le=1e6)] = Field(default=32, description="Scaling α (scale = α / r).")
+    dropout: Annotated[float, Field(ge=0, lt=1)] = Field(default=0.0, description="Dropout on the adapter input.")
+    target_modules: tuple[ModuleName, ...] | Literal["all-linear"] | None = Field(
+        default=None,
+        description="Linear names (e.g. ['q_proj', 'v_proj']), 'all-linear' (every linear but lm_head), "
+        "or null for peft's default targets of the family.",
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _not_empty(cls, targets: tuple[str, ...] | str | None) -> tuple[str, ...] | str | None:
+        if isinstance(targets, tuple) and not targets:
+            raise ValueError("give at least one target module, 'all-linear', or null for the family default")
+        return targets
+
+
+class QLoRASpec(LoRASpec):
+    """LoRA over a frozen NF4 base with double quantization (Dettmers et al. 2023, arXiv:2305.14314 §3)."""
+
+    kind: Literal["qlora"] = "qlora"  # type: ignore[assignment]
+
+
+class PrefixTuningSpec(FrozenSpec):
+    """Trainable key/value prefixes in every layer (Li & Liang 2021, arXiv:2101.00190 §4)."""
+
+    kind: Literal["prefix"] = "prefix"
+    num_virtual_tokens: Annotated[int, Field(ge=1, le=65536)] = 20
+    prefix_projection: bool = Field(default=False, description="Reparameterize through an MLP (paper §4.3).")
+    encoder_hidden_size: Annotated[int, Field(ge=1, le=1 << 20)] | None = Field(
+        default=None, description="Hidden width of the reparameterization MLP; null = peft's default."
+    )
+
+
+class PromptTuningSpec(FrozenSpec):
+    """Trainable soft-prompt embeddings prepended to the input (Lester et al. 2021, arXiv:2104.08691 §2)."""
+
+    kind: Literal["prompt"] = "prompt"
+    num_virtual_tokens: Annotated[int, Field(ge=1, le=65536)] = 20
+
+
+class AdapterSpec(FrozenSpec):
+    """Houlsby bottleneck adapters after attention and after the MLP (Houlsby et al. 2019, arXiv:1902.00751 §2)."""
+
+    kind: Literal["adapter"] = "adapter"
+    bottleneck: Annotated[int, Field(ge=1, le=1 << 20)] = Field(default=64, description="Bottleneck width m.")
+
+
+class IA3Spec(FrozenSpec):
+    """Learned rescaling vectors (Liu et al. 2022, arXiv:2205.05638 §3.3), as peft builds them."""
+
+    kind: Literal["ia3"] = "ia3"
+    target_modules: tuple[ModuleName, ...] | None = Field(default=None, description="null = peft's default.")
+    feedforward_modules: tuple[ModuleName, ...] | None = Field(
+        default=None, description="Targets scaled on their input (null = peft's default)."
+    )
+
+
+MethodSpec = Annotated[
+    FullFineTune | LoRASpec | QLoRASpec | PrefixTuningSpec | PromptTuningSpec | AdapterSpec | IA3Spec,
+    Field(discriminator="kind"),
+]
+
+
+class OptimizerSpec(FrozenSpec):
+    """Optimizer and its state layout."""
+
+    kind: Literal["adamw", "adamw_8bit", "sgd"] = "adamw"
+    momentum: Annotated[float, Field(ge=0, lt=1)] = Field(default=0.0, description="SGD momentum (0 = no state).")
+    implementation: Literal["fused", "foreach", "for_loop"] = Field(
+        default="foreach", description="torch.optim implementation (foreach is the CUDA default)."
+    )
+
+
+class Precision(StrEnum):
+    """Where parameters, gradients and optimizer states live."""
+
+    BF16 = "bf16"  # bf16 params and grads; torch AdamW states in the param dtype (bf16)
+    BF16_AUTOCAST = "bf16_autocast"  # fp32 params/grads/states, bf16 autocast (HF Trainer bf16=True)
+    BF16_FP32_MASTER = "bf16_fp32_master"  # bf16 params/grads + fp32 master, m, v (ZeRO §3: 16 B/param)
+    FP32 = "fp32"
+
+
+class Checkpointing(StrEnum):
+    NONE = "none"
+    FULL = "full"  # recompute every decoder block (Chen et al. 2016)
+    SELECTIVE = "selective"  # recompute attention only (Korthikanti et al. 2022 §4.3)
+
+
+class AttentionImpl(StrEnum):
+    EAGER = "eager"  # materializes s² scores, softmax kept in fp32
+    SDPA = "sdpa"  # flash / memory-efficient kernels: O(s), log-sum-exp only
+
+
+class TrainingSpec(FrozenSpec):
+    """One fine-tuning configuration on data-parallel GPUs."""
+
+    method: MethodSpec = Field(default_factory=FullFineTune)
+    optimizer: OptimizerSpec = OptimizerSpec()
+    precision: Precision = Precision.BF16
+    gradient_checkpointing: Checkpointing = Checkpointing.NONE
+    attention: AttentionImpl = AttentionImpl.SDPA
+    micro_batch_size: Annotated[int, Field(ge=1, le=1 << 16)] = 1
+    sequence_length: Tokens = Field(default=4096, description="Tokens per row (padded or packed).")
+    packing: bool = Field(default=True, description="Pack samples into full rows (no padding).")
+    sample_lengths: tuple[Annotated[int, Field(ge=1, le=1 << 24)], ...] | None = Field(
+        default=None,
+        max_length=100_000,
+        description="Sample lengths of the data set; without packing rows are padded to the longest in the batch.",
+    )
+    gradient_accumulation_steps: Annotated[int, Field(ge=1, le=1 << 16)] = 1
+    data_parallel: Annotated[int, Field(ge=1, le=1 << 16)] = Field(default=1, description="GPUs (DP degree).")
+    zero_stage: Literal[0, 1, 2, 3] = Field(
+        default=0, description="ZeRO: 1 shards optimizer states, 2 + grads, 3 + weights."
+    )
+    first_step: bool = Field(default=False, description="The first step: AdamW has not created its state yet.")
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 1.0
+    cuda_context_bytes: Annotated[int, Field(ge=0, le=1 << 40)] = 512 << 20
