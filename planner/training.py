@@ -1,0 +1,279 @@
+"""The fine-tuning question end to end: does it fit, the largest micro-batch, what to change, how fast."""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import Counter
+from typing import Any
+
+from pydantic import Field
+
+from planner._base import FrozenSpec
+from planner.catalog import Catalog
+from planner.explain import MemoryBreakdown
+from planner.gpu_spec import GpuSpec
+from planner.kv_cache import KVLayout
+from planner.model_spec import ModelSpec
+from planner.params import count_params
+from planner.peft_params import TrainableParams, trainable_params
+from planner.refs import GpuRef, ModelRef, ResolvedModel, resolve_gpu, resolve_model
+from planner.throughput import attention_flops
+from planner.training_memory import train_shapes, training_phases
+from planner.training_spec import Checkpointing, Precision, TrainingSpec
+
+__all__ = [
+    "Suggestion",
+    "TrainingEfficiency",
+    "TrainingEstimate",
+    "TrainingRequest",
+    "TrainingThroughput",
+    "estimate_training",
+]
+
+GIB = 1 << 30
+MAX_MICRO_BATCH = 1 << 16
+FORWARD_BACKWARD_EXPANSION = 3  # forward + backward (grad input + grad weight) = 3 forwards (Kaplan et al. §2.1)
+FROZEN_BACKWARD_EXPANSION = 2  # frozen weights: backward computes input gradients only
+
+
+class TrainingEfficiency(FrozenSpec):
+    """Fractions of peak the step reaches. Defaults are assumptions until a probe calibrates them."""
+
+    compute: float = Field(default=0.45, ge=0.01, le=1.0, description="Hardware FLOPs utilization of the step.")
+    interconnect: float = Field(default=0.7, ge=0.01, le=1.0, description="Achieved / peak link bandwidth.")
+
+
+class TrainingRequest(FrozenSpec):
+    """Fine-tuning question: this model, this GPU type, this training setup."""
+
+    model: ModelRef
+    gpu: GpuRef = "h100-sxm"
+    training: TrainingSpec = TrainingSpec()
+    efficiency: TrainingEfficiency = TrainingEfficiency()
+
+
+class TrainingThroughput(FrozenSpec):
+    """Roofline step time over all data-parallel GPUs."""
+
+    model_flops_per_token: float = Field(description="(1 + backward) × forward FLOPs, no recomputation.")
+    hardware_flops_per_token: float = Field(description="Model FLOPs + recomputed forward (checkpointing).")
+    tokens_per_s: float = Field(description="Useful (non-padding) tokens per second, all GPUs.")
+    mfu: float = Field(description="Model FLOPs utilization (PaLM, Chowdhery et al. 2022, App. B).")
+    useful_token_fraction: float = Field(description="Real tokens / computed tokens (padding waste).")
+    tokens_per_step: float = Field(description="Useful tokens per optimizer step (micro × accumulation × DP).")
+    compute_s: float
+    communication_s: float = Field(description="Gradient all-reduce (ZeRO-3: + weight all-gathers) per step.")
+    step_time_s: float = Field(description="max(compute, communication): communication overlaps backward.")
+    formula: str = "tokens/s = DP·P·η / F_hw; F_model = (1 + bwd)·(2·N + attention); F_hw adds recompute"
+    source: str = "Kaplan et al. 2020 §2.1; Chowdhery et al. 2022 App. B (MFU); Narayanan et al. 2021 §3"
+
+
+class Suggestion(FrozenSpec):
+    """One configuration change and what it does to the peak."""
+
+    change: str
+    training: dict[str, Any] = Field(description="The fields of `training` to change.")
+    peak_bytes: int
+    saves_bytes: int
+    fits: bool
+
+
+class TrainingEstimate(FrozenSpec):
+    """The answer, per GPU."""
+
+    model: ResolvedModel
+    gpu: GpuSpec
+    num_gpus: int
+    training: TrainingSpec
+    trainable_params: TrainableParams
+    memory: MemoryBreakdown = Field(description="The phase that sets the peak.")
+    peak_phase: str = Field(description="loss_backward, last_block_backward, attention_backward or optimizer_step.")
+    phases: dict[str, MemoryBreakdown] = Field(description="Every candidate peak, bytes per GPU.")
+    allocated_peak_bytes: int = Field(description="What torch.cuda.max_memory_allocated would show.")
+    device_bytes: int = Field(description="Allocated peak + CUDA context (nvidia-smi).")
+    budget_bytes: int
+    fits: bool
+    fit_reasons: tuple[str, ...]
+    max_micro_batch_size: int = Field(description="Largest micro-batch that fits (0: not even one row).")
+    suggestions: tuple[Suggestion, ...] = Field(description="Changes that lower the peak, cheapest first.")
+    throughput: TrainingThroughput
+    warnings: tuple[str, ...] = ()
+
+
+def _peak(spec: ModelSpec, training: TrainingSpec, tp: TrainableParams, micro_batch: int | None = None) -> int:
+    return training_phases(spec, training, tp, micro_batch).peak.total_bytes
+
+
+def max_micro_batch(spec: ModelSpec, training: TrainingSpec, tp: TrainableParams, budget: int) -> int:
+    """Largest b with peak(b) ≤ budget. Saved activations grow linearly in b, so two evaluations suffice."""
+    one, two = training_phases(spec, training, tp, 1), training_phases(spec, training, tp, 2)
+    if one.peak.total_bytes > budget:
+        return 0
+    best = MAX_MICRO_BATCH
+    for name, first in one.phases.items():  # each phase is affine in b: fixed + b·per_row
+        per_row = two.phases[name].total_bytes - first.total_bytes
+        if per_row > 0:
+            best = min(best, (budget - (first.total_bytes - per_row)) // per_row)
+    return best
+
+
+def _candidates(t: TrainingSpec) -> list[tuple[str, dict[str, Any]]]:
+    """Configuration changes in order of what they cost (throughput first, then model quality)."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    if t.optimizer.kind == "adamw" and t.optimizer.implementation != "fused":
+        out.append(
+            (
+                "fused AdamW (no foreach temporaries)",
+                {"optimizer": {**t.optimizer.model_dump(), "implementation": "fused"}},
+            )
+        )
+    if t.attention == "eager":
+        out.append(("SDPA/flash attention instead of eager", {"attention": "sdpa"}))
+    if t.micro_batch_size > 1:
+        out.append(
+            (
+                f"micro-batch {t.micro_batch_size // 2} with twice the gradient accumulation",
+                {
+                    "micro_batch_size": t.micro_batch_size // 2,
+                    "gradient_accumulation_steps": t.gradient_accumulation_steps * 2,
+                },
+            )
+        )
+    if t.gradient_checkpointing is Checkpointing.NONE:
+        out.append(("selective activation recomputation", {"gradient_checkpointing": "selective"}))
+    if t.gradient_checkpointing is not Checkpointing.FULL:
+        out.append(("full gradient checkpointing", {"gradient_checkpointing": "full"}))
+    for stage in range(t.zero_stage + 1, 4) if t.data_parallel > 1 else ():
+        out.append((f"ZeRO stage {stage}", {"zero_stage": stage}))
+    if t.optimizer.kind == "adamw":
+        out.append(("8-bit AdamW", {"optimizer": {**t.optimizer.model_dump(), "kind": "adamw_8bit"}}))
+    if t.method.kind == "full":
+        out.append(
+            (
+                "LoRA r=16 on all linears instead of full fine-tuning",
+                {"method": {"kind": "lora", "rank": 16, "target_modules": "all-linear"}},
+            )
+        )
+    if t.method.kind == "lora":
+        out.append(("QLoRA (NF4 base) instead of LoRA", {"method": {**t.method.model_dump(), "kind": "qlora"}}))
+    return out
+
+
+def suggestions(spec: ModelSpec, t: TrainingSpec, peak: int, budget: int) -> tuple[Suggestion, ...]:
+    """Each candidate change that lowers the peak, with the bytes it saves and whether it then fits."""
+    out = []
+    for change, patch in _candidates(t):
+        changed = TrainingSpec.model_validate({**t.model_dump(), **patch})
+        new_peak = _peak(spec, changed, trainable_params(spec, changed.method))
+        if new_peak < peak:
+            out.append(
+                Suggestion(
+                    change=change,
+                    training=patch,
+                    peak_bytes=new_peak,
+                    saves_bytes=peak - new_peak,
+                    fits=new_peak <= budget,
+                )
+            )
+    return tuple(out)
+
+
+def _padding(t: TrainingSpec, seq: int) -> tuple[float, float]:
+    """(mean computed row length, mean useful row length): padding to the longest of b samples.
+
+    Formula: E[max of b draws] = Σ_x x·(F(x)^b − F(x⁻)^b) over the empirical length distribution.
+    """
+    if t.packing or not t.sample_lengths:
+        return float(seq), float(seq)
+    lengths = sorted(min(n, seq) for n in t.sample_lengths)
+    counts, total, b = Counter(lengths), len(lengths), t.micro_batch_size
+    expected_max, below = 0.0, 0.0
+    for x in sorted(counts):
+        cdf = bisect_right(lengths, x) / total
+        expected_max += x * (cdf**b - below**b)
+        below = cdf
+    return expected_max, sum(lengths) / total
+
+
+def training_throughput(
+    spec: ModelSpec, t: TrainingSpec, gpu: GpuSpec, eff: TrainingEfficiency, tp: TrainableParams
+) -> TrainingThroughput:
+    """FLOPs per token, tokens/s, MFU and step time on DP GPUs."""
+    shp = train_shapes(spec, t)
+    s = shp.seq
+    attention = attention_flops(spec, s, s, KVLayout.MLA_EXPANDED) / s
+    forward = 2 * count_params(spec).forward_matmul_params + attention
+    expansion = FORWARD_BACKWARD_EXPANSION if t.method.kind == "full" else FROZEN_BACKWARD_EXPANSION
+    model_flops = expansion * forward
+    recompute = {Checkpointing.FULL: forward, Checkpointing.SELECTIVE: attention}.get(t.gradient_checkpointing, 0.0)
+    hardware = model_flops + recompute
+    peak = gpu.peak_flops_per_s.get("fp32" if t.precision is Precision.FP32 else "bf16") or max(
+        gpu.peak_flops_per_s.values()
+    )
+    computed_len, useful_len = _padding(t, s)
+    rows = t.micro_batch_size * t.gradient_accumulation_steps * t.data_parallel
+    compute_s = rows * computed_len * hardware / (t.data_parallel * peak * eff.compute)
+    comm_s = _dp_communication_s(t, gpu, eff, tp)
+    step = max(compute_s, comm_s)
+    return TrainingThroughput(
+        model_flops_per_token=model_flops,
+        hardware_flops_per_token=hardware,
+        tokens_per_s=rows * useful_len / step,
+        mfu=rows * computed_len * model_flops / (step * t.data_parallel * peak),
+        useful_token_fraction=useful_len / computed_len,
+        tokens_per_step=rows * useful_len,
+        compute_s=compute_s,
+        communication_s=comm_s,
+        step_time_s=step,
+    )
+
+
+def _dp_communication_s(t: TrainingSpec, gpu: GpuSpec, eff: TrainingEfficiency, tp: TrainableParams) -> float:
+    """Ring all-reduce of gradients, 2·(N−1)/N·bytes; ZeRO-3 adds two weight all-gathers (N−1)/N·bytes each."""
+    n = t.data_parallel
+    if n == 1:
+        return 0.0
+    grad_bytes = tp.trainable * (2 if t.precision in (Precision.BF16, Precision.BF16_FP32_MASTER) else 4)
+    volume = 2 * (n - 1) / n * grad_bytes
+    if t.zero_stage == 3:
+        volume += 2 * (n - 1) / n * tp.base_params * 2
+    return volume / (gpu.interconnect_bandwidth_bytes_per_s * eff.interconnect)
+
+
+def estimate_training(request: TrainingRequest, catalog: Catalog) -> TrainingEstimate:
+    """Memory phases, fit, largest micro-batch, suggestions and throughput for one fine-tuning setup."""
+    model = resolve_model(request.model, catalog)
+    gpu = resolve_gpu(request.gpu, catalog)
+    spec, t = model.spec, request.training
+    tp = trainable_params(spec, t.method)
+    phases = training_phases(spec, t, tp)
+    peak = phases.peak
+    budget = int(t.gpu_memory_utilization * gpu.memory_bytes) - t.cuda_context_bytes
+    fits = peak.total_bytes <= budget
+    reasons = (
+        ()
+        if fits
+        else (
+            f"the {phases.peak_phase.replace('_', ' ')} needs {peak.total_bytes / GIB:.2f} GiB per GPU; "
+            f"{max(budget, 0) / GIB:.2f} GiB is available after the CUDA context",
+        )
+    )
+    return TrainingEstimate(
+        model=model,
+        gpu=gpu,
+        num_gpus=t.data_parallel,
+        training=t,
+        trainable_params=tp,
+        memory=peak,
+        peak_phase=phases.peak_phase,
+        phases=phases.phases,
+        allocated_peak_bytes=peak.total_bytes,
+        device_bytes=peak.total_bytes + t.cuda_context_bytes,
+        budget_bytes=budget,
+        fits=fits,
+        fit_reasons=reasons,
+        max_micro_batch_size=max_micro_batch(spec, t, tp, budget),
+        suggestions=suggestions(spec, t, peak.total_bytes, budget),
+        throughput=training_throughput(spec, t, gpu, request.efficiency, tp),
+        warnings=model.warnings,
+    )
