@@ -304,7 +304,8 @@ def model_saved_bytes(
     outer.add("loss/log_probs_fp32", FP32 * tokens * v)
     outer.add("loss/labels", INT64 * tokens)
     outer.add("loss/scalar", FP32)
-    kept_last = 0 if checkpointing == "full" else last.total
+    recomputed_in_last = sum(v for k, v in last.items() if k in SELECTIVE_RECOMPUTED)
+    kept_last = {"full": 0, "selective": last.total - recomputed_in_last}.get(checkpointing, last.total)
     return SavedActivations(blocks, outer, recomputed, kept_last, last.through_attention)
 
 

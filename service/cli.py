@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, get_args
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -22,8 +22,10 @@ from planner import (
     load_catalog,
 )
 from planner.describe import describe_import
+from planner.training import TrainingRequest, estimate_training
+from planner.training_spec import AttentionImpl, Checkpointing, OptimizerSpec, Precision, TrainingSpec
 from service.app import run_server
-from service.render import estimate_table, gpus_table, import_table, models_table
+from service.render import estimate_table, gpus_table, import_table, models_table, training_table
 from service.settings import Settings
 
 __all__ = ["app"]
@@ -119,23 +121,38 @@ def _model_ref(model: str) -> Any:
     return _read_json(path) if path.suffix == ".json" or path.is_file() else model
 
 
-def _inference_request(
-    request_file: Path | None, model: str | None, gpu: str | None, serving: dict[str, Any]
-) -> InferenceRequest:
-    """The request file (if any) with the flags that were given laid over it."""
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in options.items() if value is not None}
+
+
+def _overlay(base: Any, given: dict[str, Any]) -> Any:
+    """A request-file section with the given flags laid over it (the section itself when no flag was given)."""
+    if not given:
+        return base
+    return {**base, **given} if isinstance(base, dict) else given
+
+
+def _request_data(request_file: Path | None, model: str | None, gpu: str | None, kind: str) -> dict[str, Any]:
+    """The request file (if any) as a dict, with --model and --gpu laid over it."""
     data = _read_json(request_file) if request_file else {}
     if not isinstance(data, dict):
-        raise SpecError([FieldProblem((), "the request file must hold a JSON object (an InferenceRequest)")])
+        raise SpecError([FieldProblem((), f"the request file must hold a JSON object (an {kind})")])
     if model is not None:
         data["model"] = _model_ref(model)
     if "model" not in data:
         raise SpecError([FieldProblem(("model",), "give --model (catalog id or config.json path) or --request")])
     if gpu is not None:
         data["gpu"] = gpu
-    given = {key: value for key, value in serving.items() if value is not None}
-    if given:
-        base = data.get("serving")
-        data["serving"] = {**base, **given} if isinstance(base, dict) else given
+    return data
+
+
+def _inference_request(
+    request_file: Path | None, model: str | None, gpu: str | None, serving: dict[str, Any]
+) -> InferenceRequest:
+    """The request file (if any) with the flags that were given laid over it."""
+    data = _request_data(request_file, model, gpu, "InferenceRequest")
+    if (laid_serving := _overlay(data.get("serving"), _given(serving))) is not None:
+        data["serving"] = laid_serving
     return InferenceRequest.model_validate(data)
 
 
@@ -175,3 +192,115 @@ def inference(
     with _user_errors():
         estimate = estimate_inference(_inference_request(request_file, model, gpu, serving), load_catalog())
     typer.echo(estimate.model_dump_json(indent=2) if as_json else estimate_table(estimate))
+
+
+def _one_of(values: Sequence[object]) -> str:
+    return "one of " + ", ".join(map(str, values))
+
+
+# Choices come from the planner's specs (their one source) and are checked there; listed here for --help.
+METHOD_KINDS_HELP = _one_of(
+    [cls.model_fields["kind"].default for cls in get_args(TrainingSpec.model_fields["method"].annotation)]
+)
+OPTIMIZER_KINDS_HELP = _one_of(get_args(OptimizerSpec.model_fields["kind"].annotation))
+OPTIMIZER_IMPLS_HELP = _one_of(get_args(OptimizerSpec.model_fields["implementation"].annotation))
+DEFAULT_METHOD_KIND: str = TrainingSpec().method.kind
+
+
+def _method(base: Any, kind: str | None, options: dict[str, Any]) -> Any:
+    """The file's method with --method and its options laid over; a different --method kind starts afresh."""
+    given = _given(options)
+    if kind is None and not given:
+        return base
+    base = base if isinstance(base, dict) else {}
+    kind = kind or base.get("kind") or DEFAULT_METHOD_KIND
+    return {**(base if base.get("kind") == kind else {}), "kind": kind, **given}
+
+
+def _targets(value: str | None) -> str | list[str] | None:
+    """'all-linear' stays a string; 'q_proj,v_proj' becomes a list."""
+    if value is None or value == "all-linear":
+        return value
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _training_request(
+    request_file: Path | None,
+    model: str | None,
+    gpu: str | None,
+    method: tuple[str | None, dict[str, Any]],
+    optimizer: dict[str, Any],
+    training: dict[str, Any],
+) -> TrainingRequest:
+    """The request file (if any) with the flags that were given laid over it."""
+    data = _request_data(request_file, model, gpu, "TrainingRequest")
+    base = data.get("training", {})
+    if isinstance(base, dict):  # anything else is left for validation to reject
+        section = {**base, **_given(training)}
+        if (laid_method := _method(section.get("method"), *method)) is not None:
+            section["method"] = laid_method
+        if (laid_optimizer := _overlay(section.get("optimizer"), _given(optimizer))) is not None:
+            section["optimizer"] = laid_optimizer
+        data["training"] = section
+    return TrainingRequest.model_validate(data)
+
+
+@estimate_app.command()
+def training(
+    request_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--request", help="A TrainingRequest as JSON (as POSTed to /v1/estimates/training).", dir_okay=False
+        ),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Catalog model id (llama-3-8b) or path to a config.json.")] = None,
+    gpu: Annotated[str | None, typer.Option(help="Catalog GPU id (default: h100-sxm).")] = None,
+    method: Annotated[str | None, typer.Option(help=f"Fine-tuning method: {METHOD_KINDS_HELP}.")] = None,
+    rank: Annotated[int | None, typer.Option(help="LoRA/QLoRA rank r.")] = None,
+    target_modules: Annotated[
+        str | None, typer.Option(help="LoRA/QLoRA/IA3 targets: comma list (q_proj,v_proj) or all-linear.")
+    ] = None,
+    virtual_tokens: Annotated[int | None, typer.Option(help="Prefix/prompt tuning: virtual tokens.")] = None,
+    bottleneck: Annotated[int | None, typer.Option(help="Adapter bottleneck width.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help=f"Optimizer: {OPTIMIZER_KINDS_HELP}.")] = None,
+    optimizer_impl: Annotated[
+        str | None, typer.Option(help=f"torch.optim implementation: {OPTIMIZER_IMPLS_HELP}.")
+    ] = None,
+    precision: Annotated[Precision | None, typer.Option(help="Where params, grads and states live.")] = None,
+    checkpointing: Annotated[Checkpointing | None, typer.Option(help="Gradient checkpointing.")] = None,
+    attention: Annotated[AttentionImpl | None, typer.Option(help="Attention implementation.")] = None,
+    micro_batch: Annotated[int | None, typer.Option(help="Rows per micro-batch per GPU.")] = None,
+    seq_len: Annotated[int | None, typer.Option(help="Tokens per row.")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Gradient accumulation steps.")] = None,
+    dp: Annotated[int | None, typer.Option("--dp", help="Data-parallel GPUs.")] = None,
+    zero: Annotated[int | None, typer.Option(help="ZeRO stage (0-3).")] = None,
+    first_step: Annotated[
+        bool | None, typer.Option("--first-step/--no-first-step", help="The first step (no optimizer state yet).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Fine-tuning: memory per GPU, fit, largest micro-batch, what to change, tokens/s. Flags override --request."""
+    method_options = {
+        "rank": rank,
+        "target_modules": _targets(target_modules),
+        "num_virtual_tokens": virtual_tokens,
+        "bottleneck": bottleneck,
+    }
+    training_options = {
+        "precision": precision,
+        "gradient_checkpointing": checkpointing,
+        "attention": attention,
+        "micro_batch_size": micro_batch,
+        "sequence_length": seq_len,
+        "gradient_accumulation_steps": grad_accum,
+        "data_parallel": dp,
+        "zero_stage": zero,
+        "first_step": first_step,
+    }
+    optimizer_options = {"kind": optimizer, "implementation": optimizer_impl}
+    with _user_errors():
+        request = _training_request(
+            request_file, model, gpu, (method, method_options), optimizer_options, training_options
+        )
+        estimate = estimate_training(request, load_catalog())
+    typer.echo(estimate.model_dump_json(indent=2) if as_json else training_table(estimate))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["IMPORT_EXAMPLES", "INFERENCE_EXAMPLES", "QWEN2_5_0_5B_CONFIG"]
+__all__ = ["IMPORT_EXAMPLES", "INFERENCE_EXAMPLES", "QWEN2_5_0_5B_CONFIG", "TRAINING_EXAMPLES"]
 
 # Qwen/Qwen2.5-0.5B config.json as published on the Hugging Face Hub (keys memplan does not read trimmed).
 QWEN2_5_0_5B_CONFIG: dict[str, Any] = {
@@ -67,6 +67,44 @@ INFERENCE_EXAMPLES: dict[str, Any] = {
             },
             "gpu": "l40s",
             "serving": {"kv_cache_dtype": "fp8", "prompt_tokens": 16384, "concurrency": 4},
+        },
+    ),
+}
+
+TRAINING_EXAMPLES: dict[str, Any] = {
+    "lora": _example(
+        "LoRA r=16 on Llama-3-8B, 4K-token rows, one H100",
+        {
+            "model": "llama-3-8b",
+            "gpu": "h100-sxm",
+            "training": {"method": {"kind": "lora", "rank": 16}, "sequence_length": 4096},
+        },
+    ),
+    "full_zero3": _example(
+        "Full fine-tune of Qwen2.5-7B on 8 × H100: ZeRO-3, fp32 master weights, full checkpointing",
+        {
+            "model": "qwen2.5-7b",
+            "gpu": "h100-sxm",
+            "training": {
+                "method": {"kind": "full"},
+                "precision": "bf16_fp32_master",
+                "gradient_checkpointing": "full",
+                "micro_batch_size": 4,
+                "gradient_accumulation_steps": 4,
+                "data_parallel": 8,
+                "zero_stage": 3,
+            },
+        },
+    ),
+    "qlora_70b": _example(
+        "QLoRA r=64 on every linear of Llama-3-70B (NF4 base) on one H100, full checkpointing",
+        {
+            "model": "llama-3-70b",
+            "gpu": "h100-sxm",
+            "training": {
+                "method": {"kind": "qlora", "rank": 64, "alpha": 16, "dropout": 0.1, "target_modules": "all-linear"},
+                "gradient_checkpointing": "full",
+            },
         },
     ),
 }

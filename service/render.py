@@ -6,8 +6,9 @@ from collections.abc import Iterable, Sequence
 
 from planner import CatalogModel, GpuSpec, InferenceEstimate
 from planner.describe import ImportDescription
+from planner.training import TrainingEstimate
 
-__all__ = ["estimate_table", "gpus_table", "import_table", "models_table"]
+__all__ = ["estimate_table", "gpus_table", "import_table", "models_table", "training_table"]
 
 GIB = 1 << 30
 KIB = 1 << 10
@@ -104,5 +105,64 @@ def estimate_table(e: InferenceEstimate) -> str:
         ("decode", f"TPOT {e.decode.tpot_s:.4f} s, {e.decode.tokens_per_s:,.0f} tokens/s ({e.decode.bound}-bound)"),
     )
     parts = [_table(None, summary), _table(("memory per GPU", "GiB", "detail"), memory_rows)]
+    parts += [f"warning: {w}" for w in e.warnings]
+    return "\n\n".join(parts)
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / GIB:.2f}"
+
+
+def _method_text(e: TrainingEstimate) -> str:
+    """'lora (rank=16, alpha=32.0, dropout=0.0) on q_proj, v_proj: 6,815,744 trainable (0.08% of 8.03 B)'."""
+    method, tp = e.training.method, e.trainable_params
+    options = ", ".join(f"{k}={v}" for k, v in method.model_dump(exclude={"kind"}, exclude_none=True).items())
+    targets = sorted(tp.lora_targets | tp.ia3_targets)
+    text = method.kind + (f" ({options})" if options else "") + (f" on {', '.join(targets)}" if targets else "")
+    share = tp.trainable / tp.base_params if tp.base_params else 0.0
+    return f"{text}: {tp.trainable:,} trainable ({share:.2%} of {_billions(tp.base_params)})"
+
+
+def _training_summary(e: TrainingEstimate) -> tuple[tuple[str, str], ...]:
+    t, th = e.training, e.throughput
+    name = e.model.catalog_id or e.model.spec.name or e.model.spec.family
+    fits = "yes" if e.fits else "NO: " + "; ".join(e.fit_reasons)
+    return (
+        ("model", f"{name}, {_billions(e.model.params.total)} params ({e.model.spec.attention_kind})"),
+        ("gpu", f"{e.num_gpus} × {e.gpu.name} ({e.gpu.memory_bytes / GIB:.1f} GiB each), ZeRO stage {t.zero_stage}"),
+        ("method", _method_text(e)),
+        (
+            "setup",
+            f"{t.precision}, {t.optimizer.kind} ({t.optimizer.implementation}), {t.attention} attention, "
+            f"checkpointing {t.gradient_checkpointing}",
+        ),
+        (
+            "batch",
+            f"micro-batch {t.micro_batch_size} × {t.sequence_length} tokens, gradient accumulation "
+            f"{t.gradient_accumulation_steps}, {'packed' if t.packing else 'padded'}",
+        ),
+        ("peak", f"{e.peak_phase}: {_gib(e.memory.total_bytes)} GiB per GPU of a {_gib(e.budget_bytes)} GiB budget"),
+        ("fits", fits),
+        ("max micro-batch", str(e.max_micro_batch_size)),
+        (
+            "throughput",
+            f"{th.tokens_per_s:,.0f} tokens/s, MFU {th.mfu:.1%}, step {th.step_time_s:.3f} s "
+            f"({th.tokens_per_step:,.0f} tokens)",
+        ),
+    )
+
+
+def training_table(e: TrainingEstimate) -> str:
+    phase_rows = ((n, _gib(p.total_bytes), "peak" if n == e.peak_phase else "") for n, p in e.phases.items())
+    term_rows = [(term.name, _gib(term.bytes), term.detail) for term in e.memory.terms]
+    term_rows.append(("total", _gib(e.memory.total_bytes), f"device {_gib(e.device_bytes)} GiB with the CUDA context"))
+    parts = [
+        _table(None, _training_summary(e)),
+        _table(("phase", "GiB", ""), phase_rows),
+        _table((f"{e.peak_phase} per GPU", "GiB", "detail"), term_rows),
+    ]
+    if e.suggestions:
+        rows = ((s.change, _gib(s.saves_bytes), "yes" if s.fits else "no") for s in e.suggestions)
+        parts.append(_table(("suggestion", "saves GiB", "fits"), rows))
     parts += [f"warning: {w}" for w in e.warnings]
     return "\n\n".join(parts)

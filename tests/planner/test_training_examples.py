@@ -109,3 +109,11 @@ def test_max_micro_batch_is_the_largest_that_fits() -> None:
     assert b >= 1
     assert training_phases(spec, training, tp, b).peak.total_bytes <= e.budget_bytes
     assert training_phases(spec, training, tp, b + 1).peak.total_bytes > e.budget_bytes
+
+
+@pytest.mark.parametrize("checkpointing", ["none", "selective", "full"])
+@pytest.mark.parametrize("method", [{"kind": "full"}, {"kind": "prompt"}, {"kind": "lora", "rank": 8}])
+def test_every_phase_term_is_non_negative(checkpointing: str, method: dict[str, object]) -> None:
+    # regression: under selective recomputation the last block's recomputed scores were subtracted twice
+    e = _estimate(method=method, attention="eager", gradient_checkpointing=checkpointing, micro_batch_size=2)
+    assert all(term.bytes >= 0 for phase in e.phases.values() for term in phase.terms)

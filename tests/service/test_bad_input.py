@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from tests.service.conftest import MAX_BODY_BYTES, error_text
 
-ESTIMATE, IMPORT = "/v1/estimates/inference", "/v1/models/import"
+ESTIMATE, IMPORT, TRAIN = "/v1/estimates/inference", "/v1/models/import", "/v1/estimates/training"
 MAX_ERROR_BYTES = 4096  # no error body echoes the input back
 
 SPEC = {
@@ -41,6 +41,15 @@ def spec(**changes: Any) -> dict[str, Any]:
 
 def serving(**changes: Any) -> dict[str, Any]:
     return {"model": "llama-3-8b", "serving": changes}
+
+
+def training(**changes: Any) -> dict[str, Any]:
+    """A training-estimate body for Llama-3-8B with TrainingSpec fields changed."""
+    return {"model": "llama-3-8b", "training": changes}
+
+
+def method(kind: str, **changes: Any) -> dict[str, Any]:
+    return training(method={"kind": kind, **changes})
 
 
 def config(**changes: Any) -> dict[str, Any]:
@@ -182,6 +191,120 @@ CASES = [
     row(IMPORT, config(model_type=7), 422, "model_type", "import-model-type-number"),
     row(IMPORT, [CONFIG], 422, "body", "import-body-is-an-array"),
     row(IMPORT, raw("{" * 1000), 422, "body", "import-deeply-nested"),
+    # --- training estimates: the method ---
+    row(TRAIN, method("lora", rank=-8), 422, "training.method.lora.rank", "train-negative-rank"),
+    row(TRAIN, method("lora", rank=0), 422, "training.method.lora.rank", "train-rank-0"),
+    row(TRAIN, method("qlora", rank=2**20), 422, "training.method.qlora.rank", "train-rank-2^20"),
+    row(TRAIN, method("lora", alpha=0), 422, "training.method.lora.alpha", "train-alpha-0"),
+    row(TRAIN, method("lora", dropout=1.0), 422, "training.method.lora.dropout", "train-dropout-1"),
+    row(
+        TRAIN,
+        raw('{"model":"llama-3-8b","training":{"method":{"kind":"lora","dropout":NaN}}}'),
+        422,
+        "dropout",
+        "train-nan-dropout",
+    ),
+    # peft matches names by suffix; one that matches no module is an error here (peft is silent when another matched).
+    row(TRAIN, method("lora", target_modules=["q_proj", "foo_proj"]), 422, "target_modules", "train-unknown-target"),
+    row(TRAIN, method("qlora", target_modules=["foo_proj"]), 422, "target_modules", "train-qlora-unknown-target"),
+    row(TRAIN, method("lora", target_modules=[]), 422, "target_modules", "train-empty-targets"),
+    row(TRAIN, method("lora", target_modules=["q proj"]), 422, "target_modules", "train-target-with-space"),
+    row(TRAIN, method("ia3", target_modules=["all-linear"]), 422, "target_modules", "train-ia3-all-linear"),
+    row(
+        TRAIN,
+        method("ia3", target_modules=["q_proj"], feedforward_modules=["down_proj"]),
+        422,
+        "feedforward_modules",
+        "train-ia3-ff-not-subset",
+    ),
+    row(
+        TRAIN,
+        {"model": "deepseek-v2-lite", "training": {"method": {"kind": "ia3"}}},
+        422,
+        "training.method.target_modules",
+        "train-ia3-no-default",
+    ),
+    row(
+        TRAIN,
+        {"model": "mixtral-8x7b", "training": {"method": {"kind": "lora"}}},
+        422,
+        "target_modules",
+        "train-mixtral-lora-no-default",
+    ),
+    row(
+        TRAIN,
+        {"model": "deepseek-v2-lite", "training": {"method": {"kind": "prefix"}}},
+        422,
+        "training.method.kind",
+        "train-prefix-on-mla",
+    ),
+    row(TRAIN, method("dora"), 422, "training.method", "train-unknown-method"),
+    row(TRAIN, training(method={"rank": 16}), 422, "training.method", "train-method-without-kind"),
+    row(TRAIN, training(method="lora"), 422, "training.method", "train-method-is-a-string"),
+    row(TRAIN, method("lora", rnak=16), 422, "rnak", "train-method-extra-field"),
+    row(TRAIN, method("full", rank=16), 422, "training.method.full.rank", "train-full-with-rank"),
+    row(TRAIN, method("prefix", num_virtual_tokens=0), 422, "num_virtual_tokens", "train-prefix-0-tokens"),
+    row(TRAIN, method("prompt", num_virtual_tokens=-1), 422, "num_virtual_tokens", "train-prompt-negative-tokens"),
+    row(
+        TRAIN, method("adapter", bottleneck=0), 422, "training.method.adapter.bottleneck", "train-adapter-bottleneck-0"
+    ),
+    # --- training estimates: optimizer, precision, kernels ---
+    row(TRAIN, training(optimizer={"kind": "lion"}), 422, "training.optimizer.kind", "train-unknown-optimizer"),
+    row(
+        TRAIN,
+        training(optimizer={"kind": "sgd", "momentum": 1.0}),
+        422,
+        "training.optimizer.momentum",
+        "train-momentum-1",
+    ),
+    row(TRAIN, training(optimizer={"implementation": "apex"}), 422, "implementation", "train-unknown-optimizer-impl"),
+    row(TRAIN, training(precision="fp8"), 422, "training.precision", "train-unknown-precision"),
+    row(
+        TRAIN,
+        training(gradient_checkpointing="partial"),
+        422,
+        "training.gradient_checkpointing",
+        "train-unknown-checkpointing",
+    ),
+    row(TRAIN, training(attention="flash3"), 422, "training.attention", "train-unknown-attention"),
+    # --- training estimates: batch, data and parallelism ---
+    row(TRAIN, training(zero_stage=4), 422, "training.zero_stage", "train-zero-4"),
+    row(TRAIN, training(micro_batch_size=0), 422, "training.micro_batch_size", "train-micro-batch-0"),
+    row(TRAIN, training(sequence_length=0), 422, "training.sequence_length", "train-seq-0"),
+    row(TRAIN, training(sequence_length=2**40), 422, "training.sequence_length", "train-seq-2^40"),
+    row(TRAIN, training(data_parallel=0), 422, "training.data_parallel", "train-dp-0"),
+    row(
+        TRAIN,
+        training(gradient_accumulation_steps=-1),
+        422,
+        "training.gradient_accumulation_steps",
+        "train-accum-negative",
+    ),
+    row(
+        TRAIN,
+        training(packing=False, sample_lengths=[512, 0]),
+        422,
+        "training.sample_lengths.1",
+        "train-sample-length-0",
+    ),
+    # 100,001 lengths are ~300 KB of JSON, under the body limit, so the spec's max_length answers.
+    row(TRAIN, training(sample_lengths=[1] * 100_001), 422, "training.sample_lengths", "train-100001-sample-lengths"),
+    row(TRAIN, training(sample_lengths=[2**24] * 200_000), 413, "body", "train-sample-lengths-over-body-limit"),
+    row(TRAIN, training(first_step="maybe"), 422, "training.first_step", "train-first-step-not-bool"),
+    row(TRAIN, training(learning_rate=1e-4), 422, "training.learning_rate", "train-extra-field"),
+    row(TRAIN, training(gpu_memory_utilization=1.5), 422, "training.gpu_memory_utilization", "train-utilization-1.5"),
+    row(TRAIN, training(cuda_context_bytes=-1), 422, "training.cuda_context_bytes", "train-negative-context"),
+    row(TRAIN, {"model": "llama-3-8b", "efficiency": {"compute": 0}}, 422, "efficiency.compute", "train-efficiency-0"),
+    row(
+        TRAIN,
+        {"model": "llama-3-8b", "efficiency": {"interconnect": 2}},
+        422,
+        "efficiency.interconnect",
+        "train-interconnect-2",
+    ),
+    row(TRAIN, {"training": {}}, 422, "model", "train-missing-model"),
+    row(TRAIN, {"model": "llama-3-8b", "gpu": "tpu-v9"}, 422, "gpu", "train-unknown-gpu"),
+    row(TRAIN, {"model": "llama-3-8b", "training": [1]}, 422, "training", "train-training-is-a-list"),
     # --- ids in the path ---
     row("/v1/models/gpt-9", None, 404, "gpt-9", "path-unknown-model", method="GET"),
     row("/v1/models/" + "x" * 2000, None, 404, "model id", "path-huge-model-id", method="GET"),
@@ -191,6 +314,7 @@ CASES = [
 
 def test_table_is_big_enough() -> None:
     assert len(CASES) >= 35
+    assert sum(case.values[1] == TRAIN for case in CASES) >= 20
 
 
 @pytest.mark.parametrize(("method", "path", "body", "status", "field"), CASES)

@@ -20,6 +20,21 @@ from planner import (
     load_catalog,
 )
 from planner.describe import ImportDescription
+from planner.training import TrainingEstimate, TrainingRequest, estimate_training
+from planner.training_spec import (
+    AdapterSpec,
+    AttentionImpl,
+    Checkpointing,
+    FullFineTune,
+    IA3Spec,
+    LoRASpec,
+    OptimizerSpec,
+    Precision,
+    PrefixTuningSpec,
+    PromptTuningSpec,
+    QLoRASpec,
+    TrainingSpec,
+)
 from service.cli import app
 from service.examples import QWEN2_5_0_5B_CONFIG
 from service.settings import Settings
@@ -194,3 +209,155 @@ def test_help_lists_the_commands() -> None:
     assert result.exit_code == 0
     for command in ("serve", "models", "gpus", "import", "estimate"):
         assert command in result.stdout
+
+
+@pytest.fixture
+def training_calls(monkeypatch: pytest.MonkeyPatch) -> list[TrainingRequest]:
+    """Record every request `estimate training` hands to the planner (and still answer it)."""
+    seen: list[TrainingRequest] = []
+
+    def recording(request: TrainingRequest, catalog: Catalog) -> TrainingEstimate:
+        seen.append(request)
+        return estimate_training(request, catalog)
+
+    monkeypatch.setattr(service.cli, "estimate_training", recording)
+    return seen
+
+
+def test_training_flags_map_onto_one_request(training_calls: list[TrainingRequest]) -> None:
+    args = [
+        "estimate", "training",
+        "--model", "llama-3-8b", "--gpu", "h200",
+        "--method", "qlora", "--rank", "64", "--target-modules", "q_proj, k_proj,v_proj",
+        "--optimizer", "adamw_8bit", "--optimizer-impl", "fused",
+        "--precision", "bf16_autocast", "--checkpointing", "selective", "--attention", "eager",
+        "--micro-batch", "2", "--seq-len", "2048", "--grad-accum", "8",
+        "--dp", "4", "--zero", "2", "--first-step",
+    ]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    expected = TrainingRequest(
+        model="llama-3-8b",
+        gpu="h200",
+        training=TrainingSpec(
+            method=QLoRASpec(rank=64, target_modules=("q_proj", "k_proj", "v_proj")),
+            optimizer=OptimizerSpec(kind="adamw_8bit", implementation="fused"),
+            precision=Precision.BF16_AUTOCAST,
+            gradient_checkpointing=Checkpointing.SELECTIVE,
+            attention=AttentionImpl.EAGER,
+            micro_batch_size=2,
+            sequence_length=2048,
+            gradient_accumulation_steps=8,
+            data_parallel=4,
+            zero_stage=2,
+            first_step=True,
+        ),
+    )
+    assert training_calls == [expected]
+
+
+@pytest.mark.parametrize(
+    ("args", "method"),
+    [
+        ([], FullFineTune()),
+        (["--method", "lora", "--target-modules", "all-linear"], LoRASpec(target_modules="all-linear")),
+        (["--method", "prefix", "--virtual-tokens", "30"], PrefixTuningSpec(num_virtual_tokens=30)),
+        (["--method", "prompt", "--virtual-tokens", "8"], PromptTuningSpec(num_virtual_tokens=8)),
+        (["--method", "adapter", "--bottleneck", "32"], AdapterSpec(bottleneck=32)),
+        (["--method", "ia3", "--target-modules", "k_proj,v_proj"], IA3Spec(target_modules=("k_proj", "v_proj"))),
+    ],
+    ids=["defaults", "lora", "prefix", "prompt", "adapter", "ia3"],
+)
+def test_training_method_flags(training_calls: list[TrainingRequest], args: list[str], method: object) -> None:
+    result = runner.invoke(app, ["estimate", "training", "--model", "llama-3-8b", *args])
+    assert result.exit_code == 0, result.output
+    assert training_calls == [TrainingRequest.model_validate({"model": "llama-3-8b", "training": {"method": method}})]
+
+
+def test_training_request_file_with_flags_laid_over(training_calls: list[TrainingRequest], tmp_path: Path) -> None:
+    request = {
+        "model": "qwen2.5-7b",
+        "gpu": "a100-80gb",
+        "training": {
+            "method": {"kind": "lora", "rank": 8, "alpha": 16},
+            "optimizer": {"kind": "sgd", "momentum": 0.9},
+            "micro_batch_size": 4,
+        },
+    }
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(request))
+    args = ["estimate", "training", "--request", str(path), "--rank", "32", "--optimizer-impl", "for_loop", "--dp", "2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    training = {
+        "method": {"kind": "lora", "rank": 32, "alpha": 16},
+        "optimizer": {"kind": "sgd", "momentum": 0.9, "implementation": "for_loop"},
+        "micro_batch_size": 4,
+        "data_parallel": 2,
+    }
+    assert training_calls == [TrainingRequest.model_validate({**request, "training": training})]
+
+
+def test_training_method_flag_of_another_kind_replaces_the_file_method(
+    training_calls: list[TrainingRequest], tmp_path: Path
+) -> None:
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps({"model": "llama-3-8b", "training": {"method": {"kind": "lora", "rank": 8}}}))
+    result = runner.invoke(app, ["estimate", "training", "--request", str(path), "--method", "prompt"])
+    assert result.exit_code == 0, result.output
+    assert training_calls == [TrainingRequest(model="llama-3-8b", training=TrainingSpec(method=PromptTuningSpec()))]
+
+
+def test_training_json_parses_back() -> None:
+    args = ["estimate", "training", "--model", "llama-3-8b", "--method", "lora", "--rank", "16", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    estimate = TrainingEstimate.model_validate_json(result.stdout)
+    request = TrainingRequest(model="llama-3-8b", training=TrainingSpec(method=LoRASpec(rank=16)))
+    assert estimate == estimate_training(request, load_catalog())
+
+
+def test_training_table_names_phases_terms_and_suggestions() -> None:
+    result = runner.invoke(app, ["estimate", "training", "--model", "llama-3-70b", "--gpu", "a100-80gb"])
+    assert result.exit_code == 0, result.output
+    words = ("70,553,706,496 trainable", "optimizer_step", "loss_backward", "optimizer/states", "NO:")
+    for word in (*words, "max micro-batch", "suggestion", "8-bit AdamW", "tokens/s", "MFU", "GiB"):
+        assert word in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "deepseek-v2-lite", "--method", "ia3"], "training.method.target_modules"),
+        (["--model", "llama-3-8b", "--method", "lora", "--target-modules", "foo_proj"], "foo_proj"),
+        (["--model", "llama-3-8b", "--method", "dora"], "training.method"),
+        (["--model", "llama-3-8b", "--rank", "8"], "training.method.full.rank"),
+        (["--model", "llama-3-8b", "--method", "lora", "--rank", "0"], "training.method.lora.rank"),
+        (["--model", "llama-3-8b", "--optimizer", "lion"], "training.optimizer.kind"),
+        (["--model", "llama-3-8b", "--zero", "4"], "training.zero_stage"),
+        (["--model", "llama-3-8b", "--seq-len", "0"], "training.sequence_length"),
+        (["--model", "gpt-9"], "unknown model id 'gpt-9'"),
+        ([], "--model"),
+        (["--request", "missing.json"], "missing.json"),
+    ],
+)
+def test_bad_training_input_exits_2_with_a_message(args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["estimate", "training", *args])
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+
+
+def test_training_request_file_must_hold_an_object(tmp_path: Path) -> None:
+    path = tmp_path / "request.json"
+    path.write_text("[1, 2]")
+    result = runner.invoke(app, ["estimate", "training", "--request", str(path)])
+    assert result.exit_code == 2
+    assert "TrainingRequest" in result.stderr
+
+
+def test_bad_training_enum_is_a_usage_error() -> None:
+    result = runner.invoke(app, ["estimate", "training", "--model", "llama-3-8b", "--checkpointing", "partial"])
+    assert result.exit_code == 2
+    assert "--checkpointing" in result.stderr

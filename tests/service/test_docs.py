@@ -13,6 +13,7 @@ ENDPOINTS = {
     ("/v1/gpus", "get"),
     ("/v1/gpus/{gpu_id}", "get"),
     ("/v1/estimates/inference", "post"),
+    ("/v1/estimates/training", "post"),
 }
 ASSET = re.compile(r"""(?:src|href)=["']([^"']+)["']|url: ?'([^']+)'|spec-url=["']([^"']+)["']""")
 
@@ -31,12 +32,14 @@ def test_every_operation_has_a_summary_line_and_a_tag(client: TestClient) -> Non
 
 def test_request_bodies_carry_examples(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
-    for path in ("/v1/estimates/inference", "/v1/models/import"):
+    for path in ("/v1/estimates/inference", "/v1/estimates/training", "/v1/models/import"):
         examples = paths[path]["post"]["requestBody"]["content"]["application/json"]["examples"]
         assert len(examples) >= 2
     inference = paths["/v1/estimates/inference"]["post"]["requestBody"]["content"]["application/json"]["examples"]
     assert inference["catalog"]["value"]["model"] == "llama-3-8b"
     assert inference["config_json"]["value"]["model"]["model_type"] == "qwen2"
+    training = paths["/v1/estimates/training"]["post"]["requestBody"]["content"]["application/json"]["examples"]
+    assert training["lora"]["value"]["training"]["method"]["kind"] == "lora"
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
