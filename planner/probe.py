@@ -1,0 +1,223 @@
+"""Probes: what to run to check an estimate, and the comparison that comes back. Pure schemas and shapes.
+
+The PyTorch side (models/) builds the probe model from `probe_hf_config`, runs it on a backend, measures,
+and asks the planner for the same configuration; this module only says what is run and how it is reported.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from planner._base import FrozenSpec
+from planner.model_spec import MLASpec, ModelSpec, MoESpec
+from planner.refs import ModelRef
+from planner.serving_spec import Engine, ServingSpec
+from planner.training_spec import TrainingSpec
+
+__all__ = [
+    "Comparison",
+    "ProbeRequest",
+    "ProbeResult",
+    "ProbeScale",
+    "probe_hf_config",
+    "scale_down",
+]
+
+Backend = Literal["auto", "cuda", "cpu", "fake"]
+
+
+class ProbeScale(FrozenSpec):
+    """How far a probe shrinks the model: the family, attention kind, MoE routing and windows stay."""
+
+    num_layers: Annotated[int, Field(ge=1, le=8)] = 2
+    head_dim: Annotated[int, Field(ge=8, le=256)] = 32
+    max_heads: Annotated[int, Field(ge=1, le=64)] = 8
+    ffn_multiple: Annotated[float, Field(gt=0, le=8)] = Field(default=2.5, description="f = multiple × h.")
+    vocab_size: Annotated[int, Field(ge=16, le=65536)] = 1024
+    max_experts: Annotated[int, Field(ge=2, le=64)] = 8
+
+
+class ProbeRequest(FrozenSpec):
+    """A real run of a small model of the same architecture, measured and compared with the planner."""
+
+    kind: Literal["training", "inference"] = "training"
+    model: ModelRef = "llama-3-8b"
+    training: TrainingSpec = TrainingSpec(sequence_length=128, micro_batch_size=2)
+    serving: ServingSpec = ServingSpec(engine=Engine.TRANSFORMERS, prompt_tokens=128, output_tokens=8)
+    backend: Backend = Field(default="auto", description="auto = cuda when available, else cpu.")
+    scale_down: bool = Field(default=True, description="Shrink the model (required except on the fake backend).")
+    scale: ProbeScale = ProbeScale()
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 300.0
+
+
+class Comparison(FrozenSpec):
+    """One component, measured and estimated."""
+
+    name: str = Field(description="e.g. 'weights', 'trainable_weights', 'saved_activations', 'peak/steady'.")
+    measured_bytes: int
+    estimated_bytes: int
+    rel_error: float = Field(description="(estimated − measured) / measured; 0 when both are 0.")
+    exact: bool = Field(description="True where the planner claims exactness (weights, KV cache, saved tensors).")
+
+
+class ProbeResult(FrozenSpec):
+    """What a probe ran, where, and how far formula and measurement are apart."""
+
+    backend: Literal["cuda", "cpu", "fake"]
+    device: str
+    torch_version: str
+    transformers_version: str
+    peft_version: str | None
+    kind: Literal["training", "inference"]
+    spec: ModelSpec = Field(description="The (scaled-down) architecture that was run.")
+    hf_config: dict[str, Any] = Field(description="The config.json transformers built it from.")
+    training: TrainingSpec | None = None
+    serving: ServingSpec | None = None
+    comparisons: tuple[Comparison, ...]
+    peak_rel_error: float = Field(description="Relative error of the peak (steady state for training).")
+    timings_s: dict[str, float] = Field(default_factory=dict, description="Wall times; CUDA events on cuda.")
+    out_of_memory: bool = False
+
+
+def _scaled_heads(spec: ModelSpec, scale: ProbeScale) -> tuple[int, int]:
+    """(n_h, n_kv) with the same attention kind: MHA n_kv = n_h, MQA n_kv = 1, GQA 2 KV heads of ≥ 2 queries."""
+    n_h, n_kv = spec.num_heads, spec.kv_heads
+    heads = min(n_h, scale.max_heads)
+    if n_kv == n_h:
+        return heads, heads
+    if n_kv == 1:
+        return heads, 1
+    group = max(2, min(n_h // n_kv, scale.max_heads // 2))
+    return 2 * group, 2
+
+
+def scale_down(spec: ModelSpec, scale: ProbeScale) -> ModelSpec:
+    """A small model of the same family: fewer layers, narrow, small vocab; same attention kind, MoE layout,
+    biases, norms, tying and window pattern (the window shrinks with the sequence the probe runs)."""
+    n_h, n_kv = _scaled_heads(spec, scale)
+    d = scale.head_dim
+    h = n_h * d
+    layers = min(spec.num_layers, scale.num_layers)
+    update: dict[str, Any] = {
+        "name": f"{spec.name or spec.family} (probe scale)",
+        "num_layers": layers,
+        "hidden_size": h,
+        "num_heads": n_h,
+        "num_kv_heads": n_kv,
+        "head_dim": d,
+        "ffn_dim": max(8, int(scale.ffn_multiple * h)),
+        "vocab_size": scale.vocab_size,
+        "max_context": min(spec.max_context, 4096),
+        "attention": None,
+    }
+    if spec.mla is not None:
+        update["head_dim"], update["attention"] = None, "MLA"
+        update["mla"] = MLASpec(
+            q_lora_rank=None if spec.mla.q_lora_rank is None else 3 * d,
+            kv_lora_rank=2 * d,
+            qk_nope_head_dim=d,
+            qk_rope_head_dim=d // 2,
+            v_head_dim=d,
+        )
+    if spec.moe is not None:
+        e = min(spec.moe.num_experts, scale.max_experts)
+        f_e = update["ffn_dim"] if spec.family == "mixtral" else max(8, h // 2)  # Mixtral: experts are f wide
+        update["moe"] = MoESpec(
+            num_experts=e,
+            experts_per_token=min(spec.moe.experts_per_token, e),
+            expert_ffn_dim=f_e,
+            shared_expert_ffn_dim=f_e if spec.moe.shared_expert_ffn_dim else 0,
+            shared_expert_gate=spec.moe.shared_expert_gate,
+            first_dense_layers=min(spec.moe.first_dense_layers, layers - 1),
+            layer_step=spec.moe.layer_step,
+            dense_layer_ids=tuple(i for i in spec.moe.dense_layer_ids if i < layers),
+        )
+    if spec.sliding_window is not None:
+        update["sliding_window"] = 64
+        if spec.sliding_window_layers is not None:
+            update["sliding_window_layers"] = tuple(i for i in spec.sliding_window_layers if i < layers) or None
+            if update["sliding_window_layers"] is None:
+                update["sliding_window"] = None
+    return ModelSpec.model_validate({**spec.model_dump(), **update})
+
+
+def probe_hf_config(spec: ModelSpec) -> dict[str, Any]:
+    """The config.json transformers builds `spec` from (the inverse of planner.hf_import for its families)."""
+    d_h = spec.resolved_head_dim
+    config: dict[str, Any] = {
+        "model_type": spec.family,
+        "hidden_size": spec.hidden_size,
+        "intermediate_size": spec.ffn_dim,
+        "num_hidden_layers": spec.num_layers,
+        "num_attention_heads": spec.num_heads,
+        "num_key_value_heads": spec.kv_heads,
+        "vocab_size": spec.vocab_size,
+        "max_position_embeddings": spec.max_context,
+        "tie_word_embeddings": spec.tie_embeddings,
+    }
+    if spec.mla is None:
+        config["head_dim"] = d_h
+    if spec.family in ("llama", "qwen3", "qwen3_moe", "gemma", "gemma2", "deepseek_v2", "deepseek_v3"):
+        config["attention_bias"] = spec.qkv_bias
+    if spec.family in ("llama", "deepseek_v2"):
+        config["mlp_bias"] = spec.mlp_bias
+    if spec.family == "qwen2_moe":
+        config["qkv_bias"] = spec.qkv_bias
+    config |= _moe_config(spec) | _mla_config(spec) | _window_config(spec)
+    return config
+
+
+def _moe_config(spec: ModelSpec) -> dict[str, Any]:
+    moe = spec.moe
+    if moe is None:
+        return {}
+    if spec.family == "mixtral":
+        return {"num_local_experts": moe.num_experts, "num_experts_per_tok": moe.experts_per_token}
+    if spec.family in ("qwen2_moe", "qwen3_moe"):
+        out = {
+            "num_experts": moe.num_experts,
+            "num_experts_per_tok": moe.experts_per_token,
+            "moe_intermediate_size": moe.expert_ffn_dim,
+            "decoder_sparse_step": moe.layer_step,
+            "mlp_only_layers": list(moe.dense_layer_ids),
+        }
+        if spec.family == "qwen2_moe":
+            out["shared_expert_intermediate_size"] = moe.shared_expert_ffn_dim
+        return out
+    return {
+        "n_routed_experts": moe.num_experts,
+        "num_experts_per_tok": moe.experts_per_token,
+        "moe_intermediate_size": moe.expert_ffn_dim,
+        "n_shared_experts": moe.shared_expert_ffn_dim // moe.expert_ffn_dim,
+        "first_k_dense_replace": moe.first_dense_layers,
+        "n_group": 1,
+        "topk_group": 1,
+    }
+
+
+def _mla_config(spec: ModelSpec) -> dict[str, Any]:
+    mla = spec.mla
+    if mla is None:
+        return {}
+    return {
+        "q_lora_rank": mla.q_lora_rank,
+        "kv_lora_rank": mla.kv_lora_rank,
+        "qk_nope_head_dim": mla.qk_nope_head_dim,
+        "qk_rope_head_dim": mla.qk_rope_head_dim,
+        "v_head_dim": mla.v_head_dim,
+    }
+
+
+def _window_config(spec: ModelSpec) -> dict[str, Any]:
+    if spec.sliding_window is None:
+        return {"sliding_window": None} if spec.family in ("mistral", "mixtral", "phi3") else {}
+    config: dict[str, Any] = {"sliding_window": spec.sliding_window}
+    if spec.family in ("qwen2", "qwen2_moe", "qwen3", "qwen3_moe"):
+        config["use_sliding_window"] = True
+    if spec.sliding_window_layers is not None:
+        config["layer_types"] = [
+            "sliding_attention" if spec.uses_sliding_window(i) else "full_attention" for i in range(spec.num_layers)
+        ]
+    return config
