@@ -72,7 +72,7 @@ def param_bytes(spec: ModelSpec, training: TrainingSpec, trainable: TrainablePar
     PEFT adapters are fp32 whatever the base (peft autocast_adapter_dtype); 8-bit AdamW keeps 1 B per state
     plus an fp32 absmax per 2048-element block; SGD keeps one momentum buffer or none.
     """
-    full = trainable.trainable == trainable.base_params
+    full = training.method.kind == "full"
     w = _dense_param_bytes(training.precision) if full else ADAPTER_DTYPE_BYTES
     master = 4 if full and training.precision is Precision.BF16_FP32_MASTER else 0
     state_elem = 4 if master else w
@@ -147,7 +147,7 @@ def _largest_trainable_tensor(spec: ModelSpec, full: bool, trainable: TrainableP
 def _state_terms(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, pb: ParamBytes) -> dict[str, Term]:
     """Weights, gradients, optimizer states and temporaries on one GPU, with ZeRO sharding."""
     n, dp, z = tp.trainable, t.data_parallel, t.zero_stage
-    full = n == tp.base_params
+    full = t.method.kind == "full"
     temp_elems = {"foreach": n, "for_loop": _largest_trainable_tensor(spec, full, tp), "fused": 0}
     temp = 0 if t.optimizer.kind == "adamw_8bit" else temp_elems[t.optimizer.implementation] * pb.state_elem
     shard = f" ÷ DP={dp}" if dp > 1 else ""
