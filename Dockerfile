@@ -14,7 +14,10 @@ RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "${TORCH_SPEC}"
 COPY pyproject.toml README.md ./
 COPY planner ./planner
 COPY service ./service
-RUN pip install --no-cache-dir . && useradd --system --uid 10001 memplan
+COPY models ./models
+RUN pip install --no-cache-dir ".[probe]" && useradd --system --uid 10001 memplan \
+    && mkdir -p /var/lib/memplan && chown memplan /var/lib/memplan
+ENV MEMPLAN_DATABASE_URL=sqlite:////var/lib/memplan/memplan.db
 USER memplan
 
 EXPOSE 8000

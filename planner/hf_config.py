@@ -19,6 +19,7 @@ class HFConfig(BaseModel):
     model_config = ConfigDict(
         extra="allow",
         frozen=True,
+        serialize_by_alias=True,
         allow_inf_nan=False,
         json_schema_extra={
             "examples": [

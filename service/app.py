@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import anyio
 import uvicorn
 from fastapi import FastAPI
 
@@ -9,7 +13,9 @@ from service import __version__
 from service.docs import install_offline_docs
 from service.errors import install_error_handlers
 from service.limits import RequestLimitsMiddleware
-from service.routers import estimates, gpus, health, models
+from service.probes.db import connect
+from service.probes.executor import ProbeExecutor
+from service.routers import estimates, gpus, health, models, probes
 from service.settings import Settings, get_settings
 
 __all__ = ["create_app", "run_server"]
@@ -22,16 +28,37 @@ integer; every memory term names its formula and source. 1 GiB = 2^30 B.
 """
 
 
+def _lifespan(executor: ProbeExecutor) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Startup: probe tables, recovery of unfinished jobs, workers. Shutdown: running probes stop (interrupted)."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(executor.start)
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(executor.stop)
+
+    return lifespan
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """A new app; `settings` (default: the MEMPLAN_* environment) also answers the app's SettingsDep."""
+    """A new app; `settings` (default: the MEMPLAN_* environment) also answers the app's SettingsDep.
+
+    Nothing connects to the probe database until the app starts (its lifespan), as under uvicorn or a
+    `with TestClient(app)` block.
+    """
     resolved = settings or get_settings()
+    executor = ProbeExecutor(connect(resolved.database_url), resolved)
     app = FastAPI(
         title="memplan",
         description=DESCRIPTION,
         version=__version__,
         docs_url=None,
         redoc_url=None,
+        lifespan=_lifespan(executor),
     )
+    app.state.probe_executor = executor
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: settings
     app.add_middleware(
@@ -39,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_offline_docs(app)
-    for router in (health.router, models.router, gpus.router, estimates.router):
+    for router in (health.router, models.router, gpus.router, estimates.router, probes.router):
         app.include_router(router)
     return app
 

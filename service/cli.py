@@ -22,10 +22,13 @@ from planner import (
     load_catalog,
 )
 from planner.describe import describe_import
+from planner.probe import ProbeRequest, ProbeResult
 from planner.training import TrainingRequest, estimate_training
 from planner.training_spec import AttentionImpl, Checkpointing, OptimizerSpec, Precision, TrainingSpec
 from service.app import run_server
-from service.render import estimate_table, gpus_table, import_table, models_table, training_table
+from service.probes.admission import admit
+from service.probes.child import describe_failure, load_runner
+from service.render import estimate_table, gpus_table, import_table, models_table, probe_table, training_table
 from service.settings import Settings
 
 __all__ = ["app"]
@@ -304,3 +307,101 @@ def training(
         )
         estimate = estimate_training(request, load_catalog())
     typer.echo(estimate.model_dump_json(indent=2) if as_json else training_table(estimate))
+
+
+PROBE_KINDS_HELP = _one_of(get_args(ProbeRequest.model_fields["kind"].annotation))
+PROBE_BACKENDS_HELP = _one_of(get_args(ProbeRequest.model_fields["backend"].annotation))
+DEFAULT_PROBE_KIND: str = ProbeRequest.model_fields["kind"].default
+PROBE_FAILED_EXIT = 1  # the input was fine; the run was not
+
+
+def run_probe(request: ProbeRequest) -> ProbeResult:
+    """The probe runner (MEMPLAN_PROBE_RUNNER, default models.runner:run_probe), imported here: torch loads only now."""
+    return ProbeResult.model_validate(load_runner(Settings().probe_runner)(request))
+
+
+def _probe_result(request: ProbeRequest) -> ProbeResult:
+    """run_probe's result; its failure (out of memory, a crash, no torch installed) is a message and exit 1.
+
+    A SpecError (what the runner cannot probe, e.g. a size cap) is bad input: it goes on to _user_errors.
+    """
+    try:
+        return run_probe(request)
+    except SpecError:
+        raise
+    except Exception as exc:
+        reason = describe_failure(exc, Settings().probe_runner)
+        hint = " (the probe side needs torch: pip install -e '.[test]')" if isinstance(exc, ImportError) else ""
+        typer.echo(f"error: the probe failed: {reason}{hint}", err=True)
+        raise typer.Exit(PROBE_FAILED_EXIT) from None
+
+
+def _small_default(section: str) -> dict[str, Any]:
+    """ProbeRequest's default `training`/`serving` (a small workload), as the fields it sets."""
+    default: BaseModel = ProbeRequest.model_fields[section].default
+    return default.model_dump(mode="json", exclude_unset=True)
+
+
+def _probe_request(
+    request_file: Path | None,
+    top: dict[str, Any],
+    training_flags: dict[str, Any],
+    seq_len: int | None,
+    micro_batch: int | None,
+) -> ProbeRequest:
+    """The request file (if any) with the flags that were given laid over it. `top`: model, kind, backend;
+    `training_flags`: --method, --rank, --checkpointing, --attention. --seq-len and --micro-batch are the row length
+    and micro-batch of a training probe, the prompt length and concurrency of an inference probe."""
+    data = _read_json(request_file) if request_file else {}
+    if not isinstance(data, dict):
+        raise SpecError([FieldProblem((), "the request file must hold a JSON object (a ProbeRequest)")])
+    if top.get("model") is not None:
+        top = {**top, "model": _model_ref(top["model"])}
+    data |= _given(top)
+    if data.get("kind", DEFAULT_PROBE_KIND) == "inference":
+        if misplaced := [flag for flag, value in training_flags.items() if value is not None]:
+            raise SpecError([FieldProblem((misplaced[0],), "applies to training probes only (--kind training)")])
+        if serving := _given({"prompt_tokens": seq_len, "concurrency": micro_batch}):
+            data["serving"] = _overlay(data.get("serving", _small_default("serving")), serving)
+        return ProbeRequest.model_validate(data)
+    flags = {"gradient_checkpointing": training_flags["--checkpointing"], "attention": training_flags["--attention"]}
+    given = _given({**flags, "sequence_length": seq_len, "micro_batch_size": micro_batch})
+    method = (training_flags["--method"], {"rank": training_flags["--rank"]})
+    base = data.get("training", _small_default("training"))
+    if isinstance(base, dict) and (given or _given({"kind": method[0], **method[1]})):
+        section = {**base, **given}
+        if (laid_method := _method(section.get("method"), *method)) is not None:
+            section["method"] = laid_method
+        data["training"] = section
+    return ProbeRequest.model_validate(data)
+
+
+@app.command()
+def probe(
+    request_file: Annotated[
+        Path | None,
+        typer.Option("--request", help="A ProbeRequest as JSON (as POSTed to /v1/probes).", dir_okay=False),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Catalog model id (llama-3-8b) or path to a config.json.")] = None,
+    kind: Annotated[str | None, typer.Option(help=f"What to run: {PROBE_KINDS_HELP}.")] = None,
+    backend: Annotated[
+        str | None, typer.Option(help=f"Measurement backend: {PROBE_BACKENDS_HELP} (auto: cuda when available).")
+    ] = None,
+    method: Annotated[str | None, typer.Option(help=f"Training method: {METHOD_KINDS_HELP}.")] = None,
+    rank: Annotated[int | None, typer.Option(help="LoRA/QLoRA rank r.")] = None,
+    checkpointing: Annotated[Checkpointing | None, typer.Option(help="Gradient checkpointing (training).")] = None,
+    attention: Annotated[AttentionImpl | None, typer.Option(help="Attention implementation (training).")] = None,
+    seq_len: Annotated[int | None, typer.Option(help="Training: tokens per row. Inference: prompt tokens.")] = None,
+    micro_batch: Annotated[
+        int | None, typer.Option(help="Training: rows per micro-batch. Inference: concurrent sequences.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run a probe here (no server): a scaled-down model measured against the planner, component by component."""
+    top = {"model": model, "kind": kind, "backend": backend}
+    training_flags = {"--method": method, "--rank": rank, "--checkpointing": checkpointing, "--attention": attention}
+    with _user_errors():
+        request = _probe_request(request_file, top, training_flags, seq_len, micro_batch)
+        admit(request, load_catalog())
+        result = _probe_result(request)
+    typer.echo(result.model_dump_json(indent=2) if as_json else probe_table(result))

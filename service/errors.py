@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from planner import SpecError, UnknownIdError
+from service.probes.errors import ProbeQueueFullError, ProbesUnavailableError, UnknownProbeJobError
 
 __all__ = ["MAX_MSG_CHARS", "install_error_handlers", "problem", "validation_response"]
 
@@ -50,14 +51,32 @@ async def _unknown_id(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=404)
 
 
+async def _unknown_probe_job(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, UnknownProbeJobError)
+    return JSONResponse({"detail": str(exc)}, status_code=404)
+
+
+async def _probe_queue_full(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProbeQueueFullError)
+    return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after_s)})
+
+
+async def _probes_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProbesUnavailableError)
+    return JSONResponse({"detail": str(exc)}, status_code=503)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": "internal server error"}, status_code=500)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Map domain errors to 422/404, shrink validation errors, and answer anything unexpected with a logged 500."""
+    """Map domain errors to 4xx/503, shrink validation errors, and answer anything unexpected with a logged 500."""
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(SpecError, _spec_error)
     app.add_exception_handler(UnknownIdError, _unknown_id)
+    app.add_exception_handler(UnknownProbeJobError, _unknown_probe_job)
+    app.add_exception_handler(ProbeQueueFullError, _probe_queue_full)
+    app.add_exception_handler(ProbesUnavailableError, _probes_unavailable)
     app.add_exception_handler(Exception, _unexpected)

@@ -6,9 +6,10 @@ from collections.abc import Iterable, Sequence
 
 from planner import CatalogModel, GpuSpec, InferenceEstimate
 from planner.describe import ImportDescription
+from planner.probe import ProbeResult
 from planner.training import TrainingEstimate
 
-__all__ = ["estimate_table", "gpus_table", "import_table", "models_table", "training_table"]
+__all__ = ["estimate_table", "gpus_table", "import_table", "models_table", "probe_table", "training_table"]
 
 GIB = 1 << 30
 KIB = 1 << 10
@@ -166,3 +167,37 @@ def training_table(e: TrainingEstimate) -> str:
         parts.append(_table(("suggestion", "saves GiB", "fits"), rows))
     parts += [f"warning: {w}" for w in e.warnings]
     return "\n\n".join(parts)
+
+
+def _workload(r: ProbeResult) -> str:
+    if r.training is not None:
+        t = r.training
+        return (
+            f"{t.method.kind}, micro-batch {t.micro_batch_size} × {t.sequence_length} tokens, {t.attention} "
+            f"attention, checkpointing {t.gradient_checkpointing}"
+        )
+    if r.serving is not None:
+        s = r.serving
+        return f"{s.engine}, {s.concurrency} sequences × ({s.prompt_tokens} prompt + {s.output_tokens} output) tokens"
+    return "-"
+
+
+def probe_table(r: ProbeResult) -> str:
+    """What ran where, then each component measured vs estimated (bytes exactly; the probe model is small)."""
+    versions = f"torch {r.torch_version}, transformers {r.transformers_version}, peft {r.peft_version or '-'}"
+    spec = r.spec
+    summary = [
+        ("backend", f"{r.backend} on {r.device} ({versions})"),
+        ("model", f"{spec.name or spec.family}: {spec.num_layers} layers, h {spec.hidden_size}, {spec.attention_kind}"),
+        (r.kind, _workload(r)),
+        ("peak", f"rel error {r.peak_rel_error:+.2%}"),
+    ]
+    if r.out_of_memory:
+        summary.append(("out of memory", "yes"))
+    summary += [(f"time {name}", f"{seconds:.3f} s") for name, seconds in r.timings_s.items()]
+    rows = (
+        (c.name, f"{c.measured_bytes:,}", f"{c.estimated_bytes:,}", f"{c.rel_error:+.2%}", "yes" if c.exact else "no")
+        for c in r.comparisons
+    )
+    header = ("component", "measured B", "estimated B", "rel error", "exact?")
+    return "\n\n".join([_table(None, summary), _table(header, rows)])

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+CPU_DEVICE = "cpu"
+_DEVICE = re.compile(r"^(cpu|cuda:\d{1,3})$")
 
 
 class Settings(BaseSettings):
-    """Where to listen and how much input a request may carry. Each field reads MEMPLAN_<NAME>."""
+    """Where to listen, how much input a request may carry, and how probes run. Each field reads MEMPLAN_<NAME>."""
 
     model_config = SettingsConfigDict(env_prefix="MEMPLAN_", frozen=True, extra="ignore")
 
@@ -23,6 +27,48 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1, description="Larger request bodies get 413.")
     max_json_depth: int = Field(default=64, ge=1, le=10_000, description="Deeper JSON bodies get 422.")
     log_level: LogLevel = Field(default="info", description="uvicorn log level.")
+    database_url: str = Field(
+        default="sqlite:///./memplan.db",
+        min_length=1,
+        description="SQLAlchemy URL of the probe-job store: a SQLite file by default (relative to the working "
+        "directory), e.g. postgresql+psycopg://user:pw@host/memplan for replicas sharing one database.",
+    )
+    probe_runner: str = Field(
+        default="models.runner:run_probe",
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="module:function the probe process calls with a ProbeRequest; returns a ProbeResult.",
+    )
+    probe_devices: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(CPU_DEVICE,),
+        description="Devices with one probe worker each, comma-separated (cpu,cuda:0,cuda:1). The cpu worker always "
+        "exists (cpu and fake probes); backend 'auto' goes to a listed cuda device, else to cpu. Nothing probes "
+        "for GPUs: list them.",
+    )
+    probe_queue_limit: int = Field(
+        default=8, ge=1, le=10_000, description="Probes waiting to start; beyond it POST /v1/probes gets 429."
+    )
+    probe_max_timeout_s: float = Field(
+        default=600.0, gt=0, le=3600, description="Cap on a probe's timeout_s; the probe process is killed after it."
+    )
+    probe_executor_id: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        max_length=255,
+        description="Names this server's probe jobs in the database (default: the host name). At startup only its "
+        "own jobs are recovered, so replicas sharing a database each need a stable, distinct id.",
+    )
+
+    @field_validator("probe_devices", mode="before")
+    @classmethod
+    def _device_list(cls, value: Any) -> Any:
+        """'cuda:0, cuda:1' → ('cpu', 'cuda:0', 'cuda:1'): split, checked, deduplicated, cpu first."""
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return value  # left for the type check to reject
+        devices = [str(item).strip().lower() for item in items if str(item).strip()]
+        if bad := [d for d in devices if not _DEVICE.match(d)]:
+            raise ValueError(f"unknown probe device {bad[0]!r}: use cpu or cuda:<index>")
+        return tuple(dict.fromkeys([CPU_DEVICE, *devices]))
 
 
 @lru_cache(maxsize=1)

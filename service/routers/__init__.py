@@ -1,5 +1,5 @@
 """One router per resource; create_app includes them all."""
 
-from service.routers import estimates, gpus, health, models
+from service.routers import estimates, gpus, health, models, probes
 
-__all__ = ["estimates", "gpus", "health", "models"]
+__all__ = ["estimates", "gpus", "health", "models", "probes"]

@@ -15,10 +15,17 @@ MAX_BODY_BYTES = 1_048_576
 MAX_JSON_DEPTH = 64
 
 
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A SQLite file shared by the tests that queue no probes (its tables are created once, not per test)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('probe-jobs') / 'jobs.db'}"
+
+
 @pytest.fixture
-def settings() -> Settings:
-    """The documented defaults, given explicitly so that MEMPLAN_* variables in the environment cannot leak in."""
-    return Settings(max_body_bytes=MAX_BODY_BYTES, max_json_depth=MAX_JSON_DEPTH)
+def settings(database_url: str) -> Settings:
+    """The documented defaults, given explicitly so that MEMPLAN_* variables in the environment cannot leak in,
+    and a probe-job database under the test session's temporary directory (never ./memplan.db)."""
+    return Settings(max_body_bytes=MAX_BODY_BYTES, max_json_depth=MAX_JSON_DEPTH, database_url=database_url)
 
 
 @pytest.fixture

@@ -14,6 +14,9 @@ ENDPOINTS = {
     ("/v1/gpus/{gpu_id}", "get"),
     ("/v1/estimates/inference", "post"),
     ("/v1/estimates/training", "post"),
+    ("/v1/probes", "post"),
+    ("/v1/probes", "get"),
+    ("/v1/probes/{job_id}", "get"),
 }
 ASSET = re.compile(r"""(?:src|href)=["']([^"']+)["']|url: ?'([^']+)'|spec-url=["']([^"']+)["']""")
 

@@ -1,0 +1,50 @@
+"""What a probe request must pass before it is queued: the planner can describe what the probe would run."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from planner import (
+    Catalog,
+    FieldProblem,
+    InferenceRequest,
+    ModelSpec,
+    SpecError,
+    TrainingRequest,
+    resolve_model,
+    trainable_params,
+)
+from planner.probe import ProbeRequest, ProbeScale, scale_down
+
+__all__ = ["admit", "probe_request_for"]
+
+
+def _scaled(spec: ModelSpec, scale: ProbeScale) -> ModelSpec:
+    try:
+        return scale_down(spec, scale)
+    except ValidationError as exc:
+        problems = [FieldProblem(("scale", *e["loc"]), e["msg"], e["type"]) for e in exc.errors(include_url=False)]
+        raise SpecError(problems) from None
+
+
+def admit(request: ProbeRequest, catalog: Catalog) -> str:
+    """The probed model's label (catalog id, spec name or family); SpecError, located in the request, otherwise.
+
+    Checks what the planner can check without torch: the model resolves, a full-size model only goes to the fake
+    backend, the scaled-down model is a valid spec, and a training method applies to it (e.g. LoRA targets exist).
+    """
+    model = resolve_model(request.model, catalog)
+    if not request.scale_down and request.backend != "fake":
+        msg = "only the fake backend runs a full-size model; keep scale_down true or use backend fake"
+        raise SpecError([FieldProblem(("scale_down",), msg)])
+    spec = _scaled(model.spec, request.scale) if request.scale_down else model.spec
+    if request.kind == "training":
+        trainable_params(spec, request.training.method)
+    return model.catalog_id or model.spec.name or model.spec.family
+
+
+def probe_request_for(request: InferenceRequest | TrainingRequest) -> ProbeRequest:
+    """The probe that checks an estimate: same model and settings, scaled down, backend auto."""
+    if isinstance(request, TrainingRequest):
+        return ProbeRequest(kind="training", model=request.model, training=request.training)
+    return ProbeRequest(kind="inference", model=request.model, serving=request.serving)

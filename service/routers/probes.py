@@ -1,0 +1,64 @@
+"""Probes: a real PyTorch run of a scaled-down model of the same architecture, measured against the planner."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from planner.probe import ProbeRequest
+from service.deps import CatalogDep, ProbeDatabaseDep, ProbeExecutorDep
+from service.probes import repository
+from service.probes.schemas import (
+    JobStatus,
+    ProbeAcceptedResponse,
+    ProbeJob,
+    ProbeJobListResponse,
+    ProbeKind,
+    RunBackend,
+)
+
+__all__ = ["job_location", "link_probe", "router"]
+
+router = APIRouter(prefix="/v1/probes", tags=["probes"])
+MAX_PAGE = 100
+
+
+def job_location(job_id: str) -> str:
+    return f"{router.prefix}/{job_id}"
+
+
+def link_probe(response: Response, job: ProbeJob) -> None:
+    """Point a response at a probe job: `X-Memplan-Probe: <id>` and `Link: </v1/probes/<id>>; rel="probe"`."""
+    response.headers["X-Memplan-Probe"] = job.id
+    response.headers["Link"] = f'<{job_location(job.id)}>; rel="probe"'
+
+
+@router.post("", status_code=202, response_model=ProbeAcceptedResponse)
+def submit(
+    request: ProbeRequest, executor: ProbeExecutorDep, catalog: CatalogDep, response: Response
+) -> ProbeAcceptedResponse:
+    """Queue a probe: 202 and Location; 422 when the planner rejects it, 429 + Retry-After when the queue is full."""
+    job = executor.submit(request, catalog)
+    response.headers["Location"] = job_location(job.id)
+    return ProbeAcceptedResponse(id=job.id, status=job.status, location=job_location(job.id))
+
+
+@router.get("/{job_id}", response_model=ProbeJob)
+def get(job_id: str, db: ProbeDatabaseDep) -> ProbeJob:
+    """One probe job: status, request, and its result (measured vs estimated per component) or why it failed."""
+    return repository.get(db, job_id)
+
+
+@router.get("", response_model=ProbeJobListResponse)
+def list_jobs(
+    db: ProbeDatabaseDep,
+    status: JobStatus | None = None,
+    kind: ProbeKind | None = None,
+    backend: RunBackend | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+    offset: Annotated[int, Query(ge=0, le=1 << 31)] = 0,
+) -> ProbeJobListResponse:
+    """Probe jobs, newest first, filtered by status, kind and backend."""
+    items, total = repository.list_jobs(db, status=status, kind=kind, backend=backend, limit=limit, offset=offset)
+    return ProbeJobListResponse(items=items, total=total, limit=limit, offset=offset)

@@ -1,0 +1,72 @@
+"""Probe runners for the service tests, named by MEMPLAN_PROBE_RUNNER and imported in the probe process.
+
+They stand in for models.runner.run_probe (torch) with the same signature: a ProbeRequest in, a ProbeResult out.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from planner import count_params, load_catalog, resolve_model
+from planner.probe import Comparison, ProbeRequest, ProbeResult, probe_hf_config, scale_down
+
+MODULE = __name__
+BF16_BYTES = 2
+CANNED_TIMINGS_S = {"step": 0.125}
+
+
+def canned(request: ProbeRequest) -> ProbeResult:
+    """What a perfect probe would report: the planner's weight bytes of the scaled-down model, measured = estimated."""
+    spec = scale_down(resolve_model(request.model, load_catalog()).spec, request.scale)
+    weights_bytes = count_params(spec).total * BF16_BYTES
+    comparisons = (
+        Comparison(
+            name="weights", measured_bytes=weights_bytes, estimated_bytes=weights_bytes, rel_error=0.0, exact=True
+        ),
+        Comparison(
+            name="peak",
+            measured_bytes=4 * weights_bytes,
+            estimated_bytes=5 * weights_bytes,
+            rel_error=0.25,
+            exact=False,
+        ),
+    )
+    return ProbeResult(
+        backend="cpu" if request.backend == "auto" else request.backend,
+        device=f"cpu (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})",
+        torch_version="canned",
+        transformers_version="canned",
+        peft_version=None,
+        kind=request.kind,
+        spec=spec,
+        hf_config=probe_hf_config(spec),
+        training=request.training if request.kind == "training" else None,
+        serving=request.serving if request.kind == "inference" else None,
+        comparisons=comparisons,
+        peak_rel_error=0.25,
+        timings_s=CANNED_TIMINGS_S,
+    )
+
+
+def sleep_forever(request: ProbeRequest) -> ProbeResult:
+    """A probe that never ends on its own."""
+    time.sleep(3600)
+    raise AssertionError("unreachable")
+
+
+def raise_error(request: ProbeRequest) -> ProbeResult:
+    raise RuntimeError("boom in layer 3\nsecond line of the message")
+
+
+def raise_memory_error(request: ProbeRequest) -> ProbeResult:
+    raise MemoryError
+
+
+def exit_abruptly(request: ProbeRequest) -> ProbeResult:
+    """A crash that skips Python's error handling (as a segfaulting extension would)."""
+    os._exit(3)
+
+
+def return_garbage(request: ProbeRequest) -> dict[str, str]:
+    return {"backend": "tpu"}
