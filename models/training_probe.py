@@ -34,7 +34,7 @@ from planner.training_memory import training_phases
 __all__ = ["TrainingMeasurement", "measure_training", "planner_phases", "training_comparisons", "training_run"]
 
 INPUT_TERM_PREFIX = "inputs/"  # a planner term under this name counts the batch itself
-BACKWARD_PHASES = ("loss_backward", "last_block_backward", "attention_backward")
+BACKWARD_PHASES = ("loss_backward", "last_block_backward", "first_block_backward", "attention_backward")
 LOGITS_GRADS_TERM = "activations/logits_grads"
 
 

@@ -27,6 +27,7 @@ __all__ = [
 
 FP32 = 4  # RMSNorm statistics, softmax in eager attention, log-sum-exp, peft adapter inputs, loss log-probs
 INT64 = 8  # input ids and labels
+INT32 = 4
 DROPOUT_MASK = 1  # bool mask per element on CUDA (a CPU probe keeps 4)
 
 
@@ -39,6 +40,7 @@ class TrainShapes:
     act_bytes: int  # p: 2 for bf16 compute, 4 for fp32
     prefix_tokens: int = 0
     sdpa: bool = True
+    virtual_tokens: int = 0  # soft-prompt / prefix tokens whose int64 indices the prompt encoder keeps
 
     @property
     def tokens(self) -> int:
@@ -162,6 +164,8 @@ def _attention(
         ledger.add("attention/v", p * b * s_k * n_kv * d_v)
         ledger.add("attention/output", p * b * s * n_h * d_v)
         ledger.add("attention/logsumexp", FP32 * b * n_h * s)
+        if shp.prefix_tokens:  # keys longer than queries: transformers passes an explicit mask, SDPA keeps it
+            ledger.add("attention/mask", p * b * s * s_k)
         return
     # q·kᵀ keeps q for k's grad and k for q's; probs·v keeps probs for v's grad and v for the probs' grad.
     scores_grad = q_grad or k_grad
@@ -191,6 +195,8 @@ def layer_saved_bytes(
     _norm(ledger, shp, h, x_grad, grads.weights, "input_norm")
     qkv = ("q_proj", "k_proj", "v_proj") if spec.mla is None else ("q_proj", "q_a_proj", "kv_a_proj_with_mqa")
     _linear_inputs(ledger, shp, grads, qkv, h, "attention_in")
+    if spec.mla is not None:
+        _mla_latents(ledger, shp, spec, grads, x_grad)
     q_grad, k_grad, v_grad = (x_grad or grads.weights or name in trained for name in qkv)
     k_grad = k_grad or shp.prefix_tokens > 0  # trainable prefix keys and values
     v_grad = v_grad or shp.prefix_tokens > 0
@@ -216,6 +222,18 @@ def layer_saved_bytes(
     return ledger, out_grad
 
 
+def _mla_latents(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grads: LayerGrads, x_grad: bool) -> None:
+    """MLA's compressed paths (DeepSeek-V2 §2.1.2): kv_a_layernorm (and q_a_layernorm) as RMSNorms of width d_c
+    (d_c'), and the up-projections kv_b (q_b) keeping their inputs when they train."""
+    assert spec.mla is not None
+    widths = [("kv_a_norm", "kv_b_proj", spec.mla.kv_lora_rank)]
+    if spec.mla.q_lora_rank:
+        widths.append(("q_a_norm", "q_b_proj", spec.mla.q_lora_rank))
+    for norm, up, width in widths:
+        _norm(ledger, shp, width, x_grad or grads.weights, grads.weights, f"mla/{norm}")
+        _linear_inputs(ledger, shp, grads, (up,), width, f"mla/{up}_in")
+
+
 def _ia3_outputs(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grads: LayerGrads) -> None:
     """IA3 on k/v (peft): output · l keeps the projection output (T·n_kv·d_h·p) for l's gradient."""
     for name in sorted(grads.ia3 & {"k_proj", "v_proj"}):
@@ -236,8 +254,31 @@ def _mlp(
     if up_grad:
         ledger.add("mlp/act_output", p * tokens * f)
     _linear_inputs(ledger, shp, grads, ("down_proj",), f, "mlp_down_in")
-    if "down_proj" in grads.ia3:  # feed-forward IA3 scales the input: x · l keeps x
-        ledger.add("ia3/down_proj/input", p * tokens * f)
+    if "down_proj" in grads.ia3:  # feed-forward IA3 (peft) casts the input to fp32, scales it, keeps the copy
+        ledger.add("ia3/down_proj/input_fp32", FP32 * tokens * f)
+    if moe_layer and spec.moe is not None and (x_grad or grads.weights):
+        _moe_routing(ledger, shp, spec)
+
+
+def _moe_routing(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec) -> None:
+    """What a transformers-5 MoE layer (grouped-matmul experts) keeps besides the expert MLPs.
+
+    k·T gathered tokens and k·T expert outputs (2·k·T·h·p), the fp32 router softmax (4·T·E), int64 top-k indices
+    (8·T·k) and three int64 permutation vectors (24·k·T), fp32 routing weights (4·T·k + 4·k·T + 4·T), int32
+    expert offsets (4·E); DeepSeek's router runs in fp32 and keeps fp32 copies of its input and weight.
+    Source: measured by the probe grid (models/, live storages at the peak) on Mixtral and DeepSeek-V2 layouts.
+    """
+    assert spec.moe is not None
+    p, t, h = shp.act_bytes, shp.tokens, spec.hidden_size
+    k, e = spec.moe.experts_per_token, spec.moe.num_experts
+    ledger.add("moe/dispatched_tokens", 2 * k * t * h * p)
+    ledger.add("moe/router_softmax_fp32", FP32 * t * e)
+    ledger.add("moe/topk_indices", INT64 * t * k)
+    ledger.add("moe/permutation", 3 * INT64 * k * t)
+    ledger.add("moe/routing_weights", FP32 * (t * k + k * t + t))
+    ledger.add("moe/expert_offsets", INT32 * e)
+    if spec.family.startswith("deepseek"):
+        ledger.add("moe/router_fp32_copies", FP32 * (t * h + h * e))
 
 
 def _mlp_width(spec: ModelSpec, moe_layer: bool) -> int:
@@ -302,7 +343,9 @@ def model_saved_bytes(
     if head_trains:
         outer.add("lm_head/input", p * tokens * spec.hidden_size)
     outer.add("loss/log_probs_fp32", FP32 * tokens * v)
-    outer.add("loss/labels", INT64 * tokens)
+    # labels are padded by one and shifted: a view of the padded tensor for one row, a copy otherwise
+    outer.add("loss/labels", INT64 * (tokens + 1 if shp.batch == 1 else tokens))
+    outer.add("prompt_encoder/indices", INT64 * shp.virtual_tokens)
     outer.add("loss/scalar", FP32)
     recomputed_in_last = sum(v for k, v in last.items() if k in SELECTIVE_RECOMPUTED)
     kept_last = {"full": 0, "selective": last.total - recomputed_in_last}.get(checkpointing, last.total)

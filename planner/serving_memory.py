@@ -136,7 +136,8 @@ def _mlp_activation_elems(spec: ModelSpec, tokens: int, tp: int) -> int:
 def activation_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
     """Transient activations of the largest prefill forward, and the logits it produces.
 
-    Formula: T·h·b·2 (residual + normed input) + max(attention q,k,v,o, FFN intermediates)·b, T = token budget;
+    Formula: c·T·h·b (c = the engine's live hidden copies: 2 fused, 4 transformers) + max(attention q,k,v,o,
+      FFN intermediates)·b, T = token budget;
       logits: rows·V·(b + 4) with rows = T (all positions) or B (last position only).
     Source: derived here; inference keeps no tensors for backward, so only one layer's intermediates are
       alive at once (vLLM profiles the same peak with a dummy forward of max_num_batched_tokens tokens).
@@ -144,7 +145,7 @@ def activation_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
     """
     tp, b = serving.tensor_parallel, dtype_bytes(serving.activation_dtype)
     tokens = serving.prefill_tokens_per_forward
-    residual = 2 * tokens * spec.hidden_size
+    residual = serving.profile.hidden_copies * tokens * spec.hidden_size
     attn, mlp = _attention_activation_elems(spec, tokens, tp), _mlp_activation_elems(spec, tokens, tp)
     all_positions = serving.resolved_logits_all_positions
     rows = tokens if all_positions else serving.concurrency
@@ -152,7 +153,7 @@ def activation_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
         Term(
             name="activations/prefill_peak",
             bytes=(residual + max(attn, mlp)) * b,
-            formula="(2·T·h + max(T·(2n_h+2n_kv)·d_h, T·3f or T·k·(3f_e+h)))·b",
+            formula="(c·T·h + max(T·(2n_h+2n_kv)·d_h, T·3f or T·k·(3f_e+h)))·b",
             detail=f"T={tokens} tokens per forward ({serving.engine} "
             f"{'chunked-prefill budget' if serving.profile.chunked_prefill else 'prompts × concurrency'}), b={b} B, "
             f"{'FFN' if mlp >= attn else 'attention'} intermediates dominate",

@@ -37,8 +37,14 @@ class EngineProfile:
     block_size: int
     logits_all_positions: bool
     chunked_prefill: bool  # prefill forwards are capped at max_num_batched_tokens
+    hidden_copies: int  # T×h tensors alive at a layer's peak: residual + normed input (fused engines), more in eager
     source: str
 
+
+# transformers keeps the embedding output, the layer input, the residual and the normed input alive at the MLP:
+# 4·T·h (measured by the probe grid, infer/*); fused add-norm engines keep the residual and the normed input.
+_TRANSFORMERS_HIDDEN_COPIES = 4
+_FUSED_HIDDEN_COPIES = 2
 
 _PROFILES = {
     Engine.VLLM: EngineProfile(
@@ -46,20 +52,33 @@ _PROFILES = {
         16,
         False,
         True,
+        _FUSED_HIDDEN_COPIES,
         "vLLM: PagedAttention block_size 16 default (Kwon et al. 2023 §4); MLA latent cache",
     ),
     Engine.SGLANG: EngineProfile(
-        KVLayout.MLA_LATENT, 1, False, True, "SGLang: token-granular KV pool (page_size 1 default); MLA latent cache"
+        KVLayout.MLA_LATENT,
+        1,
+        False,
+        True,
+        _FUSED_HIDDEN_COPIES,
+        "SGLang: token-granular KV pool (page_size 1 default); MLA latent cache",
     ),
     Engine.TRANSFORMERS: EngineProfile(
         KVLayout.MLA_LATENT,
         1,
-        True,
         False,
-        "transformers 5 DynamicCache; MLA caches the latent; logits at every position",
+        False,
+        _TRANSFORMERS_HIDDEN_COPIES,
+        "transformers 5 generate(): DynamicCache, MLA caches the latent, logits for the last position "
+        "(logits_to_keep=1)",
     ),
     Engine.TRANSFORMERS_4: EngineProfile(
-        KVLayout.MLA_EXPANDED, 1, True, False, "transformers 4.x DynamicCache; MLA caches per-head K and V"
+        KVLayout.MLA_EXPANDED,
+        1,
+        False,
+        False,
+        _TRANSFORMERS_HIDDEN_COPIES,
+        "transformers 4.x generate(): DynamicCache, MLA caches per-head K and V",
     ),
 }
 

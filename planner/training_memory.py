@@ -29,6 +29,7 @@ __all__ = ["ParamBytes", "TrainingPhases", "param_bytes", "train_shapes", "train
 ZERO_SOURCE = "ZeRO (Rajbhandari et al. 2020, arXiv:1910.02054) §3, §5: P_os, P_os+g, P_os+g+p"
 ADAPTER_DTYPE_BYTES = 4  # peft keeps adapter weights in fp32 (autocast_adapter_dtype=True)
 BNB_8BIT_BLOCK = 2048  # 8-bit optimizer state blocks (Dettmers et al. 2021, arXiv:2110.02861 §2)
+INT64_BYTES = 8
 LOGITS_GRAD_BUFFERS = 2  # fp32 gradients of log-probs and of the upcast logits, live at once in backward
 
 
@@ -100,7 +101,8 @@ def train_shapes(spec: ModelSpec, training: TrainingSpec, micro_batch: int | Non
     if method.kind == "prompt":
         seq += method.num_virtual_tokens
     p = 4 if training.precision is Precision.FP32 else 2
-    return TrainShapes(micro_batch or training.micro_batch_size, seq, p, prefix, training.attention == "sdpa")
+    virtual = method.num_virtual_tokens if method.kind in ("prefix", "prompt") else 0
+    return TrainShapes(micro_batch or training.micro_batch_size, seq, p, prefix, training.attention == "sdpa", virtual)
 
 
 def layer_grads(training: TrainingSpec, trainable: TrainableParams) -> LayerGrads:
@@ -148,7 +150,8 @@ def _state_terms(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, pb: Para
     """Weights, gradients, optimizer states and temporaries on one GPU, with ZeRO sharding."""
     n, dp, z = tp.trainable, t.data_parallel, t.zero_stage
     full = t.method.kind == "full"
-    temp_elems = {"foreach": n, "for_loop": _largest_trainable_tensor(spec, full, tp), "fused": 0}
+    # for-loop AdamW holds exp_avg_sq.sqrt() and the quotient of the largest tensor at once (measured by probe)
+    temp_elems = {"foreach": n, "for_loop": 2 * _largest_trainable_tensor(spec, full, tp), "fused": 0}
     temp = 0 if t.optimizer.kind == "adamw_8bit" else temp_elems[t.optimizer.implementation] * pb.state_elem
     shard = f" ÷ DP={dp}" if dp > 1 else ""
     rows = {
@@ -210,6 +213,60 @@ def _head_gradients(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams) -> Te
     )
 
 
+def _first_block_backward(
+    spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, shp: TrainShapes, a: SavedActivations
+) -> list[Term]:
+    """Full checkpointing: block 0 (processed last) recomputed, with every later gradient already produced.
+
+    Gradients live: all trainable but block 0's and the embedding's; block 0's input; the recomputed block;
+    the block's own backward temporaries: 2·p·T·f (gradients of the SwiGLU intermediates), LoRA on the MLP adds
+    fp32 gradients of the adapted inputs 2·4·T·f and a p·T·h gradient.
+    Source: measured by the probe grid (models/, live storages at the peak of checkpointed steps).
+    """
+    pb = param_bytes(spec, t, tp)
+    params = count_params(spec)
+    if t.method.kind == "full":
+        first_layer = params.layers[0].params_per_layer
+        grads = (params.total - params.embedding * (0 if spec.tie_embeddings else 1) - first_layer) * pb.grad
+    else:
+        grads = tp.trainable * pb.grad * (spec.num_layers - 1) // spec.num_layers
+    f, p, tokens = spec.ffn_dim, shp.act_bytes, shp.tokens
+    temps = 2 * p * tokens * f
+    if "down_proj" in tp.lora_targets:
+        temps += 2 * 4 * tokens * f + p * tokens * spec.hidden_size
+    src = "derived here; measured by the probe grid (models/) on checkpointed steps"
+    return [
+        Term(
+            name="gradients/all_but_first_block",
+            bytes=_sharded(grads, t.data_parallel, t.zero_stage >= 2),
+            formula="(N_train − block 0 − embedding)·b_g",
+            detail="produced before block 0's backward",
+            source=src,
+        ),
+        Term(
+            name="activations/first_block_input",
+            bytes=p * tokens * spec.hidden_size,
+            formula="p·T·h",
+            detail="the checkpoint input of block 0",
+            source=src,
+        ),
+        Term(
+            name="activations/recomputed_block",
+            bytes=a.recomputed_block,
+            formula="one block's saved tensors",
+            detail="block 0, recomputed",
+            source="Chen et al. 2016 (arXiv:1604.06174) §3",
+        ),
+        Term(
+            name="activations/block_grad_temporaries",
+            bytes=temps,
+            formula="2·p·T·f (+ LoRA: 2·4·T·f + p·T·h)",
+            detail="gradients inside the block's backward",
+            source=src,
+        ),
+    ]
+
+
 def _backward_moments(
     spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, micro_batch: int | None
 ) -> dict[str, list[Term]]:
@@ -267,8 +324,29 @@ def _backward_moments(
     head_grads = _head_gradients(spec, t, tp)
     if a.recomputed_block and head_grads:
         moments["last_block_backward"].append(head_grads)
+    if a.recomputed_block:
+        moments["first_block_backward"] = _first_block_backward(spec, t, tp, shp, a)
     temps = attention_backward_temporaries(spec, shp)
-    if temps:
+    if temps and a.recomputed_block:  # checkpointed: block 0's attention backward, every later gradient live
+        first = moments["first_block_backward"]
+        moments["attention_backward"] = [
+            *first[:2],
+            Term(
+                name="activations/recomputed_through_attention",
+                bytes=a.last_block_through_attention,
+                formula="block 0's tensors up to attention, less the probabilities",
+                detail="recomputed block 0",
+                source=src,
+            ),
+            Term(
+                name="activations/attention_grad_temporaries",
+                bytes=temps,
+                formula="2·4·b·n_h·s·s_k + 4·T·h",
+                detail="fp32 gradients of probabilities and scores",
+                source=src,
+            ),
+        ]
+    elif temps:
         moments["attention_backward"] = [
             *([head_grads] if head_grads else []),
             earlier,
@@ -287,6 +365,16 @@ def _backward_moments(
                 source=src,
             ),
         ]
+    ids = Term(
+        name="inputs/input_ids",
+        bytes=INT64_BYTES * shp.tokens,
+        formula="8·T",
+        detail="the batch's token ids, alive through backward",
+        source="derived here",
+    )
+    for name, terms in moments.items():
+        if not (name == "loss_backward" and "embedding/input_ids" in a.outer):  # else saved by the embedding
+            terms.append(ids)
     if t.precision is Precision.BF16_AUTOCAST:
         copies = Term(
             name="activations/autocast_weight_copies",

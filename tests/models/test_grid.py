@@ -55,13 +55,6 @@ XFAIL: dict[str, str] = {
     "(2·4·T·f) and a bf16 T·h gradient",
     "gqa/ia3/sdpa/ckpt": f"peak −21.5 % (23,439,008 vs 18,383,364 loss_backward): {CKPT}; the recomputed block also "
     "keeps down_proj's IA3 input in fp32 (see mha/ia3/sdpa): 9,745,568 B over last_block_backward",
-    "gqa/prompt/sdpa/ckpt": f"saved activations 6,697,860 measured vs 6,697,732 planned (+128 B): {PREFIX_IDS}; "
-    "the peak is within 3 % (−2.78 %) but has the checkpointing gap too",
-    "mha/prefix/sdpa": "saved activations 21,815,428 vs 20,701,188 (+1,114,240 B), peak −3.2 %: with a prefix the "
-    "key length s + P ≠ s, transformers passes an explicit bf16 mask and SDPA saves it, p·b·s·(s+P) per layer "
-    f"(2 × 557,056 B), plus {PREFIX_IDS} (128 B); eager adds the mask and saves nothing (mqa/prefix/eager)",
-    "mqa/prefix/eager": f"saved activations 45,768,836 vs 45,768,708 (+128 B): {PREFIX_IDS}",
-    "mha/prompt/sdpa": f"saved activations 22,974,340 vs 22,974,212 (+128 B): {PREFIX_IDS}",
     "mha/ia3/sdpa": "saved activations 27,917,316 vs 25,288,708 (+2,628,608 B), peak −6.5 %: peft casts down_proj's "
     "input to the fp32 IA3 vector before scaling and saves that copy, 4·T·f per layer instead of p·T·f "
     "(+2,621,440 B), plus the fp32 scaling vectors it multiplies by (d per target per layer, 7,168 B)",
@@ -70,12 +63,6 @@ XFAIL: dict[str, str] = {
     "the fp32 input once per linear, so q, k, v and gate, up each keep their own bf16 copy (+3·T·h·2 per layer, "
     "3,145,728 B); the residual stream is fp32, so the RMSNorm outputs saved for the weight grads are 4·T·h, not "
     "2·T·h (+2,621,440 B over 5 norms) and RoPE cos/sin are fp32 (+32,768 B)",
-    "gqa/full/sdpa/for-loop-adamw": "first-step peak −3.34 % (15,740,628 vs 15,215,616, the optimizer step): "
-    "torch's for-loop AdamW holds two temporaries of the largest tensor at once, exp_avg_sq.sqrt() and its "
-    "quotient by the bias correction (2·V·h·p = 1,048,576 B); the planner counts one (524,288 B). Saved activations "
-    "3,502,604 vs 3,502,596 (+8 B): with one row the shifted labels are a view of the padded labels, 8·(T+1) B",
-    "gqa-moe/full/sdpa": f"peak −4.3 % steady (103,550,748 vs 99,126,788; the first step's optimizer peak is exact): "
-    f"saved activations 42,840,132 vs 38,408,196 (+4,431,936 B): {MOE}",
     "gqa-moe/lora-qv/sdpa/ckpt": f"peak −20.7 % (40,710,888 vs 32,295,428): {CKPT}; the recomputed MoE block also "
     "keeps the MoE tensors the planner omits (gqa-moe/full/sdpa)",
     "mla-moe/full/sdpa": f"peak −44.8 % first step, −40.2 % steady (92,083,152 vs 55,042,308); saved activations "
@@ -86,17 +73,10 @@ XFAIL: dict[str, str] = {
     "attention itself (fp32 softmax, probs, q, k, v) matches",
     "mla-moe/lora-q/sdpa/ckpt": f"peak −61.1 % (49,959,800 vs 19,491,588): {CKPT}; the recomputed block is the CPU "
     "math attention (fp32 s² softmax and its fp32 s² gradient) plus the MoE tensors (mla-moe/full/sdpa)",
-    "infer/mha": f"peak +43.1 % (12,235,392 measured, 17,508,864 planned): {LOGITS}; fixed, 12,290,560 (+0.45 %)",
-    "infer/gqa": f"peak +50.9 % (10,269,312 vs 15,493,632): {LOGITS}; fixed, 10,275,328 (+0.06 %)",
-    "infer/mqa": f"peak +52.5 % (9,941,632 vs 15,157,760): {LOGITS}; fixed, 9,939,456 (−0.02 %)",
     "infer/mla-moe": "peak −39.2 % (33,243,968 vs 20,226,816): CPU math SDPA for MLA materializes the fp32 scores "
     "twice (bmm and masked add, 2·4·b·n_h·s² = 16,777,216 B) and fp32 q, k, v (CPU only); the logits gap of "
     "infer/gqa applies too",
 }
-MEDIAN_XFAIL = (
-    "median |peak error| of the whole grid is 2.07 % (62 peaks): the xfail cases above; the configurations the "
-    "planner models match at a median of 0.02 %"
-)
 
 
 @functools.cache
@@ -139,7 +119,6 @@ def test_median_peak_error_of_the_configurations_the_planner_gets_right() -> Non
     assert statistics.median(errors) <= MEDIAN_TOLERANCE
 
 
-@pytest.mark.xfail(strict=True, reason=MEDIAN_XFAIL)
 def test_median_peak_error_of_the_whole_grid() -> None:
     errors = [abs(c.rel_error) for i in CASES for c in peaks(result(i))]
     assert statistics.median(errors) <= MEDIAN_TOLERANCE, f"median |peak error| {100 * statistics.median(errors):.2f} %"
