@@ -327,34 +327,19 @@ def _backward_moments(
     if a.recomputed_block:
         moments["first_block_backward"] = _first_block_backward(spec, t, tp, shp, a)
     temps = attention_backward_temporaries(spec, shp)
-    if temps and a.recomputed_block:  # checkpointed: block 0's attention backward, every later gradient live
-        first = moments["first_block_backward"]
+    if temps:  # eager: the softmax backward of the block processed last (block 0 when checkpointed)
+        held = (
+            moments["first_block_backward"][:2]
+            if a.recomputed_block
+            else [*([head_grads] if head_grads else []), earlier]
+        )
         moments["attention_backward"] = [
-            *first[:2],
+            *held,
             Term(
-                name="activations/recomputed_through_attention",
+                name="activations/block_through_attention",
                 bytes=a.last_block_through_attention,
-                formula="block 0's tensors up to attention, less the probabilities",
-                detail="recomputed block 0",
-                source=src,
-            ),
-            Term(
-                name="activations/attention_grad_temporaries",
-                bytes=temps,
-                formula="2·4·b·n_h·s·s_k + 4·T·h",
-                detail="fp32 gradients of probabilities and scores",
-                source=src,
-            ),
-        ]
-    elif temps:
-        moments["attention_backward"] = [
-            *([head_grads] if head_grads else []),
-            earlier,
-            Term(
-                name="activations/last_block_through_attention",
-                bytes=a.last_block_through_attention,
-                formula="last block's tensors up to attention, less the probabilities",
-                detail="the block whose softmax is being differentiated",
+                formula="the block's tensors up to attention, less the probabilities",
+                detail="block 0 recomputed" if a.recomputed_block else "the last block",
                 source=src,
             ),
             Term(
