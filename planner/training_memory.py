@@ -219,8 +219,8 @@ def _first_block_backward(
     """Full checkpointing: block 0 (processed last) recomputed, with every later gradient already produced.
 
     Gradients live: all trainable but block 0's and the embedding's; block 0's input; the recomputed block;
-    the block's own backward temporaries: 2·p·T·f (gradients of the SwiGLU intermediates), LoRA on the MLP adds
-    fp32 gradients of the adapted inputs 2·4·T·f and a p·T·h gradient.
+    the block's own backward temporaries: 2·p·T·f (gradients of the SwiGLU intermediates), or with LoRA on
+    down_proj the fp32 gradients of its adapted input and of the product, 2·4·T·f, and a p·T·h gradient.
     Source: measured by the probe grid (models/, live storages at the peak of checkpointed steps).
     """
     pb = param_bytes(spec, t, tp)
@@ -231,9 +231,8 @@ def _first_block_backward(
     else:
         grads = tp.trainable * pb.grad * (spec.num_layers - 1) // spec.num_layers
     f, p, tokens = spec.ffn_dim, shp.act_bytes, shp.tokens
-    temps = 2 * p * tokens * f
-    if "down_proj" in tp.lora_targets:
-        temps += 2 * 4 * tokens * f + p * tokens * spec.hidden_size
+    lora_down = "down_proj" in tp.lora_targets  # fp32 gradients of the adapted input and product, + p·T·h
+    temps = 2 * 4 * tokens * f + p * tokens * spec.hidden_size if lora_down else 2 * p * tokens * f
     src = "derived here; measured by the probe grid (models/) on checkpointed steps"
     return [
         Term(
@@ -260,7 +259,7 @@ def _first_block_backward(
         Term(
             name="activations/block_grad_temporaries",
             bytes=temps,
-            formula="2·p·T·f (+ LoRA: 2·4·T·f + p·T·h)",
+            formula="2·p·T·f (LoRA on down_proj: 2·4·T·f + p·T·h)",
             detail="gradients inside the block's backward",
             source=src,
         ),
