@@ -41,6 +41,7 @@ class TrainShapes:
     prefix_tokens: int = 0
     sdpa: bool = True
     virtual_tokens: int = 0  # soft-prompt / prefix tokens whose int64 indices the prompt encoder keeps
+    autocast: bool = False  # fp32 params under torch.autocast(bf16): fp32 residual stream, per-linear input casts
 
     @property
     def tokens(self) -> int:
@@ -109,8 +110,8 @@ def _norm(ledger: SavedLedger, shp: TrainShapes, h: int, x_grad: bool, weight_gr
     if x_grad:
         ledger.add(f"{name}/input_fp32", FP32 * shp.tokens * h)
         ledger.add(f"{name}/rsqrt", FP32 * shp.tokens)
-    if weight_grad:
-        ledger.add(f"{name}/normalized", shp.act_bytes * shp.tokens * h)
+    if weight_grad:  # under autocast the residual stream, and so the normalized x, is fp32
+        ledger.add(f"{name}/normalized", (FP32 if shp.autocast else shp.act_bytes) * shp.tokens * h)
 
 
 def _linear_inputs(
@@ -132,7 +133,9 @@ def _linear_inputs(
     adapted = [n for n in names if n in grads.lora]
     shares_input = grads.weights or (p == FP32 and bool(adapted) and not grads.lora_dropout)
     if shares_input and not already_saved:
-        ledger.add(f"{where}/input", p * tokens * d_in)
+        # autocast casts an fp32 input to bf16 once per linear: each keeps its own copy
+        copies = len(names) if shp.autocast and grads.weights else 1
+        ledger.add(f"{where}/input", copies * p * tokens * d_in)
     for name in adapted:
         if grads.lora_dropout:
             ledger.add(f"lora/{name}/dropout_mask", DROPOUT_MASK * tokens * d_in)
@@ -338,7 +341,7 @@ def model_saved_bytes(
         outer.add("embedding/input_ids", INT64 * tokens)
     if checkpointing != "full":  # RoPE tables are kept outside the blocks unless the blocks are recomputed
         d_rope = spec.mla.qk_rope_head_dim if spec.mla else spec.resolved_head_dim
-        outer.add("rope/cos_sin", 2 * p * shp.seq * d_rope)
+        outer.add("rope/cos_sin", 2 * (FP32 if shp.autocast else p) * shp.seq * d_rope)
     _norm(outer, shp, spec.hidden_size, x_grad, grads.weights, "final_norm")
     if head_trains:
         outer.add("lm_head/input", p * tokens * spec.hidden_size)

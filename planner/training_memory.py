@@ -102,7 +102,10 @@ def train_shapes(spec: ModelSpec, training: TrainingSpec, micro_batch: int | Non
         seq += method.num_virtual_tokens
     p = 4 if training.precision is Precision.FP32 else 2
     virtual = method.num_virtual_tokens if method.kind in ("prefix", "prompt") else 0
-    return TrainShapes(micro_batch or training.micro_batch_size, seq, p, prefix, training.attention == "sdpa", virtual)
+    autocast = training.precision is Precision.BF16_AUTOCAST
+    return TrainShapes(
+        micro_batch or training.micro_batch_size, seq, p, prefix, training.attention == "sdpa", virtual, autocast
+    )
 
 
 def layer_grads(training: TrainingSpec, trainable: TrainableParams) -> LayerGrads:

@@ -56,11 +56,6 @@ XFAIL: dict[str, str] = {
     "mha/ia3/sdpa": "saved activations 27,917,316 vs 25,288,708 (+2,628,608 B), peak −6.5 %: peft casts down_proj's "
     "input to the fp32 IA3 vector before scaling and saves that copy, 4·T·f per layer instead of p·T·f "
     "(+2,621,440 B), plus the fp32 scaling vectors it multiplies by (d per target per layer, 7,168 B)",
-    "gqa/full/sdpa/bf16-autocast": "saved activations 36,868,100 vs 31,068,164 (+5,799,936 B; the planner's "
-    "autocast weight copies, 3,145,728 B, match exactly), peak −8.6 % steady, −11.0 % first step: autocast casts "
-    "the fp32 input once per linear, so q, k, v and gate, up each keep their own bf16 copy (+3·T·h·2 per layer, "
-    "3,145,728 B); the residual stream is fp32, so the RMSNorm outputs saved for the weight grads are 4·T·h, not "
-    "2·T·h (+2,621,440 B over 5 norms) and RoPE cos/sin are fp32 (+32,768 B)",
     "gqa-moe/lora-qv/sdpa/ckpt": f"peak −20.7 % (40,710,888 vs 32,295,428): {CKPT}; the recomputed MoE block also "
     "keeps the MoE tensors the planner omits (gqa-moe/full/sdpa)",
     "mla-moe/full/sdpa": f"peak −44.8 % first step, −40.2 % steady (92,083,152 vs 55,042,308); saved activations "
