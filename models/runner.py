@@ -17,7 +17,7 @@ from models.inference_probe import inference_comparisons, measure_inference, pla
 from models.support import check_serving_supported, check_training_supported, unsupported
 from models.training_probe import measure_training, planner_phases, training_comparisons, training_run
 from planner import FieldProblem, ModelSpec, SpecError, count_params, load_catalog, resolve_model
-from planner.probe import Comparison, ProbeRequest, ProbeResult, probe_hf_config, scale_down
+from planner.probe import MAX_PROBE_TOKENS, Comparison, ProbeRequest, ProbeResult, probe_hf_config, scale_down
 
 __all__ = [
     "MAX_FAKE_TOKENS",
@@ -31,7 +31,6 @@ __all__ = [
 ]
 
 MAX_PROBE_PARAMS = 50_000_000  # cpu/cuda: a scaled probe runs in seconds
-MAX_PROBE_TOKENS = 65_536  # cpu/cuda: tokens per step (training: rows × length × accumulation; serving: B × context)
 MAX_FAKE_TOKENS = 1 << 20  # fake allocates nothing; the cap keeps s² eager shapes and op counts reasonable
 DATA_DEPENDENT = (DataDependentOutputException, DynamicOutputShapeException, GuardOnDataDependentSymNode)
 

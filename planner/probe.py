@@ -17,6 +17,7 @@ from planner.serving_spec import Engine, ServingSpec
 from planner.training_spec import TrainingSpec
 
 __all__ = [
+    "MAX_PROBE_TOKENS",
     "Comparison",
     "ProbeRequest",
     "ProbeResult",
@@ -26,6 +27,7 @@ __all__ = [
 ]
 
 Backend = Literal["auto", "cuda", "cpu", "fake"]
+MAX_PROBE_TOKENS = 65_536  # cpu/cuda: tokens per step (training: rows × length × accumulation; serving: B × context)
 
 
 class ProbeScale(FrozenSpec):

@@ -6,15 +6,19 @@ from pydantic import ValidationError
 
 from planner import (
     Catalog,
+    DType,
+    Engine,
     FieldProblem,
     InferenceRequest,
     ModelSpec,
+    ServingSpec,
     SpecError,
     TrainingRequest,
+    WeightFormat,
     resolve_model,
     trainable_params,
 )
-from planner.probe import ProbeRequest, ProbeScale, scale_down
+from planner.probe import MAX_PROBE_TOKENS, ProbeRequest, ProbeScale, scale_down
 
 __all__ = ["admit", "probe_request_for"]
 
@@ -44,7 +48,34 @@ def admit(request: ProbeRequest, catalog: Catalog) -> str:
 
 
 def probe_request_for(request: InferenceRequest | TrainingRequest) -> ProbeRequest:
-    """The probe that checks an estimate: same model and settings, scaled down, backend auto."""
+    """The probe that checks an estimate: same model and settings, scaled down, backend auto.
+
+    A serving probe runs what a probe can run: the transformers engine (the same MLA latent cache as vLLM and
+    SGLang), bf16 weights and cache, one GPU, and at most MAX_PROBE_TOKENS cached tokens; its result records the
+    settings it ran.
+    """
     if isinstance(request, TrainingRequest):
         return ProbeRequest(kind="training", model=request.model, training=request.training)
-    return ProbeRequest(kind="inference", model=request.model, serving=request.serving)
+    return ProbeRequest(kind="inference", model=request.model, serving=_probe_serving(request.serving))
+
+
+def _probe_serving(serving: ServingSpec) -> ServingSpec:
+    context = serving.context_tokens
+    if context > MAX_PROBE_TOKENS:
+        prompt = max(1, MAX_PROBE_TOKENS - serving.output_tokens)
+        serving = serving.model_copy(update={"prompt_tokens": prompt})
+        context = serving.context_tokens
+    return serving.model_copy(
+        update={
+            "engine": Engine.TRANSFORMERS,
+            "weight_format": WeightFormat.BF16,
+            "kv_cache_dtype": DType.BF16,
+            "embedding_dtype": DType.BF16,
+            "activation_dtype": DType.BF16,
+            "tensor_parallel": 1,
+            "mla_layout": None,
+            "block_size": None,
+            "logits_all_positions": None,
+            "concurrency": max(1, min(serving.concurrency, MAX_PROBE_TOKENS // max(context, 1))),
+        }
+    )

@@ -204,8 +204,8 @@ def test_validate_true_queues_a_probe_of_the_estimate(make_client: MakeClient, k
     assert probe.backend == "auto"
     if kind == "training":
         assert probe.training == TrainingSpec.model_validate(body["training"])
-    else:
-        assert probe.serving == ServingSpec.model_validate(body["serving"])
+    else:  # the closest configuration a probe runs: the transformers engine, same lengths and concurrency
+        assert probe.serving == ServingSpec.model_validate({**body["serving"], "engine": "transformers"})
 
 
 def test_list_filters_and_pages(client: TestClient, database_url: str) -> None:
@@ -279,3 +279,20 @@ def test_validate_false_needs_no_executor(settings: Settings) -> None:
     assert response.json() == estimate_training(TrainingRequest.model_validate(body), load_catalog()).model_dump(
         mode="json"
     )
+
+
+def test_validate_on_a_vllm_estimate_queues_a_probe_it_can_run() -> None:
+    # The default serving request (vLLM, 2048 + 256 tokens) maps to the transformers engine, bf16, one GPU.
+    from planner import InferenceRequest
+    from planner.probe import MAX_PROBE_TOKENS
+    from service.probes.admission import probe_request_for
+
+    request = InferenceRequest(
+        model="llama-3-8b",
+        serving={"weight_format": "int4_awq", "kv_cache_dtype": "fp8", "tensor_parallel": 2, "concurrency": 64},
+    )
+    serving = probe_request_for(request).serving
+    assert (serving.engine, serving.weight_format, serving.kv_cache_dtype) == ("transformers", "bf16", "bf16")
+    assert serving.tensor_parallel == 1
+    assert serving.concurrency * serving.context_tokens <= MAX_PROBE_TOKENS
+    assert serving.prompt_tokens == request.serving.prompt_tokens
