@@ -21,6 +21,7 @@ import transformers.masking_utils
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from models.backends import CpuBackend, CudaBackend, FakeBackend, default_dtype
+from models.kernels import hf_attn_implementation
 from models.support import check_serving_supported, check_training_supported, training_dtypes
 from planner import ModelSpec
 from planner.probe import probe_hf_config
@@ -200,7 +201,7 @@ def build_training_model(spec: ModelSpec, training: TrainingSpec, backend: AnyBa
     """
     check_training_supported(training)
     dtype, autocast = training_dtypes(training)
-    extra = {"attn_implementation": training.attention.value, "use_cache": False}
+    extra = {"attn_implementation": hf_attn_implementation(training.attention), "use_cache": False}
     model: Any = _from_config(spec, backend, dtype, **extra)
     method = training.method
     if method.kind != "full":
@@ -243,9 +244,9 @@ def build_optimizer(
 
 
 def build_inference_model(spec: ModelSpec, serving: ServingSpec, backend: AnyBackend) -> BuiltModel:
-    """The family's transformers model in the serving dtype, eval mode, SDPA, with a KV cache."""
+    """The family's transformers model in the serving dtype, eval mode, the serving attention, with a KV cache."""
     dtype = check_serving_supported(serving)
-    extra = {"attn_implementation": "sdpa", "use_cache": True}
+    extra = {"attn_implementation": hf_attn_implementation(serving.attention), "use_cache": True}
     model = _from_config(spec, backend, dtype, **extra)
     if isinstance(backend, FakeBackend):
         _meta_to_fake(model, backend)

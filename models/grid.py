@@ -71,7 +71,7 @@ def _inference(case_id: str, model: str | ModelSpec, **serving: Any) -> GridCase
 
 
 def default_grid() -> list[GridCase]:
-    """29 training probes (each measured at the first and the steady step) and 4 inference probes."""
+    """30 training probes (each measured at the first and the steady step) and 5 inference probes."""
     m = "llama-2-7b"  # MHA
     g = "llama-3-8b"  # GQA
     return [
@@ -94,6 +94,7 @@ def default_grid() -> list[GridCase]:
         # one short row: the optimizer step, not backward, sets the first step's peak
         _training("gqa/full/sdpa/for-loop-adamw", g, FULL, optimizer={"implementation": "for_loop"}, **SHORT),
         _training("gqa/full/sdpa/sgd-momentum", g, FULL, optimizer={"kind": "sgd", "momentum": 0.9}),
+        _training("gqa/full/sdpa_math", g, FULL, "sdpa_math"),  # SDPA's math fallback, forced where flash would run
         _training("mqa/full/sdpa", MQA_7B, FULL),
         _training("mqa/full/eager", MQA_7B, FULL, "eager"),
         _training("mqa/lora-qv/sdpa/ckpt", MQA_7B, LORA_QV, ckpt="full"),
@@ -107,6 +108,7 @@ def default_grid() -> list[GridCase]:
         _training("mla-moe/lora-q/sdpa/ckpt", "deepseek-v2-lite", LORA_Q, ckpt="full"),
         _inference("infer/mha", m),
         _inference("infer/gqa", g),
+        _inference("infer/gqa/eager", g, attention="eager"),
         _inference("infer/mqa", MQA_7B),
         _inference("infer/mla-moe", "deepseek-v2-lite"),
     ]

@@ -19,6 +19,7 @@ from transformers import DynamicCache
 
 from models.backends import Measurement, StepContext, storage_bytes
 from models.build import AnyBackend, build_inference_model, check_deadline, input_ids, unpacked_rows
+from models.kernels import forced_kernel
 from models.training_probe import compare
 from planner import InferenceEstimate, InferenceRequest, ModelSpec, ServingSpec, estimate_inference, load_catalog
 from planner.kv_cache import kv_bytes_per_sequence
@@ -64,7 +65,7 @@ def _generate_fn(
     logits_to_keep = 0 if serving.logits_all_positions else 1
 
     def run(ctx: StepContext) -> None:
-        with torch.no_grad():
+        with torch.no_grad(), forced_kernel(serving.attention):
             ctx.mark("prefill")
             cache = DynamicCache(config=model.config)
             logits = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=logits_to_keep).logits

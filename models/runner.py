@@ -14,6 +14,7 @@ from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 from models.backends import OUT_OF_MEMORY, BackendUnavailableError, Measurement, get_backend
 from models.build import AnyBackend
 from models.inference_probe import inference_comparisons, measure_inference, planner_serving_terms, serving_run
+from models.kernels import kernel_run
 from models.support import check_serving_supported, check_training_supported, unsupported
 from models.training_probe import measure_training, planner_phases, training_comparisons, training_run
 from planner import FieldProblem, ModelSpec, SpecError, count_params, load_catalog, resolve_model
@@ -122,6 +123,7 @@ def run_probe_detailed(request: ProbeRequest, explain: bool = False) -> tuple[Pr
     try:
         if training is not None:
             check_training_supported(training)
+            training = kernel_run(spec, training, backend.device)  # the SDPA kernel torch will pick
             details.planner = planner_phases(spec, training)
             tm = measure_training(spec, training, backend, request.timeout_s)
             comparisons = training_comparisons(spec, training, tm)
@@ -129,6 +131,7 @@ def run_probe_detailed(request: ProbeRequest, explain: bool = False) -> tuple[Pr
             details.measurements = {k: m for k, m in (("first_step", tm.first), ("steady", tm.steady)) if m}
         elif serving is not None:
             check_serving_supported(serving)
+            serving = kernel_run(spec, serving, backend.device)
             details.planner = planner_serving_terms(spec, serving)
             im = measure_inference(spec, serving, backend, request.timeout_s)
             comparisons = inference_comparisons(spec, serving, im)

@@ -10,6 +10,7 @@ from planner.kv_cache import local_kv_heads
 from planner.model_spec import ModelSpec
 from planner.params import Linear, layer_kinds
 from planner.precision import DType, WeightFormat, dtype_bytes, format_bits_note, linear_weight_bytes
+from planner.prefill_attention import attention_moment_terms, eager_mask_term
 from planner.serving_spec import ServingSpec
 
 __all__ = ["activation_terms", "overhead_terms", "weight_terms"]
@@ -137,11 +138,12 @@ def activation_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
     """Transient activations of the largest prefill forward, and the logits it produces.
 
     Formula: c·T·h·b (c = the engine's live hidden copies: 2 fused, 4 transformers) + max(attention q,k,v,o,
-      FFN intermediates)·b, T = token budget;
+      FFN intermediates)·b, T = token budget; with an s²-materializing kernel (SDPA math, eager) the larger of
+      that and the moment at its softmax (planner.prefill_attention), plus eager's causal mask;
       logits: rows·V·(b + 4) with rows = T (all positions) or B (last position only).
     Source: derived here; inference keeps no tensors for backward, so only one layer's intermediates are
       alive at once (vLLM profiles the same peak with a dummy forward of max_num_batched_tokens tokens).
-    Assumes: flash/SDPA attention (no s² score matrix); fused gate/up GEMM.
+    Assumes: fused gate/up GEMM.
     """
     tp, b = serving.tensor_parallel, dtype_bytes(serving.activation_dtype)
     tokens = serving.prefill_tokens_per_forward
@@ -149,16 +151,21 @@ def activation_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
     attn, mlp = _attention_activation_elems(spec, tokens, tp), _mlp_activation_elems(spec, tokens, tp)
     all_positions = serving.resolved_logits_all_positions
     rows = tokens if all_positions else serving.concurrency
+    fused = Term(
+        name="activations/prefill_peak",
+        bytes=(residual + max(attn, mlp)) * b,
+        formula="(c·T·h + max(T·(2n_h+2n_kv)·d_h, T·3f or T·k·(3f_e+h)))·b",
+        detail=f"T={tokens} tokens per forward ({serving.engine} "
+        f"{'chunked-prefill budget' if serving.profile.chunked_prefill else 'prompts × concurrency'}), b={b} B, "
+        f"{'FFN' if mlp >= attn else 'attention'} intermediates dominate",
+        source="derived here from the tensors one inference layer holds at once",
+    )
+    softmax = attention_moment_terms(spec, serving)
+    peak = softmax if sum(t.bytes for t in softmax) > fused.bytes else (fused,)
+    mask = eager_mask_term(serving)
     return (
-        Term(
-            name="activations/prefill_peak",
-            bytes=(residual + max(attn, mlp)) * b,
-            formula="(c·T·h + max(T·(2n_h+2n_kv)·d_h, T·3f or T·k·(3f_e+h)))·b",
-            detail=f"T={tokens} tokens per forward ({serving.engine} "
-            f"{'chunked-prefill budget' if serving.profile.chunked_prefill else 'prompts × concurrency'}), b={b} B, "
-            f"{'FFN' if mlp >= attn else 'attention'} intermediates dominate",
-            source="derived here from the tensors one inference layer holds at once",
-        ),
+        *peak,
+        *([mask] if mask else []),
         Term(
             name="activations/logits",
             bytes=rows * spec.vocab_size * (b + FP32_BYTES),

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from planner._base import FrozenSpec
 from planner.kv_cache import KVLayout
 from planner.precision import DType, WeightFormat
+from planner.training_spec import AttentionImpl
 
 __all__ = ["Efficiency", "Engine", "EngineProfile", "ServingSpec", "engine_profile"]
 
@@ -40,6 +41,8 @@ class EngineProfile:
     hidden_copies: int  # T×h tensors alive at a layer's peak: residual + normed input (fused engines), more in eager
     source: str
 
+
+FUSED_ATTENTION_ENGINES = frozenset({Engine.VLLM, Engine.SGLANG})  # no eager or math attention path
 
 # transformers keeps the embedding output, the layer input, the residual and the normed input alive at the MLP:
 # 4·T·h (measured by the probe grid, infer/*); fused add-norm engines keep the residual and the normed input.
@@ -102,6 +105,12 @@ class ServingSpec(FrozenSpec):
     """How the model is served. Unset engine-dependent fields take the engine's defaults."""
 
     engine: Engine = Field(default=Engine.VLLM, description="Decides MLA cache layout, KV page size, logits.")
+    attention: AttentionImpl = Field(
+        default=AttentionImpl.SDPA,
+        description="Attention kernel of the prefill: 'sdpa' (fused flash/memory-efficient, no s² scores), "
+        "'sdpa_math' (PyTorch's SDPA math fallback: fp32 q, k, v copies and s² fp32 scores) or 'eager' "
+        "(s² scores in the activation dtype and fp32 softmax). vllm and sglang run fused kernels only.",
+    )
     weight_format: WeightFormat = Field(default=WeightFormat.BF16, description="Format of the decoder linears.")
     quant_group_size: Annotated[int, Field(ge=8, le=65536)] = Field(
         default=128, description="Group size g of int4 GPTQ/AWQ weights."
@@ -140,6 +149,17 @@ class ServingSpec(FrozenSpec):
     cublas_workspace_bytes: Annotated[int, Field(ge=0, le=1 << 40)] = Field(
         default=32 * MiB, description="cuBLAS/cuBLASLt workspace (PyTorch default :4096:8 = 8 × 4 MiB)."
     )
+
+    @field_validator("attention")
+    @classmethod
+    def _engine_runs_it(cls, attention: AttentionImpl, info: ValidationInfo) -> AttentionImpl:
+        engine = info.data.get("engine")
+        if engine in FUSED_ATTENTION_ENGINES and attention is not AttentionImpl.SDPA:
+            raise ValueError(
+                f"engine '{engine}' runs fused attention kernels only (FlashAttention, FlashInfer): use 'sdpa', "
+                f"or engine 'transformers' to size '{attention}'"
+            )
+        return attention
 
     @property
     def context_tokens(self) -> int:

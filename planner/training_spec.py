@@ -129,8 +129,13 @@ class Checkpointing(StrEnum):
 
 
 class AttentionImpl(StrEnum):
+    """The attention kernel: what it keeps for backward and what it materializes (s² scores or not)."""
+
     EAGER = "eager"  # materializes s² scores, softmax kept in fp32
     SDPA = "sdpa"  # flash / memory-efficient kernels: O(s), log-sum-exp only
+    # PyTorch's SDPA math fallback: runs when no fused kernel supports the shapes/dtype/device, e.g. MLA's unequal
+    # q/k and v head dims on CPU; bf16 inputs upcast to fp32, s² scores materialized
+    SDPA_MATH = "sdpa_math"
 
 
 class TrainingSpec(FrozenSpec):
@@ -140,7 +145,12 @@ class TrainingSpec(FrozenSpec):
     optimizer: OptimizerSpec = OptimizerSpec()
     precision: Precision = Precision.BF16
     gradient_checkpointing: Checkpointing = Checkpointing.NONE
-    attention: AttentionImpl = AttentionImpl.SDPA
+    attention: AttentionImpl = Field(
+        default=AttentionImpl.SDPA,
+        description="Attention kernel: 'sdpa' (fused flash/memory-efficient: O(s), a log-sum-exp), 'sdpa_math' "
+        "(PyTorch's SDPA math fallback: fp32 q, k, v and fp32 s² softmax kept for backward) or 'eager' "
+        "(fp32 s² softmax and its copy in the activation dtype).",
+    )
     micro_batch_size: Annotated[int, Field(ge=1, le=1 << 16)] = 1
     sequence_length: Tokens = Field(default=4096, description="Tokens per row (padded or packed).")
     packing: bool = Field(default=True, description="Pack samples into full rows (no padding).")
