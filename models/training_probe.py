@@ -26,10 +26,11 @@ from models.build import (
     quiet_build,
     unpacked_rows,
 )
+from models.kernels import forced_kernel
 from planner import MemoryBreakdown, ModelSpec, TrainingSpec
 from planner.peft_params import trainable_params
 from planner.probe import Comparison
-from planner.training_memory import training_phases
+from planner.training_memory import CHECKPOINT_INPUTS_TERM, training_phases
 
 __all__ = ["TrainingMeasurement", "measure_training", "planner_phases", "training_comparisons", "training_run"]
 
@@ -100,10 +101,12 @@ def _step_fn(
                 ctx.mark("forward")
                 cast = torch.autocast(device_type, dtype=autocast) if autocast else contextlib.nullcontext()
                 record = saved is not None and micro == 0
-                with cast, _saved_tensors(record, param_keys, saved if saved is not None else {}):
-                    loss = model(input_ids=ids, labels=ids).loss
-                ctx.mark("backward")
-                loss.backward()
+                kernel = forced_kernel(training.attention)  # also around backward: checkpointed blocks recompute
+                with kernel:
+                    with cast, _saved_tensors(record, param_keys, saved if saved is not None else {}):
+                        loss = model(input_ids=ids, labels=ids).loss
+                    ctx.mark("backward")
+                    loss.backward()
                 del loss
             ctx.mark("optimizer")
             optimizer.step()
@@ -203,7 +206,8 @@ def _saved_estimate(phases: dict[str, MemoryBreakdown]) -> int:
     """Every activation term of the loss_backward moment but the logits gradients (not saved tensors): the blocks,
     the tensors outside them and, under autocast, the bf16 weight copies autograd keeps."""
     terms = phases["loss_backward"].terms
-    return sum(t.bytes for t in terms if t.name.startswith("activations/") and t.name != LOGITS_GRADS_TERM)
+    skip = (LOGITS_GRADS_TERM, CHECKPOINT_INPUTS_TERM)
+    return sum(t.bytes for t in terms if t.name.startswith("activations/") and t.name not in skip)
 
 
 def _phases(spec: ModelSpec, training: TrainingSpec, first_step: bool) -> dict[str, MemoryBreakdown]:
@@ -223,8 +227,8 @@ def planner_phases(spec: ModelSpec, training: TrainingSpec) -> dict[str, dict[st
 def training_comparisons(spec: ModelSpec, training: TrainingSpec, m: TrainingMeasurement) -> list[Comparison]:
     """Measured against `training_phases` for exactly the configuration run (first step and steady state).
 
-    Saved activations are claimed exact except for MoE layers, whose intermediates the planner assumes are kept
-    like one k·f_e-wide MLP (planner.activations._mlp_width).
+    Weights, trainable weights and saved activations are claimed exact (the grid's MoE layers route every token
+    to k experts, which the planner keeps like one k·f_e-wide MLP: planner.activations.mlp_width).
     """
     steady, first = _phases(spec, training, False), _phases(spec, training, True)
     opt = steady["optimizer_step"]
@@ -233,7 +237,7 @@ def training_comparisons(spec: ModelSpec, training: TrainingSpec, m: TrainingMea
         compare("trainable_weights", m.trainable_bytes, opt.get("weights/trainable"), exact=True),
     ]
     if m.saved_bytes is not None:
-        out.append(compare("saved_activations", m.saved_bytes, _saved_estimate(steady), exact=spec.moe is None))
+        out.append(compare("saved_activations", m.saved_bytes, _saved_estimate(steady), exact=True))
     if m.first is not None and not m.first.out_of_memory:
         out += _step_comparisons("first_step", m.first, first, training, m.input_bytes)
     if m.steady is not None and not m.steady.out_of_memory:

@@ -5,8 +5,8 @@ RoPE, SDPA or eager attention, SwiGLU), measured with `torch.autograd.graph.save
 models (tests/planner/test_activations.py). The starting point is Korthikanti et al. 2022 (arXiv:2205.05198,
 §4.1: s·b·h·(34 + 5·a·s/h) per GPT layer); the differences are the model's, not fudge factors:
 RMSNorm upcasts its input to fp32 and keeps it, RoPE keeps only cos/sin, SwiGLU keeps three f-wide tensors,
-flash/SDPA keeps a log-sum-exp instead of the s² scores, frozen linears keep nothing, and peft LoRA keeps an
-fp32 copy of each adapted input.
+flash/SDPA keeps a log-sum-exp instead of the s² scores (SDPA's math fallback keeps fp32 q, k, v and the fp32
+s² softmax), frozen linears keep nothing, and peft LoRA keeps an fp32 copy of each adapted input.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.model_spec import ModelSpec
+from planner.training_spec import AttentionImpl
 
 __all__ = [
     "LayerGrads",
@@ -21,13 +22,17 @@ __all__ = [
     "SavedLedger",
     "TrainShapes",
     "attention_backward_temporaries",
+    "attention_head_dims",
     "layer_saved_bytes",
+    "mlp_width",
     "model_saved_bytes",
+    "rope_table_bytes",
 ]
 
 FP32 = 4  # RMSNorm statistics, softmax in eager attention, log-sum-exp, peft adapter inputs, loss log-probs
 INT64 = 8  # input ids and labels
 INT32 = 4
+COMPLEX64 = 8
 DROPOUT_MASK = 1  # bool mask per element on CUDA (a CPU probe keeps 4)
 
 
@@ -39,7 +44,7 @@ class TrainShapes:
     seq: int
     act_bytes: int  # p: 2 for bf16 compute, 4 for fp32
     prefix_tokens: int = 0
-    sdpa: bool = True
+    attention: AttentionImpl = AttentionImpl.SDPA  # the kernel: fused SDPA, SDPA's math fallback, or eager
     virtual_tokens: int = 0  # soft-prompt / prefix tokens whose int64 indices the prompt encoder keeps
     autocast: bool = False  # fp32 params under torch.autocast(bf16): fp32 residual stream, per-linear input casts
 
@@ -60,7 +65,10 @@ class LayerGrads:
     adapter_bottleneck: int = 0
 
 
-PRE_MLP_PREFIXES = ("input_norm/", "attention_in/", "attention/", "lora/q", "lora/k", "lora/v", "ia3/k", "ia3/v")
+RELEASED_BEFORE_SOFTMAX_BACKWARD = ("attention/probs", "attention/v", "attention/v_fp32")  # kept by probs·v only
+PRE_MLP_PREFIXES = (
+    "input_norm/", "attention_in/", "mla/", "attention/", "lora/q", "lora/k", "lora/v", "ia3/k", "ia3/v",
+)  # fmt: skip
 
 
 class SavedLedger(dict[str, int]):
@@ -76,10 +84,11 @@ class SavedLedger(dict[str, int]):
 
     @property
     def through_attention(self) -> int:
-        """Bytes still saved when the block's eager softmax is differentiated: everything up to the attention
-        core, less the probabilities (released once probs·v has been differentiated)."""
+        """Bytes still saved when the block's softmax is differentiated (eager, SDPA math): everything up to the
+        attention core, less what only probs·v keeps (v, and eager's probabilities), released once probs·v has
+        been differentiated."""
         kept = sum(v for k, v in self.items() if k.startswith(PRE_MLP_PREFIXES))
-        return kept - self.get("attention/probs", 0)
+        return kept - sum(self.get(name, 0) for name in RELEASED_BEFORE_SOFTMAX_BACKWARD)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,18 +100,37 @@ class SavedActivations:
     recomputed_block: int  # full checkpointing: one block's ledger, rebuilt during backward (else 0)
     last_block: int  # the last block's saved bytes (0 under full checkpointing: only its input is kept)
     last_block_through_attention: int
+    first_ledger: SavedLedger  # block 0's saved tensors (whether or not they are kept through the forward)
+    last_ledger: SavedLedger
+    first_moe: bool  # block 0 / the last block is an MoE layer
+    last_moe: bool
 
 
 def attention_backward_temporaries(spec: ModelSpec, shp: TrainShapes) -> int:
-    """Eager attention backward: fp32 gradients of the probabilities and of the scores (2·4·b·n_h·s·s_k),
-    plus an fp32 T·h gradient, live at once. SDPA/flash backward works tile by tile (no s² buffers).
+    """Bytes a block's softmax backward holds besides its saved tensors; 0 for fused SDPA (tile by tile, no s²).
 
-    Source: measured with torch.distributed._tools.mem_tracker on a tiny transformers Llama (CPU, bf16).
+    Eager and SDPA math: the fp32 gradients of the softmax output and of the scores (2·4·b·n_h·s·s_k), the
+    gradient of v repeated to n_h heads (b_v·b·n_h·s_k·d_v; b_v = 4 for math, which works in fp32, p for eager)
+    and the gradient entering the block (p·T·h), live at once. In bf16 with n_h·d_h = h, eager's is 4·T·h.
+    Source: measured with live storages at each softmax backward (models/ cpu backend, CPU) on transformers GQA
+    Llamas, eager and forced to SDPA math (bf16 and fp32), and on DeepSeek-V2 (MLA, math, bf16).
     """
-    if shp.sdpa:
+    if shp.attention is AttentionImpl.SDPA:
         return 0
-    s_k = shp.seq + shp.prefix_tokens
-    return 2 * FP32 * shp.batch * spec.num_heads * shp.seq * s_k + FP32 * shp.tokens * spec.hidden_size
+    b, p, n_h, s_k = shp.batch, shp.act_bytes, spec.num_heads, shp.seq + shp.prefix_tokens
+    scores_grads = 2 * FP32 * b * n_h * shp.seq * s_k
+    v_grad_bytes = FP32 if shp.attention is AttentionImpl.SDPA_MATH else p
+    v_grad = v_grad_bytes * b * n_h * s_k * attention_head_dims(spec)[1]
+    return scores_grads + v_grad + p * shp.tokens * spec.hidden_size
+
+
+def rope_table_bytes(spec: ModelSpec, shp: TrainShapes) -> int:
+    """The RoPE table the blocks share: cos and sin, 2·p·s·d_R (fp32 under autocast); DeepSeek-V2's complex64
+    table, 8·s·d_R/2, whatever the dtype."""
+    d_rope = spec.mla.qk_rope_head_dim if spec.mla else spec.resolved_head_dim
+    if spec.family == "deepseek_v2":
+        return COMPLEX64 * shp.seq * d_rope // 2
+    return 2 * (FP32 if shp.autocast else shp.act_bytes) * shp.seq * d_rope
 
 
 def _norm(ledger: SavedLedger, shp: TrainShapes, h: int, x_grad: bool, weight_grad: bool, name: str) -> None:
@@ -144,24 +172,32 @@ def _linear_inputs(
         ledger.add(f"lora/{name}/a_output", FP32 * tokens * grads.lora_rank)
 
 
+def attention_head_dims(spec: ModelSpec) -> tuple[int, int, int]:
+    """(d_q, d_v, n_kv): MLA's per-head q/k of d_nope + d_R and v of d_v on every head; else d_h and the KV heads."""
+    if spec.mla is not None:
+        return spec.mla.qk_head_dim, spec.mla.v_head_dim, spec.num_heads
+    return spec.resolved_head_dim, spec.resolved_head_dim, spec.kv_heads
+
+
 def _attention(
     ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, q_grad: bool, k_grad: bool, v_grad: bool
 ) -> None:
-    """Attention core for MHA/MQA/GQA (MLA: per-head q/k of d_nope + d_R, v of d_v).
+    """Attention core for MHA/MQA/GQA (MLA: per-head q/k of d_nope + d_R, v of d_v), by kernel.
 
-    SDPA/flash saves q, k, v, the output and an fp32 log-sum-exp (b·n_h·s·4).
+    SDPA (fused flash / memory-efficient) saves q, k, v, the output and an fp32 log-sum-exp (b·n_h·s·4).
     Eager saves q, k and v repeated to n_h heads (repeat_kv copies when n_kv < n_h), the fp32 softmax
     (b·n_h·s·s_k·4) and its cast to p (absent in fp32); o_proj then reads a contiguous copy of the output.
+    SDPA math (torch's composite fallback) upcasts q, k, v to fp32, scales q and kᵀ by √scale each and repeats
+    k, v to n_h heads, then keeps what eager keeps, in fp32: 4·b·n_h·(s·d_q + s_k·d_q + s_k·d_v) + 4·b·n_h·s·s_k
+    (probs·v reads the fp32 softmax itself; the mask is not kept); o_proj reads a contiguous copy, as in eager.
+    Source: torch `_scaled_dot_product_attention_math`; measured with saved_tensors_hooks on tiny transformers
+    models, MLA DeepSeek-V2 (CPU picks math) and GQA Llama forced to math (tests/planner/test_activations.py).
     """
     b, s, p = shp.batch, shp.seq, shp.act_bytes
     s_k = s + shp.prefix_tokens
     n_h = spec.num_heads
-    if spec.mla is not None:
-        d_q, d_v, n_kv = spec.mla.qk_head_dim, spec.mla.v_head_dim, n_h
-    else:
-        d_q = d_v = spec.resolved_head_dim
-        n_kv = spec.kv_heads
-    if shp.sdpa:  # one autograd node: keeps every input once any needs grad
+    d_q, d_v, n_kv = attention_head_dims(spec)
+    if shp.attention is AttentionImpl.SDPA:  # one autograd node: keeps every input once any needs grad
         ledger.add("attention/q", p * b * s * n_h * d_q)
         ledger.add("attention/k", p * b * s_k * n_kv * d_q)
         ledger.add("attention/v", p * b * s_k * n_kv * d_v)
@@ -170,16 +206,19 @@ def _attention(
         if shp.prefix_tokens:  # keys longer than queries: transformers passes an explicit mask, SDPA keeps it
             ledger.add("attention/mask", p * b * s * s_k)
         return
+    math = shp.attention is AttentionImpl.SDPA_MATH
+    qkv_bytes, suffix = (FP32, "_fp32") if math else (p, "")
     # q·kᵀ keeps q for k's grad and k for q's; probs·v keeps probs for v's grad and v for the probs' grad.
     scores_grad = q_grad or k_grad
     if k_grad:
-        ledger.add("attention/q", p * b * s * n_h * d_q)
-    if q_grad:
-        ledger.add("attention/k", p * b * s_k * n_h * d_q)  # repeat_kv output, or k itself when n_kv = n_h
+        ledger.add(f"attention/q{suffix}", qkv_bytes * b * s * n_h * d_q)
+    if q_grad:  # repeated to n_h heads (eager: repeat_kv's output, or k itself when n_kv = n_h)
+        ledger.add(f"attention/k{suffix}", qkv_bytes * b * s_k * n_h * d_q)
     if scores_grad:
-        ledger.add("attention/v", p * b * s_k * n_h * d_v)
+        ledger.add(f"attention/v{suffix}", qkv_bytes * b * s_k * n_h * d_v)
+    if scores_grad or math:  # math: probs·v keeps the fp32 softmax, the same tensor
         ledger.add("attention/softmax_fp32", FP32 * b * n_h * s * s_k)
-    if v_grad and (p != FP32 or not scores_grad):
+    if not math and v_grad and (p != FP32 or not scores_grad):
         ledger.add("attention/probs", p * b * n_h * s * s_k)
 
 
@@ -206,9 +245,10 @@ def layer_saved_bytes(
     attn_grad = q_grad or k_grad or v_grad
     if attn_grad:
         _attention(ledger, shp, spec, q_grad, k_grad, v_grad)
-    _ia3_outputs(ledger, shp, spec, grads)
+    _ia3_outputs(ledger, shp, spec, grads, x_grad)
     d_o = spec.num_heads * (spec.mla.v_head_dim if spec.mla else spec.resolved_head_dim)
-    _linear_inputs(ledger, shp, grads, ("o_proj",), d_o, "o_proj_in", already_saved=shp.sdpa and attn_grad)
+    fused = shp.attention is AttentionImpl.SDPA  # its output is o_proj's input; eager and math copy theirs
+    _linear_inputs(ledger, shp, grads, ("o_proj",), d_o, "o_proj_in", already_saved=fused and attn_grad)
     mid_grad = attn_grad or grads.weights or bool(trained & {"o_proj"})
     if grads.adapter_bottleneck:
         _adapter(ledger, shp, h, grads.adapter_bottleneck, "adapter_attention")
@@ -235,12 +275,18 @@ def _mla_latents(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grads: 
     for norm, up, width in widths:
         _norm(ledger, shp, width, x_grad or grads.weights, grads.weights, f"mla/{norm}")
         _linear_inputs(ledger, shp, grads, (up,), width, f"mla/{up}_in")
+    if shp.act_bytes == FP32 and (x_grad or grads.weights):  # .float() is a no-op: a view of kv_a's d_c + d_R
+        ledger.add("mla/kv_a_norm/rope_columns", FP32 * shp.tokens * spec.mla.qk_rope_head_dim)
 
 
-def _ia3_outputs(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grads: LayerGrads) -> None:
-    """IA3 on k/v (peft): output · l keeps the projection output (T·n_kv·d_h·p) for l's gradient."""
+def _ia3_outputs(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grads: LayerGrads, x_grad: bool) -> None:
+    """IA3 on k/v (peft): output · l keeps the projection output (T·n_kv·d_h·p) for l's gradient and, when the
+    output needs grad too, the fp32 scaling vector peft builds as 1 · l (4·n_kv·d_h)."""
+    d = spec.kv_heads * spec.resolved_head_dim
     for name in sorted(grads.ia3 & {"k_proj", "v_proj"}):
-        ledger.add(f"ia3/{name}/output", shp.act_bytes * shp.tokens * spec.kv_heads * spec.resolved_head_dim)
+        ledger.add(f"ia3/{name}/output", shp.act_bytes * shp.tokens * d)
+        if x_grad:
+            ledger.add(f"ia3/{name}/scaling_fp32", FP32 * d)
 
 
 def _mlp(
@@ -248,7 +294,7 @@ def _mlp(
 ) -> None:
     """SwiGLU: silu keeps gate(x), the product keeps silu(gate(x)) and up(x); down_proj keeps the product."""
     p, tokens = shp.act_bytes, shp.tokens
-    f = _mlp_width(spec, moe_layer)
+    f = mlp_width(spec, moe_layer)
     gate_grad = x_grad or grads.weights or "gate_proj" in grads.lora
     up_grad = x_grad or grads.weights or "up_proj" in grads.lora
     if gate_grad:
@@ -259,32 +305,42 @@ def _mlp(
     _linear_inputs(ledger, shp, grads, ("down_proj",), f, "mlp_down_in")
     if "down_proj" in grads.ia3:  # feed-forward IA3 (peft) casts the input to fp32, scales it, keeps the copy
         ledger.add("ia3/down_proj/input_fp32", FP32 * tokens * f)
+        if gate_grad or up_grad:  # and the fp32 scaling vector 1 · l, for the input's gradient
+            ledger.add("ia3/down_proj/scaling_fp32", FP32 * f)
     if moe_layer and spec.moe is not None and (x_grad or grads.weights):
-        _moe_routing(ledger, shp, spec)
+        _moe_routing(ledger, shp, spec, grads.weights, x_grad)
 
 
-def _moe_routing(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec) -> None:
+def _moe_routing(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, weights_train: bool, x_grad: bool) -> None:
     """What a transformers-5 MoE layer (grouped-matmul experts) keeps besides the expert MLPs.
 
-    k·T gathered tokens and k·T expert outputs (2·k·T·h·p), the fp32 router softmax (4·T·E), int64 top-k indices
-    (8·T·k) and three int64 permutation vectors (24·k·T), fp32 routing weights (4·T·k + 4·k·T + 4·T), int32
-    expert offsets (4·E); DeepSeek's router runs in fp32 and keeps fp32 copies of its input and weight.
+    k·T expert outputs (k·T·h·p, for the routing weights' gradient) and, when the experts train, the k·T
+    gathered tokens their gate/up grouped matmul keeps (k·T·h·p); the fp32 router softmax (4·T·E), int64 top-k indices
+    (8·T·k) and three int64 permutation vectors (24·k·T), fp32 routing weights (4·k·T, + 4·T·k + 4·T where the
+    router renormalizes its top-k), int32 expert offsets (4·E); DeepSeek's router runs in fp32 and keeps an fp32
+    copy of its input (when it trains) and of its weight (when the input needs grad).
+    Assumes: every family but DeepSeek-V2 renormalizes the top-k weights (Mixtral does; Qwen-MoE and
+    DeepSeek-V3 follow their config's norm_topk_prob, which this does not read).
     Source: measured by the probe grid (models/, live storages at the peak) on Mixtral and DeepSeek-V2 layouts.
     """
     assert spec.moe is not None
     p, t, h = shp.act_bytes, shp.tokens, spec.hidden_size
     k, e = spec.moe.experts_per_token, spec.moe.num_experts
-    ledger.add("moe/dispatched_tokens", 2 * k * t * h * p)
+    ledger.add("moe/expert_outputs", k * t * h * p)
+    if weights_train:
+        ledger.add("moe/gathered_tokens", k * t * h * p)
     ledger.add("moe/router_softmax_fp32", FP32 * t * e)
     ledger.add("moe/topk_indices", INT64 * t * k)
     ledger.add("moe/permutation", 3 * INT64 * k * t)
-    ledger.add("moe/routing_weights", FP32 * (t * k + k * t + t))
+    # the k·T weights in expert order; a renormalizing router (w / Σw) also keeps the top-k values and their sum
+    renormalized = spec.family != "deepseek_v2"  # DeepSeek-V2 scales by routed_scaling_factor instead
+    ledger.add("moe/routing_weights", FP32 * (k * t + (t * k + t if renormalized else 0)))
     ledger.add("moe/expert_offsets", INT32 * e)
-    if spec.family.startswith("deepseek"):
-        ledger.add("moe/router_fp32_copies", FP32 * (t * h + h * e))
+    if spec.family.startswith("deepseek"):  # F.linear(x.float(), w.float()): x for w's gradient, w for x's
+        ledger.add("moe/router_fp32_copies", FP32 * ((t * h if weights_train else 0) + (h * e if x_grad else 0)))
 
 
-def _mlp_width(spec: ModelSpec, moe_layer: bool) -> int:
+def mlp_width(spec: ModelSpec, moe_layer: bool) -> int:
     """FFN width whose intermediates one token keeps: dense f, or k·f_e (+ shared) in a MoE layer.
 
     Assumes: a MoE token's k expert intermediates are kept like one k·f_e-wide MLP (router logits aside).
@@ -320,13 +376,16 @@ def model_saved_bytes(
     """
     blocks, cache = SavedLedger(), dict[tuple[bool, bool], tuple[SavedLedger, bool]]()
     x_grad = inputs_need_grad or embeddings_train
-    last = SavedLedger()
+    last, first, key = SavedLedger(), SavedLedger(), (False, False)
+    first_key = key
     for layer in range(spec.num_layers):
         key = (x_grad, bool(spec.moe and spec.moe.is_moe_layer(layer)))
         if key not in cache:
             cache[key] = layer_saved_bytes(spec, shp, grads, *key)
         ledger, x_grad = cache[key]
         last = ledger
+        if layer == 0:
+            first, first_key = ledger, key
         if checkpointing == "full":
             blocks.add("checkpoint/block_inputs", shp.act_bytes * shp.tokens * spec.hidden_size)
             continue
@@ -340,8 +399,7 @@ def model_saved_bytes(
     if embeddings_train:
         outer.add("embedding/input_ids", INT64 * tokens)
     if checkpointing != "full":  # RoPE tables are kept outside the blocks unless the blocks are recomputed
-        d_rope = spec.mla.qk_rope_head_dim if spec.mla else spec.resolved_head_dim
-        outer.add("rope/cos_sin", 2 * (FP32 if shp.autocast else p) * shp.seq * d_rope)
+        outer.add("rope/cos_sin", rope_table_bytes(spec, shp))
     _norm(outer, shp, spec.hidden_size, x_grad, grads.weights, "final_norm")
     if head_trains:
         outer.add("lm_head/input", p * tokens * spec.hidden_size)
@@ -352,7 +410,9 @@ def model_saved_bytes(
     outer.add("loss/scalar", FP32)
     recomputed_in_last = sum(v for k, v in last.items() if k in SELECTIVE_RECOMPUTED)
     kept_last = {"full": 0, "selective": last.total - recomputed_in_last}.get(checkpointing, last.total)
-    return SavedActivations(blocks, outer, recomputed, kept_last, last.through_attention)
+    return SavedActivations(
+        blocks, outer, recomputed, kept_last, last.through_attention, first, last, first_key[1], key[1]
+    )
 
 
 SELECTIVE_RECOMPUTED = frozenset({"attention/softmax_fp32", "attention/probs", "attention/logsumexp"})

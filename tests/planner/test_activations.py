@@ -1,11 +1,13 @@
 """Saved-activation bytes: the planner's ledger against what autograd really saves in transformers + peft.
 
 Oracle: `torch.autograd.graph.saved_tensors_hooks` on a tiny real Llama (CPU), counting every saved tensor's
-storage once and leaving out parameters. The planner must match to the byte.
+storage once and leaving out parameters. The planner must match to the byte. `sdpa_math` runs transformers' SDPA
+path with torch's math kernel forced; a tiny DeepSeek-V2 (MLA, d_qk ≠ d_v) gets that kernel on CPU unasked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import warnings
 from typing import Any
@@ -16,8 +18,12 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
+from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
+
+from planner import import_hf_config  # noqa: E402
 from planner.activations import LayerGrads, TrainShapes, model_saved_bytes  # noqa: E402
 from planner.model_spec import ModelSpec  # noqa: E402
+from planner.training_spec import AttentionImpl  # noqa: E402
 
 B, S, H, F, HEADS, V, R = 2, 16, 64, 160, 4, 300, 4
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -33,7 +39,7 @@ def measured_saved_bytes(attn: str, dtype: Any, kv_heads: int, lora: tuple[str, 
         num_key_value_heads=kv_heads,
         vocab_size=V,
         max_position_embeddings=64,
-        attn_implementation=attn,
+        attn_implementation="sdpa" if attn == "sdpa_math" else attn,
         use_cache=False,
     )
     with warnings.catch_warnings():
@@ -49,6 +55,11 @@ def measured_saved_bytes(attn: str, dtype: Any, kv_heads: int, lora: tuple[str, 
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if lora:
                 model.enable_input_require_grads()
+    return saved_bytes(model, force_math=attn == "sdpa_math")
+
+
+def saved_bytes(model: Any, force_math: bool = False) -> int:
+    """Bytes of the storages one training forward (with the loss) saves for backward, parameters left out."""
     model.train()
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     saved: dict[int, int] = {}
@@ -60,7 +71,8 @@ def measured_saved_bytes(attn: str, dtype: Any, kv_heads: int, lora: tuple[str, 
         return t
 
     ids = torch.randint(0, V, (B, S))
-    with warnings.catch_warnings(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    kernel = sdpa_kernel(SDPBackend.MATH) if force_math else contextlib.nullcontext()
+    with warnings.catch_warnings(), kernel, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         warnings.simplefilter("ignore")
         model(input_ids=ids, labels=ids)
     return sum(saved.values())
@@ -68,7 +80,7 @@ def measured_saved_bytes(attn: str, dtype: Any, kv_heads: int, lora: tuple[str, 
 
 def planned_saved_bytes(attn: str, dtype: Any, kv_heads: int, lora: tuple[str, ...], checkpointing: bool) -> int:
     spec = ModelSpec(num_layers=2, hidden_size=H, num_heads=HEADS, num_kv_heads=kv_heads, ffn_dim=F, vocab_size=V)
-    shapes = TrainShapes(B, S, 2 if dtype == torch.bfloat16 else 4, sdpa=attn == "sdpa")
+    shapes = TrainShapes(B, S, 2 if dtype == torch.bfloat16 else 4, attention=AttentionImpl(attn))
     grads = LayerGrads(lora=frozenset(lora), lora_rank=R) if lora else LayerGrads(weights=True)
     saved = model_saved_bytes(
         spec,
@@ -82,9 +94,10 @@ def planned_saved_bytes(attn: str, dtype: Any, kv_heads: int, lora: tuple[str, .
     return saved.blocks.total + saved.outer.total
 
 
+KERNELS = ["sdpa", "eager", "sdpa_math"]
 CASES = [
-    *itertools.product(["sdpa", "eager"], ["bfloat16", "float32"], [4, 2, 1], [()], [False, True]),
-    *itertools.product(["sdpa", "eager"], ["bfloat16", "float32"], [2],
+    *itertools.product(KERNELS, ["bfloat16", "float32"], [4, 2, 1], [()], [False, True]),
+    *itertools.product(KERNELS, ["bfloat16", "float32"], [2],
                        [("q_proj", "v_proj"), ALL_LINEAR, ("o_proj",), ("down_proj",)], [False, True]),
 ]  # fmt: skip
 
@@ -102,3 +115,38 @@ def test_frozen_linears_save_no_inputs() -> None:
     # its activations are smaller than full fine-tuning's (DESIGN.md §4).
     args = ("sdpa", torch.bfloat16, 2)
     assert measured_saved_bytes(*args, ("q_proj", "v_proj"), False) < measured_saved_bytes(*args, (), False)
+
+
+# A dense DeepSeek-V2 (MLA without MoE layers): q/k head dim 16 + 8 ≠ v head dim 12, with and without q_lora_rank.
+MLA_CONFIG = {
+    "model_type": "deepseek_v2", "hidden_size": H, "intermediate_size": F, "num_hidden_layers": 2,
+    "num_attention_heads": HEADS, "num_key_value_heads": HEADS, "vocab_size": V, "max_position_embeddings": 64,
+    "kv_lora_rank": 32, "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 12,
+    "n_routed_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32, "first_k_dense_replace": 2,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("q_lora_rank", [None, 24])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_mla_sdpa_is_the_math_kernel_on_cpu_and_matches_autograd(dtype: str, q_lora_rank: int | None) -> None:
+    config = MLA_CONFIG | {"q_lora_rank": q_lora_rank}
+    spec = import_hf_config(config).spec
+    assert spec.mla is not None
+    torch_dtype = getattr(torch, dtype)
+    q = torch.empty(1, HEADS, 2, spec.mla.qk_head_dim, dtype=torch_dtype, requires_grad=True)
+    v = torch.empty(1, HEADS, 2, spec.mla.v_head_dim, dtype=torch_dtype)
+    assert torch._fused_sdp_choice(q, q, v, None, 0.0, True) == SDPBackend.MATH.value
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf_config = transformers.AutoConfig.for_model(**config, attn_implementation="sdpa", use_cache=False)
+        torch.set_default_dtype(torch_dtype)
+        try:
+            model = transformers.AutoModelForCausalLM.from_config(hf_config)
+        finally:
+            torch.set_default_dtype(torch.float32)
+    shapes = TrainShapes(B, S, torch_dtype.itemsize, attention=AttentionImpl.SDPA_MATH)
+    planned = model_saved_bytes(
+        spec, shapes, LayerGrads(weights=True), embeddings_train=True, head_trains=True, inputs_need_grad=False
+    )
+    assert planned.blocks.total + planned.outer.total == saved_bytes(model)
