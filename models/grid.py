@@ -71,7 +71,7 @@ def _inference(case_id: str, model: str | ModelSpec, **serving: Any) -> GridCase
 
 
 def default_grid() -> list[GridCase]:
-    """30 training probes (each measured at the first and the steady step) and 5 inference probes."""
+    """30 training probes (each measured at the first and the steady step) and 7 inference probes."""
     m = "llama-2-7b"  # MHA
     g = "llama-3-8b"  # GQA
     return [
@@ -111,6 +111,9 @@ def default_grid() -> list[GridCase]:
         _inference("infer/gqa/eager", g, attention="eager"),
         _inference("infer/mqa", MQA_7B),
         _inference("infer/mla-moe", "deepseek-v2-lite"),
+        # short prompts, many of them: the MoE layer, not attention, sets the prefill peak
+        _inference("infer/gqa-moe", "mixtral-8x7b", prompt_tokens=128, concurrency=8),
+        _inference("infer/mla-moe/routing", "deepseek-v2-lite", prompt_tokens=64, concurrency=16),
     ]
 
 

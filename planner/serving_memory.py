@@ -134,12 +134,33 @@ def _mlp_activation_elems(spec: ModelSpec, tokens: int, tp: int) -> int:
     return max(dense if moe.first_dense_layers or moe.dense_layer_ids or moe.layer_step > 1 else 0, routed, shared)
 
 
+def _grouped_mm_moe_bytes(spec: ModelSpec, tokens: int, tp: int, b: int) -> int:
+    """A transformers 5 MoE layer (grouped-matmul experts) at its two moments, k·T rows in expert order.
+
+    At the activation: the gathered tokens, the fused gate/up output (its gate and up halves are views), the
+    activation and the product: b·k·T·(h + 4·f_e). At the routing weights: the gathered tokens and the expert
+    outputs in b, the weighted outputs in fp32 and their copy back in token order: (2·b + 2·4)·k·T·h.
+    Source: derived here from `transformers.integrations.moe.grouped_mm_experts_forward`; measured by the probe
+    grid (infer/gqa-moe, live storages at the peak).
+    """
+    assert spec.moe is not None
+    rows, h = tokens * spec.moe.experts_per_token, spec.hidden_size
+    f_e = ceil(spec.moe.expert_ffn_dim / tp)
+    activation = b * rows * (h + GROUPED_MM_F_TENSORS * f_e)
+    routing = (2 * b + 2 * FP32_BYTES) * rows * h
+    return max(activation, routing)
+
+
+GROUPED_MM_F_TENSORS = 4  # f_e-wide tensors alive at once: gate and up (one 2·f_e tensor), activation, product
+
+
 def activation_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
     """Transient activations of the largest prefill forward, and the logits it produces.
 
     Formula: c·T·h·b (c = the engine's live hidden copies: 2 fused, 4 transformers) + max(attention q,k,v,o,
-      FFN intermediates)·b, T = token budget; with an s²-materializing kernel (SDPA math, eager) the larger of
-      that and the moment at its softmax (planner.prefill_attention), plus eager's causal mask;
+      FFN intermediates)·b, T = token budget; MoE layers as a fused kernel caches them, or as transformers 5's
+      grouped-matmul experts hold them (`_grouped_mm_moe_bytes`); with an s²-materializing kernel (SDPA math,
+      eager) the larger of that and the moment at its softmax (planner.prefill_attention), plus eager's mask;
       logits: rows·V·(b + 4) with rows = T (all positions) or B (last position only).
     Source: derived here; inference keeps no tensors for backward, so only one layer's intermediates are
       alive at once (vLLM profiles the same peak with a dummy forward of max_num_batched_tokens tokens).
@@ -149,15 +170,18 @@ def activation_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
     tokens = serving.prefill_tokens_per_forward
     residual = serving.profile.hidden_copies * tokens * spec.hidden_size
     attn, mlp = _attention_activation_elems(spec, tokens, tp), _mlp_activation_elems(spec, tokens, tp)
+    grouped = spec.moe is not None and serving.profile.grouped_mm_experts
+    mlp_bytes = max(mlp * b, _grouped_mm_moe_bytes(spec, tokens, tp, b) if grouped else 0)
     all_positions = serving.resolved_logits_all_positions
     rows = tokens if all_positions else serving.concurrency
+    moe = "max(b·k·T·(h+4f_e), (2b+8)·k·T·h)" if grouped else "T·k·(3f_e+h)·b"
     fused = Term(
         name="activations/prefill_peak",
-        bytes=(residual + max(attn, mlp)) * b,
-        formula="(c·T·h + max(T·(2n_h+2n_kv)·d_h, T·3f or T·k·(3f_e+h)))·b",
+        bytes=residual * b + max(attn * b, mlp_bytes),
+        formula=f"c·T·h·b + max(T·(2n_h+2n_kv)·d_h·b, T·3f·b or {moe})",
         detail=f"T={tokens} tokens per forward ({serving.engine} "
         f"{'chunked-prefill budget' if serving.profile.chunked_prefill else 'prompts × concurrency'}), b={b} B, "
-        f"{'FFN' if mlp >= attn else 'attention'} intermediates dominate",
+        f"{'FFN' if mlp_bytes >= attn * b else 'attention'} intermediates dominate",
         source="derived here from the tensors one inference layer holds at once",
     )
     softmax = attention_moment_terms(spec, serving)

@@ -40,6 +40,7 @@ class EngineProfile:
     chunked_prefill: bool  # prefill forwards are capped at max_num_batched_tokens
     hidden_copies: int  # T×h tensors alive at a layer's peak: residual + normed input (fused engines), more in eager
     source: str
+    grouped_mm_experts: bool = False  # transformers 5's grouped-matmul MoE (planner.serving_memory), else fused MoE
 
 
 FUSED_ATTENTION_ENGINES = frozenset({Engine.VLLM, Engine.SGLANG})  # no eager or math attention path
@@ -73,7 +74,8 @@ _PROFILES = {
         False,
         _TRANSFORMERS_HIDDEN_COPIES,
         "transformers 5 generate(): DynamicCache, MLA caches the latent, logits for the last position "
-        "(logits_to_keep=1)",
+        "(logits_to_keep=1), grouped-matmul MoE experts",
+        grouped_mm_experts=True,
     ),
     Engine.TRANSFORMERS_4: EngineProfile(
         KVLayout.MLA_EXPANDED,

@@ -97,3 +97,23 @@ def test_fit_on_n_gpus(model: str, gpu: str, tp: int, fits: bool) -> None:
     estimate = estimate_inference(request, load_catalog())
     assert estimate.fits is fits
     assert bool(estimate.fit_reasons) is not fits
+
+
+def test_mixtral_prefill_on_transformers_vs_a_fused_moe_engine() -> None:
+    # Mixtral-8x7B, one 4096-token prompt, bf16: h = 4096, f_e = 14,336, k = 2.
+    # vLLM (fused MoE) sizes a forward of its chunked-prefill budget, T = 8192: 2·T·h + T·k·(3·f_e + h)
+    #   = 67,108,864 + 771,751,936 = 838,860,800 elements · 2 B = 1,677,721,600 B
+    # transformers 5 runs the prompt, T = 4096, k·T = 8192 rows, with grouped-matmul experts and 4 live hidden
+    #   copies: 4·T·h·2 = 134,217,728 B plus the larger of
+    #   the activation moment 2·8192·(4096 + 4·14,336) = 1,006,632,960 B and the routing-weights moment
+    #   (2·2 + 2·4)·8192·4096 = 402,653,184 B → 1,140,850,688 B (the probe grid's infer/gqa-moe measures it)
+    serving = {"prompt_tokens": 4096, "output_tokens": 1}
+    vllm, hf = (
+        estimate_inference(
+            InferenceRequest(model="mixtral-8x7b", gpu="h200", serving=ServingSpec(engine=engine, **serving)),
+            load_catalog(),
+        )
+        for engine in ("vllm", "transformers")
+    )
+    assert vllm.memory.get("activations/prefill_peak") == 1_677_721_600
+    assert hf.memory.get("activations/prefill_peak") == 1_140_850_688
