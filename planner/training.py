@@ -127,8 +127,8 @@ def _candidates(t: TrainingSpec) -> list[tuple[str, dict[str, Any]]]:
                 {"optimizer": {**t.optimizer.model_dump(), "implementation": "fused"}},
             )
         )
-    if t.attention == "eager":
-        out.append(("SDPA/flash attention instead of eager", {"attention": "sdpa"}))
+    if t.attention != "sdpa":
+        out.append((f"SDPA/flash attention instead of {t.attention}", {"attention": "sdpa"}))
     if t.micro_batch_size > 1:
         out.append(
             (

@@ -71,6 +71,19 @@ def test_eager_attention_adds_the_s_squared_scores() -> None:
     assert any(s.change.startswith("SDPA") and s.fits for s in eager.suggestions)
 
 
+def test_sdpa_math_fallback_keeps_fp32_scores_and_inputs() -> None:
+    # the math fallback keeps, per layer, fp32 q·√scale and kᵀ·√scale and v (k, v repeated to 32 heads):
+    #   4·n_h·T·(d + d + d) = 4·32·4096·384 = 201,326,592, the fp32 softmax 4·n_h·T² = 2,147,483,648 and a
+    #   contiguous bf16 copy of the output for o_proj 2·T·h = 33,554,432, instead of SDPA's q, k, v, output and
+    #   log-sum-exp (2·T·(2·32 + 2·8)·128 + 4·n_h·T = 84,410,368): +2,297,954,304 B per layer
+    sdpa, math = _estimate(), _estimate(attention="sdpa_math")
+    blocks = math.phases["loss_backward"].get("activations/blocks") - sdpa.phases["loss_backward"].get(
+        "activations/blocks"
+    )
+    assert blocks == 32 * (4 * 32 * T * 384 + 4 * 32 * T * T + 2 * T * 4096 - 84_410_368) == 73_534_537_728
+    assert any(s.change == "SDPA/flash attention instead of sdpa_math" and s.fits for s in math.suggestions)
+
+
 def test_lora_and_qlora_weights() -> None:
     # LoRA r=16 on q_proj and v_proj (peft's default for llama): 32 · 16 · ((4096 + 4096) + (4096 + 1024))
     #   = 6,815,744 trainable params, kept in fp32 with fp32 grads and AdamW states: 16 B each
