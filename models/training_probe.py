@@ -28,9 +28,10 @@ from models.build import (
 )
 from models.kernels import forced_kernel
 from planner import MemoryBreakdown, ModelSpec, TrainingSpec
+from planner.backward_moments import CHECKPOINT_INPUTS_TERM
 from planner.peft_params import trainable_params
 from planner.probe import Comparison
-from planner.training_memory import CHECKPOINT_INPUTS_TERM, training_phases
+from planner.training_memory import training_phases
 
 __all__ = ["TrainingMeasurement", "measure_training", "planner_phases", "training_comparisons", "training_run"]
 

@@ -18,8 +18,9 @@ from planner.params import count_params
 from planner.peft_params import TrainableParams, trainable_params
 from planner.refs import GpuRef, ModelRef, ResolvedModel, resolve_gpu, resolve_model
 from planner.throughput import attention_flops
-from planner.training_memory import train_shapes, training_phases
+from planner.training_memory import training_phases
 from planner.training_spec import Checkpointing, Precision, TrainingSpec
+from planner.training_state import train_shapes
 
 __all__ = [
     "Suggestion",
@@ -87,7 +88,9 @@ class TrainingEstimate(FrozenSpec):
     training: TrainingSpec
     trainable_params: TrainableParams
     memory: MemoryBreakdown = Field(description="The phase that sets the peak.")
-    peak_phase: str = Field(description="loss_backward, last_block_backward, attention_backward or optimizer_step.")
+    peak_phase: str = Field(
+        description="loss_backward, last_block_backward, first_block_backward, attention_backward or optimizer_step."
+    )
     phases: dict[str, MemoryBreakdown] = Field(description="Every candidate peak, bytes per GPU.")
     allocated_peak_bytes: int = Field(description="What torch.cuda.max_memory_allocated would show.")
     device_bytes: int = Field(description="Allocated peak + CUDA context (nvidia-smi).")

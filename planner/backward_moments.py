@@ -1,0 +1,329 @@
+"""The candidate peaks inside backward: which tensors are alive at each moment, as explainable terms.
+
+loss_backward (every saved tensor and the cross-entropy gradients), the last block's backward, block 0's under full
+checkpointing (every other gradient already produced), and the eager or math attention backward. What a block's
+backward adds to its saved tensors is planner.block_backward's.
+"""
+
+from __future__ import annotations
+
+from planner.activations import (
+    SavedActivations,
+    SavedLedger,
+    TrainShapes,
+    attention_backward_temporaries,
+    model_saved_bytes,
+    rope_table_bytes,
+)
+from planner.block_backward import block_backward
+from planner.explain import Term
+from planner.model_spec import ModelSpec
+from planner.params import block_layout, count_params
+from planner.peft_params import TrainableParams
+from planner.training_spec import AttentionImpl, Checkpointing, Precision, TrainingSpec
+from planner.training_state import layer_grads, param_bytes, sharded, train_shapes
+
+__all__ = ["CHECKPOINT_INPUTS_TERM", "backward_moments"]
+
+INT64_BYTES = 8
+CHECKPOINT_INPUTS_TERM = "activations/checkpoint_inputs"  # held by checkpoints, not saved by autograd
+LOGITS_GRAD_BUFFERS = 2  # fp32 gradients of log-probs and of the upcast logits, live at once in backward
+
+
+def _saved(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, micro_batch: int | None) -> SavedActivations:
+    full = t.method.kind == "full"
+    return model_saved_bytes(
+        spec,
+        train_shapes(spec, t, micro_batch),
+        layer_grads(t, tp),
+        embeddings_train=full,
+        head_trains=full,
+        inputs_need_grad=t.method.kind == "prompt" or t.gradient_checkpointing is not Checkpointing.NONE,
+        checkpointing=t.gradient_checkpointing.value,
+    )
+
+
+def _top(ledger: dict[str, int], n: int = 4) -> str:
+    return ", ".join(f"{k} {v:,} B" for k, v in sorted(ledger.items(), key=lambda kv: -kv[1])[:n])
+
+
+def _head_gradients(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams) -> Term | None:
+    """Gradients that exist once backward has passed the loss: lm_head and final norm (full fine-tuning)."""
+    if t.method.kind != "full" or t.gradient_accumulation_steps > 1:  # accumulating: all grads are counted
+        return None
+    params = count_params(spec)
+    n = (params.lm_head or params.embedding) + params.final_norm
+    nbytes = sharded(n * param_bytes(spec, t, tp).grad, t.data_parallel, t.zero_stage >= 2)
+    return Term(
+        name="gradients/lm_head_and_final_norm",
+        bytes=nbytes,
+        formula="(V·h + h)·b_g",
+        detail="produced before the last block's backward",
+        source="derived here (backward order)",
+    )
+
+
+def _checkpoint_inputs(spec: ModelSpec, t: TrainingSpec, shp: TrainShapes) -> Term | None:
+    """Full checkpointing: each block's checkpoint holds its inputs through backward, the shared ones too.
+
+    The RoPE cos/sin tables (2·p·s·d_R; fp32 under autocast), the position ids (8·s) and, under eager
+    attention, the explicit 4-D causal mask (p·b·s·s_k); SDPA runs causal without a mask.
+    Source: measured by the probe grid (models/: live storages of checkpointed steps).
+    """
+    if t.gradient_checkpointing is not Checkpointing.FULL:
+        return None
+    p = shp.act_bytes
+    rope = rope_table_bytes(spec, shp)
+    positions = INT64_BYTES * shp.seq
+    eager = t.attention is AttentionImpl.EAGER
+    mask = p * shp.batch * shp.seq * (shp.seq + shp.prefix_tokens) if eager else 0
+    # peft methods make the input embeddings require grad: a graph leaf; prompt tuning then concatenates
+    prompt = t.method.kind == "prompt"
+    words = p * _text_tokens(t, shp) * spec.hidden_size if prompt else 0
+    return Term(
+        name=CHECKPOINT_INPUTS_TERM,
+        bytes=rope + positions + mask + words,
+        formula="2·p·s·d_R + 8·s" + (" + p·b·s·s_k" if eager else "") + (" + p·b·s_text·h" if prompt else ""),
+        detail=f"RoPE tables {rope:,} B, position ids {positions:,} B"
+        + (f", causal mask {mask:,} B" if eager else "")
+        + (f", word embeddings before the soft prompt {words:,} B" if prompt else ""),
+        source="derived here; measured by the probe grid (models/) on checkpointed steps",
+    )
+
+
+def _text_tokens(t: TrainingSpec, shp: TrainShapes) -> int:
+    """Tokens of the batch itself: prompt tuning's rows also hold the virtual tokens."""
+    return shp.batch * (shp.seq - (shp.virtual_tokens if t.method.kind == "prompt" else 0))
+
+
+def _block_backward_terms(
+    spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, shp: TrainShapes, saved: SavedLedger, moe: bool, which: str
+) -> list[Term]:
+    """The gradient entering a block (p·T·h) and what its backward holds at its peak (planner.block_backward)."""
+    grad_bytes = param_bytes(spec, t, tp).grad
+    recomputed = t.gradient_checkpointing is Checkpointing.FULL
+    peak = block_backward(
+        spec, shp, layer_grads(t, tp), saved, moe_layer=moe, recomputed=recomputed, grad_bytes=grad_bytes
+    )
+    src = "derived here (planner.block_backward); measured by the probe grid (models/)"
+    return [
+        Term(
+            name="activations/block_output_grad",
+            bytes=shp.act_bytes * shp.tokens * spec.hidden_size,
+            formula="p·T·h",
+            detail=f"the gradient entering {which}",
+            source=src,
+        ),
+        Term(
+            name="activations/block_backward_temporaries",
+            bytes=peak.bytes,
+            formula=peak.formula,
+            detail=f"{which}, at its {peak.moment} ({'MoE' if moe else 'dense'} block)",
+            source=src,
+        ),
+    ]
+
+
+def _first_block_backward(
+    spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, shp: TrainShapes, a: SavedActivations
+) -> list[Term]:
+    """Full checkpointing: block 0 (processed last) recomputed, with every later gradient already produced.
+
+    Gradients live: all trainable but block 0's and the embedding's; block 0's input; the recomputed block;
+    the gradient entering it and its backward's own temporaries (planner.block_backward).
+    Source: measured by the probe grid (models/, live storages at the peak of checkpointed steps).
+    """
+    pb = param_bytes(spec, t, tp)
+    params = count_params(spec)
+    if t.method.kind == "full":
+        first_layer = params.layers[0].params_per_layer
+        grads = (params.total - params.embedding * (0 if spec.tie_embeddings else 1) - first_layer) * pb.grad
+    else:
+        grads = tp.trainable * pb.grad * (spec.num_layers - 1) // spec.num_layers
+    src = "derived here; measured by the probe grid (models/) on checkpointed steps"
+    return [
+        Term(
+            name="gradients/all_but_first_block",
+            bytes=sharded(grads, t.data_parallel, t.zero_stage >= 2),
+            formula="(N_train − block 0 − embedding)·b_g",
+            detail="produced before block 0's backward",
+            source=src,
+        ),
+        Term(
+            name="activations/first_block_input",
+            bytes=shp.act_bytes * shp.tokens * spec.hidden_size,
+            formula="p·T·h",
+            detail="the checkpoint input of block 0",
+            source=src,
+        ),
+        Term(
+            name="activations/recomputed_block",
+            bytes=a.first_ledger.total,
+            formula="one block's saved tensors",
+            detail="block 0, recomputed: " + _top(a.first_ledger),
+            source="Chen et al. 2016 (arXiv:1604.06174) §3",
+        ),
+        *_block_backward_terms(spec, t, tp, shp, a.first_ledger, a.first_moe, "block 0"),
+    ]
+
+
+def _last_block_backward(
+    spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, shp: TrainShapes, a: SavedActivations, earlier: Term
+) -> list[Term]:
+    """The last block's backward: earlier blocks' saved tensors (or checkpoint inputs), the last block's
+    (recomputed under full checkpointing), what outside the blocks is still alive, and the block's own
+    backward (planner.block_backward). Selective recomputation is not modelled at this moment."""
+    src = "derived here from the tensors autograd saves (planner.activations)"
+    if a.recomputed_block:
+        own = Term(
+            name="activations/recomputed_block",
+            bytes=a.recomputed_block,
+            formula="one block's saved tensors",
+            detail="the last block, recomputed for its backward",
+            source="Chen et al. 2016 (arXiv:1604.06174) §3",
+        )
+        rest = []
+    else:
+        own = Term(
+            name="activations/last_block",
+            bytes=a.last_block,
+            formula="the last block's saved tensors",
+            detail=_top(a.last_ledger),
+            source=src,
+        )
+        kept = {k: v for k, v in a.outer.items() if k in OUTER_THROUGH_BLOCKS}
+        rest = [
+            Term(
+                name="activations/outside_blocks_kept",
+                bytes=sum(kept.values()),
+                formula="RoPE tables, labels, soft-prompt indices",
+                detail=_top(kept),
+                source=src,
+            )
+        ]
+    return [earlier, own, *rest, *_block_backward_terms(spec, t, tp, shp, a.last_ledger, a.last_moe, "the last block")]
+
+
+# outside-block tensors still alive when backward reaches the blocks (the loss's and lm_head's are freed)
+OUTER_THROUGH_BLOCKS = frozenset({"rope/cos_sin", "loss/labels", "prompt_encoder/indices", "loss/scalar"})
+
+
+def _mlp_and_o_proj_grads(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, moe: bool) -> Term | None:
+    """Full fine-tuning: the block's MLP, post-attention norm and o_proj gradients exist when its attention's
+    backward runs (backward order)."""
+    if t.method.kind != "full":
+        return None
+    layout = block_layout(spec, moe)
+    o_proj = sum(lin.params for lin in layout.attention if lin.name == "o_proj")
+    n = layout.mlp_params + o_proj + spec.hidden_size
+    return Term(
+        name="gradients/block_mlp_and_o_proj",
+        bytes=sharded(n * param_bytes(spec, t, tp).grad, t.data_parallel, t.zero_stage >= 2),
+        formula="(MLP + o_proj + post-attention norm)·b_g",
+        detail=f"{n:,} parameters of the block whose attention is differentiated",
+        source="derived here (backward order); measured by the probe grid (models/)",
+    )
+
+
+def backward_moments(
+    spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, micro_batch: int | None
+) -> dict[str, list[Term]]:
+    """Activation terms at each candidate peak inside backward.
+
+    loss_backward: every saved tensor + two fp32 T×V logits gradients (cross-entropy backward).
+    last_block_backward: earlier blocks' tensors (block inputs when checkpointing) + the last block's saved
+      (recomputed) tensors + its backward's temporaries; first_block_backward (full checkpointing): block 0
+      recomputed with every later gradient produced.
+    attention_backward (eager): the block's tensors up to attention + fp32 s² gradients.
+    Source: derived here; checked with torch.distributed._tools.mem_tracker on tiny transformers Llamas and by
+    the probe grid (models/).
+    """
+    shp = train_shapes(spec, t, micro_batch)
+    a = _saved(spec, t, tp, micro_batch)
+    src = "derived here from the tensors autograd saves (planner.activations); Korthikanti et al. 2022 §4"
+    blocks = Term(
+        name="activations/blocks",
+        bytes=a.blocks.total,
+        formula="Σ_layers saved tensors",
+        detail=f"b={shp.batch}, s={shp.seq}, {t.attention}, checkpointing {t.gradient_checkpointing}: "
+        + _top(a.blocks),
+        source=src,
+    )
+    earlier = Term(
+        name="activations/earlier_blocks",
+        bytes=a.blocks.total - a.last_block,
+        formula="Σ_layers saved tensors − last block",
+        detail=_top(a.blocks),
+        source=src,
+    )
+    outer = Term(
+        name="activations/outside_blocks",
+        bytes=a.outer.total,
+        formula="final norm, lm_head input, 4·T·V log-probs, labels",
+        detail=_top(a.outer),
+        source=src,
+    )
+    logits = Term(
+        name="activations/logits_grads",
+        bytes=LOGITS_GRAD_BUFFERS * 4 * shp.tokens * spec.vocab_size,
+        formula="2·4·T·V",
+        detail=f"two fp32 T×V gradients, T={shp.tokens}, V={spec.vocab_size}",
+        source="derived here, measured: cross-entropy backward on fp32 logits (transformers loss)",
+    )
+    head_grads = _head_gradients(spec, t, tp)
+    moments = {"loss_backward": [blocks, outer, logits]}
+    if t.gradient_checkpointing is not Checkpointing.SELECTIVE:
+        last = _last_block_backward(spec, t, tp, shp, a, earlier)
+        moments["last_block_backward"] = [*last, *([head_grads] if head_grads else [])]
+    if a.recomputed_block:
+        moments["first_block_backward"] = _first_block_backward(spec, t, tp, shp, a)
+    temps = attention_backward_temporaries(spec, shp)
+    if temps:  # eager, SDPA math: the softmax backward of the block processed last (block 0 when checkpointed)
+        held = (
+            moments["first_block_backward"][:2]
+            if a.recomputed_block
+            else [*([head_grads] if head_grads else []), earlier]
+        )
+        own_grads = _mlp_and_o_proj_grads(spec, t, tp, a.first_moe if a.recomputed_block else a.last_moe)
+        moments["attention_backward"] = [
+            *held,
+            *([own_grads] if own_grads else []),
+            Term(
+                name="activations/block_through_attention",
+                bytes=a.last_block_through_attention,
+                formula="the block's tensors up to attention, less v and the probabilities",
+                detail="block 0 recomputed" if a.recomputed_block else "the last block",
+                source=src,
+            ),
+            Term(
+                name="activations/attention_grad_temporaries",
+                bytes=temps,
+                formula="2·4·b·n_h·s·s_k + b_v·b·n_h·s_k·d_v + p·T·h",
+                detail=f"{t.attention}: fp32 s² gradients, v's (b_v = 4 math, p eager), the block output's",
+                source=src,
+            ),
+        ]
+    ids = Term(
+        name="inputs/input_ids",
+        bytes=INT64_BYTES * _text_tokens(t, shp),
+        formula="8·T",
+        detail="the batch's token ids, alive through backward",
+        source="derived here",
+    )
+    ckpt_inputs = _checkpoint_inputs(spec, t, shp)
+    for name, terms in moments.items():
+        if not (name == "loss_backward" and "embedding/input_ids" in a.outer):  # else saved by the embedding
+            terms.append(ids)
+        if ckpt_inputs:
+            terms.append(ckpt_inputs)
+    if t.precision is Precision.BF16_AUTOCAST:
+        copies = Term(
+            name="activations/autocast_weight_copies",
+            bytes=sharded(2 * count_params(spec).forward_matmul_params, t.data_parallel, t.zero_stage >= 3),
+            formula="2·N_matmul",
+            detail="bf16 casts of the fp32 weights, kept for backward",
+            source="torch.autocast weight-cast cache (PyTorch automatic mixed precision docs)",
+        )
+        for terms in moments.values():
+            terms.append(copies)
+    return moments

@@ -1,0 +1,113 @@
+"""What a training configuration costs per parameter, and the shapes of its micro-batch.
+
+Bytes per trainable parameter by role (weight, gradient, fp32 master, optimizer state), the frozen base (NF4 for
+QLoRA), the micro-batch's shapes for the activation ledger (planner.activations) and which parts of a block train.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import ceil
+
+from planner.activations import LayerGrads, TrainShapes
+from planner.model_spec import ModelSpec
+from planner.params import count_params, layer_kinds
+from planner.peft_params import TrainableParams
+from planner.precision import WeightFormat, linear_weight_bytes
+from planner.training_spec import IA3Spec, LoRASpec, Precision, QLoRASpec, TrainingSpec
+
+__all__ = ["ParamBytes", "layer_grads", "param_bytes", "sharded", "train_shapes"]
+
+ADAPTER_DTYPE_BYTES = 4  # peft keeps adapter weights in fp32 (autocast_adapter_dtype=True)
+BNB_8BIT_BLOCK = 2048  # 8-bit optimizer state blocks (Dettmers et al. 2021, arXiv:2110.02861 §2)
+
+
+@dataclass(frozen=True, slots=True)
+class ParamBytes:
+    """Bytes per trainable parameter by role, and the bytes of the frozen base."""
+
+    weight: int  # the trainable parameter itself
+    grad: int
+    master: int  # fp32 master copy (mixed precision with bf16 params)
+    state: float  # optimizer state(s) per parameter
+    state_elem: int  # bytes per optimizer-state element (sizes the foreach temporaries)
+    frozen_bytes: int  # frozen base weights on one GPU before ZeRO-3 sharding
+
+
+def _dense_param_bytes(precision: Precision) -> int:
+    return 2 if precision in (Precision.BF16, Precision.BF16_FP32_MASTER) else 4
+
+
+def _frozen_base_bytes(spec: ModelSpec, training: TrainingSpec) -> int:
+    """Frozen weights: NF4 linears + 16-bit embeddings and norms for QLoRA, else every base weight."""
+    b = _dense_param_bytes(training.precision)
+    total = count_params(spec).total
+    if not isinstance(training.method, QLoRASpec):
+        return total * b
+    quantized = linear_params = 0
+    for layout, n in layer_kinds(spec):
+        for lin in layout.linears:
+            if lin.quantizable:
+                quantized += n * lin.count * linear_weight_bytes(lin.d_in, lin.d_out, WeightFormat.NF4)
+                linear_params += n * lin.weight_params
+    return quantized + (total - linear_params) * 2  # QLoRA computes in bf16: the rest stays 16-bit
+
+
+def param_bytes(spec: ModelSpec, training: TrainingSpec, trainable: TrainableParams) -> ParamBytes:
+    """Bytes per trainable parameter for the precision and optimizer.
+
+    bf16:              weight 2 + grad 2 + AdamW m, v in the param dtype 2 + 2 (torch keeps state in param dtype)
+    bf16_fp32_master:  2 + 2 + fp32 master 4 + m 4 + v 4 = 16 B (ZeRO §3, mixed-precision Adam)
+    bf16_autocast/fp32: 4 + 4 + 4 + 4
+    PEFT adapters are fp32 whatever the base (peft autocast_adapter_dtype); 8-bit AdamW keeps 1 B per state
+    plus an fp32 absmax per 2048-element block; SGD keeps one momentum buffer or none.
+    """
+    full = training.method.kind == "full"
+    w = _dense_param_bytes(training.precision) if full else ADAPTER_DTYPE_BYTES
+    master = 4 if full and training.precision is Precision.BF16_FP32_MASTER else 0
+    state_elem = 4 if master else w
+    opt = training.optimizer
+    if opt.kind == "adamw":
+        state: float = 2 * state_elem
+    elif opt.kind == "adamw_8bit":
+        state, state_elem = 2 * (1 + 4 / BNB_8BIT_BLOCK), 1
+    else:
+        state = state_elem if opt.momentum > 0 else 0
+    frozen = 0 if full else _frozen_base_bytes(spec, training)
+    return ParamBytes(weight=w, grad=w, master=master, state=state, state_elem=state_elem, frozen_bytes=frozen)
+
+
+def train_shapes(spec: ModelSpec, training: TrainingSpec, micro_batch: int | None = None) -> TrainShapes:
+    """Rows × tokens of the largest micro-batch: packed rows are full; padded rows reach the longest sample.
+
+    Prompt tuning lengthens every row by its virtual tokens; prefix tuning lengthens the keys only.
+    """
+    seq = training.sequence_length
+    if not training.packing and training.sample_lengths:
+        seq = min(seq, max(training.sample_lengths))
+    method = training.method
+    prefix = method.num_virtual_tokens if method.kind == "prefix" else 0
+    if method.kind == "prompt":
+        seq += method.num_virtual_tokens
+    p = 4 if training.precision is Precision.FP32 else 2
+    virtual = method.num_virtual_tokens if method.kind in ("prefix", "prompt") else 0
+    autocast = training.precision is Precision.BF16_AUTOCAST
+    return TrainShapes(micro_batch or training.micro_batch_size, seq, p, prefix, training.attention, virtual, autocast)
+
+
+def layer_grads(training: TrainingSpec, trainable: TrainableParams) -> LayerGrads:
+    method = training.method
+    if method.kind == "full":
+        return LayerGrads(weights=True)
+    if isinstance(method, LoRASpec):
+        return LayerGrads(lora=trainable.lora_targets, lora_rank=method.rank, lora_dropout=method.dropout > 0)
+    if isinstance(method, IA3Spec):
+        return LayerGrads(ia3=trainable.ia3_targets)
+    if method.kind == "adapter":
+        return LayerGrads(adapter_bottleneck=method.bottleneck)
+    return LayerGrads()
+
+
+def sharded(nbytes: float, dp: int, on: bool) -> int:
+    """Bytes on one GPU: divided over the data-parallel degree when this ZeRO stage shards them."""
+    return ceil(nbytes / dp) if on else ceil(nbytes)
