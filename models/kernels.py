@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from models.support import check_serving_supported, training_dtypes
+from models.support import check_attention_supported, check_serving_supported, training_dtypes
 from planner import ModelSpec
 from planner.serving_spec import ServingSpec
 from planner.training_spec import AttentionImpl, TrainingSpec
@@ -62,8 +62,10 @@ def kernel_run(spec: ModelSpec, run: RunSpec, device: torch.device) -> RunSpec:
     """`run` as the probe executes it: `attention='sdpa'` becomes 'sdpa_math' where torch picks the math kernel.
 
     The fake backend runs on cpu tensors, so `device` is cpu for it. Expects a supported run
-    (models.support.check_*_supported): its dtype must be one a probe can build.
+    (models.support.check_*_supported): its dtype must be one a probe can build. SpecError where the family has
+    no SDPA implementation in transformers.
     """
+    check_attention_supported(spec, run.attention, "training" if isinstance(run, TrainingSpec) else "serving")
     if run.attention is not AttentionImpl.SDPA:
         return run
     if isinstance(run, TrainingSpec):

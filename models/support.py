@@ -12,11 +12,18 @@ import torch
 import transformers
 
 from planner import FieldProblem, SpecError
+from planner.model_spec import ModelSpec
 from planner.precision import DType
 from planner.serving_spec import Engine, ServingSpec
-from planner.training_spec import Checkpointing, Precision, QLoRASpec, TrainingSpec
+from planner.training_spec import AttentionImpl, Checkpointing, Precision, QLoRASpec, TrainingSpec
 
-__all__ = ["check_serving_supported", "check_training_supported", "training_dtypes", "unsupported"]
+__all__ = [
+    "check_attention_supported",
+    "check_serving_supported",
+    "check_training_supported",
+    "training_dtypes",
+    "unsupported",
+]
 
 _DTYPES = {DType.BF16: torch.bfloat16, DType.FP16: torch.float16}
 
@@ -24,6 +31,20 @@ _DTYPES = {DType.BF16: torch.bfloat16, DType.FP16: torch.float16}
 def unsupported(loc: tuple[str | int, ...], msg: str) -> SpecError:
     """A SpecError for a well-formed request the probe cannot run."""
     return SpecError([FieldProblem(loc, msg, "unsupported")])
+
+
+# families transformers builds with eager attention only (Gemma-2's attention logit soft-capping)
+EAGER_ONLY_FAMILIES = frozenset({"gemma2"})
+
+
+def check_attention_supported(spec: ModelSpec, attention: AttentionImpl, where: str) -> None:
+    """Refuse an SDPA probe of a family transformers cannot build with SDPA (`where`: 'training' or 'serving')."""
+    if attention is not AttentionImpl.EAGER and spec.family in EAGER_ONLY_FAMILIES:
+        raise unsupported(
+            (where, "attention"),
+            f"transformers {transformers.__version__} builds {spec.family} with eager attention only (attention "
+            "logit soft-capping); probe attention 'eager'",
+        )
 
 
 def training_dtypes(training: TrainingSpec) -> tuple[torch.dtype, torch.dtype | None]:

@@ -17,6 +17,7 @@ from planner.model_spec import ModelSpec
 from planner.training_spec import AttentionImpl
 
 __all__ = [
+    "APPROXIMATE_LEDGER_FAMILIES",
     "LayerGrads",
     "SavedActivations",
     "SavedLedger",
@@ -133,13 +134,39 @@ def rope_table_bytes(spec: ModelSpec, shp: TrainShapes) -> int:
     return 2 * (FP32 if shp.autocast else shp.act_bytes) * shp.seq * d_rope
 
 
-def _norm(ledger: SavedLedger, shp: TrainShapes, h: int, x_grad: bool, weight_grad: bool, name: str) -> None:
-    """RMSNorm (transformers): x.float() and rsqrt(mean(x²)+ε) if x needs grad; the normalized x if w trains."""
+FUSED_QKV_FAMILIES = frozenset({"phi3"})  # one qkv_proj (and gate_up_proj) linear, split after
+# Gemma-2 soft-caps attention scores (eager only) and the final logits: c·tanh(x / c) (its config defaults)
+SOFTCAPPED_FAMILIES = frozenset({"gemma2"})
+# DeepSeek-V3's sigmoid, group-limited router keeps group top-k indices and masks the ledger does not count,
+# and what it keeps varies with the routing (probe: ±1 %): its saved bytes are approximate, the others' exact
+APPROXIMATE_LEDGER_FAMILIES = frozenset({"deepseek_v3"})  # one qkv_proj (and gate_up_proj) linear, split after
+# Gemma's RMSNorm scales by (1 + w) in fp32 before casting back (GemmaRMSNorm, Gemma2RMSNorm)
+FP32_SCALED_NORM_FAMILIES = frozenset({"gemma", "gemma2"})
+
+
+def _norm(
+    ledger: SavedLedger,
+    shp: TrainShapes,
+    h: int,
+    x_grad: bool,
+    weight_grad: bool,
+    name: str,
+    *,
+    fp32_scale: bool = False,
+    rows: int = 1,
+) -> None:
+    """RMSNorm (transformers): x.float() and rsqrt(mean(x²)+ε) if x needs grad; the normalized x if w trains.
+
+    `fp32_scale` (Gemma): the normalized x is kept in fp32 and, for x's gradient, the fp32 (1 + w); `rows`:
+    normalized vectors per token (a per-head q/k norm: one per head, of width h / rows).
+    """
     if x_grad:
         ledger.add(f"{name}/input_fp32", FP32 * shp.tokens * h)
-        ledger.add(f"{name}/rsqrt", FP32 * shp.tokens)
+        ledger.add(f"{name}/rsqrt", FP32 * shp.tokens * rows)
+        if fp32_scale:
+            ledger.add(f"{name}/weight_plus_one_fp32", FP32 * h)
     if weight_grad:  # under autocast the residual stream, and so the normalized x, is fp32
-        ledger.add(f"{name}/normalized", (FP32 if shp.autocast else shp.act_bytes) * shp.tokens * h)
+        ledger.add(f"{name}/normalized", (FP32 if shp.autocast or fp32_scale else shp.act_bytes) * shp.tokens * h)
 
 
 def _linear_inputs(
@@ -180,11 +207,13 @@ def attention_head_dims(spec: ModelSpec) -> tuple[int, int, int]:
 
 
 def _attention(
-    ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, q_grad: bool, k_grad: bool, v_grad: bool
+    ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, q_grad: bool, k_grad: bool, v_grad: bool, masked: bool
 ) -> None:
     """Attention core for MHA/MQA/GQA (MLA: per-head q/k of d_nope + d_R, v of d_v), by kernel.
 
-    SDPA (fused flash / memory-efficient) saves q, k, v, the output and an fp32 log-sum-exp (b·n_h·s·4).
+    SDPA (fused flash / memory-efficient) saves q, k, v, the output and an fp32 log-sum-exp (b·n_h·s·4); given
+    an explicit mask (`masked`), transformers repeats k, v to n_h heads first (use_gqa_in_sdpa) and SDPA keeps
+    the mask, p·b·s·s_k.
     Eager saves q, k and v repeated to n_h heads (repeat_kv copies when n_kv < n_h), the fp32 softmax
     (b·n_h·s·s_k·4) and its cast to p (absent in fp32); o_proj then reads a contiguous copy of the output.
     SDPA math (torch's composite fallback) upcasts q, k, v to fp32, scales q and kᵀ by √scale each and repeats
@@ -197,13 +226,16 @@ def _attention(
     s_k = s + shp.prefix_tokens
     n_h = spec.num_heads
     d_q, d_v, n_kv = attention_head_dims(spec)
+    # Phi-3 splits one fused qkv_proj output: an unrepeated v is a view that keeps all of it alive
+    v_heads_kept = n_h + 2 * n_kv if spec.family in FUSED_QKV_FAMILIES and not shp.prefix_tokens else n_kv
     if shp.attention is AttentionImpl.SDPA:  # one autograd node: keeps every input once any needs grad
+        kv_heads = n_h if masked else n_kv
         ledger.add("attention/q", p * b * s * n_h * d_q)
-        ledger.add("attention/k", p * b * s_k * n_kv * d_q)
-        ledger.add("attention/v", p * b * s_k * n_kv * d_v)
+        ledger.add("attention/k", p * b * s_k * kv_heads * d_q)
+        ledger.add("attention/v", p * b * s_k * (n_h if masked else v_heads_kept) * d_v)
         ledger.add("attention/output", p * b * s * n_h * d_v)
         ledger.add("attention/logsumexp", FP32 * b * n_h * s)
-        if shp.prefix_tokens:  # keys longer than queries: transformers passes an explicit mask, SDPA keeps it
+        if masked:
             ledger.add("attention/mask", p * b * s * s_k)
         return
     math = shp.attention is AttentionImpl.SDPA_MATH
@@ -220,21 +252,25 @@ def _attention(
         ledger.add("attention/softmax_fp32", FP32 * b * n_h * s * s_k)
     if not math and v_grad and (p != FP32 or not scores_grad):
         ledger.add("attention/probs", p * b * n_h * s * s_k)
+    if not math and scores_grad and spec.family in SOFTCAPPED_FAMILIES:  # tanh(scores / c) · c keeps the tanh
+        ledger.add("attention/softcap_tanh", p * b * n_h * s * s_k)
 
 
 def layer_saved_bytes(
-    spec: ModelSpec, shp: TrainShapes, grads: LayerGrads, x_grad: bool, moe_layer: bool = False
+    spec: ModelSpec, shp: TrainShapes, grads: LayerGrads, x_grad: bool, moe_layer: bool = False, masked: bool = False
 ) -> tuple[SavedLedger, bool]:
     """Saved bytes of one block, and whether its output needs grad.
 
     Formula (bf16, full fine-tuning, SDPA), T = b·s tokens:
       2 norms × (4·T·h + 4·T + 2·T·h + 2·T·h)  +  2·T·(2·n_h + 2·n_kv)·d_h + 4·b·n_h·s  +  4 · 2·T·f
+    `masked`: transformers passes SDPA an explicit mask (prefix keys, a sliding window shorter than the keys).
     Source: derived here (module docstring); measured exactly on tiny transformers Llama models.
     """
     h = spec.hidden_size
     ledger = SavedLedger()
     trained = grads.lora | grads.ia3
-    _norm(ledger, shp, h, x_grad, grads.weights, "input_norm")
+    gemma = spec.family in FP32_SCALED_NORM_FAMILIES
+    _norm(ledger, shp, h, x_grad, grads.weights, "input_norm", fp32_scale=gemma)
     qkv = ("q_proj", "k_proj", "v_proj") if spec.mla is None else ("q_proj", "q_a_proj", "kv_a_proj_with_mqa")
     _linear_inputs(ledger, shp, grads, qkv, h, "attention_in")
     if spec.mla is not None:
@@ -243,19 +279,24 @@ def layer_saved_bytes(
     k_grad = k_grad or shp.prefix_tokens > 0  # trainable prefix keys and values
     v_grad = v_grad or shp.prefix_tokens > 0
     attn_grad = q_grad or k_grad or v_grad
+    if spec.qk_norm:  # Qwen3: an RMSNorm per head on q and on k, before RoPE
+        d = spec.resolved_head_dim
+        _norm(ledger, shp, spec.num_heads * d, q_grad, grads.weights, "q_norm", rows=spec.num_heads)
+        _norm(ledger, shp, spec.kv_heads * d, k_grad, grads.weights, "k_norm", rows=spec.kv_heads)
     if attn_grad:
-        _attention(ledger, shp, spec, q_grad, k_grad, v_grad)
+        _attention(ledger, shp, spec, q_grad, k_grad, v_grad, masked)
     _ia3_outputs(ledger, shp, spec, grads, x_grad)
     d_o = spec.num_heads * (spec.mla.v_head_dim if spec.mla else spec.resolved_head_dim)
-    fused = shp.attention is AttentionImpl.SDPA  # its output is o_proj's input; eager and math copy theirs
+    # fused SDPA's output is o_proj's input; eager and math copy theirs, as does SDPA on Phi-3's split q
+    fused = shp.attention is AttentionImpl.SDPA and spec.family not in FUSED_QKV_FAMILIES
     _linear_inputs(ledger, shp, grads, ("o_proj",), d_o, "o_proj_in", already_saved=fused and attn_grad)
     mid_grad = attn_grad or grads.weights or bool(trained & {"o_proj"})
     if grads.adapter_bottleneck:
         _adapter(ledger, shp, h, grads.adapter_bottleneck, "adapter_attention")
         mid_grad = True
     for extra in range(max(0, spec.norms_per_layer - 2)):  # Gemma2's post-norms
-        _norm(ledger, shp, h, mid_grad, grads.weights, f"extra_norm_{extra}")
-    _norm(ledger, shp, h, mid_grad, grads.weights, "post_attention_norm")
+        _norm(ledger, shp, h, mid_grad, grads.weights, f"extra_norm_{extra}", fp32_scale=gemma)
+    _norm(ledger, shp, h, mid_grad, grads.weights, "post_attention_norm", fp32_scale=gemma)
     _linear_inputs(ledger, shp, grads, ("gate_proj", "up_proj"), h, "mlp_in")
     _mlp(ledger, shp, spec, grads, mid_grad, moe_layer)
     out_grad = mid_grad or grads.weights or bool(trained & {"gate_proj", "up_proj", "down_proj"})
@@ -316,11 +357,10 @@ def _moe_routing(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, weights
 
     k·T expert outputs (k·T·h·p, for the routing weights' gradient) and, when the experts train, the k·T
     gathered tokens their gate/up grouped matmul keeps (k·T·h·p); the fp32 router softmax (4·T·E), int64 top-k indices
-    (8·T·k) and three int64 permutation vectors (24·k·T), fp32 routing weights (4·k·T, + 4·T·k + 4·T where the
-    router renormalizes its top-k), int32 expert offsets (4·E); DeepSeek's router runs in fp32 and keeps an fp32
+    (8·T·k) and three int64 permutation vectors (24·k·T), routing weights (k·T in fp32, in p for Qwen-MoE;
+    + fp32 4·T·k + 4·T where the router renormalizes its top-k), a gated shared expert's output and gate
+    (p·T·(h + 1), Qwen2-MoE), int32 expert offsets (4·E); DeepSeek's router runs in fp32 and keeps an fp32
     copy of its input (when it trains) and of its weight (when the input needs grad).
-    Assumes: every family but DeepSeek-V2 renormalizes the top-k weights (Mixtral does; Qwen-MoE and
-    DeepSeek-V3 follow their config's norm_topk_prob, which this does not read).
     Source: measured by the probe grid (models/, live storages at the peak) on Mixtral and DeepSeek-V2 layouts.
     """
     assert spec.moe is not None
@@ -333,8 +373,12 @@ def _moe_routing(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, weights
     ledger.add("moe/topk_indices", INT64 * t * k)
     ledger.add("moe/permutation", 3 * INT64 * k * t)
     # the k·T weights in expert order; a renormalizing router (w / Σw) also keeps the top-k values and their sum
-    renormalized = spec.family != "deepseek_v2"  # DeepSeek-V2 scales by routed_scaling_factor instead
-    ledger.add("moe/routing_weights", FP32 * (k * t + (t * k + t if renormalized else 0)))
+    # Qwen-MoE casts the weights to the model dtype before the experts; Mixtral and DeepSeek keep fp32
+    gathered = p if spec.family in ("qwen2_moe", "qwen3_moe") else FP32
+    renormalized = spec.moe.renormalize_top_k
+    ledger.add("moe/routing_weights", gathered * k * t + (FP32 * (t * k + t) if renormalized else 0))
+    if spec.moe.shared_expert_gate:  # Qwen2-MoE: sigmoid(gate(x)) · shared(x) keeps both factors
+        ledger.add("moe/shared_expert_gated", p * t * (h + 1))
     ledger.add("moe/expert_offsets", INT32 * e)
     if spec.family.startswith("deepseek"):  # F.linear(x.float(), w.float()): x for w's gradient, w for x's
         ledger.add("moe/router_fp32_copies", FP32 * ((t * h if weights_train else 0) + (h * e if x_grad else 0)))
@@ -374,12 +418,15 @@ def model_saved_bytes(
     at a time in backward; selective recomputation drops the attention core's s² and log-sum-exp terms
     (Korthikanti et al. 2022 §4.3).
     """
-    blocks, cache = SavedLedger(), dict[tuple[bool, bool], tuple[SavedLedger, bool]]()
+    blocks, cache = SavedLedger(), dict[tuple[bool, bool, bool], tuple[SavedLedger, bool]]()
     x_grad = inputs_need_grad or embeddings_train
-    last, first, key = SavedLedger(), SavedLedger(), (False, False)
+    last, first, key = SavedLedger(), SavedLedger(), (False, False, False)
     first_key = key
+    s_k = shp.seq + shp.prefix_tokens
     for layer in range(spec.num_layers):
-        key = (x_grad, bool(spec.moe and spec.moe.is_moe_layer(layer)))
+        window = spec.sliding_window if spec.uses_sliding_window(layer) else None
+        masked = shp.prefix_tokens > 0 or (window is not None and window < s_k)
+        key = (x_grad, bool(spec.moe and spec.moe.is_moe_layer(layer)), masked)
         if key not in cache:
             cache[key] = layer_saved_bytes(spec, shp, grads, *key)
         ledger, x_grad = cache[key]
@@ -398,11 +445,23 @@ def model_saved_bytes(
     p, tokens, v = shp.act_bytes, shp.tokens, spec.vocab_size
     if embeddings_train:
         outer.add("embedding/input_ids", INT64 * tokens)
+    if spec.family in FP32_SCALED_NORM_FAMILIES and (embeddings_train or inputs_need_grad):
+        outer.add("embedding/normalizer", p)  # Gemma scales the embeddings by √h, a p-byte tensor
     if checkpointing != "full":  # RoPE tables are kept outside the blocks unless the blocks are recomputed
         outer.add("rope/cos_sin", rope_table_bytes(spec, shp))
-    _norm(outer, shp, spec.hidden_size, x_grad, grads.weights, "final_norm")
+    _norm(
+        outer,
+        shp,
+        spec.hidden_size,
+        x_grad,
+        grads.weights,
+        "final_norm",
+        fp32_scale=spec.family in FP32_SCALED_NORM_FAMILIES,
+    )
     if head_trains:
         outer.add("lm_head/input", p * tokens * spec.hidden_size)
+    if spec.family in SOFTCAPPED_FAMILIES:  # final logit soft-capping keeps tanh(logits / c), in p
+        outer.add("lm_head/softcap_tanh", p * tokens * v)
     outer.add("loss/log_probs_fp32", FP32 * tokens * v)
     # labels are padded by one and shifted: a view of the padded tensor for one row, a copy otherwise
     outer.add("loss/labels", INT64 * (tokens + 1 if shp.batch == 1 else tokens))

@@ -127,11 +127,13 @@ def _block_backward_terms(
 def _first_block_backward(
     spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, shp: TrainShapes, a: SavedActivations
 ) -> list[Term]:
-    """Full checkpointing: block 0 (processed last) recomputed, with every later gradient already produced.
+    """Block 0 (processed last), with every later gradient already produced.
 
-    Gradients live: all trainable but block 0's and the embedding's; block 0's input; the recomputed block;
-    the gradient entering it and its backward's own temporaries (planner.block_backward).
-    Source: measured by the probe grid (models/, live storages at the peak of checkpointed steps).
+    Gradients live: all trainable but block 0's and the embedding's; block 0's saved tensors (under full
+    checkpointing: its input and the recomputed block); the gradient entering it and its backward's own
+    temporaries (planner.block_backward). Matters when weights are large next to activations (MoE experts,
+    few tokens): the gradients have grown to nearly all of them.
+    Source: measured by the probe grid (models/, live storages at the peak of backward).
     """
     pb = param_bytes(spec, t, tp)
     params = count_params(spec)
@@ -140,15 +142,37 @@ def _first_block_backward(
         grads = (params.total - params.embedding * (0 if spec.tie_embeddings else 1) - first_layer) * pb.grad
     else:
         grads = tp.trainable * pb.grad * (spec.num_layers - 1) // spec.num_layers
-    src = "derived here; measured by the probe grid (models/) on checkpointed steps"
+    src = "derived here; measured by the probe grid (models/)"
+    produced = Term(
+        name="gradients/all_but_first_block",
+        bytes=sharded(grads, t.data_parallel, t.zero_stage >= 2),
+        formula="(N_train − block 0 − embedding)·b_g",
+        detail="produced before block 0's backward",
+        source=src,
+    )
+    own = _block_backward_terms(spec, t, tp, shp, a.first_ledger, a.first_moe, "block 0")
+    if not a.recomputed_block:
+        kept = {k: v for k, v in a.outer.items() if k in OUTER_THROUGH_BLOCKS}
+        return [
+            produced,
+            Term(
+                name="activations/first_block",
+                bytes=a.first_ledger.total,
+                formula="block 0's saved tensors",
+                detail=_top(a.first_ledger),
+                source="derived here from the tensors autograd saves (planner.activations)",
+            ),
+            Term(
+                name="activations/outside_blocks_kept",
+                bytes=sum(kept.values()),
+                formula="RoPE tables, labels, soft-prompt indices",
+                detail=_top(kept),
+                source=src,
+            ),
+            *own,
+        ]
     return [
-        Term(
-            name="gradients/all_but_first_block",
-            bytes=sharded(grads, t.data_parallel, t.zero_stage >= 2),
-            formula="(N_train − block 0 − embedding)·b_g",
-            detail="produced before block 0's backward",
-            source=src,
-        ),
+        produced,
         Term(
             name="activations/first_block_input",
             bytes=shp.act_bytes * shp.tokens * spec.hidden_size,
@@ -163,7 +187,7 @@ def _first_block_backward(
             detail="block 0, recomputed: " + _top(a.first_ledger),
             source="Chen et al. 2016 (arXiv:1604.06174) §3",
         ),
-        *_block_backward_terms(spec, t, tp, shp, a.first_ledger, a.first_moe, "block 0"),
+        *own,
     ]
 
 
@@ -275,7 +299,7 @@ def backward_moments(
     if t.gradient_checkpointing is not Checkpointing.SELECTIVE:
         last = _last_block_backward(spec, t, tp, shp, a, earlier)
         moments["last_block_backward"] = [*last, *([head_grads] if head_grads else [])]
-    if a.recomputed_block:
+    if t.gradient_checkpointing is not Checkpointing.SELECTIVE:
         moments["first_block_backward"] = _first_block_backward(spec, t, tp, shp, a)
     temps = attention_backward_temporaries(spec, shp)
     if temps:  # eager, SDPA math: the softmax backward of the block processed last (block 0 when checkpointed)

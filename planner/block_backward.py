@@ -81,6 +81,27 @@ def _shared_expert_done(
     return p * t * h + weights - released
 
 
+def _experts_done(
+    spec: ModelSpec, shp: TrainShapes, grads: LayerGrads, saved: Mapping[str, int], grad_bytes: int
+) -> BlockBackward:
+    """Trained experts at the end of their backward: their weight gradients (3·E·h·f_e·b_g) exist, their
+    intermediates are released, the gate/up output gradient and the gathered tokens' gradient are live,
+    p·k·T·(2·f_e + h). Sets the block's peak when experts are large next to the tokens' activations."""
+    assert spec.moe is not None
+    if not grads.weights:
+        return BlockBackward("experts_backward", 0, "")
+    moe, p, h = spec.moe, shp.act_bytes, spec.hidden_size
+    rows = moe.experts_per_token * shp.tokens
+    weight_grads = 3 * moe.num_experts * h * moe.expert_ffn_dim * grad_bytes
+    live = p * rows * (2 * moe.expert_ffn_dim + h)
+    released = sum(saved.get(name, 0) for name in SWIGLU_SAVED)
+    return BlockBackward(
+        "experts_backward",
+        weight_grads + live - released,
+        "3·E·h·f_e·b_g + p·k·T·(2f_e + h) − the experts' intermediates",
+    )
+
+
 def _mlp_backward(
     spec: ModelSpec,
     shp: TrainShapes,
@@ -101,9 +122,10 @@ def _mlp_backward(
             MOE_ROUTING_GRAD_FP32 * FP32 * rows * h + cast + _shared_expert_done(spec, shp, grads, saved, grad_bytes)
         )
         formula = "3·4·k·T·h" + ("" if recomputed else " + p·k·T·h") + " routing-weights backward"
-        return BlockBackward(
+        routing = BlockBackward(
             "mlp_backward", nbytes, formula + (", shared expert done" if spec.moe.shared_expert_ffn_dim else "")
         )
+        return max(routing, _experts_done(spec, shp, grads, saved, grad_bytes), key=lambda m: m.bytes)
     f = spec.ffn_dim
     if "down_proj" in grads.lora:
         nbytes, formula = LORA_DOWN_GRAD_FP32 * FP32 * t * f, "2·4·T·f (LoRA on down_proj)"

@@ -74,6 +74,7 @@ class HFConfig(BaseModel):
     mlp_only_layers: list[LayerId] | None = Field(default=None, max_length=1024)
     first_k_dense_replace: Annotated[int, Field(ge=0, le=1024)] | None = None
     moe_layer_freq: Annotated[int, Field(ge=1, le=1024)] | None = None
+    norm_topk_prob: bool | None = None
 
     q_lora_rank: Dim | None = None
     kv_lora_rank: Dim | None = None
@@ -110,6 +111,7 @@ HF_FIELD_OF_SPEC: dict[str, str] = {
     "expert_ffn_dim": "moe_intermediate_size",
     "first_dense_layers": "first_k_dense_replace",
     "dense_layer_ids": "mlp_only_layers",
+    "renormalize_top_k": "norm_topk_prob",
     "kv_lora_rank": "kv_lora_rank",
     "q_lora_rank": "q_lora_rank",
 }

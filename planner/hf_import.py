@@ -307,6 +307,7 @@ def _moe_fields(cfg: HFConfig, family: Family, warnings: list[str]) -> dict[str,
             "shared_expert_gate": cfg.model_type == "qwen2_moe",
             "layer_step": cfg.decoder_sparse_step or 1,
             "dense_layer_ids": tuple(cfg.mlp_only_layers or ()),
+            "renormalize_top_k": bool(cfg.value("norm_topk_prob", False)),  # both Qwen-MoE configs default False
         }
     if (cfg.moe_layer_freq or 1) != 1:
         warnings.append(f"moe_layer_freq={cfg.moe_layer_freq} is ignored, as transformers ignores it")
@@ -321,6 +322,8 @@ def _moe_fields(cfg: HFConfig, family: Family, warnings: list[str]) -> dict[str,
         "expert_ffn_dim": f_e,
         "shared_expert_ffn_dim": (f_e or 0) * shared,
         "first_dense_layers": cfg.value("first_k_dense_replace", d["first_k_dense_replace"]),
+        # DeepSeek-V2's router scales by routed_scaling_factor instead; V3 follows norm_topk_prob (default True)
+        "renormalize_top_k": cfg.model_type != "deepseek_v2" and bool(cfg.value("norm_topk_prob", True)),
     }
 
 

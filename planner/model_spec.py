@@ -64,6 +64,11 @@ class MoESpec(FrozenSpec):
     dense_layer_ids: tuple[Annotated[int, Field(ge=0, le=1023)], ...] = Field(
         default=(), description="Layers forced to a dense FFN (Qwen-MoE mlp_only_layers)."
     )
+    renormalize_top_k: bool = Field(
+        default=True,
+        description="The router rescales its k weights to sum to 1 (Mixtral; norm_topk_prob in Qwen-MoE and "
+        "DeepSeek-V3 configs; DeepSeek-V2 never does). Sizes the routing tensors training keeps.",
+    )
 
     @field_validator("experts_per_token")
     @classmethod

@@ -135,6 +135,7 @@ def scale_down(spec: ModelSpec, scale: ProbeScale) -> ModelSpec:
             first_dense_layers=min(spec.moe.first_dense_layers, layers - 1),
             layer_step=spec.moe.layer_step,
             dense_layer_ids=tuple(i for i in spec.moe.dense_layer_ids if i < layers),
+            renormalize_top_k=spec.moe.renormalize_top_k,
         )
     if spec.sliding_window is not None:
         update["sliding_window"] = 64
@@ -158,6 +159,7 @@ def probe_hf_config(spec: ModelSpec) -> dict[str, Any]:
         "vocab_size": spec.vocab_size,
         "max_position_embeddings": spec.max_context,
         "tie_word_embeddings": spec.tie_embeddings,
+        "pad_token_id": None,  # a family default (Phi-3: 32000) can lie outside the probe's small vocabulary
     }
     if spec.mla is None:
         config["head_dim"] = d_h
@@ -184,6 +186,7 @@ def _moe_config(spec: ModelSpec) -> dict[str, Any]:
             "moe_intermediate_size": moe.expert_ffn_dim,
             "decoder_sparse_step": moe.layer_step,
             "mlp_only_layers": list(moe.dense_layer_ids),
+            "norm_topk_prob": moe.renormalize_top_k,
         }
         if spec.family == "qwen2_moe":
             out["shared_expert_intermediate_size"] = moe.shared_expert_ffn_dim
@@ -196,6 +199,7 @@ def _moe_config(spec: ModelSpec) -> dict[str, Any]:
         "first_k_dense_replace": moe.first_dense_layers,
         "n_group": 1,
         "topk_group": 1,
+        **({"norm_topk_prob": moe.renormalize_top_k} if spec.family == "deepseek_v3" else {}),
     }
 
 

@@ -19,15 +19,8 @@ import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
-from planner.training_spec import (
-    AdapterSpec,
-    FullFineTune,
-    IA3Spec,
-    LoRASpec,
-    MethodSpec,
-    PrefixTuningSpec,
-    PromptTuningSpec,
-)
+from models.build import peft_config
+from planner.training_spec import AdapterSpec, FullFineTune, MethodSpec
 
 __all__ = ["PeftCounts", "build_fresh_meta_model", "peft_config", "peft_counts", "peft_warnings_silenced"]
 
@@ -62,36 +55,6 @@ def build_fresh_meta_model(config_dict: dict[str, Any]) -> PreTrainedModel:
         config = AutoConfig.for_model(**config_dict)
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(config)
-
-
-def peft_config(method: MethodSpec) -> peft.PeftConfig:
-    """The peft config a memplan MethodSpec stands for (task CAUSAL_LM, LoRA bias="none")."""
-    if isinstance(method, LoRASpec):
-        targets = method.target_modules
-        return peft.LoraConfig(
-            task_type="CAUSAL_LM",
-            r=method.rank,
-            lora_alpha=method.alpha,
-            lora_dropout=method.dropout,
-            target_modules=list(targets) if isinstance(targets, tuple) else targets,
-            bias="none",
-        )
-    if isinstance(method, IA3Spec):
-        return peft.IA3Config(
-            task_type="CAUSAL_LM",
-            target_modules=None if method.target_modules is None else list(method.target_modules),
-            feedforward_modules=None if method.feedforward_modules is None else list(method.feedforward_modules),
-        )
-    if isinstance(method, PrefixTuningSpec):
-        return peft.PrefixTuningConfig(
-            task_type="CAUSAL_LM",
-            num_virtual_tokens=method.num_virtual_tokens,
-            prefix_projection=method.prefix_projection,
-            encoder_hidden_size=method.encoder_hidden_size,
-        )
-    if isinstance(method, PromptTuningSpec):
-        return peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=method.num_virtual_tokens)
-    raise TypeError(f"peft has no {type(method).__name__}")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,15 @@ from service.settings import Settings
 
 MAX_BODY_BYTES = 1_048_576
 MAX_JSON_DEPTH = 64
+# An inline ModelSpec with Llama-3-8B's shapes (GQA), for requests that give the architecture instead of a name.
+SPEC_8B = {
+    "num_layers": 32,
+    "hidden_size": 4096,
+    "num_heads": 32,
+    "num_kv_heads": 8,
+    "ffn_dim": 14336,
+    "vocab_size": 128256,
+}
 
 
 @pytest.fixture(scope="session")

@@ -8,35 +8,19 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.service.conftest import MAX_BODY_BYTES, error_text
+from service.examples import QWEN2_5_0_5B_CONFIG as CONFIG
+from tests.service.conftest import MAX_BODY_BYTES, SPEC_8B, error_text
 
 ESTIMATE, IMPORT, TRAIN = "/v1/estimates/inference", "/v1/models/import", "/v1/estimates/training"
 MAX_ERROR_BYTES = 4096  # no error body echoes the input back
 
-SPEC = {
-    "num_layers": 32,
-    "hidden_size": 4096,
-    "num_heads": 32,
-    "num_kv_heads": 8,
-    "ffn_dim": 14336,
-    "vocab_size": 128256,
-}
-CONFIG = {
-    "model_type": "qwen2",
-    "hidden_size": 896,
-    "intermediate_size": 4864,
-    "num_hidden_layers": 24,
-    "num_attention_heads": 14,
-    "num_key_value_heads": 2,
-    "vocab_size": 151936,
-}
 MLA = {"kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128}
 MOE = {"num_experts": 8, "experts_per_token": 2, "expert_ffn_dim": 1024}
 
 
 def spec(**changes: Any) -> dict[str, Any]:
     """An estimate body with an inline ModelSpec (Llama-3-8B shape) changed."""
-    return {"model": {**SPEC, **changes}}
+    return {"model": {**SPEC_8B, **changes}}
 
 
 def serving(**changes: Any) -> dict[str, Any]:

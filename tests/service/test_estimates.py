@@ -9,18 +9,9 @@ from planner import InferenceEstimate, InferenceRequest, estimate_inference, loa
 from service.app import create_app
 from service.examples import INFERENCE_EXAMPLES, QWEN2_5_0_5B_CONFIG
 from service.settings import Settings
+from tests.service.conftest import SPEC_8B
 
 PATH = "/v1/estimates/inference"
-
-INLINE_SPEC = {
-    "name": "my-8b",
-    "num_layers": 32,
-    "hidden_size": 4096,
-    "num_heads": 32,
-    "num_kv_heads": 8,
-    "ffn_dim": 14336,
-    "vocab_size": 128256,
-}
 
 
 def _estimate(client: TestClient, body: dict[str, Any]) -> InferenceEstimate:
@@ -46,7 +37,7 @@ def test_catalog_model_matches_the_planner(client: TestClient) -> None:
 
 
 def test_inline_spec(client: TestClient) -> None:
-    e = _estimate(client, {"model": INLINE_SPEC, "gpu": "l40s", "serving": {"kv_cache_dtype": "fp8"}})
+    e = _estimate(client, {"model": {"name": "my-8b", **SPEC_8B}, "gpu": "l40s", "serving": {"kv_cache_dtype": "fp8"}})
     _assert_consistent(e)
     assert e.model.catalog_id is None
     assert e.model.spec.name == "my-8b"

@@ -7,17 +7,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.service.conftest import error_text
+from tests.service.conftest import SPEC_8B, error_text
 
 PROBES = "/v1/probes"
-SPEC = {
-    "num_layers": 32,
-    "hidden_size": 4096,
-    "num_heads": 32,
-    "num_kv_heads": 8,
-    "ffn_dim": 14336,
-    "vocab_size": 128256,
-}
 
 
 def probe(**changes: Any) -> dict[str, Any]:
@@ -43,7 +35,7 @@ CASES = [
     row(probe(scale={"max_heads": 1000}), "scale.max_heads", "scale-1000-heads"),
     row(probe(scale={"depth": 2}), "scale.depth", "scale-extra-field"),
     row(probe(model="gpt-9"), "model", "unknown-model-id"),
-    row(probe(model={**SPEC, "num_kv_heads": 5}), "num_kv_heads", "spec-heads-not-divisible"),
+    row(probe(model={**SPEC_8B, "num_kv_heads": 5}), "num_kv_heads", "spec-heads-not-divisible"),
     row(probe(model={"model_type": "qwen2", "hidden_size": 896}), "num_hidden_layers", "config-missing-layers"),
     row(probe(training={"method": {"kind": "lora", "rank": 0}}), "training.method.lora.rank", "lora-rank-0"),
     row(

@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from planner.probe import ProbeRequest
+from service.examples import QWEN2_5_0_5B_CONFIG
 from service.probes import repository
 from service.probes.db import Database, ProbeJobRow, connect
 from service.probes.errors import UnknownProbeJobError
@@ -22,16 +23,9 @@ from tests.service.probe_runners import canned
 
 OWNER = "here"
 # A raw config.json as the model (the deepest ModelRef) must survive the JSON round trip.
-QWEN_CONFIG = {
-    "model_type": "qwen2",
-    "hidden_size": 896,
-    "intermediate_size": 4864,
-    "num_hidden_layers": 24,
-    "num_attention_heads": 14,
-    "num_key_value_heads": 2,
-    "vocab_size": 151936,
-}
-REQUEST = ProbeRequest.model_validate({"model": QWEN_CONFIG, "training": {"method": {"kind": "lora", "rank": 4}}})
+REQUEST = ProbeRequest.model_validate(
+    {"model": QWEN2_5_0_5B_CONFIG, "training": {"method": {"kind": "lora", "rank": 4}}}
+)
 
 
 @pytest.fixture
