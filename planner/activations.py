@@ -27,6 +27,7 @@ __all__ = [
     "layer_saved_bytes",
     "mlp_width",
     "model_saved_bytes",
+    "moe_combine_bytes",
     "rope_table_bytes",
 ]
 
@@ -373,8 +374,7 @@ def _moe_routing(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, weights
     ledger.add("moe/topk_indices", INT64 * t * k)
     ledger.add("moe/permutation", 3 * INT64 * k * t)
     # the k·T weights in expert order; a renormalizing router (w / Σw) also keeps the top-k values and their sum
-    # Qwen-MoE casts the weights to the model dtype before the experts; Mixtral and DeepSeek keep fp32
-    gathered = p if spec.family in ("qwen2_moe", "qwen3_moe") else FP32
+    gathered = moe_combine_bytes(spec, p)
     renormalized = spec.moe.renormalize_top_k
     ledger.add("moe/routing_weights", gathered * k * t + (FP32 * (t * k + t) if renormalized else 0))
     if spec.moe.shared_expert_gate:  # Qwen2-MoE: sigmoid(gate(x)) · shared(x) keeps both factors
@@ -382,6 +382,12 @@ def _moe_routing(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, weights
     ledger.add("moe/expert_offsets", INT32 * e)
     if spec.family.startswith("deepseek"):  # F.linear(x.float(), w.float()): x for w's gradient, w for x's
         ledger.add("moe/router_fp32_copies", FP32 * ((t * h if weights_train else 0) + (h * e if x_grad else 0)))
+
+
+def moe_combine_bytes(spec: ModelSpec, act_bytes: int) -> int:
+    """Bytes per element of an MoE layer's routing weights and weighted expert outputs: Qwen-MoE casts the
+    weights to the model dtype (p) before the experts; Mixtral and DeepSeek keep them, and the products, fp32."""
+    return act_bytes if spec.family in ("qwen2_moe", "qwen3_moe") else FP32
 
 
 def mlp_width(spec: ModelSpec, moe_layer: bool) -> int:

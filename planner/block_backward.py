@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from planner.activations import FP32, LayerGrads, TrainShapes, mlp_width
+from planner.activations import FP32, LayerGrads, TrainShapes, mlp_width, moe_combine_bytes
 from planner.model_spec import ModelSpec
 from planner.params import block_layout
 
@@ -29,7 +29,7 @@ __all__ = ["BlockBackward", "block_backward"]
 # fp32 [k·T, h] tensors alive in the routing-weights backward of a grouped-mm MoE layer: the gradient scattered
 # back to expert order, its product with the routing weights and its product with the expert outputs
 # (transformers sums the k weighted outputs in fp32); the expert-output gradient is then cast to p.
-MOE_ROUTING_GRAD_FP32 = 3
+MOE_ROUTING_GRADS = 3
 LORA_DOWN_GRAD_FP32 = 2  # peft LoRA on down_proj: fp32 gradients of the adapted input and of the product
 IA3_DOWN_GRAD_FP32 = 3  # peft IA3 on down_proj: the fp32 gradient, its scaled copy, and its product with x
 SWIGLU_SAVED = ("mlp/gate_output", "mlp/up_output", "mlp/act_output", "mlp_down_in/input")  # p·T·f wide each
@@ -62,8 +62,8 @@ def _recompute_locals(spec: ModelSpec, shp: TrainShapes, saved: Mapping[str, int
         if "moe/gathered_tokens" not in saved:
             nbytes += p * rows * h
             parts.append("p·k·T·h gathered tokens")
-        nbytes += FP32 * rows * h
-        parts.append("4·k·T·h expert-output gradient")
+        nbytes += moe_combine_bytes(spec, p) * rows * h
+        parts.append("c·k·T·h expert-output gradient")
     return BlockBackward("recompute", nbytes, " + ".join(parts))
 
 
@@ -117,11 +117,12 @@ def _mlp_backward(
         # the bf16 cast of the expert-output gradient; a recomputed block has already released the expert
         # outputs by then (checkpoint frees a recomputed tensor once backward has unpacked it)
         rows = spec.moe.experts_per_token * t
-        cast = 0 if recomputed else p * rows * h
+        combine = moe_combine_bytes(spec, p)
+        cast = 0 if recomputed or combine == p else p * rows * h
         nbytes = (
-            MOE_ROUTING_GRAD_FP32 * FP32 * rows * h + cast + _shared_expert_done(spec, shp, grads, saved, grad_bytes)
+            MOE_ROUTING_GRADS * combine * rows * h + cast + _shared_expert_done(spec, shp, grads, saved, grad_bytes)
         )
-        formula = "3·4·k·T·h" + ("" if recomputed else " + p·k·T·h") + " routing-weights backward"
+        formula = "3·c·k·T·h" + (" + p·k·T·h" if cast else "") + " routing-weights backward (c = 4, Qwen-MoE p)"
         routing = BlockBackward(
             "mlp_backward", nbytes, formula + (", shared expert done" if spec.moe.shared_expert_ffn_dim else "")
         )

@@ -5,8 +5,9 @@ from __future__ import annotations
 from functools import lru_cache
 from math import ceil
 
+from planner.activations import FUSED_QKV_FAMILIES, moe_combine_bytes
 from planner.explain import Term
-from planner.kv_cache import local_kv_heads
+from planner.kv_cache import kv_split, local_kv_heads
 from planner.model_spec import ModelSpec
 from planner.params import Linear, layer_kinds
 from planner.precision import DType, WeightFormat, dtype_bytes, format_bits_note, linear_weight_bytes
@@ -123,9 +124,13 @@ def _attention_activation_elems(spec: ModelSpec, tokens: int, tp: int) -> int:
     return tokens * (2 * n_h + 2 * n_kv) * spec.resolved_head_dim
 
 
-def _mlp_activation_elems(spec: ModelSpec, tokens: int, tp: int) -> int:
-    """Largest FFN intermediate of one layer: gated MLP (2f + f), or fused-MoE caches T·k·(3f_e + h)."""
-    dense = tokens * (GATE_UP + ACT_OUT) * ceil(spec.ffn_dim / tp)
+def _mlp_activation_elems(spec: ModelSpec, tokens: int, tp: int, split_gate_up: bool = False) -> int:
+    """Largest FFN intermediate of one layer: gated MLP (2f + f), or fused-MoE caches T·k·(3f_e + h).
+
+    `split_gate_up`: transformers splits a fused gate_up_proj output (Phi-3) into views, so the 2f tensor stays
+    alive with the activation and the product: 4f.
+    """
+    dense = tokens * (GATE_UP + ACT_OUT + (ACT_OUT if split_gate_up else 0)) * ceil(spec.ffn_dim / tp)
     if spec.moe is None:
         return dense
     moe = spec.moe
@@ -139,19 +144,48 @@ def _grouped_mm_moe_bytes(spec: ModelSpec, tokens: int, tp: int, b: int) -> int:
 
     At the activation: the gathered tokens, the fused gate/up output (its gate and up halves are views), the
     activation and the product: b·k·T·(h + 4·f_e). At the routing weights: the gathered tokens and the expert
-    outputs in b, the weighted outputs in fp32 and their copy back in token order: (2·b + 2·4)·k·T·h.
+    outputs in b, the weighted outputs and their copy back in token order in c (fp32; Qwen-MoE b):
+    (2·b + 2·c)·k·T·h. A shared expert adds its waiting output (Qwen2-MoE), or a moment of its own (DeepSeek).
     Source: derived here from `transformers.integrations.moe.grouped_mm_experts_forward`; measured by the probe
     grid (infer/gqa-moe, live storages at the peak).
     """
     assert spec.moe is not None
     rows, h = tokens * spec.moe.experts_per_token, spec.hidden_size
-    f_e = ceil(spec.moe.expert_ffn_dim / tp)
-    activation = b * rows * (h + GROUPED_MM_F_TENSORS * f_e)
-    routing = (2 * b + 2 * FP32_BYTES) * rows * h
-    return max(activation, routing)
+    f_e, f_s = ceil(spec.moe.expert_ffn_dim / tp), ceil(spec.moe.shared_expert_ffn_dim / tp)
+    # Qwen2-MoE runs its shared expert first (its output waits, b·T·h); DeepSeek runs it after the routed
+    # experts, whose output waits while it runs: b·T·(h + 3·f_s)
+    shared_first = b * tokens * h if f_s and spec.family == "qwen2_moe" else 0
+    activation = b * rows * (h + GROUPED_MM_F_TENSORS * f_e) + shared_first
+    routing = (2 * b + 2 * moe_combine_bytes(spec, b)) * rows * h + shared_first
+    shared_after = b * tokens * (h + (GATE_UP + ACT_OUT) * f_s) if f_s and not shared_first else 0
+    return max(activation, routing, shared_after)
 
 
 GROUPED_MM_F_TENSORS = 4  # f_e-wide tensors alive at once: gate and up (one 2·f_e tensor), activation, product
+
+
+def _window_prefill_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
+    """transformers (no chunked prefill): while a prompt longer than the window runs, a sliding-window layer's
+    cache holds all of it (trimmed to the window afterwards), and the forward keeps a boolean s×s window mask.
+
+    Formula: B·(s − w)·(window-layer KV bytes per token) + s².
+    Source: derived here from transformers 5's DynamicSlidingWindowLayer and sliding masks; measured by the
+      probe grid (Mistral with a 64-token window, tests/models/test_families.py).
+    """
+    window, s, batch = spec.sliding_window, serving.prompt_tokens, serving.concurrency
+    if serving.profile.chunked_prefill or window is None or s <= window:
+        return ()
+    b_kv = dtype_bytes(serving.kv_cache_dtype)
+    per_token = kv_split(spec, b_kv, serving.resolved_mla_layout, serving.tensor_parallel).sliding
+    return (
+        Term(
+            name="activations/window_prefill_kv",
+            bytes=batch * (s - window) * per_token + s * s,
+            formula="B·(s − w)·KV_window/token + s²",
+            detail=f"{batch} prompts of {s} tokens over a {window}-token window; boolean window mask",
+            source="derived here from transformers 5 sliding-window caches; measured by the probes",
+        ),
+    )
 
 
 def activation_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
@@ -169,12 +203,13 @@ def activation_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
     tp, b = serving.tensor_parallel, dtype_bytes(serving.activation_dtype)
     tokens = serving.prefill_tokens_per_forward
     residual = serving.profile.hidden_copies * tokens * spec.hidden_size
-    attn, mlp = _attention_activation_elems(spec, tokens, tp), _mlp_activation_elems(spec, tokens, tp)
     grouped = spec.moe is not None and serving.profile.grouped_mm_experts
+    split = serving.profile.grouped_mm_experts and spec.family in FUSED_QKV_FAMILIES  # transformers' own modules
+    attn, mlp = _attention_activation_elems(spec, tokens, tp), _mlp_activation_elems(spec, tokens, tp, split)
     mlp_bytes = max(mlp * b, _grouped_mm_moe_bytes(spec, tokens, tp, b) if grouped else 0)
     all_positions = serving.resolved_logits_all_positions
     rows = tokens if all_positions else serving.concurrency
-    moe = "max(b·k·T·(h+4f_e), (2b+8)·k·T·h)" if grouped else "T·k·(3f_e+h)·b"
+    moe = "max(b·k·T·(h+4f_e), (2b+2c)·k·T·h)" if grouped else "T·k·(3f_e+h)·b"
     fused = Term(
         name="activations/prefill_peak",
         bytes=residual * b + max(attn * b, mlp_bytes),
@@ -190,6 +225,7 @@ def activation_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
     return (
         *peak,
         *([mask] if mask else []),
+        *_window_prefill_terms(spec, serving),
         Term(
             name="activations/logits",
             bytes=rows * spec.vocab_size * (b + FP32_BYTES),

@@ -79,3 +79,35 @@ def test_gemma2_has_no_sdpa_probe() -> None:
     with pytest.raises(SpecError) as err:
         run_probe(_probe({"model_type": "gemma2"}, "sdpa"))
     assert err.value.problems[0].loc == ("training", "attention")
+
+
+def _serving(config: dict[str, Any], attention: str, concurrency: int, prompt: int) -> ProbeRequest:
+    serving = {"engine": "transformers", "prompt_tokens": prompt, "output_tokens": 8, "concurrency": concurrency,
+               "attention": attention}  # fmt: skip
+    return ProbeRequest.model_validate({"kind": "inference", "model": {**BASE, **config}, "backend": "cpu",
+                                        "serving": serving})  # fmt: skip
+
+
+# Known misses, as measured: the transformers engine's prefill at moments the planner does not size yet.
+SERVING_XFAIL = {
+    ("phi3/eager", 16, 64): "−4.67 %: eager attention over Phi-3's split qkv output, short prompts",
+    ("deepseek_v2", 16, 64): "−4.26 %: SDPA math for MLA peaks at probs·v (fp32 output, v copy), not the softmax",
+    ("deepseek_v3", 16, 64): "−4.26 %: as deepseek_v2",
+}
+
+
+def _serving_param(family: str, concurrency: int, prompt: int) -> object:
+    reason = SERVING_XFAIL.get((family, concurrency, prompt))
+    marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+    return pytest.param(family, concurrency, prompt, id=f"{family}-{concurrency}x{prompt}", marks=marks)
+
+
+@pytest.mark.parametrize(
+    ("family", "concurrency", "prompt"),
+    [_serving_param(f, c, s) for f in FAMILIES for c, s in ((4, 256), (16, 64))],
+)
+def test_family_serving_probe_matches_planner(family: str, concurrency: int, prompt: int) -> None:
+    r = run_probe(_serving(*FAMILIES[family], concurrency, prompt))
+    off = [c.name for c in r.comparisons if c.exact and c.measured_bytes != c.estimated_bytes]
+    peak = next(c for c in r.comparisons if c.name == "peak/inference")
+    assert not off and abs(peak.rel_error) <= PEAK_TOLERANCE, (off, peak.rel_error)
