@@ -124,6 +124,18 @@ def _block_backward_terms(
     ]
 
 
+def _outside_blocks_kept(a: SavedActivations) -> Term:
+    """What outside the blocks is still alive once backward reaches them (OUTER_THROUGH_BLOCKS)."""
+    kept = {k: v for k, v in a.outer.items() if k in OUTER_THROUGH_BLOCKS}
+    return Term(
+        name="activations/outside_blocks_kept",
+        bytes=sum(kept.values()),
+        formula="RoPE tables, labels, soft-prompt indices",
+        detail=_top(kept),
+        source="derived here from the tensors autograd saves (planner.activations)",
+    )
+
+
 def _first_block_backward(
     spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, shp: TrainShapes, a: SavedActivations
 ) -> list[Term]:
@@ -152,7 +164,6 @@ def _first_block_backward(
     )
     own = _block_backward_terms(spec, t, tp, shp, a.first_ledger, a.first_moe, "block 0")
     if not a.recomputed_block:
-        kept = {k: v for k, v in a.outer.items() if k in OUTER_THROUGH_BLOCKS}
         return [
             produced,
             Term(
@@ -162,13 +173,7 @@ def _first_block_backward(
                 detail=_top(a.first_ledger),
                 source="derived here from the tensors autograd saves (planner.activations)",
             ),
-            Term(
-                name="activations/outside_blocks_kept",
-                bytes=sum(kept.values()),
-                formula="RoPE tables, labels, soft-prompt indices",
-                detail=_top(kept),
-                source=src,
-            ),
+            _outside_blocks_kept(a),
             *own,
         ]
     return [
@@ -215,16 +220,7 @@ def _last_block_backward(
             detail=_top(a.last_ledger),
             source=src,
         )
-        kept = {k: v for k, v in a.outer.items() if k in OUTER_THROUGH_BLOCKS}
-        rest = [
-            Term(
-                name="activations/outside_blocks_kept",
-                bytes=sum(kept.values()),
-                formula="RoPE tables, labels, soft-prompt indices",
-                detail=_top(kept),
-                source=src,
-            )
-        ]
+        rest = [_outside_blocks_kept(a)]
     return [earlier, own, *rest, *_block_backward_terms(spec, t, tp, shp, a.last_ledger, a.last_moe, "the last block")]
 
 
