@@ -25,8 +25,8 @@ from models.kernels import hf_attn_implementation
 from models.support import check_serving_supported, check_training_supported, training_dtypes
 from planner import ModelSpec
 from planner.probe import probe_hf_config
-from planner.serving_spec import ServingSpec
-from planner.training_spec import (
+from planner.serving.spec import ServingSpec
+from planner.training.spec import (
     Checkpointing,
     IA3Spec,
     LoRASpec,

@@ -22,8 +22,8 @@ from models.build import AnyBackend, build_inference_model, check_deadline, inpu
 from models.kernels import forced_kernel
 from models.training_probe import compare
 from planner import InferenceEstimate, InferenceRequest, ModelSpec, ServingSpec, estimate_inference, load_catalog
-from planner.kv_cache import kv_bytes_per_sequence
-from planner.precision import dtype_bytes
+from planner.model.kv_cache import kv_bytes_per_sequence
+from planner.model.precision import dtype_bytes
 from planner.probe import Comparison
 
 __all__ = [

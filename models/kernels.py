@@ -18,8 +18,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from models.support import check_attention_supported, check_serving_supported, training_dtypes
 from planner import ModelSpec
-from planner.serving_spec import ServingSpec
-from planner.training_spec import AttentionImpl, TrainingSpec
+from planner.serving.spec import ServingSpec
+from planner.training.spec import AttentionImpl, TrainingSpec
 
 __all__ = ["forced_kernel", "hf_attn_implementation", "kernel_run", "sdpa_picks_math"]
 

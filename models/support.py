@@ -12,10 +12,10 @@ import torch
 import transformers
 
 from planner import FieldProblem, SpecError
-from planner.model_spec import ModelSpec
-from planner.precision import DType
-from planner.serving_spec import Engine, ServingSpec
-from planner.training_spec import AttentionImpl, Checkpointing, Precision, QLoRASpec, TrainingSpec
+from planner.model.precision import DType
+from planner.model.spec import ModelSpec
+from planner.serving.spec import Engine, ServingSpec
+from planner.training.spec import AttentionImpl, Checkpointing, Precision, QLoRASpec, TrainingSpec
 
 __all__ = [
     "check_attention_supported",

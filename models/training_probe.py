@@ -28,11 +28,11 @@ from models.build import (
 )
 from models.kernels import forced_kernel
 from planner import MemoryBreakdown, ModelSpec, TrainingSpec
-from planner.activations import APPROXIMATE_LEDGER_FAMILIES
-from planner.backward_moments import CHECKPOINT_INPUTS_TERM
-from planner.peft_params import trainable_params
 from planner.probe import Comparison
-from planner.training_memory import training_phases
+from planner.training.activations import APPROXIMATE_LEDGER_FAMILIES
+from planner.training.backward_moments import CHECKPOINT_INPUTS_TERM
+from planner.training.memory import training_phases
+from planner.training.peft_params import trainable_params
 
 __all__ = ["TrainingMeasurement", "measure_training", "planner_phases", "training_comparisons", "training_run"]
 
@@ -230,8 +230,8 @@ def training_comparisons(spec: ModelSpec, training: TrainingSpec, m: TrainingMea
     """Measured against `training_phases` for exactly the configuration run (first step and steady state).
 
     Weights, trainable weights and saved activations are claimed exact (MoE layers route every token to k
-    experts, which the planner keeps like one k·f_e-wide MLP: planner.activations.mlp_width), but for the
-    families whose ledger is approximate (planner.activations.APPROXIMATE_LEDGER_FAMILIES).
+    experts, which the planner keeps like one k·f_e-wide MLP: planner.training.activations.mlp_width), but for the
+    families whose ledger is approximate (planner.training.activations.APPROXIMATE_LEDGER_FAMILIES).
     """
     steady, first = _phases(spec, training, False), _phases(spec, training, True)
     opt = steady["optimizer_step"]

@@ -3,23 +3,22 @@
 No torch, no HTTP, no printing, no settings: specs in, integers and frozen breakdowns out.
 """
 
-from planner.capacity import KVCapacity
 from planner.catalog import Catalog, CatalogModel, load_catalog
-from planner.describe import ImportDescription, describe_import
 from planner.errors import FieldProblem, SpecError, UnknownIdError
 from planner.explain import MemoryBreakdown, Term
 from planner.gpu_spec import GpuSpec
-from planner.hf_config import HFConfig
-from planner.hf_import import SUPPORTED_FAMILIES, ImportedModel, import_hf_config
-from planner.inference import InferenceEstimate, InferenceRequest, estimate_inference
-from planner.kv_cache import KVLayout, kv_bytes_per_sequence, kv_bytes_per_token
-from planner.model_spec import AttentionKind, MLASpec, ModelSpec, MoESpec
-from planner.params import ParamCounts, count_params
-from planner.peft_params import PeftModule, TrainableParams, trainable_params
-from planner.precision import DType, WeightFormat, linear_weight_bytes
+from planner.model.describe import ImportDescription, describe_import
+from planner.model.hf_config import HFConfig
+from planner.model.hf_import import SUPPORTED_FAMILIES, ImportedModel, import_hf_config
+from planner.model.kv_cache import KVLayout, kv_bytes_per_sequence, kv_bytes_per_token
+from planner.model.params import ParamCounts, count_params
+from planner.model.precision import DType, WeightFormat, linear_weight_bytes
+from planner.model.spec import AttentionKind, MLASpec, ModelSpec, MoESpec
 from planner.refs import ResolvedModel, resolve_gpu, resolve_model
-from planner.serving_spec import Efficiency, Engine, ServingSpec
-from planner.training import (
+from planner.serving.capacity import KVCapacity
+from planner.serving.inference import InferenceEstimate, InferenceRequest, estimate_inference
+from planner.serving.spec import Efficiency, Engine, ServingSpec
+from planner.training.estimate import (
     Suggestion,
     TrainingEfficiency,
     TrainingEstimate,
@@ -27,7 +26,8 @@ from planner.training import (
     TrainingThroughput,
     estimate_training,
 )
-from planner.training_spec import (
+from planner.training.peft_params import PeftModule, TrainableParams, trainable_params
+from planner.training.spec import (
     AdapterSpec,
     AttentionImpl,
     Checkpointing,

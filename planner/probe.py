@@ -11,10 +11,10 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from planner._base import FrozenSpec
-from planner.model_spec import MLASpec, ModelSpec, MoESpec
+from planner.model.spec import MLASpec, ModelSpec, MoESpec
 from planner.refs import ModelRef
-from planner.serving_spec import Engine, ServingSpec
-from planner.training_spec import TrainingSpec
+from planner.serving.spec import Engine, ServingSpec
+from planner.training.spec import TrainingSpec
 
 __all__ = [
     "MAX_PROBE_TOKENS",
@@ -147,7 +147,7 @@ def scale_down(spec: ModelSpec, scale: ProbeScale) -> ModelSpec:
 
 
 def probe_hf_config(spec: ModelSpec) -> dict[str, Any]:
-    """The config.json transformers builds `spec` from (the inverse of planner.hf_import for its families)."""
+    """The config.json transformers builds `spec` from (the inverse of planner.model.hf_import for its families)."""
     d_h = spec.resolved_head_dim
     config: dict[str, Any] = {
         "model_type": spec.family,

@@ -10,10 +10,10 @@ from planner._base import FrozenSpec
 from planner.catalog import Catalog
 from planner.errors import FieldProblem, SpecError, UnknownIdError
 from planner.gpu_spec import GpuSpec
-from planner.hf_config import HFConfig
-from planner.hf_import import import_hf_config
-from planner.model_spec import ModelSpec
-from planner.params import ParamCounts, count_params
+from planner.model.hf_config import HFConfig
+from planner.model.hf_import import import_hf_config
+from planner.model.params import ParamCounts, count_params
+from planner.model.spec import ModelSpec
 
 __all__ = ["GpuRef", "ModelRef", "ResolvedModel", "resolve_gpu", "resolve_model"]
 

@@ -21,10 +21,10 @@ from planner import (
     estimate_inference,
     load_catalog,
 )
-from planner.describe import describe_import
+from planner.model.describe import describe_import
 from planner.probe import ProbeRequest, ProbeResult
-from planner.training import TrainingRequest, estimate_training
-from planner.training_spec import AttentionImpl, Checkpointing, OptimizerSpec, Precision, TrainingSpec
+from planner.training.estimate import TrainingRequest, estimate_training
+from planner.training.spec import AttentionImpl, Checkpointing, OptimizerSpec, Precision, TrainingSpec
 from service.app import run_server
 from service.probes.admission import admit
 from service.probes.child import describe_failure, load_runner

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from planner import CatalogModel, GpuSpec, InferenceEstimate
-from planner.describe import ImportDescription
+from planner.model.describe import ImportDescription
 from planner.probe import ProbeResult
-from planner.training import TrainingEstimate
+from planner.training.estimate import TrainingEstimate
 
 __all__ = ["estimate_table", "gpus_table", "import_table", "models_table", "probe_table", "training_table"]
 

@@ -12,9 +12,9 @@ from pydantic import Field
 from planner._base import FrozenSpec, Source
 from planner.errors import UnknownIdError
 from planner.gpu_spec import GpuSpec
-from planner.hf_import import ImportedModel, import_hf_config
-from planner.model_spec import ModelSpec
-from planner.params import ParamCounts, count_params
+from planner.model.hf_import import ImportedModel, import_hf_config
+from planner.model.params import ParamCounts, count_params
+from planner.model.spec import ModelSpec
 
 __all__ = ["Catalog", "CatalogModel", "load_catalog"]
 
@@ -66,7 +66,7 @@ def _read_json(name: str) -> Any:
 
 
 def _catalog_model(doc: dict[str, Any]) -> CatalogModel:
-    from planner.kv_cache import KVLayout, kv_bytes_per_token  # local: kv_cache imports nothing from here
+    from planner.model.kv_cache import KVLayout, kv_bytes_per_token  # local: kv_cache imports nothing from here
 
     imported: ImportedModel = import_hf_config(doc["config"])
     spec = imported.spec.model_copy(update={"name": doc["name"]})

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Response
 
 from planner import InferenceEstimate, InferenceRequest, estimate_inference
-from planner.training import TrainingEstimate, TrainingRequest, estimate_training
+from planner.training.estimate import TrainingEstimate, TrainingRequest, estimate_training
 from service.deps import CatalogDep, ProbeExecutorDep
 from service.examples import INFERENCE_EXAMPLES, TRAINING_EXAMPLES
 from service.probes.admission import probe_request_for

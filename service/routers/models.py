@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 
 from planner import CatalogModel, HFConfig
-from planner.describe import ImportDescription, describe_import
+from planner.model.describe import ImportDescription, describe_import
 from service.deps import CatalogDep
 from service.examples import IMPORT_EXAMPLES
 

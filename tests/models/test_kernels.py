@@ -12,7 +12,7 @@ from models.kernels import forced_kernel, hf_attn_implementation, kernel_run, sd
 from models.runner import run_probe  # noqa: E402
 from planner import ServingSpec, TrainingSpec, load_catalog, resolve_model  # noqa: E402
 from planner.probe import ProbeRequest, ProbeResult, ProbeScale, scale_down  # noqa: E402
-from planner.training_spec import AttentionImpl  # noqa: E402
+from planner.training.spec import AttentionImpl  # noqa: E402
 
 CPU = torch.device("cpu")
 TINY = {"sequence_length": 64, "micro_batch_size": 2}

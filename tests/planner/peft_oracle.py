@@ -20,7 +20,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from models.build import peft_config
-from planner.training_spec import AdapterSpec, FullFineTune, MethodSpec
+from planner.training.spec import AdapterSpec, FullFineTune, MethodSpec
 
 __all__ = ["PeftCounts", "build_fresh_meta_model", "peft_config", "peft_counts", "peft_warnings_silenced"]
 

@@ -21,9 +21,9 @@ peft = pytest.importorskip("peft")
 from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 
 from planner import import_hf_config  # noqa: E402
-from planner.activations import LayerGrads, TrainShapes, model_saved_bytes  # noqa: E402
-from planner.model_spec import ModelSpec  # noqa: E402
-from planner.training_spec import AttentionImpl  # noqa: E402
+from planner.model.spec import ModelSpec  # noqa: E402
+from planner.training.activations import LayerGrads, TrainShapes, model_saved_bytes  # noqa: E402
+from planner.training.spec import AttentionImpl  # noqa: E402
 
 B, S, H, F, HEADS, V, R = 2, 16, 64, 160, 4, 300, 4
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

@@ -17,7 +17,7 @@ from planner import (
     kv_bytes_per_token,
     load_catalog,
 )
-from planner.kv_cache import kv_split
+from planner.model.kv_cache import kv_split
 from tests.planner.hf_configs import SLIDING_FAMILIES, random_configs
 from tests.planner.oracle import cache_layer_windows, prefill_cache, tensor_bytes
 

@@ -18,10 +18,10 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping
 
 from planner import SpecError, import_hf_config, load_catalog
-from planner.hf_import import SUPPORTED_FAMILIES
-from planner.model_spec import ModelSpec
-from planner.params import layer_kinds
-from planner.peft_params import (
+from planner.model.hf_import import SUPPORTED_FAMILIES
+from planner.model.params import layer_kinds
+from planner.model.spec import ModelSpec
+from planner.training.peft_params import (
     IA3_DEFAULT_FEEDFORWARD,
     IA3_DEFAULT_TARGETS,
     LORA_DEFAULT_TARGETS,
@@ -30,7 +30,7 @@ from planner.peft_params import (
     prefix_token_dim,
     trainable_params,
 )
-from planner.training_spec import (
+from planner.training.spec import (
     AdapterSpec,
     FullFineTune,
     IA3Spec,
@@ -258,7 +258,9 @@ def test_lora_targets_are_planner_linear_names() -> None:
     for _, config in TINY_CASES:
         spec = _spec(config)
         linears = {lin.name for layout, _ in layer_kinds(spec) for lin in layout.linears}
-        if spec.moe is not None and not spec.moe.shared_expert_ffn_dim:  # planner.params omits a 0-wide shared MLP
+        if (
+            spec.moe is not None and not spec.moe.shared_expert_ffn_dim
+        ):  # planner.model.params omits a 0-wide shared MLP
             linears |= {"shared_experts.gate_proj", "shared_experts.up_proj", "shared_experts.down_proj"}
         assert trainable_params(spec, LoRASpec(target_modules="all-linear")).lora_targets <= linears
 

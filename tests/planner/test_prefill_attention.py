@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from planner import InferenceRequest, ServingSpec, estimate_inference, load_catalog, resolve_model
 from planner.probe import ProbeScale, scale_down
-from planner.serving_memory import activation_terms
+from planner.serving.memory import activation_terms
 
 PROBE = {"engine": "transformers", "prompt_tokens": 256, "output_tokens": 8, "concurrency": 4}
 

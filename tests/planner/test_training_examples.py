@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 
 from planner import load_catalog
-from planner.peft_params import trainable_params
-from planner.training import TrainingRequest, estimate_training
-from planner.training_memory import training_phases
-from planner.training_spec import TrainingSpec
+from planner.training.estimate import TrainingRequest, estimate_training
+from planner.training.memory import training_phases
+from planner.training.peft_params import trainable_params
+from planner.training.spec import TrainingSpec
 
 GIB = 2**30
 N = 8_030_261_248

@@ -15,10 +15,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 mem_tracker = pytest.importorskip("torch.distributed._tools.mem_tracker")
 
-from planner.model_spec import ModelSpec  # noqa: E402
-from planner.peft_params import trainable_params  # noqa: E402
-from planner.training_memory import training_phases  # noqa: E402
-from planner.training_spec import TrainingSpec  # noqa: E402
+from planner.model.spec import ModelSpec  # noqa: E402
+from planner.training.memory import training_phases  # noqa: E402
+from planner.training.peft_params import trainable_params  # noqa: E402
+from planner.training.spec import TrainingSpec  # noqa: E402
 
 B, S, H, F, HEADS, KV, V = 8, 256, 64, 160, 4, 2, 300
 SPEC = ModelSpec(num_layers=2, hidden_size=H, num_heads=HEADS, num_kv_heads=KV, ffn_dim=F, vocab_size=V,

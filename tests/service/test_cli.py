@@ -19,9 +19,9 @@ from planner import (
     estimate_inference,
     load_catalog,
 )
-from planner.describe import ImportDescription
-from planner.training import TrainingEstimate, TrainingRequest, estimate_training
-from planner.training_spec import (
+from planner.model.describe import ImportDescription
+from planner.training.estimate import TrainingEstimate, TrainingRequest, estimate_training
+from planner.training.spec import (
     AdapterSpec,
     AttentionImpl,
     Checkpointing,

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from planner import CatalogModel, load_catalog
-from planner.describe import ImportDescription
+from planner.model.describe import ImportDescription
 from service.examples import IMPORT_EXAMPLES, QWEN2_5_0_5B_CONFIG
 
 

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 import service.cli
 from planner import FieldProblem, ServingSpec, SpecError
 from planner.probe import ProbeRequest, ProbeResult
-from planner.serving_spec import Engine
-from planner.training_spec import AttentionImpl, Checkpointing, LoRASpec, TrainingSpec
+from planner.serving.spec import Engine
+from planner.training.spec import AttentionImpl, Checkpointing, LoRASpec, TrainingSpec
 from service.cli import app
 from tests.service import probe_runners
 from tests.service.probe_runners import canned

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from planner import ServingSpec, TrainingSpec, load_catalog
 from planner.probe import ProbeRequest, ProbeResult
-from planner.training import TrainingRequest, estimate_training
+from planner.training.estimate import TrainingRequest, estimate_training
 from service.app import create_app
 from service.examples import QWEN2_5_0_5B_CONFIG
 from service.probes import repository

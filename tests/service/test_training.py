@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from planner import load_catalog
-from planner.training import TrainingEstimate, TrainingRequest, estimate_training
+from planner.training.estimate import TrainingEstimate, TrainingRequest, estimate_training
 from service.examples import QWEN2_5_0_5B_CONFIG, TRAINING_EXAMPLES
 from tests.service.conftest import error_text
 

@@ -13,9 +13,9 @@ from pydantic import Field, ValidationError
 
 from planner._base import FrozenSpec
 from planner.errors import FieldProblem, SpecError
-from planner.hf_config import HF_FIELD_OF_SPEC, HFConfig
-from planner.model_spec import ModelSpec
-from planner.precision import WeightFormat
+from planner.model.hf_config import HF_FIELD_OF_SPEC, HFConfig
+from planner.model.precision import WeightFormat
+from planner.model.spec import ModelSpec
 
 __all__ = ["SUPPORTED_FAMILIES", "ImportedModel", "import_hf_config"]
 

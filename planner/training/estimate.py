@@ -12,15 +12,15 @@ from planner._base import FrozenSpec
 from planner.catalog import Catalog
 from planner.explain import MemoryBreakdown
 from planner.gpu_spec import GpuSpec
-from planner.kv_cache import KVLayout
-from planner.model_spec import ModelSpec
-from planner.params import count_params
-from planner.peft_params import TrainableParams, trainable_params
+from planner.model.kv_cache import KVLayout
+from planner.model.params import count_params
+from planner.model.spec import ModelSpec
 from planner.refs import GpuRef, ModelRef, ResolvedModel, resolve_gpu, resolve_model
-from planner.throughput import attention_flops
-from planner.training_memory import training_phases
-from planner.training_spec import Checkpointing, Precision, TrainingSpec
-from planner.training_state import train_shapes
+from planner.serving.throughput import attention_flops
+from planner.training.memory import training_phases
+from planner.training.peft_params import TrainableParams, trainable_params
+from planner.training.spec import Checkpointing, Precision, TrainingSpec
+from planner.training.state import train_shapes
 
 __all__ = [
     "Suggestion",

@@ -7,8 +7,8 @@ from math import floor
 from pydantic import Field
 
 from planner._base import FrozenSpec
-from planner.kv_cache import KVLayout, kv_bytes_per_sequence, kv_split
-from planner.model_spec import ModelSpec
+from planner.model.kv_cache import KVLayout, kv_bytes_per_sequence, kv_split
+from planner.model.spec import ModelSpec
 
 __all__ = ["KVCapacity", "kv_capacity", "max_context_tokens"]
 

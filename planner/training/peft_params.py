@@ -29,9 +29,9 @@ from pydantic import Field
 
 from planner._base import FrozenSpec
 from planner.errors import FieldProblem, SpecError
-from planner.model_spec import ModelSpec, MoESpec
-from planner.params import attention_linears, count_params, mlp_linears
-from planner.training_spec import (
+from planner.model.params import attention_linears, count_params, mlp_linears
+from planner.model.spec import ModelSpec, MoESpec
+from planner.training.spec import (
     AdapterSpec,
     FullFineTune,
     IA3Spec,
@@ -100,7 +100,7 @@ class TrainableParams(FrozenSpec):
     base_params: int = Field(description="count_params(spec).total.")
     modules: tuple[PeftModule, ...]
     lora_targets: frozenset[str] = Field(
-        description="planner.params Linear names carrying LoRA ('q_proj', 'shared_experts.down_proj', "
+        description="planner.model.params Linear names carrying LoRA ('q_proj', 'shared_experts.down_proj', "
         "'experts.gate_proj', 'router'), plus 'lm_head'/'embed_tokens' when targeted."
     )
     ia3_targets: frozenset[str] = Field(description="The same for IA3.")
@@ -132,7 +132,7 @@ class _Hit:
 
 
 def _attention_sites(spec: ModelSpec) -> tuple[_Site, ...]:
-    """phi3 fuses q, k, v into qkv_proj h→(n_h + 2·n_kv)·d_h; every other family keeps planner.params' shapes."""
+    """phi3 fuses q, k, v into qkv_proj h→(n_h + 2·n_kv)·d_h; every other family keeps planner.model.params' shapes."""
     linears = attention_linears(spec)
     if spec.family != "phi3":
         return tuple(_Site(f"self_attn.{lin.name}", lin.d_in, lin.d_out, (lin.name,)) for lin in linears)

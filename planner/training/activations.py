@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.model_spec import ModelSpec
-from planner.training_spec import AttentionImpl
+from planner.model.spec import ModelSpec
+from planner.training.spec import AttentionImpl
 
 __all__ = [
     "APPROXIMATE_LEDGER_FAMILIES",

@@ -9,9 +9,9 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from planner._base import FrozenSpec
-from planner.kv_cache import KVLayout
-from planner.precision import DType, WeightFormat
-from planner.training_spec import AttentionImpl
+from planner.model.kv_cache import KVLayout
+from planner.model.precision import DType, WeightFormat
+from planner.training.spec import AttentionImpl
 
 __all__ = ["Efficiency", "Engine", "EngineProfile", "ServingSpec", "engine_profile"]
 
@@ -40,7 +40,7 @@ class EngineProfile:
     chunked_prefill: bool  # prefill forwards are capped at max_num_batched_tokens
     hidden_copies: int  # T×h tensors alive at a layer's peak: residual + normed input (fused engines), more in eager
     source: str
-    grouped_mm_experts: bool = False  # transformers 5's grouped-matmul MoE (planner.serving_memory), else fused MoE
+    grouped_mm_experts: bool = False  # transformers 5's grouped-matmul MoE (planner.serving.memory), else fused MoE
 
 
 FUSED_ATTENTION_ENGINES = frozenset({Engine.VLLM, Engine.SGLANG})  # no eager or math attention path

@@ -6,11 +6,11 @@ from pydantic import Field
 
 from planner._base import FrozenSpec
 from planner.gpu_spec import ComputeDType, GpuSpec
-from planner.kv_cache import KVLayout, kv_bytes_per_sequence
-from planner.model_spec import ModelSpec
-from planner.params import count_params, layer_kinds
-from planner.precision import WeightFormat, dtype_bytes
-from planner.serving_spec import Efficiency, ServingSpec
+from planner.model.kv_cache import KVLayout, kv_bytes_per_sequence
+from planner.model.params import count_params, layer_kinds
+from planner.model.precision import WeightFormat, dtype_bytes
+from planner.model.spec import ModelSpec
+from planner.serving.spec import Efficiency, ServingSpec
 
 __all__ = [
     "DecodeEstimate",

@@ -1,7 +1,8 @@
 """What a training configuration costs per parameter, and the shapes of its micro-batch.
 
 Bytes per trainable parameter by role (weight, gradient, fp32 master, optimizer state), the frozen base (NF4 for
-QLoRA), the micro-batch's shapes for the activation ledger (planner.activations) and which parts of a block train.
+QLoRA), the micro-batch's shapes for the activation ledger (planner.training.activations) and which parts of a
+block train.
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import ceil
 
-from planner.activations import LayerGrads, TrainShapes
-from planner.model_spec import ModelSpec
-from planner.params import count_params, layer_kinds
-from planner.peft_params import TrainableParams
-from planner.precision import WeightFormat, linear_weight_bytes
-from planner.training_spec import IA3Spec, LoRASpec, Precision, QLoRASpec, TrainingSpec
+from planner.model.params import count_params, layer_kinds
+from planner.model.precision import WeightFormat, linear_weight_bytes
+from planner.model.spec import ModelSpec
+from planner.training.activations import LayerGrads, TrainShapes
+from planner.training.peft_params import TrainableParams
+from planner.training.spec import IA3Spec, LoRASpec, Precision, QLoRASpec, TrainingSpec
 
 __all__ = ["ParamBytes", "layer_grads", "param_bytes", "sharded", "train_shapes"]
 

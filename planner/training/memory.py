@@ -3,20 +3,20 @@
 Peak memory is a timeline, not a sum. Between the end of the forward pass and the optimizer step, memory
 holds either all saved activations (start of backward) or all gradients (after backward); the sum of both is
 never live at once (grads grow while activations shrink), so each candidate moment is sized on its own:
-planner.backward_moments inside backward, the optimizer step here.
+planner.training.backward_moments inside backward, the optimizer step here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.backward_moments import backward_moments
 from planner.explain import MemoryBreakdown, Term, breakdown
-from planner.model_spec import ModelSpec
-from planner.params import layer_kinds
-from planner.peft_params import TrainableParams
-from planner.training_spec import TrainingSpec
-from planner.training_state import ParamBytes, param_bytes, sharded
+from planner.model.params import layer_kinds
+from planner.model.spec import ModelSpec
+from planner.training.backward_moments import backward_moments
+from planner.training.peft_params import TrainableParams
+from planner.training.spec import TrainingSpec
+from planner.training.state import ParamBytes, param_bytes, sharded
 
 __all__ = ["TrainingPhases", "training_phases"]
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from planner.activations import FP32, LayerGrads, TrainShapes, mlp_width, moe_combine_bytes
-from planner.model_spec import ModelSpec
-from planner.params import block_layout
+from planner.model.params import block_layout
+from planner.model.spec import ModelSpec
+from planner.training.activations import FP32, LayerGrads, TrainShapes, mlp_width, moe_combine_bytes
 
 __all__ = ["BlockBackward", "block_backward"]
 

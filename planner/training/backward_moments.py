@@ -2,12 +2,15 @@
 
 loss_backward (every saved tensor and the cross-entropy gradients), the last block's backward, block 0's under full
 checkpointing (every other gradient already produced), and the eager or math attention backward. What a block's
-backward adds to its saved tensors is planner.block_backward's.
+backward adds to its saved tensors is planner.training.block_backward's.
 """
 
 from __future__ import annotations
 
-from planner.activations import (
+from planner.explain import Term
+from planner.model.params import block_layout, count_params
+from planner.model.spec import ModelSpec
+from planner.training.activations import (
     SavedActivations,
     SavedLedger,
     TrainShapes,
@@ -15,13 +18,10 @@ from planner.activations import (
     model_saved_bytes,
     rope_table_bytes,
 )
-from planner.block_backward import block_backward
-from planner.explain import Term
-from planner.model_spec import ModelSpec
-from planner.params import block_layout, count_params
-from planner.peft_params import TrainableParams
-from planner.training_spec import AttentionImpl, Checkpointing, Precision, TrainingSpec
-from planner.training_state import layer_grads, param_bytes, sharded, train_shapes
+from planner.training.block_backward import block_backward
+from planner.training.peft_params import TrainableParams
+from planner.training.spec import AttentionImpl, Checkpointing, Precision, TrainingSpec
+from planner.training.state import layer_grads, param_bytes, sharded, train_shapes
 
 __all__ = ["CHECKPOINT_INPUTS_TERM", "backward_moments"]
 
@@ -99,13 +99,13 @@ def _text_tokens(t: TrainingSpec, shp: TrainShapes) -> int:
 def _block_backward_terms(
     spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, shp: TrainShapes, saved: SavedLedger, moe: bool, which: str
 ) -> list[Term]:
-    """The gradient entering a block (p·T·h) and what its backward holds at its peak (planner.block_backward)."""
+    """The gradient entering a block (p·T·h) and what its backward holds at its peak (training.block_backward)."""
     grad_bytes = param_bytes(spec, t, tp).grad
     recomputed = t.gradient_checkpointing is Checkpointing.FULL
     peak = block_backward(
         spec, shp, layer_grads(t, tp), saved, moe_layer=moe, recomputed=recomputed, grad_bytes=grad_bytes
     )
-    src = "derived here (planner.block_backward); measured by the probe grid (models/)"
+    src = "derived here (planner.training.block_backward); measured by the probe grid (models/)"
     return [
         Term(
             name="activations/block_output_grad",
@@ -132,7 +132,7 @@ def _outside_blocks_kept(a: SavedActivations) -> Term:
         bytes=sum(kept.values()),
         formula="RoPE tables, labels, soft-prompt indices",
         detail=_top(kept),
-        source="derived here from the tensors autograd saves (planner.activations)",
+        source="derived here from the tensors autograd saves (planner.training.activations)",
     )
 
 
@@ -143,7 +143,7 @@ def _first_block_backward(
 
     Gradients live: all trainable but block 0's and the embedding's; block 0's saved tensors (under full
     checkpointing: its input and the recomputed block); the gradient entering it and its backward's own
-    temporaries (planner.block_backward). Matters when weights are large next to activations (MoE experts,
+    temporaries (planner.training.block_backward). Matters when weights are large next to activations (MoE experts,
     few tokens): the gradients have grown to nearly all of them.
     Source: measured by the probe grid (models/, live storages at the peak of backward).
     """
@@ -171,7 +171,7 @@ def _first_block_backward(
                 bytes=a.first_ledger.total,
                 formula="block 0's saved tensors",
                 detail=_top(a.first_ledger),
-                source="derived here from the tensors autograd saves (planner.activations)",
+                source="derived here from the tensors autograd saves (planner.training.activations)",
             ),
             _outside_blocks_kept(a),
             *own,
@@ -201,8 +201,8 @@ def _last_block_backward(
 ) -> list[Term]:
     """The last block's backward: earlier blocks' saved tensors (or checkpoint inputs), the last block's
     (recomputed under full checkpointing), what outside the blocks is still alive, and the block's own
-    backward (planner.block_backward). Selective recomputation is not modelled at this moment."""
-    src = "derived here from the tensors autograd saves (planner.activations)"
+    backward (planner.training.block_backward). Selective recomputation is not modelled at this moment."""
+    src = "derived here from the tensors autograd saves (planner.training.activations)"
     if a.recomputed_block:
         own = Term(
             name="activations/recomputed_block",
@@ -260,7 +260,7 @@ def backward_moments(
     """
     shp = train_shapes(spec, t, micro_batch)
     a = _saved(spec, t, tp, micro_batch)
-    src = "derived here from the tensors autograd saves (planner.activations); Korthikanti et al. 2022 §4"
+    src = "derived here from the tensors autograd saves (planner.training.activations); Korthikanti et al. 2022 §4"
     blocks = Term(
         name="activations/blocks",
         bytes=a.blocks.total,

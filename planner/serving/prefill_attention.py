@@ -1,7 +1,7 @@
 """The prefill attention moment of kernels that materialize the s² scores: SDPA's math fallback and eager.
 
 A fused kernel (flash, memory-efficient) streams the scores through on-chip tiles, so a prefill layer peaks in its
-FFN (planner.serving_memory). The math and eager kernels allocate B·n_h·s² scores, in fp32, which moves the peak to
+FFN (planner.serving.memory). The math and eager kernels allocate B·n_h·s² scores, in fp32, which moves the peak to
 the attention softmax once s is long enough. Only the transformers engines run them (ServingSpec refuses them for
 vllm and sglang). Derived here from the code transformers 5 and torch run (`eager_attention_forward`,
 `_scaled_dot_product_attention_math`) for one forward over B prompts of s tokens (T = B·s), and measured by the
@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from math import ceil
 
-from planner.activations import attention_head_dims
 from planner.explain import Term
-from planner.kv_cache import local_kv_heads
-from planner.model_spec import ModelSpec
-from planner.precision import dtype_bytes
-from planner.serving_spec import ServingSpec
-from planner.training_spec import AttentionImpl
+from planner.model.kv_cache import local_kv_heads
+from planner.model.precision import dtype_bytes
+from planner.model.spec import ModelSpec
+from planner.serving.spec import ServingSpec
+from planner.training.activations import attention_head_dims
+from planner.training.spec import AttentionImpl
 
 __all__ = ["attention_moment_terms", "eager_mask_term"]
 

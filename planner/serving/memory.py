@@ -5,14 +5,14 @@ from __future__ import annotations
 from functools import lru_cache
 from math import ceil
 
-from planner.activations import FUSED_QKV_FAMILIES, moe_combine_bytes
 from planner.explain import Term
-from planner.kv_cache import kv_split, local_kv_heads
-from planner.model_spec import ModelSpec
-from planner.params import Linear, layer_kinds
-from planner.precision import DType, WeightFormat, dtype_bytes, format_bits_note, linear_weight_bytes
-from planner.prefill_attention import attention_moment_terms, eager_mask_term
-from planner.serving_spec import ServingSpec
+from planner.model.kv_cache import kv_split, local_kv_heads
+from planner.model.params import Linear, layer_kinds
+from planner.model.precision import DType, WeightFormat, dtype_bytes, format_bits_note, linear_weight_bytes
+from planner.model.spec import ModelSpec
+from planner.serving.prefill_attention import attention_moment_terms, eager_mask_term
+from planner.serving.spec import ServingSpec
+from planner.training.activations import FUSED_QKV_FAMILIES, moe_combine_bytes
 
 __all__ = ["activation_terms", "overhead_terms", "weight_terms"]
 
@@ -61,7 +61,7 @@ def _weight_bytes(
 def weight_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
     """Weights on one GPU, by storage class.
 
-    Source: linear storage per format in planner.precision.linear_weight_bytes; tensor-parallel split of
+    Source: linear storage per format in planner.model.precision.linear_weight_bytes; tensor-parallel split of
       column/row-parallel linears and vocab-parallel embeddings after Megatron-LM (Shoeybi et al. 2019 §3).
     """
     fmt, tp, emb = serving.weight_format, serving.tensor_parallel, serving.embedding_dtype
@@ -73,7 +73,7 @@ def weight_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
             bytes=q,
             formula="Σ_layers Σ_linears storage(d_in, d_out, format)",
             detail=f"decoder linears in {format_bits_note(fmt, serving.quant_group_size)}{split}",
-            source="QLoRA §3, GPTQ, AWQ storage layouts (see planner.precision); Megatron-LM §3 for TP",
+            source="QLoRA §3, GPTQ, AWQ storage layouts (see planner.model.precision); Megatron-LM §3 for TP",
         ),
         Term(
             name="weights/embedding",
@@ -194,7 +194,7 @@ def activation_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
     Formula: c·T·h·b (c = the engine's live hidden copies: 2 fused, 4 transformers) + max(attention q,k,v,o,
       FFN intermediates)·b, T = token budget; MoE layers as a fused kernel caches them, or as transformers 5's
       grouped-matmul experts hold them (`_grouped_mm_moe_bytes`); with an s²-materializing kernel (SDPA math,
-      eager) the larger of that and the moment at its softmax (planner.prefill_attention), plus eager's mask;
+      eager) the larger of that and the moment at its softmax (planner.serving.prefill_attention), plus eager's mask;
       logits: rows·V·(b + 4) with rows = T (all positions) or B (last position only).
     Source: derived here; inference keeps no tensors for backward, so only one layer's intermediates are
       alive at once (vLLM profiles the same peak with a dummy forward of max_num_batched_tokens tokens).

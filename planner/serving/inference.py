@@ -5,17 +5,17 @@ from __future__ import annotations
 from pydantic import Field
 
 from planner._base import FrozenSpec
-from planner.capacity import KVCapacity, kv_capacity
 from planner.catalog import Catalog
 from planner.explain import MemoryBreakdown, Term, breakdown
 from planner.gpu_spec import GpuSpec
-from planner.kv_cache import KVLayout, check_tensor_parallel
-from planner.model_spec import AttentionKind, ModelSpec
-from planner.precision import dtype_bytes
+from planner.model.kv_cache import KVLayout, check_tensor_parallel
+from planner.model.precision import dtype_bytes
+from planner.model.spec import AttentionKind, ModelSpec
 from planner.refs import GpuRef, ModelRef, ResolvedModel, resolve_gpu, resolve_model
-from planner.serving_memory import activation_terms, overhead_terms, weight_terms
-from planner.serving_spec import Efficiency, ServingSpec
-from planner.throughput import DecodeEstimate, PrefillEstimate, decode_estimate, prefill_estimate
+from planner.serving.capacity import KVCapacity, kv_capacity
+from planner.serving.memory import activation_terms, overhead_terms, weight_terms
+from planner.serving.spec import Efficiency, ServingSpec
+from planner.serving.throughput import DecodeEstimate, PrefillEstimate, decode_estimate, prefill_estimate
 
 __all__ = ["InferenceEstimate", "InferenceRequest", "estimate_inference"]
 

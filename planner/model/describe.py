@@ -7,11 +7,11 @@ from typing import Any
 from pydantic import Field
 
 from planner._base import FrozenSpec
-from planner.hf_config import HFConfig
-from planner.hf_import import ImportedModel, import_hf_config
-from planner.kv_cache import KVLayout, kv_bytes_per_token
-from planner.params import ParamCounts, count_params
-from planner.precision import DType, dtype_bytes
+from planner.model.hf_config import HFConfig
+from planner.model.hf_import import ImportedModel, import_hf_config
+from planner.model.kv_cache import KVLayout, kv_bytes_per_token
+from planner.model.params import ParamCounts, count_params
+from planner.model.precision import DType, dtype_bytes
 
 __all__ = ["ImportDescription", "KVBytesPerToken", "describe_import"]
 
@@ -40,7 +40,7 @@ def describe_import(raw: dict[str, Any] | HFConfig) -> ImportDescription:
 
     Formula: params as count_params; KV bytes per token as kv_bytes_per_token (e.g. GQA 2·L·n_kv·d_h·b_kv,
       MLA latent L·(d_c + d_R)·b_kv, MLA expanded L·n_h·(d_nope + d_R + d_v)·b_kv).
-    Source: see planner.params.count_params and planner.kv_cache.kv_bytes_per_token.
+    Source: see planner.model.params.count_params and planner.model.kv_cache.kv_bytes_per_token.
     Raises: SpecError naming the config.json keys that are missing or invalid.
     """
     imported = import_hf_config(raw)

@@ -7,7 +7,7 @@ from functools import lru_cache
 from math import ceil
 
 from planner.errors import FieldProblem, SpecError
-from planner.model_spec import ModelSpec
+from planner.model.spec import ModelSpec
 
 __all__ = [
     "KVLayout",

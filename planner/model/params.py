@@ -12,7 +12,7 @@ from functools import lru_cache
 from pydantic import Field
 
 from planner._base import FrozenSpec
-from planner.model_spec import ModelSpec
+from planner.model.spec import ModelSpec
 
 __all__ = [
     "LayerKindParams",

@@ -1,0 +1,1 @@
+"""Serving: engine profiles, serving memory, step time, capacity and the inference estimate."""

@@ -1,0 +1,1 @@
+"""Fine-tuning: TrainingSpec with PEFT methods, saved activations, candidate peaks, throughput."""
