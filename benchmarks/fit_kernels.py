@@ -1,0 +1,445 @@
+"""Fit memplan's compact kernel tables from aiconfigurator-core's measured kernel latencies.
+
+Run (needs pandas and pyarrow, and the aiconfigurator-core wheel, which ships the measured tables; none of these
+are memplan dependencies):
+    python -m venv /tmp/aicvenv && /tmp/aicvenv/bin/pip install aiconfigurator-core==0.12.0 pandas pyarrow
+    PYTHONPATH=. /tmp/aicvenv/bin/python benchmarks/fit_kernels.py [--gpus h100-sxm h200 b200] [--engines vllm ...]
+Writes planner/calibration/kernels/<gpu>.<engine>.json: per operator class, log(efficiency) on a log-spaced grid
+of shapes (efficiency = roofline / measured latency, planner.calibration.rooflines), the kernel that was measured,
+its latency floor, the provenance (package version, engine version of the data, device, sha256 of each file) and a
+fit report: the error of the table against the measured points it did not store (GEMM shapes off the grid, MoE token
+counts between grid points).
+
+These tables are fitted on kernel measurements only. End-to-end serving runs (silicon_sample.csv) never enter here:
+they score the model (benchmarks/validate_serving.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import math
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+
+from planner.calibration.kernels import _parse  # noqa: E402
+from planner.calibration.rooflines import (  # noqa: E402
+    Roofline,
+    allreduce_roofline_s,
+    context_attention_roofline_s,
+    elementwise_roofline_s,
+    gemm_roofline_s,
+    generation_attention_roofline_s,
+    mla_roofline_s,
+    moe_roofline_s,
+)
+
+OUT = ROOT / "planner" / "calibration" / "kernels"
+MS = 1e-3
+# memplan GPU id -> aiconfigurator-core system directory
+SYSTEMS = {"h100-sxm": "h100_sxm", "h200": "h200_sxm", "b200": "b200_sxm", "a100-80gb": "a100_sxm", "l40s": "l40s"}
+ENGINES = ("vllm", "sglang", "trtllm")
+MAX_MOE_GPUS = 16  # MoE tables kept for TP × EP up to two 8-GPU nodes
+GEMM_M = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
+GEMM_NK = [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536]
+DTYPES = {
+    "bfloat16": "bf16",
+    "fp8": "fp8",
+    "fp8_block": "fp8_block",
+    "nvfp4": "nvfp4",
+    "int4_wo": "int4",
+    "w4a16_mxfp4": "mxfp4",
+    "int8_wo": "int8",
+}
+# The kernel each engine runs by default where a table measured several (reason beside each). Keys not listed
+# take the kernel with the most measured rows.
+PREFERRED = {
+    ("vllm", "attention", 90): "vllm_flash_attn_fa3",  # vLLM's FLASH_ATTN backend selects FA3 on SM90
+    ("vllm", "attention", 100): "vllm_flashinfer_trtllmprefill",  # FlashInfer TRT-LLM kernels on SM100
+    ("sglang", "attention", 90): "fa3",  # attention_lane_defaults.yaml: sglang 0.5.14 SM90 -> fa3
+    ("sglang", "attention", 100): "trtllm_mha",  # SGLang's Blackwell default (trtllm_mha backend)
+    ("vllm", "gemm_fp8_block", 90): "DeepGemmFp8BlockScaledMMKernel",  # VLLM_USE_DEEP_GEMM on SM90
+    ("vllm", "gemm_fp8_block", 100): "DeepGemmFp8BlockScaledMMKernel",
+    ("vllm", "allreduce", 0): "vLLM_custom_graph",  # decode runs under CUDA graphs
+    ("sglang", "allreduce", 0): "SGLang_CustomAllReduce_graph",
+}
+SM = {"h100_sxm": 90, "h200_sxm": 90, "b200_sxm": 100, "a100_sxm": 80, "l40s": 89}
+
+
+def read(path: Path) -> pd.DataFrame:
+    """A measured table without its failed measurements (zero, negative or missing latency)."""
+    df = pd.read_parquet(path)
+    return df[df["latency"].notna() & (df["latency"] > 0)]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def latest(system_dir: Path, op: str, engine: str, filename: str) -> Path | None:
+    """The newest engine version directory holding `filename` for this op."""
+    base = system_dir / op / engine
+    if not base.is_dir():
+        return None
+    versions = sorted(
+        (p for p in base.iterdir() if (p / filename).is_file()), key=lambda p: _version_key(p.name), reverse=True
+    )
+    return versions[0] / filename if versions else None
+
+
+def _version_key(v: str) -> tuple[int, ...]:
+    nums = []
+    for part in v.replace("rc", ".").replace("post", ".").split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        nums.append(int(digits) if digits else 0)
+    return tuple(nums)
+
+
+def pick_kernel(df: pd.DataFrame, engine: str, op: str, sm: int) -> pd.DataFrame:
+    want = PREFERRED.get((engine, op, sm)) or PREFERRED.get((engine, op, 0))
+    kernels = df["kernel_source"].value_counts()
+    kernel = want if want in kernels.index else kernels.index[0]
+    return df[df["kernel_source"] == kernel]
+
+
+def grid_values(points: dict[tuple[float, ...], float], axes: list[list[float]]) -> tuple[list[float], int]:
+    """Row-major values over the product of axes; a missing point takes the nearest measured one (log distance)."""
+    import itertools
+
+    measured = list(points.items())
+    values, filled = [], 0
+    for coords in itertools.product(*axes):
+        value = points.get(coords)
+        if value is None:
+            filled += 1
+            value = min(
+                measured,
+                key=lambda kv: sum(abs(math.log(a / b)) for a, b in zip(kv[0], coords, strict=True)),
+            )[1]
+        values.append(round(value, 3))
+    return values, filled
+
+
+def roofline_for(gpu: dict[str, Any]) -> Roofline:
+    flops = {k: float(v) for k, v in gpu["peak_flops_per_s"].items()}
+    return Roofline(flops, float(gpu["memory_bandwidth_bytes_per_s"]), float(gpu["interconnect_bandwidth_bytes_per_s"]))
+
+
+def fit_gemm(path: Path, engine: str, sm: int, roof: Roofline) -> tuple[dict[str, Any], dict[str, Any]]:
+    df = read(path)
+    out, report = {}, {}
+    for raw_dtype, g in df.groupby("gemm_dtype"):
+        fmt = DTYPES.get(str(raw_dtype))
+        if fmt is None:
+            continue
+        g = pick_kernel(g, engine, f"gemm_{fmt}", sm)
+        kernel = str(g["kernel_source"].iloc[0])
+        g = g.groupby(["m", "n", "k"], as_index=False)["latency"].median()
+        g["roof"] = [gemm_roofline_s(int(m), int(n), int(k), fmt, roof) for m, n, k in zip(g.m, g.n, g.k, strict=True)]
+        g["log_eff"] = (g["roof"] / (g["latency"] * MS)).map(math.log)
+        on = g[g.m.isin(GEMM_M) & g.n.isin(GEMM_NK) & g.k.isin(GEMM_NK)]
+        points = {(float(m), float(n), float(k)): v for m, n, k, v in zip(on.m, on.n, on.k, on.log_eff, strict=True)}
+        axes = [[float(x) for x in GEMM_M], [float(x) for x in GEMM_NK], [float(x) for x in GEMM_NK]]
+        values, filled = grid_values(points, axes)
+        out[fmt] = {
+            "kernel": kernel,
+            "axes": axes,
+            "log_eff": values,
+            "floor_us": round(float(g["latency"].min()) * 1e3, 3),
+        }
+        held = g[(g.m >= 1) & (g.n >= 128) & (g.k >= 128) & ~(g.m.isin(GEMM_M) & g.n.isin(GEMM_NK) & g.k.isin(GEMM_NK))]
+        report[fmt] = {"grid_points": len(values), "filled": filled, "heldout": held[["m", "n", "k", "latency"]]}
+    return out, report
+
+
+def fit_attention(path: Path, engine: str, sm: int, roof: Roofline, phase: str) -> dict[str, Any]:
+    """Prefill tables keyed by (n_h, n_kv, d) over (batch, prompt length); decode tables keyed by (n_kv, d) over
+    (batch, cached length): the decode kernel reads the cache, and its latency changes by 2–4 % (median) across
+    query-head counts at fixed KV heads (aiconfigurator-core H200 vLLM FA3 table), so those are pooled (median)."""
+    df = pick_kernel(read(path), engine, "attention", sm)
+    kernel = str(df["kernel_source"].iloc[0])
+    out: dict[str, Any] = {}
+    context = phase == "context"
+    s_col = "isl" if context else "step"
+    key_cols = ["num_heads", "num_key_value_heads", "head_dim"] if context else ["num_key_value_heads", "head_dim"]
+    for (kv_dtype, window), g in df.groupby(["kv_cache_dtype", "window_size"]):
+        kv = DTYPES.get(str(kv_dtype), str(kv_dtype))
+        if context and kv != "bf16":
+            continue  # prefill attention reads bf16 q, k, v; the fp8 cache only changes decode
+        kv_bytes = 2.0 if kv == "bf16" else 1.0
+        tables = []
+        for key, gg in g.groupby(key_cols):
+            if context:
+                n_h, n_kv, d = (int(x) for x in key)
+            else:
+                n_kv, d = (int(x) for x in key)
+                n_h = n_kv  # the roofline's memory term does not depend on n_h; its FLOPs use n_kv heads
+            pts: dict[tuple[float, ...], list[float]] = {}
+            fn = context_attention_roofline_s if context else generation_attention_roofline_s
+            for b, s, lat in zip(gg.batch_size, gg[s_col], gg.latency, strict=True):
+                r = fn(int(b), int(s), n_h, n_kv, d, int(window), kv_bytes, roof)
+                pts.setdefault((float(b), float(s)), []).append(math.log(r / (lat * MS)))
+            med = {k: sorted(v)[len(v) // 2] for k, v in pts.items()}
+            axes = [sorted({k[0] for k in med}), sorted({k[1] for k in med})]
+            values, _ = grid_values(med, axes)
+            entry = {
+                "n_kv": n_kv,
+                "d": d,
+                "axes": axes,
+                "log_eff": values,
+                "floor_us": round(float(gg.latency.min()) * 1e3, 3),
+            }
+            if context:
+                entry["n_h"] = n_h
+            tables.append(entry)
+        out[f"{kv}/{int(window)}"] = {"kernel": kernel, "tables": tables}
+    return out
+
+
+def fit_mla(system_dir: Path, engine: str, phase: str) -> dict[str, Any]:
+    """MLA attention cores (absorbed decode over the latent cache; prefill over expanded heads), keyed by local heads
+    n_h/TP over (batch, length). vLLM's tables time whole attention modules (projections included), so vLLM borrows
+    SGLang's core tables: both run FlashMLA-class kernels on these GPUs. Normalized by the MLA roofline with
+    DeepSeek-V3's dimensions (d_c = 512, d_R = 64, d_qk = 192, d_v = 128)."""
+    name = f"{phase}_mla_perf.parquet"
+    source_engine = engine
+    path = latest(system_dir, "mla", engine, name)
+    if path is None:
+        source_engine = "sglang" if engine == "vllm" else "trtllm"
+        path = latest(system_dir, "mla", source_engine, name)
+    if path is None:
+        return {}
+    df = read(path)
+    df = df[df["tp_size"] == df["tp_size"].min()] if phase == "context" else df
+    out: dict[str, Any] = {"source": f"{source_engine}/{path.parent.name}/{name}"}
+    s_col = "isl" if phase == "context" else "step"
+    for kv_dtype, g in df.groupby("kv_cache_dtype"):
+        kv = DTYPES.get(str(kv_dtype), str(kv_dtype))
+        tables = []
+        for n_h, gg in g.groupby("num_heads"):
+            gg = gg.groupby(["batch_size", s_col], as_index=False)["latency"].median()
+            pts = {}
+            for b, s_, lat in zip(gg.batch_size, gg[s_col], gg.latency, strict=True):
+                r = mla_roofline_s(int(b), int(s_), int(n_h), kv, phase, ROOF_CACHE["roof"])
+                pts[(float(b), float(s_))] = math.log(r / (lat * MS))
+            axes = [sorted({k[0] for k in pts}), sorted({k[1] for k in pts})]
+            values, _ = grid_values(pts, axes)
+            tables.append(
+                {"n_h": int(n_h), "axes": axes, "log_eff": values, "floor_us": round(float(gg.latency.min()) * 1e3, 3)}
+            )
+        out[kv] = {"kernel": str(df["kernel_source"].iloc[0]), "tables": tables}
+    return out
+
+
+ROOF_CACHE: dict[str, Roofline] = {}
+
+
+def fit_moe(path: Path, engine: str, roof: Roofline) -> tuple[dict[str, Any], dict[str, Any]]:
+    df = read(path)
+    if "distribution" in df:
+        df = df[df["distribution"] == "power_law_1.01"]  # aiconfigurator's default routing imbalance for MoE models
+    out: dict[str, Any] = {}
+    report: dict[str, Any] = {}
+    for raw_dtype, g in df.groupby("moe_dtype"):
+        fmt = DTYPES.get(str(raw_dtype))
+        if fmt is None:
+            continue
+        tables, held_rows = [], []
+        keys = ["hidden_size", "inter_size", "topk", "num_experts", "moe_tp_size", "moe_ep_size"]
+        for key, gg in g.groupby(keys):
+            if int(key[4]) * int(key[5]) > MAX_MOE_GPUS:
+                continue
+            kernel = gg["kernel_source"].value_counts().index[0]  # the kernel measured most for this shape
+            gg = gg[gg["kernel_source"] == kernel].groupby("num_tokens", as_index=False)["latency"].median()
+            h, f, k, e, tp, ep = (int(x) for x in key)
+            pts, all_pts = {}, []
+            for i, (t, lat) in enumerate(zip(gg.num_tokens, gg.latency, strict=True)):
+                le = math.log(moe_roofline_s(int(t), h, f, k, e, tp, ep, fmt, roof) / (lat * MS))
+                all_pts.append((int(t), lat))
+                if i % 2 == 0 or i == len(gg) - 1:  # every other token count is held out of the grid
+                    pts[(float(t),)] = le
+            axes = [sorted(k[0] for k in pts)]
+            values, _ = grid_values(pts, axes)
+            tables.append(
+                {
+                    "h": h,
+                    "f": f,
+                    "k": k,
+                    "experts": e,
+                    "tp": tp,
+                    "ep": ep,
+                    "kernel": str(kernel),
+                    "axes": axes,
+                    "log_eff": values,
+                    "floor_us": round(float(gg.latency.min()) * 1e3, 3),
+                }
+            )
+            held_rows += [(h, f, k, e, tp, ep, t, lat) for t, lat in all_pts if (float(t),) not in pts]
+        out[fmt] = {"tables": tables}
+        report[fmt] = held_rows
+    return out, report
+
+
+def fit_allreduce(system_dir: Path, engine: str, roof: Roofline) -> dict[str, Any]:
+    path = latest(system_dir, "comm", engine, "custom_allreduce_perf.parquet")
+    if path is not None:
+        df = pick_kernel(read(path), engine, "allreduce", 0)
+    else:
+        path = latest(system_dir, "comm", "nccl", "nccl_perf.parquet")
+        assert path is not None, system_dir
+        df = read(path)
+        df = df[(df.op_name == "all_reduce") & (df.nccl_dtype == "half")]
+    out = {}
+    for n, g in df.groupby("num_gpus"):
+        g = g.groupby("message_size", as_index=False)["latency"].median()
+        pts = {
+            (float(m),): math.log(allreduce_roofline_s(int(m), int(n), roof) / (lat * MS))
+            for m, lat in zip(g.message_size, g.latency, strict=True)
+        }
+        axes = [sorted(k[0] for k in pts)]
+        values, _ = grid_values(pts, axes)
+        kernel = str(df["kernel_source"].iloc[0]) if "kernel_source" in df else "NCCL"
+        out[str(int(n))] = {
+            "kernel": kernel,
+            "axes": axes,
+            "log_eff": values,
+            "floor_us": round(float(g.latency.min()) * 1e3, 3),
+            "source": str(path.relative_to(system_dir)),
+        }
+    return out
+
+
+def fit_elementwise(system_dir: Path, engine: str, roof: Roofline) -> dict[str, Any]:
+    """A memory-bound reference kernel: per-token fp8 quantization reads 2 B and writes 1 B per element."""
+    path = latest(system_dir, "quantize", engine, "computescale_perf.parquet")
+    assert path is not None
+    df = read(path)
+    df = df.assign(moved=df.m * df.k * 3.0).groupby("moved", as_index=False)["latency"].median()
+    # bucket to powers of two so the axis is strictly increasing and compact
+    df["bucket"] = df.moved.map(lambda b: 2.0 ** round(math.log2(b)))
+    df = df.groupby("bucket", as_index=False)["latency"].median()
+    pts = {
+        (float(b),): math.log(elementwise_roofline_s(b, roof) / (lat * MS))
+        for b, lat in zip(df.bucket, df.latency, strict=True)
+    }
+    axes = [sorted(k[0] for k in pts)]
+    values, _ = grid_values(pts, axes)
+    return {
+        "kernel": str(path.parent.name) + ":computescale",
+        "axes": axes,
+        "log_eff": values,
+        "floor_us": round(float(df.latency.min()) * 1e3, 3),
+    }
+
+
+def ape_stats(pred: list[float], meas: list[float]) -> dict[str, float]:
+    errs = sorted(abs(p / m - 1.0) for p, m in zip(pred, meas, strict=True))
+    if not errs:
+        return {"points": 0}
+    return {
+        "points": len(errs),
+        "median_ape": round(errs[len(errs) // 2], 4),
+        "p90_ape": round(errs[int(len(errs) * 0.9)], 4),
+    }
+
+
+def fit_pair(gpu_id: str, engine: str, data_root: Path, gpus: dict[str, Any]) -> dict[str, Any] | None:
+    system = SYSTEMS[gpu_id]
+    system_dir = data_root / system
+    sm = SM[system]
+    roof = roofline_for(gpus[gpu_id])
+    files = {
+        "gemm": latest(system_dir, "gemm", engine, "gemm_perf.parquet"),
+        "context_attention": latest(system_dir, "attention", engine, "context_attention_perf.parquet"),
+        "generation_attention": latest(system_dir, "attention", engine, "generation_attention_perf.parquet"),
+        "moe": latest(system_dir, "moe", engine, "moe_perf.parquet"),
+    }
+    if any(p is None for p in files.values()):
+        print(f"skip {gpu_id}/{engine}: missing {[k for k, p in files.items() if p is None]}", file=sys.stderr)
+        return None
+    ROOF_CACHE["roof"] = roof
+    gemm, gemm_report = fit_gemm(files["gemm"], engine, sm, roof)  # type: ignore[arg-type]
+    moe, moe_report = fit_moe(files["moe"], engine, roof)  # type: ignore[arg-type]
+    table = {
+        "schema": 1,
+        "gpu": gpu_id,
+        "engine": engine,
+        "engine_version": files["gemm"].parent.name,  # type: ignore[union-attr]
+        "device": str(pd.read_parquet(files["gemm"], columns=["device"]).device.iloc[0]),
+        "provenance": {},
+        "roofline": {
+            "flops_per_s": roof.flops_per_s,
+            "bytes_per_s": roof.bytes_per_s,
+            "link_bytes_per_s": roof.link_bytes_per_s,
+            "source": "planner/catalog/gpus.json",
+        },
+        "gemm": gemm,
+        "context_attention": fit_attention(files["context_attention"], engine, sm, roof, "context"),  # type: ignore[arg-type]
+        "generation_attention": fit_attention(files["generation_attention"], engine, sm, roof, "generation"),  # type: ignore[arg-type]
+        "moe": moe,
+        "mla_context": fit_mla(system_dir, engine, "context"),
+        "mla_generation": fit_mla(system_dir, engine, "generation"),
+        "allreduce": fit_allreduce(system_dir, engine, roof),
+        "elementwise": fit_elementwise(system_dir, engine, roof),
+    }
+    used = {k: p for k, p in files.items() if p is not None}
+    table["provenance"] = {
+        "package": "aiconfigurator-core",
+        "package_version": metadata.version("aiconfigurator-core"),
+        "license": "Apache-2.0 (NVIDIA); measured kernel latencies",
+        "system": system,
+        "versions": {k: p.parent.name for k, p in used.items()},
+        "files": {str(p.relative_to(data_root)): sha256(p) for p in used.values()},
+        "fitted": dt.date.today().isoformat(),
+        "script": "benchmarks/fit_kernels.py",
+    }
+    # held-out report through the planner's own reader
+    parsed = _parse(table)
+    report: dict[str, Any] = {}
+    for fmt, rep in gemm_report.items():
+        held = rep["heldout"]
+        pred = [parsed.gemm_s(int(m), int(n), int(k), fmt) for m, n, k in zip(held.m, held.n, held.k, strict=True)]
+        report[f"gemm/{fmt}"] = {**ape_stats(pred, list(held.latency * MS)), "grid_points": rep["grid_points"]}
+    for fmt, rows in moe_report.items():
+        pred = [parsed.moe_s(t, h, f, k, e, tp, ep, fmt) for h, f, k, e, tp, ep, t, _ in rows]
+        report[f"moe/{fmt}"] = ape_stats(pred, [lat * MS for *_, lat in rows])
+    table["fit_report"] = {
+        "what": "error of the table against measured points it does not store (GEMM shapes off the grid, "
+        "every other MoE token count); attention tables store every measured (batch, length) point",
+        **report,
+    }
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--gpus", nargs="*", default=["h100-sxm", "h200", "b200"])
+    parser.add_argument("--engines", nargs="*", default=list(ENGINES))
+    args = parser.parse_args()
+    import aiconfigurator_core
+
+    data_root = Path(aiconfigurator_core.__file__).parent / "systems" / "data"
+    gpus = {g["id"]: g for g in json.loads((ROOT / "planner/catalog/gpus.json").read_text())["gpus"]}
+    OUT.mkdir(parents=True, exist_ok=True)
+    for gpu_id in args.gpus:
+        for engine in args.engines:
+            table = fit_pair(gpu_id, engine, data_root, gpus)
+            if table is None:
+                continue
+            path = OUT / f"{gpu_id}.{engine}.json"
+            path.write_text(json.dumps(table, separators=(",", ":")) + "\n")
+            rep = {k: v for k, v in table["fit_report"].items() if k != "what"}
+            print(f"{path.relative_to(ROOT)} {path.stat().st_size / 1e3:.0f} kB {json.dumps(rep)}")
+
+
+if __name__ == "__main__":
+    main()

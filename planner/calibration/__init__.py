@@ -1,0 +1,1 @@
+"""Calibration: measured kernel tables per (GPU, engine) and the validation status of each answer."""

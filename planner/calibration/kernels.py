@@ -1,0 +1,237 @@
+"""Measured kernel latencies per (GPU, engine), read from the compact tables benchmarks/fit_kernels.py writes.
+
+Each table (planner/calibration/kernels/<gpu>.<engine>.json) is fitted from aiconfigurator-core's measured kernel
+data for that GPU and engine version and names its provenance (package, data version, device, files and their
+sha256). It stores, per operator class, log(η) on a log-spaced grid of shapes, η = roofline / measured
+(planner.calibration.rooflines), plus the kernel's latency floor. A latency is roofline / η, never below the floor.
+Shapes outside a table's key set (a head count or MoE shape nobody measured) fall back to the nearest measured key
+in log distance, scaled by the roofline ratio; what was used is named in the answer's `kernel_source`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from math import log
+from typing import Any
+
+from planner.calibration.grid import LogGrid
+from planner.calibration.rooflines import (
+    Roofline,
+    allreduce_roofline_s,
+    context_attention_roofline_s,
+    elementwise_roofline_s,
+    gemm_roofline_s,
+    generation_attention_roofline_s,
+    mla_roofline_s,
+    moe_roofline_s,
+)
+
+__all__ = ["KernelTable", "KernelTables", "available_tables", "load_kernel_tables"]
+
+US = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class KernelTable:
+    """One operator class at one key (e.g. GEMM in fp8): a log-efficiency grid and its floor."""
+
+    kernel: str
+    grid: LogGrid
+    floor_s: float
+    key: tuple[float, ...] = ()
+
+    def latency_s(self, roofline_s: float, *coords: float) -> float:
+        return max(roofline_s / self.grid.exp_at(*coords), self.floor_s)
+
+
+def _table(raw: dict[str, Any], key: tuple[float, ...] = (), kernel: str = "") -> KernelTable:
+    grid = LogGrid.build(raw["axes"], raw["log_eff"])
+    return KernelTable(raw.get("kernel", kernel), grid, raw["floor_us"] * US, key)
+
+
+def _nearest(tables: dict[tuple[float, ...], KernelTable], key: tuple[float, ...]) -> KernelTable:
+    """The table whose key is closest in Σ |log ratio| (exact keys first)."""
+    if key in tables:
+        return tables[key]
+
+    def distance(k: tuple[float, ...]) -> float:
+        return sum(abs(log(max(a, 1e-9) / max(b, 1e-9))) for a, b in zip(k, key, strict=True))
+
+    return tables[min(tables, key=distance)]
+
+
+@dataclass(frozen=True, eq=False)  # one instance per (gpu, engine), compared and hashed by identity
+class KernelTables:
+    """All fitted operator tables of one (GPU, engine) pair."""
+
+    gpu: str
+    engine: str
+    engine_version: str
+    device: str
+    provenance: dict[str, Any]
+    roofline: Roofline
+    gemm: dict[str, KernelTable]
+    context_attention: dict[tuple[str, str], dict[tuple[float, ...], KernelTable]]
+    generation_attention: dict[tuple[str, str], dict[tuple[float, ...], KernelTable]]
+    moe: dict[str, dict[tuple[float, ...], KernelTable]]
+    mla_context: dict[str, dict[tuple[float, ...], KernelTable]]
+    mla_generation: dict[str, dict[tuple[float, ...], KernelTable]]
+    allreduce: dict[int, KernelTable]
+    elementwise: KernelTable
+    fit_report: dict[str, Any] = field(default_factory=dict)
+
+    # GEMM --------------------------------------------------------------------------------------------------------
+    def gemm_s(self, m: int, n: int, k: int, fmt: str) -> float:
+        """An (M×K)·(K×N) GEMM with weights in `fmt` (bf16, fp8, fp8_block, nvfp4; others use bf16's table)."""
+        if m <= 0 or n <= 0 or k <= 0:
+            return 0.0
+        table = self.gemm.get(fmt) or self.gemm["bf16"]
+        fmt_used = fmt if fmt in self.gemm else "bf16"
+        return table.latency_s(gemm_roofline_s(m, n, k, fmt_used, self.roofline), m, n, k)
+
+    # Attention ---------------------------------------------------------------------------------------------------
+    def context_attention_s(self, b: int, s: int, n_h: int, n_kv: int, d: int, kv_dtype: str, window: int) -> float:
+        """Prefill attention of b prompts of s new tokens each (no cached prefix)."""
+        if b <= 0 or s <= 0:
+            return 0.0
+        tables = self._attention(self.context_attention, kv_dtype, window)
+        t = _nearest(tables, (float(n_h), float(n_kv), float(d)))
+        kv_b = _KV_BYTES[kv_dtype]
+        roof = context_attention_roofline_s(b, s, n_h, n_kv, d, window, kv_b, self.roofline)
+        return t.latency_s(roof, b, s) * _roofline_ratio(t.key, (n_h, n_kv, d))
+
+    def generation_attention_s(self, b: int, s: int, n_h: int, n_kv: int, d: int, kv_dtype: str, window: int) -> float:
+        """One decode step of b sequences attending to s cached tokens each."""
+        if b <= 0:
+            return 0.0
+        tables = self._attention(self.generation_attention, kv_dtype, window)
+        t = _nearest(tables, (float(n_kv), float(d)))
+        kv_b = _KV_BYTES[kv_dtype]
+        # the table was normalized with n_h = n_kv (decode time does not depend on query heads, see the fit)
+        roof = generation_attention_roofline_s(b, max(s, 1), n_kv, n_kv, d, window, kv_b, self.roofline)
+        return t.latency_s(roof, b, max(s, 1)) * _roofline_ratio((1.0, *t.key), (1, n_kv, d), 1)
+
+    @staticmethod
+    def _attention(
+        tables: dict[tuple[str, str], dict[tuple[float, ...], KernelTable]], kv_dtype: str, window: int
+    ) -> dict[tuple[float, ...], KernelTable]:
+        wkey = "0" if window <= 0 else str(window)
+        for key in ((kv_dtype, wkey), ("bf16", wkey), (kv_dtype, "0"), ("bf16", "0")):
+            if key in tables:
+                return tables[key]
+        return next(iter(tables.values()))
+
+    # MLA -----------------------------------------------------------------------------------------------------------
+    def mla_s(self, phase: str, b: int, s: int, n_h: int, kv_dtype: str) -> float:
+        """MLA attention core ('context': prefill of b prompts of s tokens; 'generation': one decode step over s
+        cached tokens) with n_h local heads, at DeepSeek-V3's dimensions (planner.calibration.rooflines)."""
+        if b <= 0 or s <= 0:
+            return 0.0
+        section = self.mla_context if phase == "context" else self.mla_generation
+        if not section:
+            raise LookupError(f"no MLA {phase} table for {self.gpu}/{self.engine}")
+        by_heads = section.get(kv_dtype) or section.get("bf16") or next(iter(section.values()))
+        t = _nearest(by_heads, (float(n_h),))
+        roof = mla_roofline_s(b, s, n_h, kv_dtype, phase, self.roofline)
+        return t.latency_s(roof, b, s) * (n_h / t.key[0])
+
+    # MoE ---------------------------------------------------------------------------------------------------------
+    def moe_s(self, tokens: int, h: int, f: int, k: int, experts: int, tp: int, ep: int, fmt: str) -> float:
+        """The routed experts of one MoE layer for `tokens` tokens (grouped GEMMs, routing, combine)."""
+        if tokens <= 0:
+            return 0.0
+        by_shape = self.moe.get(fmt) or self.moe.get("bf16") or next(iter(self.moe.values()))
+        t = _nearest(by_shape, (float(h), float(f), float(k), float(experts), float(tp), float(ep)))
+        roof = moe_roofline_s(tokens, h, f, k, experts, tp, ep, fmt if fmt in self.moe else "bf16", self.roofline)
+        return t.latency_s(roof, tokens)
+
+    # Communication and memory-bound kernels ----------------------------------------------------------------------
+    def allreduce_s(self, elements: int, n_gpus: int) -> float:
+        """All-reduce of `elements` bf16 values across n_gpus (the engine's custom all-reduce where it has one)."""
+        if n_gpus <= 1 or elements <= 0:
+            return 0.0
+        n = min(self.allreduce, key=lambda g: abs(log(g / n_gpus)))  # 2, 4 and 8 GPUs are measured
+        return self.allreduce[n].latency_s(allreduce_roofline_s(elements, n_gpus, self.roofline), elements)
+
+    def elementwise_s(self, moved_bytes: float) -> float:
+        """A memory-bound kernel moving `moved_bytes` (read + write)."""
+        if moved_bytes <= 0:
+            return 0.0
+        roof = elementwise_roofline_s(moved_bytes, self.roofline)
+        return self.elementwise.latency_s(roof, moved_bytes)
+
+
+_KV_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp32": 4.0}
+
+
+def _roofline_ratio(measured: tuple[float, ...], asked: tuple[int, ...], heads_at: int = 0) -> float:
+    """Scale a nearest-key latency by the work ratio: heads × head width (1.0 for an exact key). `heads_at` is the
+    position of the head count that sets the work (query heads for prefill, KV heads for decode)."""
+    if not measured:
+        return 1.0
+    return (asked[heads_at] * asked[2]) / (measured[heads_at] * measured[2])
+
+
+def _keyed(raw: dict[str, Any], fields: tuple[str, ...]) -> dict[tuple[float, ...], KernelTable]:
+    out = {}
+    for entry in raw["tables"]:
+        key = tuple(float(entry[f]) for f in fields)
+        out[key] = _table(entry, key, raw.get("kernel", ""))
+    return out
+
+
+def _parse(raw: dict[str, Any]) -> KernelTables:
+    r = raw["roofline"]
+    roof = Roofline(dict(r["flops_per_s"]), float(r["bytes_per_s"]), float(r["link_bytes_per_s"]))
+
+    def attention(
+        section: dict[str, Any], fields: tuple[str, ...]
+    ) -> dict[tuple[str, str], dict[tuple[float, ...], KernelTable]]:
+        return {(key.split("/")[0], key.split("/")[1]): _keyed(v, fields) for key, v in section.items()}
+
+    return KernelTables(
+        gpu=raw["gpu"],
+        engine=raw["engine"],
+        engine_version=raw["engine_version"],
+        device=raw["device"],
+        provenance=raw["provenance"],
+        roofline=roof,
+        gemm={fmt: _table(v) for fmt, v in raw["gemm"].items()},
+        context_attention=attention(raw["context_attention"], ("n_h", "n_kv", "d")),
+        generation_attention=attention(raw["generation_attention"], ("n_kv", "d")),
+        moe={fmt: _keyed(v, ("h", "f", "k", "experts", "tp", "ep")) for fmt, v in raw["moe"].items()},
+        mla_context={kv: _keyed(v, ("n_h",)) for kv, v in raw.get("mla_context", {}).items() if kv != "source"},
+        mla_generation={kv: _keyed(v, ("n_h",)) for kv, v in raw.get("mla_generation", {}).items() if kv != "source"},
+        allreduce={int(n): _table(v) for n, v in raw["allreduce"].items()},
+        elementwise=_table(raw["elementwise"]),
+        fit_report=raw.get("fit_report", {}),
+    )
+
+
+_PACKAGE = "planner.calibration"
+_DIR = "kernels"
+
+
+@lru_cache(maxsize=1)
+def available_tables() -> frozenset[tuple[str, str]]:
+    """(gpu id, engine) pairs that have a fitted kernel table."""
+    root = resources.files(_PACKAGE).joinpath(_DIR)
+    pairs = set()
+    for entry in root.iterdir():
+        name = entry.name
+        if name.endswith(".json"):
+            gpu, engine = name[: -len(".json")].split(".", 1)
+            pairs.add((gpu, engine))
+    return frozenset(pairs)
+
+
+@lru_cache(maxsize=32)
+def load_kernel_tables(gpu: str, engine: str) -> KernelTables | None:
+    """The fitted tables of (gpu, engine), or None when that pair was never measured."""
+    if (gpu, engine) not in available_tables():
+        return None
+    path = resources.files(_PACKAGE).joinpath(_DIR, f"{gpu}.{engine}.json")
+    return _parse(json.loads(path.read_text(encoding="utf-8")))
