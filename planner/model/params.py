@@ -36,7 +36,9 @@ class Linear:
     d_out: int
     bias: bool = False
     count: int = 1
-    quantizable: bool = True  # routers and gates stay in 16-bit in every quantized checkpoint we model
+    # Routers and gates stay 16-bit in every quantized checkpoint we model; with ModelSpec.quantize_experts_only
+    # so do attention and the dense/shared MLPs.
+    quantizable: bool = True
     parallel: str = "column"  # tensor-parallel split: "column" (d_out), "row" (d_in), "kv" heads, "replicated"
 
     @property
@@ -60,10 +62,11 @@ class LayerParams:
     attention: tuple[Linear, ...]
     mlp: tuple[Linear, ...]
     norm_params: int
+    attention_vector_params: int = 0  # learned per-head vectors that are no linear: gpt-oss attention sinks (n_h)
 
     @property
     def attention_params(self) -> int:
-        return sum(lin.params for lin in self.attention)
+        return sum(lin.params for lin in self.attention) + self.attention_vector_params
 
     @property
     def mlp_params(self) -> int:
@@ -74,12 +77,17 @@ class LayerParams:
         return self.attention_params + self.mlp_params + self.norm_params
 
     @property
+    def vector_params(self) -> int:
+        """Parameters outside the linears' weights and biases: norms and attention sinks (16-bit in every format)."""
+        return self.norm_params + self.attention_vector_params
+
+    @property
     def linears(self) -> tuple[Linear, ...]:
         return self.attention + self.mlp
 
 
 def attention_linears(spec: ModelSpec) -> tuple[Linear, ...]:
-    """Projections of one attention block.
+    """Projections of one attention block (gpt-oss sinks are vectors: LayerParams.attention_vector_params).
 
     MHA/MQA/GQA: q h→n_h·d_h, k and v h→n_kv·d_h, o n_h·d_h→h (Vaswani et al. 2017 §3.2.2; GQA arXiv:2305.13245).
     MLA (DeepSeek-V2 §2.1.2, arXiv:2405.04434): q h→n_h·(d_nope+d_rope) or q_a h→d_c' then q_b d_c'→n_h·(d_nope+d_rope);
@@ -87,59 +95,80 @@ def attention_linears(spec: ModelSpec) -> tuple[Linear, ...]:
     """
     h, n_h = spec.hidden_size, spec.num_heads
     mla = spec.mla
+    quantizable = not spec.quantize_experts_only  # expert-only checkpoints keep attention in 16-bit
     if mla is None:
         d_h, n_kv = spec.resolved_head_dim, spec.kv_heads
         return (
-            Linear("q_proj", h, n_h * d_h, spec.qkv_bias),
-            Linear("k_proj", h, n_kv * d_h, spec.qkv_bias, parallel="kv"),
-            Linear("v_proj", h, n_kv * d_h, spec.qkv_bias, parallel="kv"),
-            Linear("o_proj", n_h * d_h, h, spec.o_bias, parallel="row"),
+            Linear("q_proj", h, n_h * d_h, spec.qkv_bias, quantizable=quantizable),
+            Linear("k_proj", h, n_kv * d_h, spec.qkv_bias, quantizable=quantizable, parallel="kv"),
+            Linear("v_proj", h, n_kv * d_h, spec.qkv_bias, quantizable=quantizable, parallel="kv"),
+            Linear("o_proj", n_h * d_h, h, spec.o_bias, quantizable=quantizable, parallel="row"),
         )
     q_out = n_h * mla.qk_head_dim
     # DeepSeek's attention_bias puts biases on q_a, kv_a and o only (transformers DeepseekV2Attention).
     if mla.q_lora_rank is None:
-        q: tuple[Linear, ...] = (Linear("q_proj", h, q_out),)
+        q: tuple[Linear, ...] = (Linear("q_proj", h, q_out, quantizable=quantizable),)
     else:
         q = (
-            Linear("q_a_proj", h, mla.q_lora_rank, spec.qkv_bias, parallel="replicated"),
-            Linear("q_b_proj", mla.q_lora_rank, q_out),
+            Linear("q_a_proj", h, mla.q_lora_rank, spec.qkv_bias, quantizable=quantizable, parallel="replicated"),
+            Linear("q_b_proj", mla.q_lora_rank, q_out, quantizable=quantizable),
         )
+    kv_a_out = mla.kv_lora_rank + mla.qk_rope_head_dim
     return (
         *q,
-        Linear("kv_a_proj_with_mqa", h, mla.kv_lora_rank + mla.qk_rope_head_dim, spec.qkv_bias, parallel="replicated"),
-        Linear("kv_b_proj", mla.kv_lora_rank, n_h * (mla.qk_nope_head_dim + mla.v_head_dim)),
-        Linear("o_proj", n_h * mla.v_head_dim, h, spec.o_bias, parallel="row"),
+        Linear("kv_a_proj_with_mqa", h, kv_a_out, spec.qkv_bias, quantizable=quantizable, parallel="replicated"),
+        Linear("kv_b_proj", mla.kv_lora_rank, n_h * (mla.qk_nope_head_dim + mla.v_head_dim), quantizable=quantizable),
+        Linear("o_proj", n_h * mla.v_head_dim, h, spec.o_bias, quantizable=quantizable, parallel="row"),
     )
 
 
 def _attention_norm_params(spec: ModelSpec) -> int:
-    """Norms inside attention: Qwen3 per-head q/k RMSNorm (2·d_h); MLA q_a and kv_a RMSNorms (d_c' + d_c)."""
+    """Norms inside attention: q/k RMSNorm per head (Qwen3: 2·d_h) or over the whole projections
+    (MiniMax-M2 per_layer: (n_h + n_kv)·d_h); MLA q_a and kv_a RMSNorms (d_c' + d_c)."""
     if spec.mla is not None:
         return (spec.mla.q_lora_rank or 0) + spec.mla.kv_lora_rank
-    return 2 * spec.resolved_head_dim if spec.qk_norm else 0
+    if not spec.qk_norm:
+        return 0
+    if spec.qk_norm_type == "per_layer":
+        return (spec.num_heads + spec.kv_heads) * spec.resolved_head_dim
+    return 2 * spec.resolved_head_dim
 
 
-def _gated_mlp(prefix: str, h: int, f: int, bias: bool = False, count: int = 1) -> tuple[Linear, ...]:
+def _attention_vector_params(spec: ModelSpec) -> int:
+    """gpt-oss attention sinks: one learned logit per query head (transformers GptOssAttention.sinks, n_h)."""
+    return spec.num_heads if spec.attention_sinks else 0
+
+
+def _gated_mlp(
+    prefix: str, h: int, f: int, bias: bool = False, count: int = 1, quantizable: bool = True
+) -> tuple[Linear, ...]:
     """SwiGLU/GeGLU MLP: gate and up h→f, down f→h (Shazeer 2020, arXiv:2002.05202): 3·h·f weights."""
     return (
-        Linear(f"{prefix}gate_proj", h, f, bias, count),
-        Linear(f"{prefix}up_proj", h, f, bias, count),
-        Linear(f"{prefix}down_proj", f, h, bias, count, parallel="row"),
+        Linear(f"{prefix}gate_proj", h, f, bias, count, quantizable),
+        Linear(f"{prefix}up_proj", h, f, bias, count, quantizable),
+        Linear(f"{prefix}down_proj", f, h, bias, count, quantizable, parallel="row"),
     )
 
 
 def mlp_linears(spec: ModelSpec, moe_layer: bool) -> tuple[Linear, ...]:
-    """FFN of one block: dense gated MLP, or router h→E + E experts + shared expert(s) (+ Qwen shared gate h→1)."""
+    """FFN of one block: dense gated MLP, or router h→E + E experts + shared expert(s) (+ Qwen shared gate h→1).
+
+    gpt-oss: the router and every expert's gate/up and down carry biases (MoESpec.router_bias, expert_bias).
+    With `quantize_experts_only` only the routed experts take a quantized format (gpt-oss MXFP4, Kimi-K2.5 int4).
+    """
     h = spec.hidden_size
     moe = spec.moe
+    dense_quantizable = not spec.quantize_experts_only
     if not moe_layer or moe is None:
-        return _gated_mlp("", h, spec.ffn_dim, spec.mlp_bias)
+        return _gated_mlp("", h, spec.ffn_dim, spec.mlp_bias, quantizable=dense_quantizable)
     linears = (
-        Linear("router", h, moe.num_experts, quantizable=False, parallel="replicated"),
-        *_gated_mlp("experts.", h, moe.expert_ffn_dim, count=moe.num_experts),
+        Linear("router", h, moe.num_experts, moe.router_bias, quantizable=False, parallel="replicated"),
+        *_gated_mlp("experts.", h, moe.expert_ffn_dim, moe.expert_bias, count=moe.num_experts),
     )
     if moe.shared_expert_ffn_dim or spec.mlp_bias:  # a 0-wide DeepSeek shared MLP still has its biases
-        linears += _gated_mlp("shared_experts.", h, moe.shared_expert_ffn_dim, spec.mlp_bias)
+        linears += _gated_mlp(
+            "shared_experts.", h, moe.shared_expert_ffn_dim, spec.mlp_bias, quantizable=dense_quantizable
+        )
     if moe.shared_expert_gate:
         linears += (Linear("shared_expert_gate", h, 1, quantizable=False, parallel="replicated"),)
     return linears
@@ -154,6 +183,7 @@ def block_layout(spec: ModelSpec, moe_layer: bool) -> LayerParams:
         attention=attention_linears(spec),
         mlp=mlp_linears(spec, moe_layer),
         norm_params=norms,
+        attention_vector_params=_attention_vector_params(spec),
     )
 
 
@@ -210,7 +240,8 @@ def count_params(spec: ModelSpec) -> ParamCounts:
     """Total, embedding, lm_head, per-layer and active-per-token parameter counts.
 
     Formula: V·h (embedding) + [V·h unless tied] + h (final norm)
-             + Σ_layers (attention projections + FFN + norms), FFN = 3·h·f dense or h·E + E·3·h·f_e + shared.
+             + Σ_layers (attention projections [+ biases] [+ n_h sinks] + FFN + norms),
+             FFN = 3·h·f dense or h·E [+ E router bias] + E·(3·h·f_e [+ 2·f_e + h expert biases]) + shared.
     Source: derived here from the module shapes of the transformers implementations of each family;
       MoE active parameters as in DeepSeekMoE (arXiv:2401.06066 §2) — only the k routed experts count.
     Assumes: gated (3-matrix) MLPs, which every supported family uses.

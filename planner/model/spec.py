@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -64,6 +64,11 @@ class MoESpec(FrozenSpec):
     dense_layer_ids: tuple[Annotated[int, Field(ge=0, le=1023)], ...] = Field(
         default=(), description="Layers forced to a dense FFN (Qwen-MoE mlp_only_layers)."
     )
+    expert_bias: bool = Field(
+        default=False,
+        description="Routed experts' projections carry biases (gpt-oss: E·(2·f_e + h) per layer, gate/up and down).",
+    )
+    router_bias: bool = Field(default=False, description="The router h->E carries an E-sized bias (gpt-oss).")
     renormalize_top_k: bool = Field(
         default=True,
         description="The router rescales its k weights to sum to 1 (Mixtral; norm_topk_prob in Qwen-MoE and "
@@ -104,7 +109,16 @@ class ModelSpec(FrozenSpec):
     qkv_bias: bool = Field(default=False, description="q, k, v projections carry biases (e.g. Qwen2).")
     o_bias: bool = Field(default=False, description="Output projection carries a bias.")
     mlp_bias: bool = Field(default=False, description="Dense MLP projections carry biases.")
-    qk_norm: bool = Field(default=False, description="Per-head RMSNorm on q and k (Qwen3).")
+    qk_norm: bool = Field(default=False, description="RMSNorm on q and k before RoPE (Qwen3, MiniMax-M2).")
+    qk_norm_type: Literal["per_head", "per_layer"] = Field(
+        default="per_head",
+        description="With qk_norm: over each head's d_h (Qwen3: 2·d_h weights) or over the whole q and k projections "
+        "(MiniMax-M2 qk_norm_type 'per_layer': (n_h + n_kv)·d_h weights).",
+    )
+    attention_sinks: bool = Field(
+        default=False,
+        description="A learned logit per query head that joins every softmax (gpt-oss sinks): n_h weights per layer.",
+    )
     norms_per_layer: Annotated[int, Field(ge=0, le=8)] = Field(
         default=2, description="Hidden-width norms per block (2 pre-norms; Gemma2 adds 2 post-norms)."
     )
@@ -122,6 +136,11 @@ class ModelSpec(FrozenSpec):
         default=None, description="Layers that use the window; null with a window = every layer."
     )
     max_context: Context = Field(default=4096, description="Longest context the model was trained for.")
+    quantize_experts_only: bool = Field(
+        default=False,
+        description="A quantized weight_format applies to the routed experts only; attention, dense and shared MLPs "
+        "stay 16-bit, as the checkpoint stores them (gpt-oss MXFP4, Kimi-K2.5 int4: their modules_to_not_convert).",
+    )
 
     @model_validator(mode="before")
     @classmethod
