@@ -83,6 +83,20 @@ class ProbeResult(FrozenSpec):
     out_of_memory: bool = False
 
 
+_EXPERTS_F_WIDE = ("mixtral", "gpt_oss", "minimax_m2")  # experts intermediate_size wide, num_local_experts
+_ATTENTION_BIAS_FAMILIES = (
+    "llama",
+    "qwen3",
+    "qwen3_moe",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "deepseek_v2",
+    "deepseek_v3",
+    "gpt_oss",
+)
+
+
 def _scaled_heads(spec: ModelSpec, scale: ProbeScale) -> tuple[int, int]:
     """(n_h, n_kv) with the same attention kind: MHA n_kv = n_h, MQA n_kv = 1, GQA 2 KV heads of ≥ 2 queries."""
     n_h, n_kv = spec.num_heads, spec.kv_heads
@@ -113,6 +127,7 @@ def scale_down(spec: ModelSpec, scale: ProbeScale) -> ModelSpec:
         "vocab_size": scale.vocab_size,
         "max_context": min(spec.max_context, 4096),
         "attention": None,
+        "quantize_experts_only": False,  # probes run 16-bit weights
     }
     if spec.mla is not None:
         update["head_dim"], update["attention"] = None, "MLA"
@@ -125,7 +140,8 @@ def scale_down(spec: ModelSpec, scale: ProbeScale) -> ModelSpec:
         )
     if spec.moe is not None:
         e = min(spec.moe.num_experts, scale.max_experts)
-        f_e = update["ffn_dim"] if spec.family == "mixtral" else max(8, h // 2)  # Mixtral: experts are f wide
+        # Mixtral, gpt-oss, MiniMax-M2: experts are intermediate_size (f) wide
+        f_e = update["ffn_dim"] if spec.family in _EXPERTS_F_WIDE else max(8, h // 2)
         update["moe"] = MoESpec(
             num_experts=e,
             experts_per_token=min(spec.moe.experts_per_token, e),
@@ -135,6 +151,8 @@ def scale_down(spec: ModelSpec, scale: ProbeScale) -> ModelSpec:
             first_dense_layers=min(spec.moe.first_dense_layers, layers - 1),
             layer_step=spec.moe.layer_step,
             dense_layer_ids=tuple(i for i in spec.moe.dense_layer_ids if i < layers),
+            expert_bias=spec.moe.expert_bias,
+            router_bias=spec.moe.router_bias,
             renormalize_top_k=spec.moe.renormalize_top_k,
         )
     if spec.sliding_window is not None:
@@ -163,12 +181,14 @@ def probe_hf_config(spec: ModelSpec) -> dict[str, Any]:
     }
     if spec.mla is None:
         config["head_dim"] = d_h
-    if spec.family in ("llama", "qwen3", "qwen3_moe", "gemma", "gemma2", "deepseek_v2", "deepseek_v3"):
+    if spec.family in _ATTENTION_BIAS_FAMILIES:
         config["attention_bias"] = spec.qkv_bias
     if spec.family in ("llama", "deepseek_v2"):
         config["mlp_bias"] = spec.mlp_bias
     if spec.family == "qwen2_moe":
         config["qkv_bias"] = spec.qkv_bias
+    if spec.family == "minimax_m2":
+        config |= {"bos_token_id": None, "eos_token_id": None}  # the defaults lie outside the probe's vocabulary
     config |= _moe_config(spec) | _mla_config(spec) | _window_config(spec)
     return config
 
@@ -177,7 +197,7 @@ def _moe_config(spec: ModelSpec) -> dict[str, Any]:
     moe = spec.moe
     if moe is None:
         return {}
-    if spec.family == "mixtral":
+    if spec.family in _EXPERTS_F_WIDE:  # gpt-oss's expert and router biases come with the family
         return {"num_local_experts": moe.num_experts, "num_experts_per_tok": moe.experts_per_token}
     if spec.family in ("qwen2_moe", "qwen3_moe"):
         out = {
@@ -217,6 +237,8 @@ def _mla_config(spec: ModelSpec) -> dict[str, Any]:
 
 
 def _window_config(spec: ModelSpec) -> dict[str, Any]:
+    if spec.sliding_window is None and spec.family in ("gpt_oss", "gemma3_text"):  # their default pattern slides
+        return {"layer_types": ["full_attention"] * spec.num_layers}
     if spec.sliding_window is None:
         return {"sliding_window": None} if spec.family in ("mistral", "mixtral", "phi3") else {}
     config: dict[str, Any] = {"sliding_window": spec.sliding_window}

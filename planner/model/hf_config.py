@@ -62,11 +62,14 @@ class HFConfig(BaseModel):
     use_sliding_window: bool | None = None
     max_window_layers: Annotated[int, Field(ge=0, le=1024)] | None = None
     layer_types: list[Annotated[str, Field(max_length=64)]] | None = Field(default=None, max_length=1024)
+    sliding_window_pattern: Annotated[int, Field(ge=1, le=1024)] | None = None
+    use_bidirectional_attention: bool | None = None
 
     num_local_experts: Small | None = None
     num_experts: Small | None = None
     n_routed_experts: Small | None = None
     num_experts_per_tok: Small | None = None
+    experts_per_token: Small | None = None  # gpt-oss publishes it beside num_experts_per_tok; transformers ignores it
     n_shared_experts: Small | None = None
     moe_intermediate_size: Dim | None = None
     shared_expert_intermediate_size: Annotated[int, Field(ge=0, le=16_777_216)] | None = None
@@ -82,6 +85,15 @@ class HFConfig(BaseModel):
     qk_rope_head_dim: Dim | None = None
     v_head_dim: Dim | None = None
     num_nextn_predict_layers: Annotated[int, Field(ge=0, le=64)] | None = None
+    use_mtp: bool | None = None  # MiniMax-M2 multi-token prediction, not built by transformers
+    num_mtp_modules: Annotated[int, Field(ge=0, le=64)] | None = None
+    use_qk_norm: bool | None = None
+    qk_norm_type: str | None = Field(default=None, max_length=32)
+    shared_intermediate_size: Annotated[int, Field(ge=0, le=16_777_216)] | None = None
+
+    text_config: dict[str, Any] | None = Field(
+        default=None, description="A vision-language model's language model; read in place of the top level."
+    )
 
     quantization_config: dict[str, Any] | None = None
 

@@ -1,12 +1,13 @@
 """Turn a Hugging Face `config.json` into a ModelSpec, family by family, as transformers reads it.
 
-Defaults for absent keys are the defaults of each family's transformers config class (transformers 5.x), so
-an imported spec builds the same modules as `AutoModelForCausalLM.from_config(config)`.
+Defaults for absent keys are the defaults of each family's transformers config class (transformers 5.x, tables in
+planner.model.hf_families), so an imported spec builds the same modules as `AutoModelForCausalLM.from_config(config)`
+— for a vision-language config, the same as the language model (and lm_head) inside
+`AutoModelForImageTextToText.from_config(config)`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import Field, ValidationError
@@ -14,6 +15,8 @@ from pydantic import Field, ValidationError
 from planner._base import FrozenSpec
 from planner.errors import FieldProblem, SpecError
 from planner.model.hf_config import HF_FIELD_OF_SPEC, HFConfig
+from planner.model.hf_families import COMPOSITES, DEEPSEEK_MLA, FAMILIES, MODEL_TYPE_ALIASES, TEXT_FAMILIES, Family
+from planner.model.hf_quant import CheckpointQuantization, checkpoint_quantization
 from planner.model.precision import WeightFormat
 from planner.model.spec import ModelSpec
 
@@ -22,146 +25,7 @@ __all__ = ["SUPPORTED_FAMILIES", "ImportedModel", "import_hf_config"]
 REQUIRED_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
 
 
-@dataclass(frozen=True)
-class Family:
-    """How one transformers family lays out its modules, and its config-class defaults."""
-
-    defaults: dict[str, Any] = field(default_factory=dict)
-    qkv_bias: str | bool = False  # a config key, or a constant for the family
-    o_bias: str | bool = False
-    mlp_bias: str | bool = False
-    qk_norm: bool = False
-    norms_per_layer: int = 2
-    moe: str | None = None  # "mixtral", "qwen", "deepseek"
-    mla: bool = False
-    window: str = "none"  # "all", "qwen", "qwen_moe", "alternate", "none"
-
-
-_ATTN_BIAS = "attention_bias"  # llama-style: one flag for q, k, v and o biases
-_DEEPSEEK_MLA = {
-    "q_lora_rank": 1536,
-    "kv_lora_rank": 512,
-    "qk_nope_head_dim": 128,
-    "qk_rope_head_dim": 64,
-    "v_head_dim": 128,
-}
-
-FAMILIES: dict[str, Family] = {
-    "llama": Family({"max_position_embeddings": 2048}, mlp_bias="mlp_bias", qkv_bias=_ATTN_BIAS, o_bias=_ATTN_BIAS),
-    "mistral": Family(
-        {"num_key_value_heads": 8, "sliding_window": 4096, "max_position_embeddings": 131072}, window="all"
-    ),
-    "mixtral": Family(
-        {"num_key_value_heads": 8, "max_position_embeddings": 131072, "num_local_experts": 8, "num_experts_per_tok": 2},
-        moe="mixtral",
-        window="all",
-    ),
-    "qwen2": Family(
-        {"num_key_value_heads": 32, "sliding_window": 4096, "max_window_layers": 28, "max_position_embeddings": 32768},
-        qkv_bias=True,
-        window="qwen",
-    ),
-    "qwen2_moe": Family(
-        {
-            "num_key_value_heads": 16,
-            "intermediate_size": 5632,
-            "sliding_window": 4096,
-            "max_window_layers": 28,
-            "max_position_embeddings": 32768,
-            "num_experts": 60,
-            "num_experts_per_tok": 4,
-            "moe_intermediate_size": 1408,
-            "shared_expert_intermediate_size": 5632,
-            "qkv_bias": True,
-        },
-        qkv_bias="qkv_bias",
-        moe="qwen",
-        window="qwen_moe",
-    ),
-    "qwen3": Family(
-        {
-            "num_key_value_heads": 32,
-            "head_dim": 128,
-            "sliding_window": 4096,
-            "max_window_layers": 28,
-            "max_position_embeddings": 32768,
-        },
-        qk_norm=True,
-        window="qwen",
-        qkv_bias=_ATTN_BIAS,
-        o_bias=_ATTN_BIAS,
-    ),
-    "qwen3_moe": Family(
-        {
-            "num_key_value_heads": 4,
-            "intermediate_size": 6144,
-            "sliding_window": 4096,
-            "max_position_embeddings": 32768,
-            "num_experts": 128,
-            "num_experts_per_tok": 8,
-            "moe_intermediate_size": 768,
-        },
-        qk_norm=True,
-        moe="qwen",
-        window="all_if_enabled",
-        qkv_bias=_ATTN_BIAS,
-        o_bias=_ATTN_BIAS,
-    ),
-    "deepseek_v2": Family(
-        {
-            "intermediate_size": 11008,
-            "max_position_embeddings": 2048,
-            "n_routed_experts": 64,
-            "n_shared_experts": 2,
-            "moe_intermediate_size": 1407,
-            "first_k_dense_replace": 0,
-            **_DEEPSEEK_MLA,
-        },
-        mlp_bias="mlp_bias",
-        moe="deepseek",
-        mla=True,
-        qkv_bias=_ATTN_BIAS,
-        o_bias=_ATTN_BIAS,
-    ),
-    "deepseek_v3": Family(
-        {
-            "intermediate_size": 18432,
-            "max_position_embeddings": 4096,
-            "n_routed_experts": 256,
-            "n_shared_experts": 1,
-            "num_experts_per_tok": 8,
-            "moe_intermediate_size": 2048,
-            "first_k_dense_replace": 3,
-            **_DEEPSEEK_MLA,
-        },
-        moe="deepseek",
-        mla=True,
-        qkv_bias=_ATTN_BIAS,
-        o_bias=_ATTN_BIAS,
-    ),
-    "gemma": Family(
-        {"num_key_value_heads": 16, "head_dim": 256, "tie_word_embeddings": True, "max_position_embeddings": 8192},
-        qkv_bias=_ATTN_BIAS,
-        o_bias=_ATTN_BIAS,
-    ),
-    "gemma2": Family(
-        {
-            "num_key_value_heads": 4,
-            "head_dim": 256,
-            "tie_word_embeddings": True,
-            "sliding_window": 4096,
-            "max_position_embeddings": 8192,
-        },
-        norms_per_layer=4,
-        window="alternate",
-        qkv_bias=_ATTN_BIAS,
-        o_bias=_ATTN_BIAS,
-    ),
-    "phi3": Family({"max_position_embeddings": 4096}, window="all"),
-}
-SUPPORTED_FAMILIES = tuple(FAMILIES)
-
-_WEIGHT_FORMAT_OF_QUANT = {"gptq": WeightFormat.INT4_GPTQ, "awq": WeightFormat.INT4_AWQ, "fp8": WeightFormat.FP8}
+SUPPORTED_FAMILIES = (*FAMILIES, *MODEL_TYPE_ALIASES, *COMPOSITES)
 
 
 class ImportedModel(FrozenSpec):
@@ -169,7 +33,10 @@ class ImportedModel(FrozenSpec):
 
     spec: ModelSpec
     family: str = Field(description="The config's model_type.")
-    exact: bool = Field(description="True when the family is one memplan builds exactly as transformers does.")
+    exact: bool = Field(
+        description="True when the family (for a vision-language config: the wrapper and its language model) is one "
+        "memplan builds exactly as transformers does."
+    )
     warnings: tuple[str, ...] = ()
     checkpoint_dtype: str | None = Field(default=None, description="torch_dtype/dtype of the saved weights.")
     suggested_weight_format: WeightFormat | None = Field(
@@ -179,15 +46,44 @@ class ImportedModel(FrozenSpec):
 
 
 def import_hf_config(raw: dict[str, Any] | HFConfig) -> ImportedModel:
-    """Read a Hugging Face config.json (as a dict) into a ModelSpec; raise SpecError naming the bad keys."""
+    """Read a Hugging Face config.json (as a dict) into a ModelSpec; raise SpecError naming the bad keys.
+
+    A vision-language config (a `text_config` inside) is read as its language model alone, with a warning that
+    names what is left out; errors inside it are located under `text_config`.
+    """
     try:
-        cfg = raw if isinstance(raw, HFConfig) else HFConfig.model_validate(raw)
+        top = raw if isinstance(raw, HFConfig) else HFConfig.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(_problems(exc)) from None
+    model_type = top.model_type or "unknown"
+    warnings: list[str] = []
+    if top.text_config is None:
+        cfg, known_wrapper = top, True
+        spec, exact, quant = _decoder_spec(cfg, warnings, in_text=False)
+    else:
+        cfg, known_wrapper = _text_part(top, warnings)
+        try:
+            spec, exact, quant = _decoder_spec(cfg, warnings, in_text=True)
+        except SpecError as exc:
+            raise exc.prefixed("text_config") from None
+    return ImportedModel(
+        spec=spec,
+        family=model_type,
+        exact=exact and known_wrapper,
+        warnings=tuple(warnings),
+        checkpoint_dtype=cfg.torch_dtype or cfg.dtype,
+        suggested_weight_format=quant.weight_format,
+        suggested_quant_group_size=quant.group_size,
+    )
+
+
+def _decoder_spec(cfg: HFConfig, warnings: list[str], in_text: bool) -> tuple[ModelSpec, bool, CheckpointQuantization]:
+    """One decoder config: its ModelSpec, whether its family is one memplan builds exactly, its quantization."""
     missing = [key for key in REQUIRED_FIELDS if getattr(cfg, key) is None]
     model_type = cfg.model_type or "unknown"
-    family = FAMILIES.get(model_type)
-    warnings: list[str] = []
+    name = MODEL_TYPE_ALIASES.get(model_type, model_type)
+    family = FAMILIES.get(name) or (TEXT_FAMILIES.get(name) if in_text else None)
+    exact = family is not None
     if family is None:
         family = _guess_family(cfg)
         warnings.append(
@@ -198,32 +94,63 @@ def import_hf_config(raw: dict[str, Any] | HFConfig) -> ImportedModel:
         missing.append("intermediate_size")
     if missing:
         raise SpecError([FieldProblem((key,), "field required", "missing") for key in missing])
-    spec_fields = _spec_fields(cfg, family, warnings)
+    spec_fields = _spec_fields(cfg, family, family.layout or (name if exact else cfg.model_type or "llama"), warnings)
+    quant = checkpoint_quantization(cfg.quantization_config, warnings)
+    spec_fields["quantize_experts_only"] = quant.experts_only and spec_fields.get("moe") is not None
     try:
         spec = ModelSpec.model_validate(spec_fields)
     except ValidationError as exc:
         # ModelSpec checks MoE layer ids on `moe`; in config.json they are first_k_dense_replace / mlp_only_layers.
         moe_key = {"deepseek": "first_k_dense_replace", "qwen": "mlp_only_layers"}.get(family.moe or "", "moe")
         raise SpecError(_problems(exc, {**HF_FIELD_OF_SPEC, "moe": moe_key})) from None
-    fmt, group = _quantization(cfg, warnings)
-    return ImportedModel(
-        spec=spec,
-        family=model_type,
-        exact=model_type in FAMILIES,
-        warnings=tuple(warnings),
-        checkpoint_dtype=cfg.torch_dtype or cfg.dtype,
-        suggested_weight_format=fmt,
-        suggested_quant_group_size=group,
-    )
+    return spec, exact, quant
 
 
-def _spec_fields(cfg: HFConfig, family: Family, warnings: list[str]) -> dict[str, Any]:
+def _text_part(top: HFConfig, warnings: list[str]) -> tuple[HFConfig, bool]:
+    """A vision-language config's text_config as a decoder config of its own, tied as the wrapper ties it.
+
+    transformers 5 builds `language_model` from text_config and puts lm_head on the wrapper, which ties it per the
+    wrapper's tie_word_embeddings (PreTrainedModel.get_expanded_tied_weights_keys reads self.config).
+    """
+    model_type = top.model_type or "unknown"
+    composite = COMPOSITES.get(model_type)
+    text: dict[str, Any] = dict(top.text_config or {})
+    text_type = text.setdefault("model_type", composite.text_model_type if composite else None) or "unknown"
+    text_family = FAMILIES.get(MODEL_TYPE_ALIASES.get(text_type, text_type)) or TEXT_FAMILIES.get(text_type)
+    tie = bool(top.value("tie_word_embeddings", composite.tie_default if composite else False))
+    if composite is not None and composite.tie_from_text and not tie:
+        tie = bool(text.get("tie_word_embeddings", (text_family or Family()).defaults.get("tie_word_embeddings")))
+    text["tie_word_embeddings"] = tie
+    outer = top.model_dump(by_alias=True, include={"name_or_path", "torch_dtype", "dtype", "quantization_config"})
+    for key, given in outer.items():  # the wrapper's name and dtype where text_config has none; its quantization
+        if given and (key == "quantization_config" or not text.get(key)):
+            text[key] = given
+    try:
+        cfg = HFConfig.model_validate(text)
+    except ValidationError as exc:
+        raise SpecError(_problems(exc)).prefixed("text_config") from None
+    read_as = text_family.layout if text_family and text_family.layout else MODEL_TYPE_ALIASES.get(text_type, text_type)
+    if composite is None:
+        warnings.append(
+            f"model_type '{model_type}' holds a text_config: only that language model ({text_type}) is counted; "
+            "its vision tower and projector are left out, and lm_head tying is read from the top-level "
+            "tie_word_embeddings without a family default: not checked against transformers"
+        )
+    else:
+        warnings.append(
+            f"{model_type} is a vision-language model: only its language model (text_config, read as {read_as}) is "
+            f"counted; {composite.left_out} are left out"
+        )
+    return cfg, composite is not None
+
+
+def _spec_fields(cfg: HFConfig, family: Family, family_name: str, warnings: list[str]) -> dict[str, Any]:
     d = family.defaults
     n_h = cfg.num_attention_heads
     window, window_layers = _sliding_window(cfg, family)
     fields: dict[str, Any] = {
         "name": cfg.name_or_path,
-        "family": cfg.model_type or "llama",
+        "family": family_name,
         "num_layers": cfg.num_hidden_layers,
         "hidden_size": cfg.hidden_size,
         "num_heads": n_h,
@@ -237,22 +164,48 @@ def _spec_fields(cfg: HFConfig, family: Family, warnings: list[str]) -> dict[str
         "o_bias": _flag(cfg, family.o_bias, d),
         "mlp_bias": _flag(cfg, family.mlp_bias, d),
         "qk_norm": family.qk_norm,
+        "qk_norm_type": family.qk_norm_type,
+        "attention_sinks": family.attention_sinks,
         "norms_per_layer": family.norms_per_layer,
         "max_context": cfg.value("max_position_embeddings", d.get("max_position_embeddings")) or 4096,
         "sliding_window": window,
         "sliding_window_layers": window_layers,
     }
     if family.mla:
-        fields["mla"] = {key: cfg.value(key, d.get(key)) for key in _DEEPSEEK_MLA}
+        fields["mla"] = {key: cfg.value(key, d.get(key)) for key in DEEPSEEK_MLA}
         fields["attention"] = "MLA"
     if family.moe:
         fields["moe"] = _moe_fields(cfg, family, warnings)
+    _not_built_warnings(cfg, family, warnings)
+    return fields
+
+
+def _not_built_warnings(cfg: HFConfig, family: Family, warnings: list[str]) -> None:
+    """Keys of a published config.json that transformers does not build: say what is not counted."""
     if cfg.num_nextn_predict_layers:
         warnings.append(
             f"num_nextn_predict_layers={cfg.num_nextn_predict_layers}: the multi-token-prediction module is "
             "not built by transformers and is not counted"
         )
-    return fields
+    if cfg.use_mtp and cfg.num_mtp_modules:
+        warnings.append(
+            f"use_mtp with num_mtp_modules={cfg.num_mtp_modules}: the multi-token-prediction modules are not built "
+            "by transformers and are not counted"
+        )
+    if family.moe == "minimax" and cfg.shared_intermediate_size:
+        warnings.append(
+            f"shared_intermediate_size={cfg.shared_intermediate_size}: transformers' MiniMax-M2 builds no shared "
+            "expert; not counted"
+        )
+    if family.moe == "minimax" and (cfg.use_qk_norm is False or cfg.value("qk_norm_type", "per_layer") != "per_layer"):
+        warnings.append(
+            "use_qk_norm / qk_norm_type are ignored by transformers, which always builds per-layer q and k norms; "
+            "counted as built"
+        )
+    if family.moe == "gpt_oss" and cfg.experts_per_token not in (None, cfg.num_experts_per_tok):
+        warnings.append(
+            f"experts_per_token={cfg.experts_per_token} is ignored: transformers routes to num_experts_per_tok"
+        )
 
 
 def _flag(cfg: HFConfig, rule: str | bool, defaults: dict[str, Any]) -> bool:
@@ -269,13 +222,17 @@ def _sliding_window(cfg: HFConfig, family: Family) -> tuple[int | None, tuple[in
         return None, None
     if family.window in ("qwen", "qwen_moe", "all_if_enabled") and not cfg.use_sliding_window:
         return None, None
+    if cfg.use_bidirectional_attention and family.window_pattern == 6:  # Gemma3TextConfig.__post_init__
+        window = window // 2 + 1
     if cfg.layer_types is not None:
         layers = tuple(i for i, kind in enumerate(cfg.layer_types) if kind == "sliding_attention")
         return (window, layers) if layers else (None, None)
     if family.window in ("all", "all_if_enabled"):
         return window, None
-    if family.window == "alternate":  # Gemma2: even layers slide
-        return window, tuple(range(0, n_layers, 2))
+    if family.window == "pattern":  # Gemma2, gpt-oss: every 2nd layer full; Gemma3: every 6th
+        pattern = cfg.sliding_window_pattern or family.window_pattern
+        layers = tuple(i for i in range(n_layers) if (i + 1) % pattern)
+        return (window, layers) if layers else (None, None)
     max_window_layers = cfg.value("max_window_layers", d.get("max_window_layers"))
     if family.window == "qwen":  # Qwen2/3: layers from max_window_layers on slide
         layers = tuple(range(max_window_layers, n_layers))
@@ -287,9 +244,21 @@ def _sliding_window(cfg: HFConfig, family: Family) -> tuple[int | None, tuple[in
 def _moe_fields(cfg: HFConfig, family: Family, warnings: list[str]) -> dict[str, Any] | None:
     d = family.defaults
     k = cfg.value("num_experts_per_tok", d.get("num_experts_per_tok"))
-    if family.moe == "mixtral":
+    renormalize = family.renormalize_top_k
+    if renormalize is None:
+        renormalize = bool(cfg.value("norm_topk_prob", d.get("norm_topk_prob", False)))
+    if family.moe in ("mixtral", "gpt_oss", "minimax"):
+        # experts intermediate_size wide; num_experts is the attribute_map alias of num_local_experts
         experts = cfg.num_local_experts or cfg.num_experts or d["num_local_experts"]
-        return {"num_experts": experts, "experts_per_token": k, "expert_ffn_dim": cfg.intermediate_size}
+        biased = family.moe == "gpt_oss"
+        out = {
+            "num_experts": experts,
+            "experts_per_token": k,
+            "expert_ffn_dim": cfg.value("intermediate_size", d.get("intermediate_size")),
+        }
+        if family.moe == "mixtral":
+            return out
+        return {**out, "expert_bias": biased, "router_bias": biased, "renormalize_top_k": renormalize}
     if family.moe == "qwen":
         # transformers 5 saves Qwen3-MoE's num_experts under its attribute_map name num_local_experts
         alias = "num_experts" if cfg.given("num_experts") else "num_local_experts"
@@ -304,10 +273,10 @@ def _moe_fields(cfg: HFConfig, family: Family, warnings: list[str]) -> dict[str,
                 "shared_expert_intermediate_size", d.get("shared_expert_intermediate_size", 0)
             )
             or 0,
-            "shared_expert_gate": cfg.model_type == "qwen2_moe",
+            "shared_expert_gate": family.shared_expert_gate,
             "layer_step": cfg.decoder_sparse_step or 1,
             "dense_layer_ids": tuple(cfg.mlp_only_layers or ()),
-            "renormalize_top_k": bool(cfg.value("norm_topk_prob", False)),  # both Qwen-MoE configs default False
+            "renormalize_top_k": renormalize,
         }
     if (cfg.moe_layer_freq or 1) != 1:
         warnings.append(f"moe_layer_freq={cfg.moe_layer_freq} is ignored, as transformers ignores it")
@@ -322,8 +291,7 @@ def _moe_fields(cfg: HFConfig, family: Family, warnings: list[str]) -> dict[str,
         "expert_ffn_dim": f_e,
         "shared_expert_ffn_dim": (f_e or 0) * shared,
         "first_dense_layers": cfg.value("first_k_dense_replace", d["first_k_dense_replace"]),
-        # DeepSeek-V2's router scales by routed_scaling_factor instead; V3 follows norm_topk_prob (default True)
-        "renormalize_top_k": cfg.model_type != "deepseek_v2" and bool(cfg.value("norm_topk_prob", True)),
+        "renormalize_top_k": renormalize,
     }
 
 
@@ -338,28 +306,6 @@ def _guess_family(cfg: HFConfig) -> Family:
     if cfg.num_experts and cfg.moe_intermediate_size:
         return FAMILIES["qwen3_moe"]
     return Family(window="all", qkv_bias="attention_bias", o_bias="attention_bias", mlp_bias="mlp_bias")
-
-
-def _quantization(cfg: HFConfig, warnings: list[str]) -> tuple[WeightFormat | None, int | None]:
-    q = cfg.quantization_config
-    if not q:
-        return None, None
-    method = str(q.get("quant_method", "")).lower()
-    if method == "bitsandbytes" and q.get("load_in_4bit"):
-        return WeightFormat.NF4, None
-    if method == "bitsandbytes" and q.get("load_in_8bit"):
-        return WeightFormat.INT8, None
-    fmt = _WEIGHT_FORMAT_OF_QUANT.get(method)
-    if fmt is None or (fmt is not WeightFormat.FP8 and q.get("bits", 4) != 4):
-        warnings.append(f"quantization_config method '{method}' is not modelled; give weight_format yourself")
-        return None, None
-    block = q.get("weight_block_size")
-    if fmt is WeightFormat.FP8 and block == [128, 128]:
-        return WeightFormat.FP8_BLOCK, None
-    if fmt is WeightFormat.FP8 and block:
-        warnings.append(f"fp8 weight_block_size {block} is not modelled; read as per-tensor fp8 (fewer scale bytes)")
-    group = q.get("group_size")
-    return fmt, group if isinstance(group, int) and group > 0 else None
 
 
 def _problems(exc: ValidationError, rename: dict[str, str] | None = None) -> list[FieldProblem]:

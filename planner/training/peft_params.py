@@ -8,11 +8,12 @@
   (peft/tuners/tuners_utils.py `check_target_module_exists`);
 - "all-linear" is every nn.Linear but the output layer (`_maybe_include_all_linear_layers`). In transformers 5 the
   routed experts are stacked nn.Parameters and the routers custom modules, so neither is an nn.Linear;
-- for mixtral, qwen3_moe, deepseek_v2 and deepseek_v3, peft rewrites LoRA targets for the transformers-5 MoE layout
-  before matching (peft/utils/transformers_weight_conversion.py `_convert_peft_config_moe`): "gate" becomes the
-  router parameter, "gate_proj"/"up_proj" (mixtral "w1"/"w3") the fused expert parameter `gate_up_proj` at rank 2r,
-  "down_proj" ("w2") the expert parameter `down_proj`. Those names then no longer target any nn.Linear, so dense
-  MLPs and shared experts of these families get no adapter from them. qwen2_moe is not converted.
+- for mixtral, minimax_m2, qwen3_moe, deepseek_v2 and deepseek_v3, peft rewrites LoRA targets for the
+  transformers-5 MoE layout before matching (peft/utils/transformers_weight_conversion.py
+  `_convert_peft_config_moe`): "gate" becomes the router parameter, "gate_proj"/"up_proj" (mixtral "w1"/"w3") the
+  fused expert parameter `gate_up_proj` at rank 2r, "down_proj" ("w2") the expert parameter `down_proj`. Those
+  names then no longer target any nn.Linear, so dense MLPs and shared experts of these families get no adapter from
+  them. qwen2_moe is not converted.
 
 memplan is stricter than peft in one place: every name the user gives must match something (peft is silent when
 at least one other name matched); names from peft's defaults that match nothing are dropped, as peft drops them.
@@ -47,14 +48,15 @@ METHOD_LOC = ("training", "method")
 
 # peft/utils/constants.py (peft 0.21.2), restricted to the families memplan builds; a family missing here has no
 # default in peft. mixtral's LoRA default exists but never applies (see `_lora_targets`).
+_QV_FAMILIES = ("gemma", "gemma2", "gemma3_text", "qwen2", "qwen3")
 LORA_DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
-    family: ("q_proj", "v_proj") for family in ("llama", "mistral", "mixtral", "gemma", "gemma2", "qwen2", "qwen3")
+    family: ("q_proj", "v_proj") for family in ("llama", "mistral", "mixtral", *_QV_FAMILIES)
 }
 IA3_DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
     "llama": ("k_proj", "v_proj", "down_proj"),
     "mistral": ("k_proj", "v_proj", "down_proj"),
     "mixtral": ("k_proj", "v_proj", "w2"),  # w2 is a transformers-4 name: it matches nothing in transformers 5
-    **{family: ("q_proj", "v_proj", "down_proj") for family in ("gemma", "gemma2", "qwen2", "qwen3")},
+    **{family: ("q_proj", "v_proj", "down_proj") for family in _QV_FAMILIES},
 }
 IA3_DEFAULT_FEEDFORWARD: dict[str, tuple[str, ...]] = {
     family: ("w2",) if family == "mixtral" else ("down_proj",) for family in IA3_DEFAULT_TARGETS
@@ -68,7 +70,7 @@ _QWEN_MOE_CONVERSION = {
     "down_proj": "down_proj",
 }
 MOE_TARGET_CONVERSION: dict[str, dict[str, str]] = {
-    "mixtral": _MIXTRAL_CONVERSION,
+    **{family: _MIXTRAL_CONVERSION for family in ("mixtral", "minimax_m2")},
     **{family: _QWEN_MOE_CONVERSION for family in ("qwen3_moe", "deepseek_v2", "deepseek_v3")},
 }
 FUSED_EXPERT_PARAM = "gate_up_proj"
@@ -160,8 +162,9 @@ def _moe_sites(spec: ModelSpec, moe: MoESpec) -> tuple[_Site, ...]:
     transformers 5 always builds the shared MLP of qwen2_moe and DeepSeek MoE layers, even 0 wide.
     """
     h, n_experts, f_e = spec.hidden_size, moe.num_experts, moe.expert_ffn_dim
+    router = "mlp.router.weight" if spec.family == "gpt_oss" else "mlp.gate.weight"  # GptOssMLP.router
     sites = [
-        _Site("mlp.gate.weight", h, n_experts, ("router",), "parameter"),
+        _Site(router, h, n_experts, ("router",), "parameter"),
         _Site("mlp.experts.gate_up_proj", h, 2 * f_e, ("experts.gate_proj", "experts.up_proj"), "parameter", n_experts),
         _Site("mlp.experts.down_proj", f_e, h, ("experts.down_proj",), "parameter", n_experts),
     ]

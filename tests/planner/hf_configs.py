@@ -5,7 +5,16 @@ from __future__ import annotations
 import random
 from typing import Any
 
-__all__ = ["DEFAULTS_CASES", "FAMILIES", "SLIDING_FAMILIES", "random_config", "random_configs"]
+__all__ = [
+    "COMPOSITE_CASES",
+    "COMPOSITE_FAMILIES",
+    "DEFAULTS_CASES",
+    "FAMILIES",
+    "SLIDING_FAMILIES",
+    "random_composite_configs",
+    "random_config",
+    "random_configs",
+]
 
 FAMILIES = (
     "llama",
@@ -20,13 +29,40 @@ FAMILIES = (
     "gemma",
     "gemma2",
     "phi3",
+    "gpt_oss",
+    "minimax_m2",
+    "gemma3_text",
 )
-MOE_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3")
+MOE_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "gpt_oss", "minimax_m2")
+# Vision-language wrappers and the text model types each is generated with (transformers reads "kimi_k2" as
+# deepseek_v3, Kimi_K25Config.__post_init__).
+COMPOSITE_FAMILIES: dict[str, tuple[str, ...]] = {
+    "kimi_k25": ("kimi_k2", "deepseek_v3"),
+    "qwen3_vl": ("qwen3_vl_text",),
+    "qwen3_vl_moe": ("qwen3_vl_moe_text",),
+    "gemma3": ("gemma3_text",),
+    "llava": ("llama", "mistral", "qwen2"),
+    "mistral3": ("mistral",),
+}
 # Families whose config class defines sliding_window. transformers 5 gives any config carrying the key a sliding
 # cache (cache_utils.get_layer_types_and_kwargs), so the key is not sprinkled on the others.
-SLIDING_FAMILIES = ("mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma2", "phi3")
-# Families whose config class gives head_dim a default of its own (qwen3: 128, gemma/gemma2: 256).
-HEAD_DIM_DEFAULT = ("qwen3", "gemma", "gemma2")
+SLIDING_FAMILIES = (
+    "mistral",
+    "mixtral",
+    "qwen2",
+    "qwen2_moe",
+    "qwen3",
+    "qwen3_moe",
+    "gemma2",
+    "phi3",
+    "gpt_oss",
+    "gemma3_text",
+)
+# Families whose config class gives head_dim a default of its own (qwen3: 128, gemma/gemma2/gemma3: 256,
+# gpt-oss: 64, MiniMax-M2: 128).
+HEAD_DIM_DEFAULT = ("qwen3", "gemma", "gemma2", "qwen3_vl_text", "gpt_oss", "minimax_m2", "gemma3_text")
+# Families whose layer_types (sliding / full per layer) config.json may give explicitly.
+LAYER_TYPES_FAMILIES = ("gpt_oss", "gemma3_text")
 _OMIT = object()
 
 
@@ -73,8 +109,21 @@ def random_config(family: str, rng: random.Random) -> dict[str, Any]:
         _maybe(rng, cfg, "sliding_window", *windows)
         _maybe(rng, cfg, "use_sliding_window", False, True)
         _maybe(rng, cfg, "max_window_layers", *range(layers + 1))
+    if family in LAYER_TYPES_FAMILIES:
+        kinds = ("sliding_attention", "full_attention")
+        _maybe(rng, cfg, "layer_types", [rng.choice(kinds) for _ in range(layers)])
+    if family == "gemma3_text":
+        _maybe(rng, cfg, "sliding_window_pattern", 1, 2, 3)
+        _maybe(rng, cfg, "use_bidirectional_attention", False, True)
+    if family == "minimax_m2":  # keys of the published config that transformers ignores (each warns)
+        _maybe(rng, cfg, "use_qk_norm", True, False)
+        _maybe(rng, cfg, "shared_intermediate_size", 0, rng.randint(4, 32))
+        _maybe(rng, cfg, "use_mtp", True)
+        _maybe(rng, cfg, "num_mtp_modules", 1, 3)
     if family == "phi3":
         cfg |= {"pad_token_id": 0, "eos_token_id": None}  # the defaults (32000) lie outside a tiny vocabulary
+    if family == "minimax_m2":
+        cfg |= {"bos_token_id": None, "eos_token_id": None}  # the defaults (200034, 200020) likewise
     if family in MOE_FAMILIES:
         cfg.update(_random_moe(family, rng, layers))
     return cfg
@@ -83,7 +132,7 @@ def random_config(family: str, rng: random.Random) -> dict[str, Any]:
 def _random_moe(family: str, rng: random.Random, layers: int) -> dict[str, Any]:
     n_experts = rng.randint(2, 8)
     moe: dict[str, Any] = {"num_experts_per_tok": rng.randint(1, n_experts)}
-    if family == "mixtral":
+    if family in ("mixtral", "gpt_oss", "minimax_m2"):
         return {**moe, "num_local_experts": n_experts}
     moe["moe_intermediate_size"] = rng.randint(4, 48)
     if family.startswith("qwen"):
@@ -115,6 +164,29 @@ def random_configs(per_family: int, seed: int) -> list[tuple[str, dict[str, Any]
     return [(f"{family}-{i}", random_config(family, rng)) for family in FAMILIES for i in range(per_family)]
 
 
+def random_composite_config(composite: str, text_type: str, rng: random.Random) -> dict[str, Any]:
+    """A vision-language config: a random language model under text_config, the vision side left at defaults."""
+    layout = {"kimi_k2": "deepseek_v3", "qwen3_vl_text": "qwen3", "qwen3_vl_moe_text": "qwen3_moe"}
+    text = random_config(layout.get(text_type, text_type), rng)
+    text["model_type"] = text_type
+    if text_type in ("qwen3_vl_text", "qwen3_vl_moe_text"):  # their config classes have no sliding window
+        text = {k: v for k, v in text.items() if k not in ("sliding_window", "use_sliding_window", "max_window_layers")}
+    cfg: dict[str, Any] = {"model_type": composite, "text_config": text}
+    _maybe(rng, cfg, "tie_word_embeddings", False, True)
+    return cfg
+
+
+def random_composite_configs(per_text_type: int, seed: int) -> list[tuple[str, dict[str, Any]]]:
+    """`per_text_type` random configs of each wrapper and text model type, as (test id, config)."""
+    rng = random.Random(seed)
+    return [
+        (f"{composite}-{text_type}-{i}", random_composite_config(composite, text_type, rng))
+        for composite, text_types in COMPOSITE_FAMILIES.items()
+        for text_type in text_types
+        for i in range(per_text_type)
+    ]
+
+
 def _base(family: str, hidden: int, heads: int, **extra: Any) -> dict[str, Any]:
     return {
         "model_type": family,
@@ -143,4 +215,35 @@ DEFAULTS_CASES: list[tuple[str, dict[str, Any]]] = [
     ("gemma-tied-head_dim-256-kv-16", _base("gemma", 64, 32, intermediate_size=40)),
     ("gemma2-tied-head_dim-256-kv-4", _base("gemma2", 64, 8, intermediate_size=40)),
     ("phi3-kv-from-heads", _base("phi3", 64, 4, intermediate_size=40, pad_token_id=0, eos_token_id=None)),
+    ("gpt_oss-defaults-head_dim-64-kv-8", _base("gpt_oss", 64, 16, intermediate_size=40)),
+    (
+        "minimax_m2-defaults-head_dim-128-kv-8",
+        _base("minimax_m2", 64, 16, intermediate_size=40, bos_token_id=None, eos_token_id=None),
+    ),
+    ("gemma3_text-tied-head_dim-256-kv-4", _base("gemma3_text", 64, 8, intermediate_size=40)),
+]
+
+
+def _without_model_type(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k != "model_type"}
+
+
+# Wrappers that leave text_config keys (and tie_word_embeddings) to their config classes' defaults.
+COMPOSITE_CASES: list[tuple[str, dict[str, Any]]] = [
+    (
+        "kimi_k25-tied-by-default",
+        {"model_type": "kimi_k25", "text_config": _base("kimi_k2", 64, 4, num_hidden_layers=4)},
+    ),
+    ("qwen3_vl-text-defaults", {"model_type": "qwen3_vl", "text_config": _base("qwen3_vl_text", 64, 64)}),
+    ("qwen3_vl_moe-text-defaults", {"model_type": "qwen3_vl_moe", "text_config": _base("qwen3_vl_moe_text", 64, 32)}),
+    ("gemma3-tied-by-default", {"model_type": "gemma3", "text_config": _base("gemma3_text", 64, 8)}),
+    (
+        "llava-text-model_type-default",
+        {"model_type": "llava", "text_config": _without_model_type(_base("llama", 64, 4, intermediate_size=40))},
+    ),
+    ("llava-tied-by-text", {"model_type": "llava", "text_config": _base("gemma", 64, 32, intermediate_size=40)}),
+    (
+        "mistral3-tied-by-default",
+        {"model_type": "mistral3", "text_config": _base("mistral", 64, 16, intermediate_size=40)},
+    ),
 ]

@@ -14,13 +14,21 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, Cache, DynamicCache, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    Cache,
+    DynamicCache,
+    PreTrainedModel,
+)
 
 __all__ = [
     "LayerCounts",
     "OracleCounts",
     "build_meta_model",
     "cache_layer_windows",
+    "language_model",
     "oracle_counts",
     "prefill_cache",
     "tensor_bytes",
@@ -32,18 +40,33 @@ def _numel(module: nn.Module) -> int:
 
 
 def build_meta_model(config_dict: dict[str, Any]) -> PreTrainedModel:
-    """`AutoModelForCausalLM.from_config(AutoConfig.for_model(**config_dict))` on the meta device, cached."""
+    """`AutoModelForCausalLM.from_config(AutoConfig.for_model(**config_dict))` on the meta device, cached.
+
+    A config with a `text_config` (a vision-language model) builds its `AutoModelForImageTextToText` class whole:
+    the planner's count is then compared with the language model inside it.
+    """
     return _build(json.dumps(config_dict, sort_keys=True))
+
+
+def _without_remote_code(config: dict[str, Any]) -> dict[str, Any]:
+    """Drop `auto_map` (top level and text_config): transformers 5 has native classes for these model types,
+    and from_config would otherwise ask to run the repository's own code."""
+    out = {k: v for k, v in config.items() if k != "auto_map"}
+    if isinstance(out.get("text_config"), dict):
+        out["text_config"] = _without_remote_code(out["text_config"])
+    return out
 
 
 @functools.cache
 def _build(config_json: str) -> PreTrainedModel:
     # Scoped: config classes may warn about unused or legacy keys of a published config.json.
+    raw = _without_remote_code(json.loads(config_json))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        config = AutoConfig.for_model(**json.loads(config_json))
+        config = AutoConfig.for_model(**raw)
+        auto = AutoModelForImageTextToText if "text_config" in raw else AutoModelForCausalLM
         with torch.device("meta"):
-            return AutoModelForCausalLM.from_config(config)
+            return auto.from_config(config)
 
 
 @dataclass(frozen=True)
@@ -65,6 +88,7 @@ class OracleCounts:
     lm_head: int  # 0 when the output embedding is the input embedding tensor
     final_norm: int
     layers: tuple[LayerCounts, ...]
+    left_out: tuple[tuple[str, int], ...] = ()  # (module, params) outside the language model: vision tower, projector
 
     @property
     def active_per_token(self) -> int:
@@ -83,11 +107,18 @@ def _layer_counts(layer: nn.Module) -> LayerCounts:
     if experts is None:
         return LayerCounts(total, attention, mlp, norms, active=total, is_moe=False)
     # Routed experts are stacked tensors (E, ...) in transformers 5; one expert is 1/E of the stack.
-    n_experts, top_k = experts.num_experts, layer.mlp.gate.top_k
+    router = getattr(layer.mlp, "gate", None) or layer.mlp.router  # gpt-oss names it router
+    n_experts, top_k = experts.num_experts, router.top_k
     stacked = _numel(experts)
     assert all(p.shape[0] == n_experts for p in experts.parameters())
     active = total - (n_experts - top_k) * (stacked // n_experts)
     return LayerCounts(total, attention, mlp, norms, active=active, is_moe=True)
+
+
+def language_model(model: PreTrainedModel) -> nn.Module:
+    """The decoder stack: `model.model`, or the `language_model` inside a vision-language model."""
+    inner: nn.Module = model.model
+    return getattr(inner, "language_model", inner)
 
 
 def oracle_counts(config_dict: dict[str, Any]) -> OracleCounts:
@@ -100,12 +131,21 @@ def _oracle_counts(config_json: str) -> OracleCounts:
     model = _build(config_json)
     embedding = model.get_input_embeddings().weight
     output = model.get_output_embeddings().weight
+    lm_head = 0 if output is embedding else output.numel()
+    # A vision-language model: only its language model (and lm_head) is counted; the rest is named.
+    decoder = language_model(model)
+    left_out = tuple(
+        (name, _numel(child))
+        for name, child in model.model.named_children()
+        if decoder is not model.model and child is not decoder and _numel(child)
+    )
     return OracleCounts(
-        total=_numel(model),
+        total=_numel(decoder) + lm_head if left_out else _numel(model),
         embedding=embedding.numel(),
-        lm_head=0 if output is embedding else output.numel(),
-        final_norm=_numel(model.model.norm),
-        layers=tuple(_layer_counts(layer) for layer in model.model.layers),
+        lm_head=lm_head,
+        final_norm=_numel(decoder.norm),
+        layers=tuple(_layer_counts(layer) for layer in decoder.layers),
+        left_out=left_out,
     )
 
 

@@ -1,4 +1,5 @@
-"""import_hf_config: the 12 families, unknown families, missing keys, explicit nulls, quantization configs."""
+"""import_hf_config: the decoder families, vision-language wrappers, aliases, unknown families, missing keys,
+explicit nulls, quantization configs, keys transformers ignores."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from planner import (
     import_hf_config,
     load_catalog,
 )
-from tests.planner.hf_configs import FAMILIES
+from tests.planner.hf_configs import COMPOSITE_CASES, COMPOSITE_FAMILIES, FAMILIES
 from tests.planner.oracle import build_meta_model, oracle_counts
 
 CATALOG = load_catalog()
@@ -30,6 +31,9 @@ _FAMILY_KEYS: dict[str, dict[str, Any]] = {
     "gemma": {"head_dim": 16},
     "gemma2": {"head_dim": 16},
     "phi3": {"pad_token_id": 0, "eos_token_id": None},  # the defaults (32000) lie outside the vocabulary
+    "gpt_oss": {"num_local_experts": 4, "num_experts_per_tok": 2, "head_dim": 16},
+    "minimax_m2": {"num_local_experts": 4, "num_experts_per_tok": 2, "head_dim": 16, "bos_token_id": None},
+    "gemma3_text": {"head_dim": 16},
 }
 
 
@@ -61,8 +65,9 @@ def _oracle(config: dict[str, Any]) -> tuple[int, int]:
     return oracle.total, oracle.active_per_token
 
 
-def test_supported_families_are_the_twelve() -> None:
-    assert sorted(SUPPORTED_FAMILIES) == sorted(FAMILIES)
+def test_supported_families_are_the_tested_ones() -> None:
+    # 15 decoder families, the kimi_k2 alias of deepseek_v3, 6 vision-language wrappers
+    assert sorted(SUPPORTED_FAMILIES) == sorted((*FAMILIES, "kimi_k2", *COMPOSITE_FAMILIES))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -81,6 +86,90 @@ def test_config_as_transformers_5_saves_it_imports_the_same(family: str) -> None
     config = _family_config(family)
     saved = json.loads(build_meta_model(config).config.to_json_string())
     assert _counts(saved) == _oracle(config)
+
+
+@pytest.mark.parametrize("config", [c for _, c in COMPOSITE_CASES], ids=[i for i, _ in COMPOSITE_CASES])
+def test_vision_language_config_as_transformers_5_saves_it_imports_the_same(config: dict[str, Any]) -> None:
+    # The saved wrapper spells out text_config (kimi_k2 rewritten to deepseek_v3) and its own tie_word_embeddings.
+    saved = json.loads(build_meta_model(config).config.to_json_string())
+    assert _counts(saved) == _oracle(config)
+
+
+# --- vision-language wrappers and aliases ------------------------------------------------------------------------
+
+
+def test_kimi_k25_counts_its_language_model_and_names_what_is_left_out() -> None:
+    model = CATALOG.model("kimi-k2.5")
+    imported = import_hf_config(model.config)
+    assert (imported.family, imported.spec.family, imported.exact) == ("kimi_k25", "deepseek_v3", True)
+    assert imported.warnings == (
+        "kimi_k25 is a vision-language model: only its language model (text_config, read as deepseek_v3) is "
+        "counted; the MoonViT vision tower and the mm_projector (patch merger) are left out",
+    )
+    assert [name for name, _ in oracle_counts(model.config).left_out] == ["vision_tower", "mm_projector"]
+    assert model.params.total == 1_026_408_209_408  # language model + lm_head (transformers 5.23, meta device)
+
+
+def test_kimi_k2_model_type_reads_as_deepseek_v3() -> None:
+    # Kimi-K2's own config.json says model_type "kimi_k2" (remote code); transformers reads it as deepseek_v3
+    # inside Kimi-K2.5 (Kimi_K25Config.__post_init__), so the oracle is the deepseek_v3 build of the same keys.
+    deepseek = _family_config("deepseek_v3")
+    imported = import_hf_config({**deepseek, "model_type": "kimi_k2"})
+    assert (imported.family, imported.spec.family, imported.exact, imported.warnings) == (
+        "kimi_k2",
+        "deepseek_v3",
+        True,
+        (),
+    )
+    assert _counts({**deepseek, "model_type": "kimi_k2"}) == _oracle(deepseek)
+
+
+def test_unknown_wrapper_reads_its_text_config_with_a_warning() -> None:
+    llama = CATALOG.model("llama-3-8b")
+    imported = import_hf_config({"model_type": "my_vlm", "text_config": llama.config})
+    assert imported.exact is False and imported.spec.family == "llama"
+    assert len(imported.warnings) == 1 and "'my_vlm'" in imported.warnings[0]
+    assert "not checked" in imported.warnings[0]
+    assert count_params(imported.spec).total == llama.params.total
+
+
+def test_problems_inside_text_config_are_located_there() -> None:
+    text = {k: v for k, v in CATALOG.model("llama-3-8b").config.items() if k != "hidden_size"}
+    with pytest.raises(SpecError) as caught:
+        import_hf_config({"model_type": "llava", "text_config": text})
+    assert [p.loc for p in caught.value.problems] == [("text_config", "hidden_size")]
+    with pytest.raises(SpecError) as caught:
+        import_hf_config({"model_type": "llava", "text_config": {**text, "hidden_size": 0}})
+    assert [p.loc for p in caught.value.problems] == [("text_config", "hidden_size")]
+
+
+# --- keys of published configs that transformers does not build ---------------------------------------------------
+
+
+def test_minimax_m2_mtp_modules_are_not_counted() -> None:
+    # MiniMax-M2.5 config.json: use_mtp true, num_mtp_modules 3 (multi-token prediction, like DeepSeek's nextn).
+    imported = import_hf_config(CATALOG.model("minimax-m2.5").config)
+    assert imported.warnings == (
+        "use_mtp with num_mtp_modules=3: the multi-token-prediction modules are not built by transformers and are "
+        "not counted",
+    )
+
+
+def test_minimax_m2_keys_transformers_ignores_warn_and_count_what_is_built() -> None:
+    config = {**_family_config("minimax_m2"), "use_qk_norm": False, "shared_intermediate_size": 32}
+    imported = import_hf_config(config)
+    assert len(imported.warnings) == 2 and imported.spec.qk_norm and imported.spec.moe is not None
+    assert imported.spec.moe.shared_expert_ffn_dim == 0
+    assert _counts(config) == _oracle(config)
+
+
+def test_gpt_oss_experts_per_token_is_not_the_routing_width() -> None:
+    # openai/gpt-oss config.json carries experts_per_token beside num_experts_per_tok; transformers reads the latter.
+    config = {**_family_config("gpt_oss"), "experts_per_token": 1}
+    imported = import_hf_config(config)
+    assert imported.spec.moe is not None and imported.spec.moe.experts_per_token == 2
+    assert len(imported.warnings) == 1 and "experts_per_token=1" in imported.warnings[0]
+    assert _counts(config) == _oracle(config)
 
 
 def test_unknown_model_type_reads_as_llama_with_a_warning() -> None:

@@ -1,4 +1,5 @@
-"""count_params against transformers, exactly: every catalog model and random tiny configs of all 12 families.
+"""count_params against transformers, exactly: every catalog model, random tiny configs of all 15 decoder families
+and of the vision-language wrappers (their language model alone).
 
 The oracle is the model `AutoModelForCausalLM.from_config` builds on the meta device (tests/planner/oracle.py);
 nothing here is a hand-typed expectation.
@@ -11,11 +12,19 @@ from typing import Any
 import pytest
 
 from planner import CatalogModel, ModelSpec, ParamCounts, count_params, import_hf_config, load_catalog
-from tests.planner.hf_configs import DEFAULTS_CASES, FAMILIES, random_configs
-from tests.planner.oracle import OracleCounts, build_meta_model, oracle_counts
+from tests.planner.hf_configs import (
+    COMPOSITE_CASES,
+    COMPOSITE_FAMILIES,
+    DEFAULTS_CASES,
+    FAMILIES,
+    random_composite_configs,
+    random_configs,
+)
+from tests.planner.oracle import OracleCounts, build_meta_model, language_model, oracle_counts
 
 CATALOG = load_catalog().models
 RANDOM_CASES = random_configs(per_family=6, seed=20_240_507)
+COMPOSITE_RANDOM_CASES = random_composite_configs(per_text_type=3, seed=20_250_901)
 
 
 def _summary(counts: ParamCounts | OracleCounts) -> dict[str, int]:
@@ -82,9 +91,14 @@ def test_catalog_per_layer_counts_equal_transformers(model: CatalogModel) -> Non
 def test_catalog_covers_dense_moe_and_mla() -> None:
     # Guards the two tests above against a catalog that silently loses its hard cases.
     specs = {m.id: m.spec for m in CATALOG}
-    assert len(specs) == 13
+    assert len(specs) == 22
     assert specs["deepseek-v3"].mla is not None and specs["deepseek-v3"].moe is not None
     assert specs["mixtral-8x7b"].moe is not None and specs["llama-3.1-405b"].moe is None
+    oss = specs["gpt-oss-120b"]
+    assert oss.attention_sinks and oss.qkv_bias and oss.o_bias and oss.sliding_window_layers == tuple(range(0, 36, 2))
+    assert oss.moe is not None and oss.moe.expert_bias and oss.moe.router_bias
+    assert specs["minimax-m2.5"].qk_norm_type == "per_layer"
+    assert specs["kimi-k2.5"].mla is not None and specs["kimi-k2.5"].family == "deepseek_v3"
 
 
 # --- random tiny configs of every family --------------------------------------------------------------------------
@@ -111,21 +125,51 @@ def test_random_configs_exercise_every_branch() -> None:
     assert any(m.layer_step == 2 for m in moes) and any(m.experts_per_token == m.num_experts for m in moes)
     assert any(s.mla is not None and s.mla.q_lora_rank is None for s in specs)
     assert any(s.mla is not None and s.mla.q_lora_rank is not None for s in specs)
+    assert any(s.attention_sinks for s in specs) and any(s.qk_norm_type == "per_layer" for s in specs)
+    assert any(m.expert_bias and m.router_bias for m in moes)
+    patterned = [s for s in specs if s.family in ("gpt_oss", "gemma3_text")]
+    assert any(s.sliding_window_layers for s in patterned) and any(s.sliding_window is None for s in patterned)
+
+
+# --- vision-language configs: the language model under text_config, counted alone -----------------------------
+
+
+@pytest.mark.parametrize("config", [c for _, c in COMPOSITE_RANDOM_CASES], ids=[i for i, _ in COMPOSITE_RANDOM_CASES])
+def test_random_vision_language_configs_count_their_language_model(config: dict[str, Any]) -> None:
+    imported = import_hf_config(config)
+    counts, oracle = count_params(imported.spec), oracle_counts(config)
+    assert _summary(counts) == _summary(oracle)
+    assert _planner_layers(imported.spec, counts) == _oracle_layers(oracle)
+    # what transformers builds besides the language model is left out, and the warning says so
+    assert oracle.left_out and imported.exact
+    assert any("vision tower" in w and "projector" in w and "left out" in w for w in imported.warnings)
+
+
+def test_random_vision_language_configs_cover_every_wrapper() -> None:
+    imported = [import_hf_config(c) for _, c in COMPOSITE_RANDOM_CASES]
+    assert {i.family for i in imported} == set(COMPOSITE_FAMILIES)
+    assert {i.spec.tie_embeddings for i in imported} == {False, True}
+    assert {i.spec.family for i in imported if i.family == "kimi_k25"} == {"deepseek_v3"}  # kimi_k2 included
 
 
 # --- configs that leave keys out, so the family defaults of transformers 5 apply ----------------------------------
 
 
-@pytest.mark.parametrize("config", [c for _, c in DEFAULTS_CASES], ids=[i for i, _ in DEFAULTS_CASES])
+_DEFAULTS_AND_WRAPPERS = DEFAULTS_CASES + COMPOSITE_CASES
+
+
+@pytest.mark.parametrize("config", [c for _, c in _DEFAULTS_AND_WRAPPERS], ids=[i for i, _ in _DEFAULTS_AND_WRAPPERS])
 def test_family_defaults_match_transformers(config: dict[str, Any]) -> None:
     spec, counts = _imported_counts(config)
+    model = build_meta_model(config)
     if spec.mla is None:  # name the resolved dimension first: a bare count mismatch says little
-        model = build_meta_model(config)
         resolved = {"num_kv_heads": spec.kv_heads, "head_dim": spec.resolved_head_dim}
         assert resolved == {
-            "num_kv_heads": model.config.num_key_value_heads,
-            "head_dim": model.model.layers[0].self_attn.head_dim,
+            "num_kv_heads": model.config.get_text_config().num_key_value_heads,
+            "head_dim": language_model(model).layers[0].self_attn.head_dim,
         }
+    tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    assert spec.tie_embeddings is tied  # a wrapper's own tie_word_embeddings default, not text_config's
     assert _summary(counts) == _summary(oracle_counts(config))
 
 
@@ -156,7 +200,9 @@ def test_deepseek_zero_shared_experts_with_mlp_bias() -> None:
 
 # --- the parts add up (planner-internal, no oracle) ---------------------------------------------------------------
 
-_CONSISTENCY_CASES = [(m.id, m.spec) for m in CATALOG] + [(i, import_hf_config(c).spec) for i, c in RANDOM_CASES]
+_CONSISTENCY_CASES = [(m.id, m.spec) for m in CATALOG] + [
+    (i, import_hf_config(c).spec) for i, c in RANDOM_CASES + COMPOSITE_RANDOM_CASES
+]
 
 
 @pytest.mark.parametrize("spec", [s for _, s in _CONSISTENCY_CASES], ids=[i for i, _ in _CONSISTENCY_CASES])

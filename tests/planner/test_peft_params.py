@@ -241,7 +241,9 @@ def test_prefix_tuning_equals_peft(case_id: str, config: dict[str, Any], project
     _assert_equals_peft(_spec(config), config, method)
 
 
-IA3_TARGETS = {"mixtral": ("k_proj", "o_proj"), "qwen3_moe": ("k_proj", "o_proj")}  # no nn.Linear down_proj
+IA3_TARGETS = {  # every layer MoE: no nn.Linear down_proj
+    family: ("k_proj", "o_proj") for family in ("mixtral", "qwen3_moe", "gpt_oss", "minimax_m2")
+}
 
 
 @pytest.mark.parametrize(("case_id", "config"), TINY_CASES, ids=[c for c, _ in TINY_CASES])
