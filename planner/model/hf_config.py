@@ -63,6 +63,8 @@ class HFConfig(BaseModel):
     max_window_layers: Annotated[int, Field(ge=0, le=1024)] | None = None
     layer_types: list[Annotated[str, Field(max_length=64)]] | None = Field(default=None, max_length=1024)
     sliding_window_pattern: Annotated[int, Field(ge=1, le=1024)] | None = None
+    no_rope_layers: list[Annotated[int, Field(ge=0, le=1)]] | None = Field(default=None, max_length=1024)
+    no_rope_layer_interval: Annotated[int, Field(ge=1, le=1024)] | None = None
     use_bidirectional_attention: bool | None = None
 
     num_local_experts: Small | None = None

@@ -21,15 +21,15 @@ class Family:
     qkv_bias: str | bool = False  # a config key, or a constant for the family
     o_bias: str | bool = False
     mlp_bias: str | bool = False
-    qk_norm: bool = False
-    qk_norm_type: str = "per_head"  # "per_layer": over the whole q and k projections (MiniMax-M2)
+    qk_norm: str | bool = False  # a config key (Cohere use_qk_norm), or a constant for the family
+    qk_norm_type: str = "per_head"  # "per_layer": over the whole q and k projections (MiniMax-M2, OLMo-2)
     attention_sinks: bool = False  # gpt-oss: a learned logit per head
     norms_per_layer: int = 2
-    moe: str | None = None  # "mixtral", "qwen", "deepseek", "gpt_oss", "minimax"
+    moe: str | None = None  # "mixtral", "qwen", "deepseek", "gpt_oss", "minimax", "olmoe"
     shared_expert_gate: bool = False  # Qwen2-MoE: a sigmoid gate h->1 on the shared expert
     renormalize_top_k: bool | None = None  # None: from norm_topk_prob; a constant where the router ignores it
     mla: bool = False
-    window: str = "none"  # "all", "qwen", "qwen_moe", "all_if_enabled", "pattern", "none"
+    window: str = "none"  # "all", "qwen", "qwen_moe", "all_if_enabled", "pattern", "smollm3", "none"
     window_pattern: int = 2  # "pattern": layer i slides unless (i + 1) % pattern == 0
     layout: str | None = None  # the model_type whose modules these are (ModelSpec.family), when not its own
 
@@ -211,6 +211,67 @@ FAMILIES: dict[str, Family] = {
         qk_norm_type="per_layer",
         moe="minimax",
         renormalize_top_k=True,
+    ),
+    # Olmo2Config: no pre-norms, a norm after attention and after the MLP; q/k norms over the whole projections
+    "olmo2": Family(
+        {"max_position_embeddings": 2048},
+        qkv_bias=_ATTN_BIAS,
+        o_bias=_ATTN_BIAS,
+        qk_norm=True,
+        qk_norm_type="per_layer",
+    ),
+    # OlmoeConfig: every layer MoE, 64 experts of intermediate_size, softmax router (norm_topk_prob default False);
+    # q_norm h wide, k_norm (h / n_h)·n_kv (OlmoeAttention): per_layer when head_dim is h / n_h
+    "olmoe": Family(
+        {
+            "intermediate_size": 2048,
+            "max_position_embeddings": 4096,
+            "num_experts": 64,
+            "num_experts_per_tok": 8,
+        },
+        qkv_bias=_ATTN_BIAS,
+        o_bias=_ATTN_BIAS,
+        qk_norm=True,
+        qk_norm_type="per_layer",
+        moe="olmoe",
+    ),
+    # GraniteConfig: Llama's modules; its multipliers (embedding, residual, attention, logits) are scalars
+    "granite": Family({"max_position_embeddings": 2048}, qkv_bias=_ATTN_BIAS, o_bias=_ATTN_BIAS, mlp_bias="mlp_bias"),
+    # SmolLM3Config: Llama's modules, tied; NoPE layers have no parameters; windows only with use_sliding_window
+    "smollm3": Family(
+        {
+            "num_key_value_heads": 4,
+            "intermediate_size": 11008,
+            "max_position_embeddings": 32768,
+            "tie_word_embeddings": True,
+        },
+        qkv_bias=_ATTN_BIAS,
+        o_bias=_ATTN_BIAS,
+        mlp_bias="mlp_bias",
+        window="smollm3",
+    ),
+    # Glm4Config: attention_bias (default True) on q, k, v only; fused gate_up_proj (2·h·f, as gate + up);
+    # four norms per block (input, post_self_attn, post_attention, post_mlp)
+    "glm4": Family(
+        {
+            "num_key_value_heads": 2,
+            "head_dim": 128,
+            "intermediate_size": 13696,
+            "max_position_embeddings": 131072,
+            "attention_bias": True,
+        },
+        qkv_bias=_ATTN_BIAS,
+        norms_per_layer=4,
+    ),
+    # CohereConfig: one LayerNorm (weight only) feeds attention and the MLP in parallel; use_qk_norm adds
+    # (n_h, d_h) and (n_kv, d_h) LayerNorm weights; tied by default
+    "cohere": Family(
+        {"intermediate_size": 22528, "max_position_embeddings": 8192, "tie_word_embeddings": True},
+        qkv_bias=_ATTN_BIAS,
+        o_bias=_ATTN_BIAS,
+        qk_norm="use_qk_norm",
+        qk_norm_type="per_layer",
+        norms_per_layer=1,
     ),
 }
 

@@ -163,7 +163,7 @@ def _spec_fields(cfg: HFConfig, family: Family, family_name: str, warnings: list
         "qkv_bias": _flag(cfg, family.qkv_bias, d),
         "o_bias": _flag(cfg, family.o_bias, d),
         "mlp_bias": _flag(cfg, family.mlp_bias, d),
-        "qk_norm": family.qk_norm,
+        "qk_norm": _flag(cfg, family.qk_norm, d),
         "qk_norm_type": family.qk_norm_type,
         "attention_sinks": family.attention_sinks,
         "norms_per_layer": family.norms_per_layer,
@@ -202,6 +202,17 @@ def _not_built_warnings(cfg: HFConfig, family: Family, warnings: list[str]) -> N
             "use_qk_norm / qk_norm_type are ignored by transformers, which always builds per-layer q and k norms; "
             "counted as built"
         )
+    head_dim = cfg.value("head_dim", family.defaults.get("head_dim"))
+    if (
+        family.moe == "olmoe"
+        and head_dim
+        and cfg.hidden_size
+        and head_dim * (cfg.num_attention_heads or 1) != cfg.hidden_size
+    ):
+        warnings.append(
+            f"head_dim={head_dim} is not hidden_size / num_attention_heads: OLMoE's q/k norms stay h and "
+            "(h / n_h)·n_kv wide, counted here as n_h·head_dim and n_kv·head_dim"
+        )
     if family.moe == "gpt_oss" and cfg.experts_per_token not in (None, cfg.num_experts_per_tok):
         warnings.append(
             f"experts_per_token={cfg.experts_per_token} is ignored: transformers routes to num_experts_per_tok"
@@ -220,7 +231,7 @@ def _sliding_window(cfg: HFConfig, family: Family) -> tuple[int | None, tuple[in
     window = cfg.value("sliding_window", d.get("sliding_window"))
     if family.window == "none" or not window:
         return None, None
-    if family.window in ("qwen", "qwen_moe", "all_if_enabled") and not cfg.use_sliding_window:
+    if family.window in ("qwen", "qwen_moe", "all_if_enabled", "smollm3") and not cfg.use_sliding_window:
         return None, None
     if cfg.use_bidirectional_attention and family.window_pattern == 6:  # Gemma3TextConfig.__post_init__
         window = window // 2 + 1
@@ -229,6 +240,11 @@ def _sliding_window(cfg: HFConfig, family: Family) -> tuple[int | None, tuple[in
         return (window, layers) if layers else (None, None)
     if family.window in ("all", "all_if_enabled"):
         return window, None
+    if family.window == "smollm3":  # SmolLM3Config: the NoPE layers slide (no_rope_layers[i] == 0)
+        interval = cfg.no_rope_layer_interval or 4
+        no_rope = cfg.no_rope_layers or [int((i + 1) % interval != 0) for i in range(n_layers)]
+        layers = tuple(i for i, has_rope in enumerate(no_rope) if not has_rope)
+        return (window, layers) if layers else (None, None)
     if family.window == "pattern":  # Gemma2, gpt-oss: every 2nd layer full; Gemma3: every 6th
         pattern = cfg.sliding_window_pattern or family.window_pattern
         layers = tuple(i for i in range(n_layers) if (i + 1) % pattern)
@@ -247,9 +263,9 @@ def _moe_fields(cfg: HFConfig, family: Family, warnings: list[str]) -> dict[str,
     renormalize = family.renormalize_top_k
     if renormalize is None:
         renormalize = bool(cfg.value("norm_topk_prob", d.get("norm_topk_prob", False)))
-    if family.moe in ("mixtral", "gpt_oss", "minimax"):
+    if family.moe in ("mixtral", "gpt_oss", "minimax", "olmoe"):
         # experts intermediate_size wide; num_experts is the attribute_map alias of num_local_experts
-        experts = cfg.num_local_experts or cfg.num_experts or d["num_local_experts"]
+        experts = cfg.num_local_experts or cfg.num_experts or d.get("num_local_experts") or d["num_experts"]
         biased = family.moe == "gpt_oss"
         out = {
             "num_experts": experts,

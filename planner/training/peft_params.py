@@ -8,7 +8,7 @@
   (peft/tuners/tuners_utils.py `check_target_module_exists`);
 - "all-linear" is every nn.Linear but the output layer (`_maybe_include_all_linear_layers`). In transformers 5 the
   routed experts are stacked nn.Parameters and the routers custom modules, so neither is an nn.Linear;
-- for mixtral, minimax_m2, qwen3_moe, deepseek_v2 and deepseek_v3, peft rewrites LoRA targets for the
+- for mixtral, minimax_m2, qwen3_moe, olmoe, deepseek_v2 and deepseek_v3, peft rewrites LoRA targets for the
   transformers-5 MoE layout before matching (peft/utils/transformers_weight_conversion.py
   `_convert_peft_config_moe`): "gate" becomes the router parameter, "gate_proj"/"up_proj" (mixtral "w1"/"w3") the
   fused expert parameter `gate_up_proj` at rank 2r, "down_proj" ("w2") the expert parameter `down_proj`. Those
@@ -71,8 +71,9 @@ _QWEN_MOE_CONVERSION = {
 }
 MOE_TARGET_CONVERSION: dict[str, dict[str, str]] = {
     **{family: _MIXTRAL_CONVERSION for family in ("mixtral", "minimax_m2")},
-    **{family: _QWEN_MOE_CONVERSION for family in ("qwen3_moe", "deepseek_v2", "deepseek_v3")},
+    **{family: _QWEN_MOE_CONVERSION for family in ("qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3")},
 }
+FUSED_GATE_UP_FAMILIES = frozenset({"phi3", "glm4"})  # one gate_up_proj nn.Linear (Phi3MLP, Glm4MLP)
 FUSED_EXPERT_PARAM = "gate_up_proj"
 FUSED_RANK_FACTOR = 2  # peft sets rank_pattern and alpha_pattern of gate_up_proj to 2·r and 2·α
 SHARED_MLP_PREFIX = {"qwen2_moe": "shared_expert.", "deepseek_v2": "shared_experts.", "deepseek_v3": "shared_experts."}
@@ -147,10 +148,10 @@ def _attention_sites(spec: ModelSpec) -> tuple[_Site, ...]:
 
 
 def _dense_mlp_sites(spec: ModelSpec) -> tuple[_Site, ...]:
-    """Gated MLP gate/up/down; phi3 fuses gate and up into gate_up_proj h→2f."""
+    """Gated MLP gate/up/down; phi3 and glm4 fuse gate and up into gate_up_proj h→2f."""
     gate, up, down = mlp_linears(spec, moe_layer=False)
     sites = (_Site(f"mlp.{lin.name}", lin.d_in, lin.d_out, (lin.name,)) for lin in (gate, up, down))
-    if spec.family != "phi3":
+    if spec.family not in FUSED_GATE_UP_FAMILIES:
         return tuple(sites)
     fused = _Site("mlp.gate_up_proj", gate.d_in, gate.d_out + up.d_out, (gate.name, up.name))
     return fused, _Site("mlp.down_proj", down.d_in, down.d_out, (down.name,))

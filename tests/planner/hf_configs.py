@@ -32,8 +32,14 @@ FAMILIES = (
     "gpt_oss",
     "minimax_m2",
     "gemma3_text",
+    "olmo2",
+    "olmoe",
+    "granite",
+    "smollm3",
+    "glm4",
+    "cohere",
 )
-MOE_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "gpt_oss", "minimax_m2")
+MOE_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "gpt_oss", "minimax_m2", "olmoe")
 # Vision-language wrappers and the text model types each is generated with (transformers reads "kimi_k2" as
 # deepseek_v3, Kimi_K25Config.__post_init__).
 COMPOSITE_FAMILIES: dict[str, tuple[str, ...]] = {
@@ -60,7 +66,7 @@ SLIDING_FAMILIES = (
 )
 # Families whose config class gives head_dim a default of its own (qwen3: 128, gemma/gemma2/gemma3: 256,
 # gpt-oss: 64, MiniMax-M2: 128).
-HEAD_DIM_DEFAULT = ("qwen3", "gemma", "gemma2", "qwen3_vl_text", "gpt_oss", "minimax_m2", "gemma3_text")
+HEAD_DIM_DEFAULT = ("qwen3", "gemma", "gemma2", "qwen3_vl_text", "gpt_oss", "minimax_m2", "gemma3_text", "glm4")
 # Families whose layer_types (sliding / full per layer) config.json may give explicitly.
 LAYER_TYPES_FAMILIES = ("gpt_oss", "gemma3_text")
 _OMIT = object()
@@ -97,6 +103,8 @@ def random_config(family: str, rng: random.Random) -> dict[str, Any]:
         cfg["num_key_value_heads"] = rng.choice(_divisors(n_heads))
         if family in HEAD_DIM_DEFAULT:
             _maybe(rng, cfg, "head_dim", 4, 8, 12)  # omitted: the 128/256 default, fine on the meta device
+        elif family == "olmoe":
+            pass  # OLMoE sizes its q/k norms from h / n_h whatever head_dim says (a warning, not a count)
         elif rng.random() < 0.4:
             cfg["head_dim"] = rng.choice((4, 8, 12, 20))  # deliberately not hidden / heads
     # Every family gets every flag: the planner must read exactly the ones transformers reads.
@@ -115,6 +123,8 @@ def random_config(family: str, rng: random.Random) -> dict[str, Any]:
     if family == "gemma3_text":
         _maybe(rng, cfg, "sliding_window_pattern", 1, 2, 3)
         _maybe(rng, cfg, "use_bidirectional_attention", False, True)
+    if family == "cohere":
+        _maybe(rng, cfg, "use_qk_norm", False, True)
     if family == "minimax_m2":  # keys of the published config that transformers ignores (each warns)
         _maybe(rng, cfg, "use_qk_norm", True, False)
         _maybe(rng, cfg, "shared_intermediate_size", 0, rng.randint(4, 32))
@@ -124,6 +134,8 @@ def random_config(family: str, rng: random.Random) -> dict[str, Any]:
         cfg |= {"pad_token_id": 0, "eos_token_id": None}  # the defaults (32000) lie outside a tiny vocabulary
     if family == "minimax_m2":
         cfg |= {"bos_token_id": None, "eos_token_id": None}  # the defaults (200034, 200020) likewise
+    if family in ("smollm3", "glm4"):
+        cfg |= {"pad_token_id": None}  # likewise (128004, 151329)
     if family in MOE_FAMILIES:
         cfg.update(_random_moe(family, rng, layers))
     return cfg
@@ -134,6 +146,9 @@ def _random_moe(family: str, rng: random.Random, layers: int) -> dict[str, Any]:
     moe: dict[str, Any] = {"num_experts_per_tok": rng.randint(1, n_experts)}
     if family in ("mixtral", "gpt_oss", "minimax_m2"):
         return {**moe, "num_local_experts": n_experts}
+    if family == "olmoe":
+        _maybe(rng, moe, "norm_topk_prob", False, True)
+        return {**moe, "num_experts": n_experts}
     moe["moe_intermediate_size"] = rng.randint(4, 48)
     if family.startswith("qwen"):
         moe["num_experts"] = n_experts
@@ -221,6 +236,12 @@ DEFAULTS_CASES: list[tuple[str, dict[str, Any]]] = [
         _base("minimax_m2", 64, 16, intermediate_size=40, bos_token_id=None, eos_token_id=None),
     ),
     ("gemma3_text-tied-head_dim-256-kv-4", _base("gemma3_text", 64, 8, intermediate_size=40)),
+    ("olmo2-kv-from-heads", _base("olmo2", 64, 4, intermediate_size=40)),
+    ("olmoe-64-experts-top-8", _base("olmoe", 64, 4, intermediate_size=40)),
+    ("granite-kv-from-heads", _base("granite", 64, 4, intermediate_size=40)),
+    ("smollm3-tied-kv-default-4", _base("smollm3", 64, 8, intermediate_size=40, pad_token_id=None)),
+    ("glm4-head_dim-128-kv-2", _base("glm4", 64, 8, intermediate_size=40, pad_token_id=None)),
+    ("cohere-tied-kv-from-heads", _base("cohere", 64, 4, intermediate_size=40)),
 ]
 
 

@@ -34,6 +34,10 @@ _FAMILY_KEYS: dict[str, dict[str, Any]] = {
     "gpt_oss": {"num_local_experts": 4, "num_experts_per_tok": 2, "head_dim": 16},
     "minimax_m2": {"num_local_experts": 4, "num_experts_per_tok": 2, "head_dim": 16, "bos_token_id": None},
     "gemma3_text": {"head_dim": 16},
+    "olmoe": {"num_experts": 4, "num_experts_per_tok": 2},
+    "glm4": {"head_dim": 16, "pad_token_id": None},
+    "smollm3": {"pad_token_id": None},
+    "cohere": {"use_qk_norm": True},
 }
 
 
@@ -66,7 +70,7 @@ def _oracle(config: dict[str, Any]) -> tuple[int, int]:
 
 
 def test_supported_families_are_the_tested_ones() -> None:
-    # 15 decoder families, the kimi_k2 alias of deepseek_v3, 6 vision-language wrappers
+    # 21 decoder families, the kimi_k2 alias of deepseek_v3, 6 vision-language wrappers
     assert sorted(SUPPORTED_FAMILIES) == sorted((*FAMILIES, "kimi_k2", *COMPOSITE_FAMILIES))
 
 

@@ -83,10 +83,27 @@ def test_sliding_window_layers_match_transformers_cache(config: dict[str, Any]) 
     assert planner == cache_layer_windows(config)
 
 
+_SMOLLM3 = _tiny("smollm3", num_hidden_layers=8, pad_token_id=None, sliding_window=16)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"use_sliding_window": True}, {"use_sliding_window": True, "no_rope_layer_interval": 3}],
+    ids=["window-off", "nope-every-4th", "nope-every-3rd"],
+)
+def test_smollm3_nope_layers_slide_with_use_sliding_window(extra: dict[str, Any]) -> None:
+    # SmolLM3Config: with use_sliding_window, the NoPE layers (every no_rope_layer_interval-th) slide.
+    config = {**_SMOLLM3, **extra}
+    spec = import_hf_config(config).spec
+    planner = [spec.sliding_window if spec.uses_sliding_window(i) else None for i in range(spec.num_layers)]
+    assert planner == cache_layer_windows(config)
+
+
 def test_window_cases_cover_mixed_layouts() -> None:
-    # Qwen2/Qwen3 (layers from max_window_layers on), Qwen2-MoE (even layers below it) and Gemma2 (even layers).
+    # Qwen2/Qwen3 (layers from max_window_layers on), Qwen2-MoE (even layers below it), Gemma2 and gpt-oss (even
+    # layers), Gemma3 (5 sliding : 1 full or layer_types).
     mixed = {c["model_type"] for _, c in _WINDOW_CASES if len({w is None for w in cache_layer_windows(c)}) == 2}
-    assert {"qwen2", "qwen2_moe", "qwen3", "gemma2"} <= mixed
+    assert {"qwen2", "qwen2_moe", "qwen3", "gemma2", "gpt_oss", "gemma3_text"} <= mixed
 
 
 @pytest.mark.parametrize("config", [c for _, c in SLIDING_CASES], ids=[i for i, _ in SLIDING_CASES])

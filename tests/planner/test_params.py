@@ -1,4 +1,4 @@
-"""count_params against transformers, exactly: every catalog model, random tiny configs of all 15 decoder families
+"""count_params against transformers, exactly: every catalog model, random tiny configs of all 21 decoder families
 and of the vision-language wrappers (their language model alone).
 
 The oracle is the model `AutoModelForCausalLM.from_config` builds on the meta device (tests/planner/oracle.py);

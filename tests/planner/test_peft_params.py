@@ -242,7 +242,7 @@ def test_prefix_tuning_equals_peft(case_id: str, config: dict[str, Any], project
 
 
 IA3_TARGETS = {  # every layer MoE: no nn.Linear down_proj
-    family: ("k_proj", "o_proj") for family in ("mixtral", "qwen3_moe", "gpt_oss", "minimax_m2")
+    family: ("k_proj", "o_proj") for family in ("mixtral", "qwen3_moe", "gpt_oss", "minimax_m2", "olmoe")
 }
 
 
