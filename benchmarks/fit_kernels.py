@@ -72,6 +72,9 @@ PREFERRED = {
     ("vllm", "allreduce", 0): "vLLM_custom_graph",  # decode runs under CUDA graphs
     ("sglang", "allreduce", 0): "SGLang_CustomAllReduce_graph",
 }
+# aiconfigurator_core/systems/query_versions.yaml @ 0.12.0: the 'current' version per framework (and overrides)
+CURRENT = {("*", "trtllm"): "1.3.0rc20", ("*", "sglang"): "0.5.14", ("*", "vllm"): "0.24.0",
+           ("a100_sxm", "trtllm"): "1.0.0", ("a100_sxm", "sglang"): "0.5.10", ("a100_sxm", "vllm"): "0.14.0"}
 SM = {"h100_sxm": 90, "h200_sxm": 90, "b200_sxm": 100, "a100_sxm": 80, "l40s": 89}
 
 
@@ -86,14 +89,20 @@ def sha256(path: Path) -> str:
 
 
 def latest(system_dir: Path, op: str, engine: str, filename: str) -> Path | None:
-    """The newest engine version directory holding `filename` for this op."""
+    """The table of the engine version aiconfigurator-core serves as 'current' for this system (query_versions.yaml),
+    else the newest version before it, else the newest one. Versions after 'current' are partial single-op drops."""
     base = system_dir / op / engine
     if not base.is_dir():
         return None
-    versions = sorted(
-        (p for p in base.iterdir() if (p / filename).is_file()), key=lambda p: _version_key(p.name), reverse=True
-    )
-    return versions[0] / filename if versions else None
+    versions = sorted((p for p in base.iterdir() if (p / filename).is_file()), key=lambda p: _version_key(p.name))
+    if not versions:
+        return None
+    current = CURRENT.get((system_dir.name, engine)) or CURRENT.get(("*", engine))
+    if current is not None:
+        at_or_before = [p for p in versions if _version_key(p.name) <= _version_key(current)]
+        if at_or_before:
+            return at_or_before[-1] / filename
+    return versions[-1] / filename
 
 
 def _version_key(v: str) -> tuple[int, ...]:

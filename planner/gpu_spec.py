@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from planner._base import MAX_BYTES, FrozenSpec, Source
 
@@ -29,6 +29,19 @@ class GpuSpec(FrozenSpec):
         "are binary GiB unless the entry's memory_note says otherwise).",
     )
     memory_note: str = Field(max_length=300, description="How memory_bytes was read off the datasheet.")
+    driver_memory_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_BYTES,
+        description="Device memory as the CUDA driver reports it (cudaMemGetInfo total, torch.cuda.mem_get_info()[1]): "
+        "what vLLM multiplies by gpu_memory_utilization and TensorRT-LLM sizes its KV cache from. Null where no "
+        "published measurement exists (the planner then assumes the datasheet less the median driver reserve).",
+    )
+    smi_memory_mib: int | None = Field(
+        default=None, gt=0, le=1 << 30, description="nvidia-smi memory.total in MiB (SGLang sizes its defaults by it)."
+    )
+    driver_memory_note: str | None = Field(default=None, max_length=500, description="Where driver_memory_bytes "
+                                           "and smi_memory_mib were measured.")  # fmt: skip
     memory_bandwidth_bytes_per_s: BytesPerS = Field(description="Peak DRAM (HBM/GDDR) bandwidth.")
     peak_flops_per_s: dict[ComputeDType, FlopsPerS] = Field(
         min_length=1,
@@ -39,3 +52,12 @@ class GpuSpec(FrozenSpec):
         description="Per-GPU, per-direction GPU-to-GPU bandwidth (half of a datasheet's bidirectional figure)."
     )
     source: Source
+
+    @model_validator(mode="after")
+    def _driver_within_datasheet(self) -> GpuSpec:
+        if self.driver_memory_bytes is not None and self.driver_memory_bytes > self.memory_bytes:
+            raise ValueError(
+                f"driver_memory_bytes ({self.driver_memory_bytes}) exceeds memory_bytes ({self.memory_bytes}): the "
+                "driver reports the datasheet memory less what it reserves"
+            )
+        return self

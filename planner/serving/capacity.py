@@ -18,8 +18,14 @@ MAX_SEARCH_TOKENS = 1 << 31  # upper end of the context search; far beyond any m
 class KVCapacity(FrozenSpec):
     """What the KV budget of one GPU holds."""
 
-    budget_bytes: int = Field(description="gpu_memory_utilization × device memory.")
-    kv_cache_capacity_bytes: int = Field(description="Budget minus weights, activations and overhead (≥ 0).")
+    budget_bytes: int = Field(
+        description="The engine's memory budget on one GPU (vLLM: gpu_memory_utilization × "
+        "driver-reported memory; SGLang: mem_fraction_static × free memory before loading)."
+    )
+    kv_cache_capacity_bytes: int = Field(
+        description="The KV pool: budget minus weights, activations and overhead "
+        "(≥ 0; TensorRT-LLM: free_gpu_memory_fraction of what is left)."
+    )
     kv_bytes_per_token: int = Field(description="All layers, one sequence, one GPU (inside every window).")
     kv_block_bytes: int = Field(description="block_size × kv_bytes_per_token.")
     kv_blocks: int = Field(description="⌊capacity / block bytes⌋, as vLLM reports num_gpu_blocks.")
@@ -31,8 +37,8 @@ class KVCapacity(FrozenSpec):
     memory_limited_context_tokens: int | None = Field(
         description="The same without the model's cap; null when windows bound the cache for any length."
     )
-    formula: str = "capacity = util·M − weights − activations − overhead; max seqs = ⌊capacity / kv(s)⌋"
-    source: str = "vLLM PagedAttention (Kwon et al. 2023 §4.2); vLLM Worker.determine_num_available_blocks"
+    formula: str = "capacity = budget − weights − activations − overhead; max seqs = ⌊capacity / kv(s)⌋"
+    source: str = "vLLM PagedAttention (Kwon et al. 2023 §4.2); the engine's KV sizing (planner.serving.engine_memory)"
 
 
 def max_context_tokens(
@@ -64,7 +70,7 @@ def kv_capacity(
     spec: ModelSpec,
     *,
     budget_bytes: int,
-    non_kv_bytes: int,
+    capacity_bytes: int,
     context: int,
     concurrency: int,
     kv_dtype_bytes: int,
@@ -73,7 +79,7 @@ def kv_capacity(
     block_size: int,
 ) -> KVCapacity:
     """KV blocks, concurrent sequences at `context`, and context at `concurrency`, for one GPU's budget."""
-    capacity = max(0, budget_bytes - non_kv_bytes)
+    capacity = max(0, capacity_bytes)
     split = kv_split(spec, kv_dtype_bytes, mla_layout, tensor_parallel)
     per_token = split.full + split.sliding
     per_seq = kv_bytes_per_sequence(spec, context, kv_dtype_bytes, mla_layout, tensor_parallel, block_size)

@@ -5,21 +5,26 @@ from __future__ import annotations
 from pydantic import Field
 
 from planner._base import FrozenSpec
+from planner.calibration.status import MemoryValidation, memory_validation
 from planner.catalog import Catalog
 from planner.explain import MemoryBreakdown, Term, breakdown
 from planner.gpu_spec import GpuSpec
-from planner.model.kv_cache import KVLayout, check_tensor_parallel
+from planner.model.kv_cache import KVLayout, check_tensor_parallel, kv_bytes_per_sequence
 from planner.model.precision import dtype_bytes
 from planner.model.spec import AttentionKind, ModelSpec
 from planner.refs import GpuRef, ModelRef, ResolvedModel, resolve_gpu, resolve_model
 from planner.serving.capacity import KVCapacity, kv_capacity
+from planner.serving.engine_memory import EngineMemory, driver_memory_bytes, engine_memory
+from planner.serving.engines import EngineDefaults, EngineProfile, engine_defaults
 from planner.serving.memory import activation_terms, overhead_terms, weight_terms
 from planner.serving.spec import Efficiency, ServingSpec
 from planner.serving.throughput import DecodeEstimate, PrefillEstimate, decode_estimate, prefill_estimate
 
-__all__ = ["InferenceEstimate", "InferenceRequest", "estimate_inference"]
+__all__ = ["EngineReport", "InferenceEstimate", "InferenceRequest", "estimate_inference"]
 
 GIB = 1 << 30
+MIB = 1 << 20
+DEFAULT_TRANSFORMERS_UTILIZATION = 0.9  # no engine budget: the share of the GPU memplan lets generate() fill
 
 
 class InferenceRequest(FrozenSpec):
@@ -31,6 +36,21 @@ class InferenceRequest(FrozenSpec):
     efficiency: Efficiency = Efficiency()
 
 
+class EngineReport(FrozenSpec):
+    """Which engine version the answer modelled, the defaults it applied (with their sources) and how well that
+    profile's memory model matches published startup logs."""
+
+    profile: str = Field(description="Engine profile id, e.g. 'vllm-0.19' (planner/catalog/engines.json).")
+    label: str
+    versions: tuple[str, str]
+    defaults: EngineDefaults
+    default_sources: dict[str, str] = Field(description="Each applied default and the engine file @ version.")
+    budget_formula: str
+    kv_pool_bytes: int | None = Field(description="The KV pool the engine allocates on one GPU (pooled engines).")
+    kv_pool_tokens: int | None = Field(description="Tokens that pool holds (vLLM logs it as 'GPU KV cache size').")
+    memory_validation: MemoryValidation
+
+
 class InferenceEstimate(FrozenSpec):
     """The answer, per GPU of one tensor-parallel replica."""
 
@@ -38,9 +58,11 @@ class InferenceEstimate(FrozenSpec):
     gpu: GpuSpec
     num_gpus: int = Field(description="GPUs of one replica (= tensor_parallel).")
     serving: ServingSpec = Field(description="The settings used, engine defaults filled in.")
-    memory: MemoryBreakdown = Field(description="Per-GPU bytes at the requested concurrency and context.")
+    engine: EngineReport
+    memory: MemoryBreakdown = Field(description="Per-GPU bytes: as the engine allocates them (pooled engines: the "
+                                    "whole KV pool), or at the requested concurrency (transformers).")  # fmt: skip
     allocated_peak_bytes: int = Field(description="What torch.cuda.max_memory_allocated would show.")
-    device_bytes: int = Field(description="What nvidia-smi would show: allocated + CUDA context.")
+    device_bytes: int = Field(description="What nvidia-smi would show: allocated + memory outside torch.")
     fits: bool
     fit_reasons: tuple[str, ...] = Field(description="Why it does not fit (empty when it fits).")
     capacity: KVCapacity
@@ -69,11 +91,24 @@ def _kv_term(spec: ModelSpec, serving: ServingSpec, per_seq: int) -> Term:
     )
 
 
+def _pool_term(mem: EngineMemory, serving: ServingSpec, per_seq: int) -> Term:
+    need = serving.concurrency * per_seq
+    return Term(
+        name="kv_cache",
+        bytes=mem.kv_pool_bytes,
+        formula="KV pool = budget − non-KV terms, in whole blocks",
+        detail=f"{mem.kv_blocks:,} blocks × {serving.resolved_block_size} tokens = {mem.kv_pool_tokens:,} tokens "
+        f"({mem.kv_block_bytes:,} B per block); {serving.concurrency} sequences of {serving.context_tokens} tokens "
+        f"use {need / GIB:.2f} GiB of it",
+        source=f"{mem.budget_formula}; engine profile {mem.profile_id}",
+    )
+
+
 def _fit_reasons(non_kv: int, cap: KVCapacity, serving: ServingSpec) -> tuple[str, ...]:
     if non_kv > cap.budget_bytes:
         return (
             f"weights, activations and overhead need {non_kv / GIB:.2f} GiB per GPU but the budget is "
-            f"{cap.budget_bytes / GIB:.2f} GiB (gpu_memory_utilization × memory)",
+            f"{cap.budget_bytes / GIB:.2f} GiB",
         )
     if cap.max_concurrent_sequences < serving.concurrency:
         return (
@@ -84,50 +119,102 @@ def _fit_reasons(non_kv: int, cap: KVCapacity, serving: ServingSpec) -> tuple[st
     return ()
 
 
-def _resolved_serving(serving: ServingSpec) -> ServingSpec:
-    return serving.model_copy(
-        update={
-            "block_size": serving.resolved_block_size,
-            "mla_layout": serving.resolved_mla_layout,
-            "logits_all_positions": serving.resolved_logits_all_positions,
-        }
-    )
+def resolve_engine(serving: ServingSpec, gpu: GpuSpec) -> tuple[ServingSpec, EngineProfile, EngineDefaults]:
+    """Fill the engine version's defaults for this GPU into the serving spec (what the answer echoes back)."""
+    profile = serving.engine_profile
+    smi = gpu.smi_memory_mib or gpu.memory_bytes // MIB
+    defaults = engine_defaults(profile, driver_memory_bytes(gpu), smi, gpu.name, serving.tensor_parallel)
+    update: dict[str, object] = {
+        "block_size": serving.resolved_block_size,
+        "mla_layout": serving.resolved_mla_layout,
+        "logits_all_positions": serving.resolved_logits_all_positions,
+    }
+    if serving.pooled:
+        update["max_num_batched_tokens"] = serving.max_num_batched_tokens or defaults.token_budget
+        update["max_num_seqs"] = serving.max_num_seqs or defaults.max_num_seqs
+        fraction_field = {"sglang": "mem_fraction_static", "trtllm": "free_gpu_memory_fraction"}.get(
+            serving.engine.value, "gpu_memory_utilization"
+        )
+        if getattr(serving, fraction_field) is None:
+            update[fraction_field] = defaults.memory_fraction
+    elif serving.gpu_memory_utilization is None:
+        update["gpu_memory_utilization"] = DEFAULT_TRANSFORMERS_UTILIZATION
+    return serving.model_copy(update=update), profile, defaults
+
+
+def _default_sources(profile: EngineProfile) -> dict[str, str]:
+    names = ("kv_budget", "gpu_memory_utilization", "mem_fraction_static", "free_gpu_memory_fraction", "block_size",
+             "max_num_seqs", "max_num_batched_tokens", "chunked_prefill_size", "cudagraph_sizes",
+             "cudagraph_in_kv_budget", "sampler_bytes_per_logit", "non_torch_bytes", "scheduler")  # fmt: skip
+    return {n: getattr(profile, n).source for n in names if getattr(profile, n) is not None}
 
 
 def estimate_inference(request: InferenceRequest, catalog: Catalog) -> InferenceEstimate:
-    """Memory breakdown, fit, KV capacity and roofline throughput for one serving configuration."""
+    """Memory as the engine allocates it, fit, KV capacity and single-batch latency for one serving configuration."""
     model: ResolvedModel = resolve_model(request.model, catalog)
     gpu = resolve_gpu(request.gpu, catalog)
-    spec, serving = model.spec, _resolved_serving(request.serving)
-    check_tensor_parallel(spec, serving.tensor_parallel)
+    spec = model.spec
+    check_tensor_parallel(spec, request.serving.tensor_parallel)
+    serving, profile, defaults = resolve_engine(request.serving, gpu)
     weights = weight_terms(spec, serving)
-    non_kv_terms = (*weights, *activation_terms(spec, serving), *overhead_terms(serving))
+    b_kv = dtype_bytes(serving.kv_cache_dtype)
+    layout, tp, block = serving.resolved_mla_layout, serving.tensor_parallel, serving.resolved_block_size
+    per_seq = kv_bytes_per_sequence(spec, serving.context_tokens, b_kv, layout, tp, block)
+    mem: EngineMemory | None = None
+    if serving.pooled:
+        mem = engine_memory(spec, serving, gpu, profile, defaults)
+        non_kv_terms = mem.non_kv
+        budget, capacity_bytes = mem.budget_bytes, mem.kv_pool_bytes
+        terms = (*non_kv_terms, _pool_term(mem, serving, per_seq))
+        outside = sum(t.bytes for t in mem.outside_budget)
+    else:
+        util = serving.gpu_memory_utilization or DEFAULT_TRANSFORMERS_UTILIZATION
+        non_kv_terms = (*weights, *activation_terms(spec, serving), *overhead_terms(serving))
+        budget = int(util * driver_memory_bytes(gpu))
+        capacity_bytes = max(0, budget - sum(t.bytes for t in non_kv_terms))
+        terms = (*weights, _kv_term(spec, serving, per_seq), *non_kv_terms[len(weights) :])
+        outside = 0
     non_kv = sum(t.bytes for t in non_kv_terms)
     cap = kv_capacity(
         spec,
-        budget_bytes=int(serving.gpu_memory_utilization * gpu.memory_bytes),
-        non_kv_bytes=non_kv,
+        budget_bytes=budget,
+        capacity_bytes=capacity_bytes,
         context=serving.context_tokens,
         concurrency=serving.concurrency,
-        kv_dtype_bytes=dtype_bytes(serving.kv_cache_dtype),
-        mla_layout=serving.resolved_mla_layout,
-        tensor_parallel=serving.tensor_parallel,
-        block_size=serving.resolved_block_size,
+        kv_dtype_bytes=b_kv,
+        mla_layout=layout,
+        tensor_parallel=tp,
+        block_size=block,
     )
-    memory = breakdown((*weights, _kv_term(spec, serving, cap.kv_bytes_per_sequence), *non_kv_terms[len(weights) :]))
+    memory = breakdown(terms)
     weight_bytes = sum(t.bytes for t in weights)
     reasons = _fit_reasons(non_kv, cap, serving)
     warnings = list(model.warnings)
     if serving.context_tokens > spec.max_context:
         warnings.append(f"context {serving.context_tokens} exceeds the model's max_context {spec.max_context}")
+    if gpu.driver_memory_bytes is None:
+        warnings.append(f"{gpu.name}: driver-reported memory not measured; assumed the datasheet less 0.81 GiB")
+    non_torch = memory.get("overhead/non_torch") + memory.get("overhead/cuda_context")
+    report = EngineReport(
+        profile=profile.id,
+        label=profile.label,
+        versions=profile.versions,
+        defaults=defaults,
+        default_sources=_default_sources(profile),
+        budget_formula=mem.budget_formula if mem else f"gpu_memory_utilization × driver total ({gpu.name})",
+        kv_pool_bytes=mem.kv_pool_bytes if mem else None,
+        kv_pool_tokens=mem.kv_pool_tokens if mem else None,
+        memory_validation=memory_validation(profile.id),
+    )
     return InferenceEstimate(
         model=model,
         gpu=gpu,
         num_gpus=serving.tensor_parallel,
         serving=serving,
+        engine=report,
         memory=memory,
-        allocated_peak_bytes=memory.total_bytes - memory.get("overhead/cuda_context"),
-        device_bytes=memory.total_bytes,
+        allocated_peak_bytes=memory.total_bytes - non_torch,
+        device_bytes=memory.total_bytes + outside,
         fits=not reasons,
         fit_reasons=reasons,
         capacity=cap,

@@ -14,7 +14,7 @@ from planner.serving.prefill_attention import attention_moment_terms, eager_mask
 from planner.serving.spec import ServingSpec
 from planner.training.activations import FUSED_QKV_FAMILIES, moe_combine_bytes
 
-__all__ = ["activation_terms", "overhead_terms", "weight_terms"]
+__all__ = ["activation_terms", "fused_forward_bytes", "overhead_terms", "weight_bytes", "weight_terms"]
 
 FP32_BYTES = 4  # logits are upcast to fp32 before sampling (vLLM Sampler, transformers generate)
 GATE_UP = 2  # gate and up projections in one fused GEMM output
@@ -34,28 +34,44 @@ def _local_shape(lin: Linear, spec: ModelSpec, tp: int) -> tuple[int, int]:
 
 @lru_cache(maxsize=8192)
 def _weight_bytes(
-    spec: ModelSpec, fmt: WeightFormat, group: int, emb: DType, tp: int
-) -> tuple[int, int, int, int, int]:
-    """(quantized linears, 16-bit linears, vectors, embedding, lm_head) bytes on one GPU."""
+    spec: ModelSpec, fmt: WeightFormat, expert_fmt: WeightFormat, group: int, emb: DType, tp: int
+) -> tuple[int, int, int, int, int, int]:
+    """(quantized linears, routed experts, 16-bit linears, vectors, embedding, lm_head) bytes on one GPU."""
     b_emb = dtype_bytes(emb)
-    quantized = plain = vectors = 0
+    quantized = experts = plain = vectors = 0
     for layout, n_layers in layer_kinds(spec):
-        layer_q = layer_p = layer_v = 0
+        layer_q = layer_e = layer_p = layer_v = 0
         for lin in layout.linears:
             d_in, d_out = _local_shape(lin, spec, tp)
-            if lin.quantizable:
+            if lin.name.startswith("experts."):
+                layer_e += lin.count * linear_weight_bytes(d_in, d_out, expert_fmt, group)
+            elif lin.quantizable:
                 layer_q += lin.count * linear_weight_bytes(d_in, d_out, fmt, group)
             else:
                 layer_p += lin.count * d_in * d_out * b_emb
             if lin.bias:
                 layer_v += lin.count * (lin.d_out if lin.parallel == "row" else d_out) * b_emb
         quantized += n_layers * layer_q
+        experts += n_layers * layer_e
         plain += n_layers * layer_p
         vectors += n_layers * (layer_v + layout.norm_params * b_emb)
     vectors += spec.hidden_size * b_emb  # final norm
     embedding = ceil(spec.vocab_size / tp) * spec.hidden_size * b_emb
     lm_head = 0 if spec.tie_embeddings else embedding
-    return quantized, plain, vectors, embedding, lm_head
+    return quantized, experts, plain, vectors, embedding, lm_head
+
+
+def weight_bytes(spec: ModelSpec, serving: ServingSpec) -> int:
+    """All weight bytes on one GPU (the sum of weight_terms)."""
+    parts = _weight_bytes(
+        spec,
+        serving.weight_format,
+        serving.resolved_expert_format,
+        serving.quant_group_size,
+        serving.embedding_dtype,
+        serving.tensor_parallel,
+    )
+    return sum(parts)
 
 
 def weight_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
@@ -65,7 +81,10 @@ def weight_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
       column/row-parallel linears and vocab-parallel embeddings after Megatron-LM (Shoeybi et al. 2019 §3).
     """
     fmt, tp, emb = serving.weight_format, serving.tensor_parallel, serving.embedding_dtype
-    q, plain, vectors, embedding, lm_head = _weight_bytes(spec, fmt, serving.quant_group_size, emb, tp)
+    expert_fmt = serving.resolved_expert_format
+    q, experts, plain, vectors, embedding, lm_head = _weight_bytes(
+        spec, fmt, expert_fmt, serving.quant_group_size, emb, tp
+    )
     split = f" ÷ TP={tp}" if tp > 1 else ""
     terms = [
         Term(
@@ -83,6 +102,17 @@ def weight_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
             source="vocab-parallel embedding (Megatron-LM §3)",
         ),
     ]
+    if experts:
+        terms.insert(
+            1,
+            Term(
+                name="weights/experts",
+                bytes=experts,
+                formula="Σ_moe layers E·3·storage(h, f_e, expert format)",
+                detail=f"routed experts in {format_bits_note(expert_fmt, serving.quant_group_size)}{split}",
+                source="expert stacks of the MoE layers; storage as planner.model.precision.linear_weight_bytes",
+            ),
+        )
     if lm_head:
         terms.append(
             Term(
@@ -173,7 +203,7 @@ def _window_prefill_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, 
       probe grid (Mistral with a 64-token window, tests/models/test_families.py).
     """
     window, s, batch = spec.sliding_window, serving.prompt_tokens, serving.concurrency
-    if serving.profile.chunked_prefill or window is None or s <= window:
+    if serving.kernels.chunked_prefill or window is None or s <= window:
         return ()
     b_kv = dtype_bytes(serving.kv_cache_dtype)
     per_token = kv_split(spec, b_kv, serving.resolved_mla_layout, serving.tensor_parallel).sliding
@@ -186,6 +216,18 @@ def _window_prefill_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, 
             source="derived here from transformers 5 sliding-window caches; measured by the probes",
         ),
     )
+
+
+def fused_forward_bytes(spec: ModelSpec, serving: ServingSpec, tokens: int) -> int:
+    """Peak bytes of one forward of `tokens` tokens in a fused-kernel engine (vLLM, SGLang, TensorRT-LLM).
+
+    Formula: 2·T·h·b (residual and normed input) + max(T·(2n_h + 2n_kv)·d_h, T·3f or fused-MoE T·k·(3f_e + h))·b.
+    Source: derived here; inference keeps one layer's intermediates alive (as in activation_terms).
+    """
+    tp, b = serving.tensor_parallel, dtype_bytes(serving.activation_dtype)
+    residual = serving.kernels.hidden_copies * tokens * spec.hidden_size
+    attn, mlp = _attention_activation_elems(spec, tokens, tp), _mlp_activation_elems(spec, tokens, tp)
+    return (residual + max(attn, mlp)) * b
 
 
 def activation_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
@@ -202,9 +244,9 @@ def activation_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
     """
     tp, b = serving.tensor_parallel, dtype_bytes(serving.activation_dtype)
     tokens = serving.prefill_tokens_per_forward
-    residual = serving.profile.hidden_copies * tokens * spec.hidden_size
-    grouped = spec.moe is not None and serving.profile.grouped_mm_experts
-    split = serving.profile.grouped_mm_experts and spec.family in FUSED_QKV_FAMILIES  # transformers' own modules
+    residual = serving.kernels.hidden_copies * tokens * spec.hidden_size
+    grouped = spec.moe is not None and serving.kernels.grouped_mm_experts
+    split = serving.kernels.grouped_mm_experts and spec.family in FUSED_QKV_FAMILIES  # transformers' own modules
     attn, mlp = _attention_activation_elems(spec, tokens, tp), _mlp_activation_elems(spec, tokens, tp, split)
     mlp_bytes = max(mlp * b, _grouped_mm_moe_bytes(spec, tokens, tp, b) if grouped else 0)
     all_positions = serving.resolved_logits_all_positions
@@ -215,7 +257,7 @@ def activation_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
         bytes=residual * b + max(attn * b, mlp_bytes),
         formula=f"c·T·h·b + max(T·(2n_h+2n_kv)·d_h·b, T·3f·b or {moe})",
         detail=f"T={tokens} tokens per forward ({serving.engine} "
-        f"{'chunked-prefill budget' if serving.profile.chunked_prefill else 'prompts × concurrency'}), b={b} B, "
+        f"{'chunked-prefill budget' if serving.kernels.chunked_prefill else 'prompts × concurrency'}), b={b} B, "
         f"{'FFN' if mlp_bytes >= attn * b else 'attention'} intermediates dominate",
         source="derived here from the tensors one inference layer holds at once",
     )

@@ -82,7 +82,7 @@ def attention_moment_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term,
         return ()
     tp, b = serving.tensor_parallel, dtype_bytes(serving.activation_dtype)
     tokens = serving.prefill_tokens_per_forward
-    hidden = (serving.profile.hidden_copies - POST_ATTENTION_RESIDUAL) * tokens * spec.hidden_size
+    hidden = (serving.kernels.hidden_copies - POST_ATTENTION_RESIDUAL) * tokens * spec.hidden_size
     inputs = _kernel_inputs_elems(spec, tokens, tp)
     transients, formula = _score_transients(spec, serving)
     mla = "T·n_h·(3·d_qk + d_R + d_nope + d_v) + T·(d_c + d_R)"

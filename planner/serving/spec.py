@@ -1,4 +1,4 @@
-"""The serving workload: engine, precision, parallelism, sequence lengths and concurrency."""
+"""The serving workload: engine and version, precision, parallelism, sequence lengths and concurrency."""
 
 from __future__ import annotations
 
@@ -9,91 +9,75 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from planner._base import FrozenSpec
+from planner.errors import SpecError
 from planner.model.kv_cache import KVLayout
 from planner.model.precision import DType, WeightFormat
+from planner.serving.engines import EngineProfile, resolve_profile
 from planner.training.spec import AttentionImpl
 
-__all__ = ["Efficiency", "Engine", "EngineProfile", "ServingSpec", "engine_profile"]
+__all__ = ["Efficiency", "Engine", "EngineKernels", "ServingSpec", "engine_kernels"]
 
 Tokens = Annotated[int, Field(ge=1, le=1 << 30)]
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
 KernelEfficiency = Annotated[float, Field(ge=0.01, le=1.0)]  # below 1 % of peak no roofline answer means anything
+EngineVersion = Annotated[str, Field(pattern=r"^v?\d+(\.\d+){0,3}([.\-+]?[A-Za-z0-9]+)*$", max_length=40)]
 MiB = 1 << 20
 
 
 class Engine(StrEnum):
-    """Serving engines whose cache layout memplan models."""
+    """Serving engines whose memory and scheduling memplan models (versioned in planner/catalog/engines.json)."""
 
     VLLM = "vllm"
     SGLANG = "sglang"
+    TRTLLM = "trtllm"  # TensorRT-LLM, PyTorch backend (trtllm-serve, LLM API)
     TRANSFORMERS = "transformers"  # transformers 5.x generate(): dynamic cache, MLA latent
     TRANSFORMERS_4 = "transformers4"  # transformers 4.x: MLA cached as expanded per-head K and V
 
 
 @dataclass(frozen=True, slots=True)
-class EngineProfile:
-    """What an engine decides for the user: MLA cache layout, KV page size, which positions get logits."""
+class EngineKernels:
+    """How an engine's forward pass holds activations (its versioned memory policy is in engines.json)."""
 
-    mla_layout: KVLayout
-    block_size: int
     logits_all_positions: bool
-    chunked_prefill: bool  # prefill forwards are capped at max_num_batched_tokens
+    chunked_prefill: bool  # prefill forwards are capped at the engine's token budget
     hidden_copies: int  # T×h tensors alive at a layer's peak: residual + normed input (fused engines), more in eager
     source: str
     grouped_mm_experts: bool = False  # transformers 5's grouped-matmul MoE (planner.serving.memory), else fused MoE
 
 
-FUSED_ATTENTION_ENGINES = frozenset({Engine.VLLM, Engine.SGLANG})  # no eager or math attention path
+FUSED_ATTENTION_ENGINES = frozenset({Engine.VLLM, Engine.SGLANG, Engine.TRTLLM})  # no eager or math attention path
+POOLED_ENGINES = FUSED_ATTENTION_ENGINES  # engines that allocate their KV pool up front from a memory budget
 
 # transformers keeps the embedding output, the layer input, the residual and the normed input alive at the MLP:
 # 4·T·h (measured by the probe grid, infer/*); fused add-norm engines keep the residual and the normed input.
 _TRANSFORMERS_HIDDEN_COPIES = 4
 _FUSED_HIDDEN_COPIES = 2
-
-_PROFILES = {
-    Engine.VLLM: EngineProfile(
-        KVLayout.MLA_LATENT,
-        16,
-        False,
-        True,
-        _FUSED_HIDDEN_COPIES,
-        "vLLM: PagedAttention block_size 16 default (Kwon et al. 2023 §4); MLA latent cache",
-    ),
-    Engine.SGLANG: EngineProfile(
-        KVLayout.MLA_LATENT,
-        1,
-        False,
-        True,
-        _FUSED_HIDDEN_COPIES,
-        "SGLang: token-granular KV pool (page_size 1 default); MLA latent cache",
-    ),
-    Engine.TRANSFORMERS: EngineProfile(
-        KVLayout.MLA_LATENT,
-        1,
+_FUSED = EngineKernels(
+    False, True, _FUSED_HIDDEN_COPIES, "fused residual-add RMSNorm; logits for the sampled rows; chunked prefill"
+)
+_KERNELS = {
+    Engine.VLLM: _FUSED,
+    Engine.SGLANG: _FUSED,
+    Engine.TRTLLM: _FUSED,
+    Engine.TRANSFORMERS: EngineKernels(
         False,
         False,
         _TRANSFORMERS_HIDDEN_COPIES,
-        "transformers 5 generate(): DynamicCache, MLA caches the latent, logits for the last position "
-        "(logits_to_keep=1), grouped-matmul MoE experts",
+        "transformers 5 generate(): logits for the last position (logits_to_keep=1), grouped-matmul MoE experts",
         grouped_mm_experts=True,
     ),
-    Engine.TRANSFORMERS_4: EngineProfile(
-        KVLayout.MLA_EXPANDED,
-        1,
-        False,
-        False,
-        _TRANSFORMERS_HIDDEN_COPIES,
-        "transformers 4.x generate(): DynamicCache, MLA caches per-head K and V",
+    Engine.TRANSFORMERS_4: EngineKernels(
+        False, False, _TRANSFORMERS_HIDDEN_COPIES, "transformers 4.x generate(): logits for the last position"
     ),
 }
 
 
-def engine_profile(engine: Engine) -> EngineProfile:
-    return _PROFILES[engine]
+def engine_kernels(engine: Engine) -> EngineKernels:
+    return _KERNELS[engine]
 
 
 class Efficiency(FrozenSpec):
-    """Fractions of datasheet peaks that kernels reach. Defaults are assumptions until a probe calibrates them."""
+    """Roofline efficiencies for GPUs and engines without measured kernel tables (the fallback step-time model)."""
 
     prefill_compute: KernelEfficiency = Field(
         default=0.6, description="Achieved / peak tensor FLOP/s in prefill GEMMs."
@@ -104,16 +88,28 @@ class Efficiency(FrozenSpec):
 
 
 class ServingSpec(FrozenSpec):
-    """How the model is served. Unset engine-dependent fields take the engine's defaults."""
+    """How the model is served. Unset engine-dependent fields take the engine version's defaults for the GPU."""
 
-    engine: Engine = Field(default=Engine.VLLM, description="Decides MLA cache layout, KV page size, logits.")
+    engine: Engine = Field(
+        default=Engine.VLLM,
+        description="Serving engine: decides the memory budget, KV page size, MLA cache layout, batch limits and "
+        "scheduling (planner/catalog/engines.json, one profile per version range).",
+    )
+    engine_version: EngineVersion | None = Field(
+        default=None, description="Engine version, e.g. '0.19.0'; null = the newest modelled version."
+    )
     attention: AttentionImpl = Field(
         default=AttentionImpl.SDPA,
         description="Attention kernel of the prefill: 'sdpa' (fused flash/memory-efficient, no s² scores), "
         "'sdpa_math' (PyTorch's SDPA math fallback: fp32 q, k, v copies and s² fp32 scores) or 'eager' "
-        "(s² scores in the activation dtype and fp32 softmax). vllm and sglang run fused kernels only.",
+        "(s² scores in the activation dtype and fp32 softmax). vllm, sglang and trtllm run fused kernels only.",
     )
     weight_format: WeightFormat = Field(default=WeightFormat.BF16, description="Format of the decoder linears.")
+    expert_weight_format: WeightFormat | None = Field(
+        default=None,
+        description="Format of the routed MoE experts when it differs from weight_format (gpt-oss: MXFP4 experts "
+        "with bf16 attention; Kimi-K2.5: int4 experts); null = weight_format.",
+    )
     quant_group_size: Annotated[int, Field(ge=8, le=65536)] = Field(
         default=128, description="Group size g of int4 GPTQ/AWQ weights."
     )
@@ -127,26 +123,47 @@ class ServingSpec(FrozenSpec):
         default=None, description="KV page size in tokens; null = the engine's default."
     )
     tensor_parallel: Annotated[int, Field(ge=1, le=1024)] = Field(default=1, description="GPUs per replica (TP).")
-    gpu_memory_utilization: Fraction = Field(
-        default=0.9, description="Share of device memory the engine may use (vLLM --gpu-memory-utilization)."
+    gpu_memory_utilization: Fraction | None = Field(
+        default=None,
+        description="vLLM --gpu-memory-utilization: share of the device memory (as the driver reports it) the engine "
+        "may use; null = the version's default (0.9; 0.92 from vLLM 0.20). The budget of transformers engines too "
+        "(null = 0.9 there).",
     )
+    mem_fraction_static: Fraction | None = Field(
+        default=None,
+        description="SGLang --mem-fraction-static: weights + KV pool as a share of the free memory before the "
+        "weights load; null = SGLang's default for this GPU and TP.",
+    )
+    free_gpu_memory_fraction: Fraction | None = Field(
+        default=None,
+        description="TensorRT-LLM KvCacheConfig.free_gpu_memory_fraction: share of the memory left after the profiled "
+        "peak that becomes KV cache; null = the version's default (0.9).",
+    )
+    max_num_seqs: Annotated[int, Field(ge=1, le=1 << 20)] | None = Field(
+        default=None,
+        description="Most sequences in one batch (vLLM --max-num-seqs, TensorRT-LLM max_batch_size, SGLang "
+        "--max-running-requests); null = the engine's default for this GPU.",
+    )
+    max_num_batched_tokens: Tokens | None = Field(
+        default=None,
+        description="Token budget of one forward: vLLM --max-num-batched-tokens, SGLang --chunked-prefill-size, "
+        "TensorRT-LLM max_num_tokens; null = the engine's default for this GPU. transformers runs the whole batch "
+        "of prompts in one forward.",
+    )
+    enforce_eager: bool = Field(default=False, description="No CUDA graphs (vLLM --enforce-eager).")
     prompt_tokens: Tokens = Field(default=2048, description="Prompt length per sequence.")
     output_tokens: Tokens = Field(default=256, description="Generated tokens per sequence.")
     concurrency: Annotated[int, Field(ge=1, le=1 << 20)] = Field(
         default=1, description="Sequences decoding at once (decode batch B)."
-    )
-    max_num_batched_tokens: Tokens = Field(
-        default=8192,
-        description="Chunked-prefill token budget per forward (vLLM max_num_batched_tokens); engines without "
-        "chunked prefill run the whole batch of prompts in one forward.",
     )
     logits_all_positions: bool | None = Field(
         default=None, description="Project every prompt position to the vocabulary (true) or the last only."
     )
     cuda_context_bytes: Annotated[int, Field(ge=0, le=1 << 40)] = Field(
         default=512 * MiB,
-        description="CUDA context, kernels and NCCL buffers outside PyTorch's allocator (assumption; measure "
-        "as nvidia-smi used minus torch.cuda.memory_reserved()).",
+        description="transformers engines: CUDA context, kernels and NCCL buffers outside PyTorch's allocator "
+        "(assumption; measure as nvidia-smi used minus torch.cuda.memory_reserved()). Pooled engines use the "
+        "measured non-torch memory of their profile instead.",
     )
     cublas_workspace_bytes: Annotated[int, Field(ge=0, le=1 << 40)] = Field(
         default=32 * MiB, description="cuBLAS/cuBLASLt workspace (PyTorch default :4096:8 = 8 × 4 MiB)."
@@ -163,32 +180,73 @@ class ServingSpec(FrozenSpec):
             )
         return attention
 
+    @field_validator("engine_version")
+    @classmethod
+    def _version_modelled(cls, version: str | None, info: ValidationInfo) -> str | None:
+        engine = info.data.get("engine")
+        if version is not None and engine is not None:
+            try:
+                resolve_profile(engine.value, version)
+            except SpecError as exc:
+                raise ValueError(exc.problems[0].msg) from None
+        return version
+
+    @field_validator("gpu_memory_utilization", "mem_fraction_static", "free_gpu_memory_fraction")
+    @classmethod
+    def _engine_setting(cls, value: float | None, info: ValidationInfo) -> float | None:
+        engine, name = info.data.get("engine"), info.field_name
+        owner = {"mem_fraction_static": Engine.SGLANG, "free_gpu_memory_fraction": Engine.TRTLLM}.get(name or "")
+        if value is None or engine is None:
+            return value
+        if owner is not None and engine is not owner:
+            raise ValueError(f"{name} is a {owner} setting; engine is '{engine}'")
+        if owner is None and engine in (Engine.SGLANG, Engine.TRTLLM):
+            other = "mem_fraction_static" if engine is Engine.SGLANG else "free_gpu_memory_fraction"
+            raise ValueError(f"gpu_memory_utilization is a vLLM setting; {engine} sizes memory by {other}")
+        return value
+
     @property
     def context_tokens(self) -> int:
         """Tokens a sequence holds at the end of generation: prompt + output."""
         return self.prompt_tokens + self.output_tokens
 
     @property
-    def profile(self) -> EngineProfile:
-        return engine_profile(self.engine)
+    def kernels(self) -> EngineKernels:
+        return engine_kernels(self.engine)
+
+    @property
+    def engine_profile(self) -> EngineProfile:
+        """The versioned profile of the engine (planner/catalog/engines.json)."""
+        return resolve_profile(self.engine.value, self.engine_version)
+
+    @property
+    def pooled(self) -> bool:
+        """The engine allocates a KV pool up front (vLLM, SGLang, TensorRT-LLM)."""
+        return self.engine in POOLED_ENGINES
 
     @property
     def prefill_tokens_per_forward(self) -> int:
         """T: tokens in the largest prefill forward (the budget, or all prompts at once without chunking)."""
-        if self.profile.chunked_prefill:
+        if self.kernels.chunked_prefill:
+            if self.max_num_batched_tokens is None:
+                raise ValueError("engine defaults are resolved for a GPU first (planner.serving.inference)")
             return self.max_num_batched_tokens
         return self.prompt_tokens * self.concurrency
 
     @property
     def resolved_block_size(self) -> int:
-        return self.block_size or self.profile.block_size
+        return self.block_size or int(self.engine_profile.block_size.value)
 
     @property
     def resolved_mla_layout(self) -> KVLayout:
-        return self.mla_layout or self.profile.mla_layout
+        return self.mla_layout or KVLayout(self.engine_profile.mla_layout.value)
 
     @property
     def resolved_logits_all_positions(self) -> bool:
         if self.logits_all_positions is None:
-            return self.profile.logits_all_positions
+            return self.kernels.logits_all_positions
         return self.logits_all_positions
+
+    @property
+    def resolved_expert_format(self) -> WeightFormat:
+        return self.expert_weight_format or self.weight_format

@@ -30,9 +30,11 @@ def test_llama_2_7b_bf16_weights() -> None:
     catalog = load_catalog()
     assert catalog.model("llama-2-7b").params.total == 6_738_415_616
     estimate = estimate_inference(InferenceRequest(model="llama-2-7b", gpu="a100-80gb"), catalog)
-    weights = sum(t.bytes for t in estimate.memory.terms if t.name.startswith("weights/"))
+    weights = sum(t.bytes for t in estimate.memory.terms if t.name.startswith("weights/") and "rope" not in t.name)
     assert weights == 13_476_831_232
     assert round(weights / GIB, 2) == 12.55
+    # vLLM also holds its rotary cos/sin cache: max_position 4096 · 128 · 2 B = 1 MiB
+    assert estimate.memory.get("weights/rope_cache") == 4096 * 128 * 2
 
 
 def test_llama_3_70b_kv_cache_at_128k() -> None:
@@ -59,28 +61,32 @@ def test_deepseek_v2_latent_vs_expanded_kv() -> None:
 
 
 def test_llama_3_8b_on_one_h100_blocks_and_sequences() -> None:
-    # Llama-3-8B on one H100 SXM (80 GiB = 85,899,345,920 B), vLLM defaults, gpu_memory_utilization 0.9.
-    #   budget:       ⌊0.9 · 85,899,345,920⌋                                  = 77,309,411,328 B
-    #   weights:      8,030,261,248 params · 2 B                             = 16,060,522,496 B
-    #   activations:  T = 8192 (max_num_batched_tokens), b = 2 B;
-    #                 residual 2·T·h = 2·8192·4096 = 67,108,864; FFN 3·T·f = 3·8192·14336 = 352,321,536
-    #                 (> attention T·(2·32 + 2·8)·128 = 83,886,080) → (67,108,864 + 352,321,536) · 2 = 838,860,800 B
-    #   logits:       1 row · 128,256 · (2 + 4) B                            =        769,536 B
-    #   overhead:     cuBLAS 32 MiB + CUDA context 512 MiB                   =    570,425,344 B
-    #   non-KV total                                                          = 17,470,578,176 B
-    #   KV capacity:  77,309,411,328 − 17,470,578,176                         = 59,838,833,152 B
-    #   KV per token: 2 · 32 · 8 · 128 · 2 B = 131,072 B; block of 16 tokens = 2,097,152 B
-    #   blocks:       ⌊59,838,833,152 / 2,097,152⌋                             = 28,533
-    #   8K sequence:  8192 / 16 = 512 blocks → ⌊28,533 / 512⌋                  = 55 concurrent sequences
-    serving = ServingSpec(prompt_tokens=7168, output_tokens=1024, gpu_memory_utilization=0.9)
+    # Llama-3-8B on one H100 SXM under vLLM 0.19, gpu_memory_utilization 0.9, the OpenAI server's defaults for a
+    # >= 70 GiB GPU (max_num_batched_tokens 8192, max_num_seqs 1024).
+    #   device memory as the driver reports it: 79.19 GiB                     = 85,029,615,043 B
+    #   requested:    ⌊0.9 · 85,029,615,043⌋                                  = 76,526,653,538 B
+    #   weights:      8,030,261,248 params · 2 B = 16,060,522,496 + the rotary cache 8192 · 128 · 2 = 2,097,152
+    #                                                                         = 16,062,619,648 B
+    #   profile run:  sampler warm-up over min(8192, 1024) = 1024 rows: 1024 · 128,256 · 14 B (bf16 logits 2, fp32
+    #                 copy 4, probabilities 4, exponential noise 4)           =  1,838,678,016 B
+    #                 + the dummy run's hidden states 8192 · 4096 · 2 = 67,108,864 and 2 · 1024 · 4096 · 2 =
+    #                 16,777,216 for the sampled rows and their random copy   =  1,922,564,096 B
+    #                 (the forward itself peaks lower: (2·T·h + 3·T·f) · 2 = 838,860,800 B)
+    #   non-torch:    0.25 GiB at TP 1 (vLLM 0.19.0 startup logs)            =    268,435,456 B
+    #   KV pool:      76,526,653,538 − 16,062,619,648 − 1,922,564,096 − 268,435,456 = 58,273,034,338 B
+    #   blocks:       ⌊58,273,034,338 / (16 · 131,072 = 2,097,152)⌋            = 27,786 (444,576 tokens)
+    #   8K sequence:  8192 / 16 = 512 blocks → ⌊27,786 / 512⌋                  = 54 concurrent sequences
+    # vLLM 0.19.0 logged 58.11 GiB for Llama-3.1-8B at utilization 0.95 (benchmarks/data/engine_memory); this is 54.27.
+    serving = ServingSpec(engine_version="0.19.0", prompt_tokens=7168, output_tokens=1024, gpu_memory_utilization=0.9)
     estimate = estimate_inference(InferenceRequest(model="llama-3-8b", gpu="h100-sxm", serving=serving), load_catalog())
     cap = estimate.capacity
-    assert cap.budget_bytes == 77_309_411_328
-    assert estimate.memory.get("activations/prefill_peak") == 838_860_800
-    assert estimate.memory.get("activations/logits") == 769_536
-    assert cap.kv_cache_capacity_bytes == 59_838_833_152
-    assert (cap.kv_bytes_per_token, cap.kv_block_bytes, cap.kv_blocks) == (131_072, 2_097_152, 28_533)
-    assert cap.max_concurrent_sequences == 55 == cap.kv_blocks // 512
+    assert cap.budget_bytes == 76_526_653_538
+    assert estimate.memory.get("activations/profile_peak") == 1_922_564_096
+    assert estimate.memory.get("overhead/non_torch") == 268_435_456
+    assert cap.kv_cache_capacity_bytes == 58_273_034_338
+    assert (cap.kv_bytes_per_token, cap.kv_block_bytes, cap.kv_blocks) == (131_072, 2_097_152, 27_786)
+    assert estimate.engine.kv_pool_tokens == 27_786 * 16
+    assert cap.max_concurrent_sequences == 54 == cap.kv_blocks // 512
     assert estimate.fits
 
 
@@ -100,9 +106,12 @@ def test_fit_on_n_gpus(model: str, gpu: str, tp: int, fits: bool) -> None:
 
 
 def test_mixtral_prefill_on_transformers_vs_a_fused_moe_engine() -> None:
-    # Mixtral-8x7B, one 4096-token prompt, bf16: h = 4096, f_e = 14,336, k = 2.
-    # vLLM (fused MoE) sizes a forward of its chunked-prefill budget, T = 8192: 2·T·h + T·k·(3·f_e + h)
-    #   = 67,108,864 + 771,751,936 = 838,860,800 elements · 2 B = 1,677,721,600 B
+    # Mixtral-8x7B, one 4096-token prompt, bf16: h = 4096, f_e = 14,336, k = 2, V = 32,000.
+    # vLLM 0.19 profiles a dummy forward of its token budget, T = 8192: 2·T·h + T·k·(3·f_e + h) = 838,860,800
+    #   elements · 2 B = 1,677,721,600 B; then the sampler warm-up over 1024 rows, 1024 · 32,000 · 14 = 458,752,000 B,
+    #   with the dummy run's hidden states (83,886,080 B) and the fused-MoE workspace still allocated (vLLM >= 0.13
+    #   keeps it): T·k·max(f_e, h) + T·k·max(2·f_e, h) = (234,881,024 + 469,762,048) · 2 B = 1,409,286,144 B
+    #   → 1,951,924,224 B, the larger moment.
     # transformers 5 runs the prompt, T = 4096, k·T = 8192 rows, with grouped-matmul experts and 4 live hidden
     #   copies: 4·T·h·2 = 134,217,728 B plus the larger of
     #   the activation moment 2·8192·(4096 + 4·14,336) = 1,006,632,960 B and the routing-weights moment
@@ -115,5 +124,6 @@ def test_mixtral_prefill_on_transformers_vs_a_fused_moe_engine() -> None:
         )
         for engine in ("vllm", "transformers")
     )
-    assert vllm.memory.get("activations/prefill_peak") == 1_677_721_600
+    assert vllm.serving.engine_version is None and vllm.engine.profile == "vllm-0.28"
+    assert vllm.memory.get("activations/profile_peak") == 1_951_924_224
     assert hf.memory.get("activations/prefill_peak") == 1_140_850_688

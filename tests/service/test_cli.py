@@ -61,7 +61,7 @@ def test_estimate_flags_map_onto_one_request(calls: list[InferenceRequest]) -> N
         "--model", "llama-3-8b", "--gpu", "h200",
         "--prompt-tokens", "7168", "--output-tokens", "1024", "--concurrency", "32",
         "--tp", "2", "--weight-format", "fp8", "--kv-cache-dtype", "fp8",
-        "--engine", "sglang", "--gpu-memory-utilization", "0.85",
+        "--engine", "vllm", "--gpu-memory-utilization", "0.85",
     ]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -75,7 +75,7 @@ def test_estimate_flags_map_onto_one_request(calls: list[InferenceRequest]) -> N
             tensor_parallel=2,
             weight_format=WeightFormat.FP8,
             kv_cache_dtype=DType.FP8,
-            engine=Engine.SGLANG,
+            engine=Engine.VLLM,
             gpu_memory_utilization=0.85,
         ),
     )
