@@ -33,8 +33,8 @@ def unsupported(loc: tuple[str | int, ...], msg: str) -> SpecError:
     return SpecError([FieldProblem(loc, msg, "unsupported")])
 
 
-# families transformers builds with eager attention only (Gemma-2's attention logit soft-capping)
-EAGER_ONLY_FAMILIES = frozenset({"gemma2"})
+# families transformers builds with eager attention only, and why
+EAGER_ONLY_FAMILIES = {"gemma2": "attention logit soft-capping", "gpt_oss": "attention sinks"}
 
 
 def check_attention_supported(spec: ModelSpec, attention: AttentionImpl, where: str) -> None:
@@ -42,8 +42,8 @@ def check_attention_supported(spec: ModelSpec, attention: AttentionImpl, where: 
     if attention is not AttentionImpl.EAGER and spec.family in EAGER_ONLY_FAMILIES:
         raise unsupported(
             (where, "attention"),
-            f"transformers {transformers.__version__} builds {spec.family} with eager attention only (attention "
-            "logit soft-capping); probe attention 'eager'",
+            f"transformers {transformers.__version__} builds {spec.family} with eager attention only "
+            f"({EAGER_ONLY_FAMILIES[spec.family]}); probe attention 'eager'",
         )
 
 

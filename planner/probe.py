@@ -83,7 +83,8 @@ class ProbeResult(FrozenSpec):
     out_of_memory: bool = False
 
 
-_EXPERTS_F_WIDE = ("mixtral", "gpt_oss", "minimax_m2")  # experts intermediate_size wide, num_local_experts
+_EXPERTS_F_WIDE = ("mixtral", "gpt_oss", "minimax_m2", "olmoe")  # experts intermediate_size wide
+# families whose one attention_bias flag sets the q/k/v (and, but for glm4, o) biases
 _ATTENTION_BIAS_FAMILIES = (
     "llama",
     "qwen3",
@@ -94,7 +95,14 @@ _ATTENTION_BIAS_FAMILIES = (
     "deepseek_v2",
     "deepseek_v3",
     "gpt_oss",
+    "olmo2",
+    "olmoe",
+    "granite",
+    "smollm3",
+    "glm4",
+    "cohere",
 )
+_MLP_BIAS_FAMILIES = ("llama", "deepseek_v2", "granite", "smollm3")
 
 
 def _scaled_heads(spec: ModelSpec, scale: ProbeScale) -> tuple[int, int]:
@@ -183,8 +191,10 @@ def probe_hf_config(spec: ModelSpec) -> dict[str, Any]:
         config["head_dim"] = d_h
     if spec.family in _ATTENTION_BIAS_FAMILIES:
         config["attention_bias"] = spec.qkv_bias
-    if spec.family in ("llama", "deepseek_v2"):
+    if spec.family in _MLP_BIAS_FAMILIES:
         config["mlp_bias"] = spec.mlp_bias
+    if spec.family == "cohere":
+        config["use_qk_norm"] = spec.qk_norm
     if spec.family == "qwen2_moe":
         config["qkv_bias"] = spec.qkv_bias
     if spec.family == "minimax_m2":
@@ -197,6 +207,12 @@ def _moe_config(spec: ModelSpec) -> dict[str, Any]:
     moe = spec.moe
     if moe is None:
         return {}
+    if spec.family == "olmoe":
+        return {
+            "num_experts": moe.num_experts,
+            "num_experts_per_tok": moe.experts_per_token,
+            "norm_topk_prob": moe.renormalize_top_k,
+        }
     if spec.family in _EXPERTS_F_WIDE:  # gpt-oss's expert and router biases come with the family
         return {"num_local_experts": moe.num_experts, "num_experts_per_tok": moe.experts_per_token}
     if spec.family in ("qwen2_moe", "qwen3_moe"):
