@@ -73,8 +73,14 @@ PREFERRED = {
     ("sglang", "allreduce", 0): "SGLang_CustomAllReduce_graph",
 }
 # aiconfigurator_core/systems/query_versions.yaml @ 0.12.0: the 'current' version per framework (and overrides)
-CURRENT = {("*", "trtllm"): "1.3.0rc20", ("*", "sglang"): "0.5.14", ("*", "vllm"): "0.24.0",
-           ("a100_sxm", "trtllm"): "1.0.0", ("a100_sxm", "sglang"): "0.5.10", ("a100_sxm", "vllm"): "0.14.0"}
+CURRENT = {
+    ("*", "trtllm"): "1.3.0rc20",
+    ("*", "sglang"): "0.5.14",
+    ("*", "vllm"): "0.24.0",
+    ("a100_sxm", "trtllm"): "1.0.0",
+    ("a100_sxm", "sglang"): "0.5.10",
+    ("a100_sxm", "vllm"): "0.14.0",
+}
 SM = {"h100_sxm": 90, "h200_sxm": 90, "b200_sxm": 100, "a100_sxm": 80, "l40s": 89}
 
 
@@ -175,6 +181,8 @@ def fit_attention(path: Path, engine: str, sm: int, roof: Roofline, phase: str) 
     (batch, cached length): the decode kernel reads the cache, and its latency changes by 2–4 % (median) across
     query-head counts at fixed KV heads (aiconfigurator-core H200 vLLM FA3 table), so those are pooled (median)."""
     df = pick_kernel(read(path), engine, "attention", sm)
+    if "window_size" not in df:  # older tables (A100) measured full attention only
+        df = df.assign(window_size=0)
     kernel = str(df["kernel_source"].iloc[0])
     out: dict[str, Any] = {}
     context = phase == "context"
@@ -267,7 +275,9 @@ def fit_moe(path: Path, engine: str, roof: Roofline) -> tuple[dict[str, Any], di
         for key, gg in g.groupby(keys):
             if int(key[4]) * int(key[5]) > MAX_MOE_GPUS:
                 continue
-            kernel = gg["kernel_source"].value_counts().index[0]  # the kernel measured most for this shape
+            # several MoE backends were measured for a shape (Triton, CUTLASS, FlashInfer, DeepGEMM): the engine
+            # selects its fastest available backend for the checkpoint, so the table keeps the fastest one
+            kernel = gg.groupby("kernel_source")["latency"].median().idxmin()
             gg = gg[gg["kernel_source"] == kernel].groupby("num_tokens", as_index=False)["latency"].median()
             h, f, k, e, tp, ep = (int(x) for x in key)
             pts, all_pts = {}, []
@@ -330,7 +340,13 @@ def fit_allreduce(system_dir: Path, engine: str, roof: Roofline) -> dict[str, An
 def fit_elementwise(system_dir: Path, engine: str, roof: Roofline) -> dict[str, Any]:
     """A memory-bound reference kernel: per-token fp8 quantization reads 2 B and writes 1 B per element."""
     path = latest(system_dir, "quantize", engine, "computescale_perf.parquet")
-    assert path is not None
+    if path is None:  # no memory-bound kernel measured on this GPU: 80 % of HBM bandwidth, 2 µs floor (assumed)
+        return {
+            "kernel": "assumed: 80 % of peak HBM bandwidth (no measured memory-bound kernel for this GPU)",
+            "axes": [[1024.0, 1073741824.0]],
+            "log_eff": [round(math.log(0.8), 3)] * 2,
+            "floor_us": 2.0,
+        }
     df = read(path)
     df = df.assign(moved=df.m * df.k * 3.0).groupby("moved", as_index=False)["latency"].median()
     # bucket to powers of two so the axis is strictly increasing and compact
@@ -431,7 +447,7 @@ def fit_pair(gpu_id: str, engine: str, data_root: Path, gpus: dict[str, Any]) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--gpus", nargs="*", default=["h100-sxm", "h200", "b200"])
+    parser.add_argument("--gpus", nargs="*", default=["h100-sxm", "h200", "b200", "a100-80gb", "l40s"])
     parser.add_argument("--engines", nargs="*", default=list(ENGINES))
     args = parser.parse_args()
     import aiconfigurator_core

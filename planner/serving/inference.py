@@ -5,8 +5,10 @@ from __future__ import annotations
 from pydantic import Field
 
 from planner._base import FrozenSpec
-from planner.calibration.status import MemoryValidation, memory_validation
+from planner.calibration.kernels import available_tables
+from planner.calibration.status import LatencyValidation, MemoryValidation, latency_validation, memory_validation
 from planner.catalog import Catalog
+from planner.errors import FieldProblem, SpecError
 from planner.explain import MemoryBreakdown, Term, breakdown
 from planner.gpu_spec import GpuSpec
 from planner.model.kv_cache import KVLayout, check_tensor_parallel, kv_bytes_per_sequence
@@ -16,9 +18,16 @@ from planner.refs import GpuRef, ModelRef, ResolvedModel, resolve_gpu, resolve_m
 from planner.serving.capacity import KVCapacity, kv_capacity
 from planner.serving.engine_memory import EngineMemory, driver_memory_bytes, engine_memory
 from planner.serving.engines import EngineDefaults, EngineProfile, engine_defaults
+from planner.serving.load import LoadEstimate, LoadSpec, estimate_load, step_model_for
 from planner.serving.memory import activation_terms, overhead_terms, weight_terms
 from planner.serving.spec import Efficiency, ServingSpec
-from planner.serving.throughput import DecodeEstimate, PrefillEstimate, decode_estimate, prefill_estimate
+from planner.serving.throughput import (
+    DecodeEstimate,
+    PrefillEstimate,
+    decode_estimate,
+    prefill_estimate,
+    with_step_time,
+)
 
 __all__ = ["EngineReport", "InferenceEstimate", "InferenceRequest", "estimate_inference"]
 
@@ -34,6 +43,11 @@ class InferenceRequest(FrozenSpec):
     gpu: GpuRef = "h100-sxm"
     serving: ServingSpec = ServingSpec()
     efficiency: Efficiency = Efficiency()
+    load: LoadSpec | None = Field(
+        default=None,
+        description="Traffic to answer latency under load for (TTFT/TPOT percentiles at a concurrency or rate); "
+        "needs measured kernel tables for the GPU and engine (planner/calibration/kernels).",
+    )
 
 
 class EngineReport(FrozenSpec):
@@ -66,8 +80,12 @@ class InferenceEstimate(FrozenSpec):
     fits: bool
     fit_reasons: tuple[str, ...] = Field(description="Why it does not fit (empty when it fits).")
     capacity: KVCapacity
-    prefill: PrefillEstimate
-    decode: DecodeEstimate
+    prefill: PrefillEstimate = Field(description="One prompt alone on the replica (static single batch).")
+    decode: DecodeEstimate = Field(description="One decode iteration of `concurrency` sequences (static batch).")
+    load: LoadEstimate | None = Field(default=None, description="Latency under the request's load, if asked.")
+    latency_validation: LatencyValidation = Field(
+        description="The latency model's measured error on end-to-end runs of this (GPU, engine)."
+    )
     warnings: tuple[str, ...] = ()
 
 
@@ -206,6 +224,31 @@ def estimate_inference(request: InferenceRequest, catalog: Catalog) -> Inference
         kv_pool_tokens=mem.kv_pool_tokens if mem else None,
         memory_validation=memory_validation(profile.id),
     )
+    prefill = prefill_estimate(spec, serving, gpu, request.efficiency, weight_bytes)
+    decode = decode_estimate(spec, serving, gpu, request.efficiency, weight_bytes)
+    table_engine = serving.engine.value if serving.pooled else "vllm"
+    load = None
+    if (gpu.id, table_engine) in available_tables():
+        steps = step_model_for(spec, serving, gpu.id, serving.expert_parallel)
+        ttft = steps.step(0, 0.0, [(serving.prompt_tokens, 0)]).total_s
+        context = serving.prompt_tokens + serving.output_tokens // 2
+        tpot = steps.step(serving.concurrency, float(context)).total_s
+        tables = steps.tables
+        method = f"kernel tables {tables.gpu}/{tables.engine} {tables.engine_version}"
+        prefill, decode = with_step_time(prefill, decode, ttft, tpot, method, serving.prompt_tokens)
+        if request.load is not None:
+            pool = mem.kv_pool_tokens if mem else int(cap.kv_cache_capacity_bytes // max(1, cap.kv_bytes_per_token))
+            load = estimate_load(steps, serving, defaults, pool, request.load, gpu.id)
+    elif request.load is not None:
+        raise SpecError(
+            [
+                FieldProblem(
+                    ("load",),
+                    f"latency under load needs measured kernel tables; none for {gpu.id} with "
+                    f"{table_engine} (available: {', '.join(sorted(f'{g}/{e}' for g, e in available_tables()))})",
+                )
+            ]
+        )
     return InferenceEstimate(
         model=model,
         gpu=gpu,
@@ -218,7 +261,9 @@ def estimate_inference(request: InferenceRequest, catalog: Catalog) -> Inference
         fits=not reasons,
         fit_reasons=reasons,
         capacity=cap,
-        prefill=prefill_estimate(spec, serving, gpu, request.efficiency, weight_bytes),
-        decode=decode_estimate(spec, serving, gpu, request.efficiency, weight_bytes),
+        prefill=prefill,
+        decode=decode,
+        load=load,
+        latency_validation=latency_validation(gpu.id, serving.engine.value),
         warnings=tuple(warnings),
     )

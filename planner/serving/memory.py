@@ -54,7 +54,7 @@ def _weight_bytes(
         quantized += n_layers * layer_q
         experts += n_layers * layer_e
         plain += n_layers * layer_p
-        vectors += n_layers * (layer_v + layout.norm_params * b_emb)
+        vectors += n_layers * (layer_v + layout.vector_params * b_emb)
     vectors += spec.hidden_size * b_emb  # final norm
     embedding = ceil(spec.vocab_size / tp) * spec.hidden_size * b_emb
     lm_head = 0 if spec.tie_embeddings else embedding
@@ -126,11 +126,18 @@ def weight_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
     if plain:
         terms.append(
             Term(
-                name="weights/router",
+                name="weights/unquantized_linears",
                 bytes=plain,
-                formula="L_moe·(h·E [+ h])·b_emb",
-                detail=f"MoE routers and shared-expert gates kept in {emb}",
-                source="derived here: routers are not quantized in GPTQ/AWQ/FP8 checkpoints",
+                formula="Σ 16-bit linears·b_emb",
+                detail="MoE routers and shared-expert gates"
+                + (
+                    ", and the attention and dense layers of an expert-only checkpoint"
+                    if spec.quantize_experts_only
+                    else ""
+                )
+                + f", kept in {emb}",
+                source="routers are not quantized in GPTQ/AWQ/FP8 checkpoints; expert-only checkpoints (gpt-oss MXFP4, "
+                "Kimi-K2.5 int4) list attention in modules_to_not_convert / ignore",
             )
         )
     terms.append(

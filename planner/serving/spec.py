@@ -123,6 +123,11 @@ class ServingSpec(FrozenSpec):
         default=None, description="KV page size in tokens; null = the engine's default."
     )
     tensor_parallel: Annotated[int, Field(ge=1, le=1024)] = Field(default=1, description="GPUs per replica (TP).")
+    expert_parallel: Annotated[int, Field(ge=1, le=1024)] = Field(
+        default=1,
+        description="MoE experts split across this many of the TP GPUs (EP); the rest of the TP group slices each "
+        "expert (vLLM --enable-expert-parallel sets EP = TP). Must divide tensor_parallel.",
+    )
     gpu_memory_utilization: Fraction | None = Field(
         default=None,
         description="vLLM --gpu-memory-utilization: share of the device memory (as the driver reports it) the engine "
@@ -179,6 +184,14 @@ class ServingSpec(FrozenSpec):
                 f"or engine 'transformers' to size '{attention}'"
             )
         return attention
+
+    @field_validator("expert_parallel")
+    @classmethod
+    def _ep_divides_tp(cls, ep: int, info: ValidationInfo) -> int:
+        tp = info.data.get("tensor_parallel")
+        if tp is not None and tp % ep:
+            raise ValueError(f"expert_parallel={ep} must divide tensor_parallel={tp}")
+        return ep
 
     @field_validator("engine_version")
     @classmethod

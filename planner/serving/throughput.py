@@ -19,6 +19,7 @@ __all__ = [
     "decode_estimate",
     "expected_experts_touched",
     "prefill_estimate",
+    "with_step_time",
 ]
 
 FLOPS_PER_MAC = 2  # one multiply-accumulate = 2 FLOPs (Kaplan et al. 2020 §2.1)
@@ -41,7 +42,12 @@ class PrefillEstimate(FrozenSpec):
     communication_s: float
     ttft_s: float = Field(description="Time to first token: max(compute, weight read) + all-reduces.")
     tokens_per_s: float
-    bound: str = Field(description="'compute' or 'memory'.")
+    bound: str = Field(description="'compute' or 'memory' (of the roofline).")
+    method: str = Field(
+        default="roofline",
+        description="'kernel tables <gpu>/<engine> <version>' when the time comes from measured kernels, else "
+        "'roofline' (datasheet peaks × the request's efficiencies).",
+    )
     formula: str = "TTFT = max(F/(P·η_c·TP), W/(BW·η_bw)) + 2·L·allreduce(P·h·b); F = 2·N·s + attention"
     source: str = "Kaplan et al. 2020 §2.1 (C ≈ 2N + 2·n_layer·n_ctx·d_attn); roofline (Williams et al. 2009)"
 
@@ -60,6 +66,7 @@ class DecodeEstimate(FrozenSpec):
     tokens_per_s: float = Field(description="B / TPOT, the replica's generation throughput.")
     bound: str
     experts_touched_per_layer: float | None = None
+    method: str = "roofline"
     formula: str = "TPOT = max(bytes/(BW·η_bw), F/(P·η_c)) + 2·L·allreduce(B·h·b)"
     source: str = "Pope et al. 2022 §3 (decode is memory-bound); MoE reads E·(1−(1−k/E)^B) experts"
 
@@ -187,3 +194,35 @@ def decode_estimate(
         bound="memory" if memory_s >= compute_s else "compute",
         experts_touched_per_layer=touched,
     )
+
+
+STEP_FORMULA_PREFILL = (
+    "TTFT = Σ_layers (GEMMs + attention + norms + all-reduces) + lm_head + engine step, measured kernels"
+)
+STEP_FORMULA_DECODE = "TPOT = one decode iteration of B sequences: Σ_layers (GEMMs + paged attention + ...) + sampling"
+STEP_SOURCE = "planner.serving.step_time: per-operator latencies of planner/calibration/kernels (aiconfigurator-core)"
+
+
+def with_step_time(prefill: PrefillEstimate, decode: DecodeEstimate, ttft_s: float, tpot_s: float, method: str,
+                   prompt_tokens: int) -> tuple[PrefillEstimate, DecodeEstimate]:  # fmt: skip
+    """The roofline estimates with their times replaced by the measured-kernel step times (the roofline terms stay
+    as the floor and the explanation)."""
+    p = prefill.model_copy(
+        update={
+            "ttft_s": ttft_s,
+            "tokens_per_s": prompt_tokens / ttft_s,
+            "method": method,
+            "formula": STEP_FORMULA_PREFILL,
+            "source": STEP_SOURCE,
+        }
+    )
+    d = decode.model_copy(
+        update={
+            "tpot_s": tpot_s,
+            "tokens_per_s": decode.batch / tpot_s,
+            "method": method,
+            "formula": STEP_FORMULA_DECODE,
+            "source": STEP_SOURCE,
+        }
+    )
+    return p, d

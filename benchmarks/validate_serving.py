@@ -1,0 +1,279 @@
+"""Score memplan's latency under load against measured end-to-end serving runs, side by side with aiconfigurator.
+
+Run: .venv/bin/python benchmarks/validate_serving.py [--systems h100_sxm h200_sxm b200_sxm] [--limit N] [--jobs 2]
+     [--write]
+Reads benchmarks/data/silicon/silicon_sample.csv (5,221 runs shipped by aiconfigurator-core 0.12.0: TTFT and TPOT of
+vLLM, SGLang and TensorRT-LLM at a concurrency, input and output length), maps every row memplan can represent
+onto a serving request with a closed-loop load (benchmarks/data/silicon/models.json), predicts TTFT and TPOT, and
+reports median APE, MAPE and bias per (GPU, engine), per (GPU, engine, model, precision) and overall, next to
+aiconfigurator's own predictions of the same rows (benchmarks/data/silicon/aiconfigurator-0.12.0-predictions.csv,
+made by benchmarks/aiconfigurator_baseline.py). APE = |predicted − measured| / measured; bias = median of
+predicted / measured.
+
+These rows only score: nothing in the step-time model is fitted on them (the kernel tables are fitted on kernel
+measurements, benchmarks/fit_kernels.py).
+--write updates benchmarks/results/validation-serving.json and planner/calibration/validation/serving.json (the
+per-(GPU, engine) status every serving answer reports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from planner import InferenceRequest, SpecError, estimate_inference, load_catalog  # noqa: E402
+from planner.serving.engines import resolve_profile  # noqa: E402
+
+DATA = ROOT / "benchmarks" / "data" / "silicon"
+SCORED_SYSTEMS = ("h100_sxm", "h200_sxm")  # the issue's target; b200 is reported too
+HOPPER = ("h100_sxm", "h200_sxm")
+# aiconfigurator's quant-mode labels -> memplan weight formats (the kernels the row's engine ran)
+FORMATS = {"": "bf16", "fp8": "fp8", "fp8_block": "fp8_block", "nvfp4": "nvfp4", "int4_wo": "int4_sym"}
+
+
+def load_rows() -> list[dict[str, str]]:
+    with (DATA / "silicon_sample.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _mapping() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((DATA / "models.json").read_text())
+    return data
+
+
+def request_for(row: dict[str, str], mapping: dict[str, Any] | None = None) -> tuple[InferenceRequest | None, str]:
+    """The memplan request for a silicon row, or None and why it cannot be represented."""
+    m = mapping or _mapping()
+    if row["mode"] != "agg":
+        return None, "disaggregated prefill/decode"
+    if row["pp_size"] not in ("", "1"):
+        return None, "pipeline parallel"
+    if row["attention_dp_size"] not in ("", "1"):
+        return None, "data-parallel attention"
+    if row["system"] not in m["gpus"]:
+        return None, f"no kernel tables for {row['system']}"
+    model = m["models"].get(row["model_path"])
+    if model is None:
+        return None, m["not_representable"].get(row["model_path"], f"model {row['model_path']} not mapped")
+    spec_moe = load_catalog().model(model["catalog"]).spec.moe is not None
+    weights, experts = FORMATS[row["gemm_quant_mode"]], FORMATS[row["moe_quant_mode"]]
+    hopper = row["system"] in HOPPER
+    checkpoint = model.get("weight_format")
+    checkpoint_experts = model.get("expert_weight_format") or checkpoint
+    if not row["gemm_quant_mode"] and checkpoint:
+        weights = checkpoint
+    if hopper and weights == "nvfp4":  # no FP4 tensor cores on SM90: the engine runs the checkpoint's format
+        weights = checkpoint if checkpoint != "nvfp4" else "bf16"
+    if checkpoint_experts and not (hopper and checkpoint_experts == "nvfp4"):
+        experts = checkpoint_experts  # a block-FP8 checkpoint runs the engine's block-FP8 MoE kernels
+    version = row["backend_version"] or None
+    try:
+        resolve_profile(row["backend"], version)
+    except SpecError:
+        version = None  # nightly or dev builds: the newest profile
+    tp = int(row["tp_size"])
+    ep = int(row["moe_ep_size"] or 1) if spec_moe else 1
+    if ep > 1 and tp % ep:
+        return None, f"expert parallel {ep} does not divide TP {tp}"
+    concurrency = int(row["batch_size"])
+    serving = {
+        "engine": row["backend"],
+        "engine_version": version,
+        "tensor_parallel": tp,
+        "expert_parallel": ep,
+        "weight_format": weights,
+        "expert_weight_format": experts if spec_moe else None,
+        "kv_cache_dtype": "fp8" if row["backend"] == "trtllm" and weights.startswith("fp8") else "bf16",
+        "prompt_tokens": int(row["isl"]),
+        "output_tokens": int(row["osl"]),
+        "concurrency": concurrency,
+    }
+    request = InferenceRequest(
+        model=model["catalog"],
+        gpu=m["gpus"][row["system"]],
+        serving=serving,
+        load={"concurrency": concurrency},
+    )
+    return request, ""
+
+
+def predict(row: dict[str, str]) -> dict[str, Any]:
+    """memplan's TTFT and TPOT (means over the simulated requests, as the benchmarks report) for one row."""
+    request, why = request_for(row)
+    out: dict[str, Any] = {"id": row["id"], "representable": request is not None, "reason": why}
+    if request is None:
+        return out
+    began = time.perf_counter()
+    try:
+        estimate = estimate_inference(request, load_catalog())
+    except SpecError as exc:
+        return {**out, "representable": False, "reason": str(exc)}
+    load = estimate.load
+    assert load is not None
+    return {
+        **out,
+        "ttft_ms": load.ttft.mean_ms,
+        "tpot_ms": load.tpot.mean_ms,
+        "fits": estimate.fits,
+        "preemptions": load.preemptions,
+        "wall_ms": (time.perf_counter() - began) * 1e3,
+    }
+
+
+def load_aiconfigurator() -> dict[str, tuple[float, float]]:
+    path = DATA / "aiconfigurator-0.12.0-predictions.csv"
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as f:
+        return {
+            r["id"]: (float(r["aic_ttft_ms"]), float(r["aic_tpot_ms"]))
+            for r in csv.DictReader(f)
+            if r["status"] == "ok" and r["aic_ttft_ms"] and r["aic_tpot_ms"]
+        }
+
+
+def _stats(pred: list[float], meas: list[float]) -> dict[str, float | None]:
+    if not pred:
+        return {"median_ape": None, "mape": None, "bias": None}
+    apes = [abs(p / m - 1) for p, m in zip(pred, meas, strict=True)]
+    ratios = [p / m for p, m in zip(pred, meas, strict=True)]
+    return {
+        "median_ape": round(statistics.median(apes), 4),
+        "mape": round(statistics.fmean(apes), 4),
+        "bias": round(statistics.median(ratios), 4),
+    }
+
+
+def summarize(rows: list[dict[str, str]], preds: dict[str, dict[str, Any]], aic: dict[str, tuple[float, float]],
+              key: Any) -> dict[str, Any]:  # fmt: skip
+    """Per group: rows, memplan's and aiconfigurator's TTFT/TPOT errors on the rows both predict."""
+    groups: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for row in rows:
+        p = preds.get(row["id"])
+        if p and p.get("ttft_ms") is not None:
+            groups[key(row)].append(row)
+    out = {}
+    for name, members in sorted(groups.items()):
+        both = [r for r in members if r["id"] in aic]
+        meas_t = [float(r["silicon_ttft_ms"]) for r in members]
+        meas_p = [float(r["silicon_tpot_ms"]) for r in members]
+        out[name] = {
+            "rows": len(members),
+            "memplan": {
+                "ttft": _stats([preds[r["id"]]["ttft_ms"] for r in members], meas_t),
+                "tpot": _stats([preds[r["id"]]["tpot_ms"] for r in members], meas_p),
+            },
+            "rows_both": len(both),
+            "memplan_on_both": {
+                "ttft": _stats([preds[r["id"]]["ttft_ms"] for r in both], [float(r["silicon_ttft_ms"]) for r in both]),
+                "tpot": _stats([preds[r["id"]]["tpot_ms"] for r in both], [float(r["silicon_tpot_ms"]) for r in both]),
+            },
+            "aiconfigurator_on_both": {
+                "ttft": _stats([aic[r["id"]][0] for r in both], [float(r["silicon_ttft_ms"]) for r in both]),
+                "tpot": _stats([aic[r["id"]][1] for r in both], [float(r["silicon_tpot_ms"]) for r in both]),
+            },
+        }
+    return out
+
+
+def run(rows: list[dict[str, str]], jobs: int) -> dict[str, dict[str, Any]]:
+    if jobs <= 1:
+        return {r["id"]: predict(r) for r in rows}
+    with ProcessPoolExecutor(jobs) as pool:
+        return {p["id"]: p for p in pool.map(predict, rows, chunksize=16)}
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v * 100:.1f} %"
+
+
+def print_groups(title: str, groups: dict[str, Any]) -> None:
+    print(f"\n{title}")
+    print("| group | rows | TTFT median APE | TPOT median APE | TTFT bias | TPOT bias | rows with aiconfigurator |"
+          " aiconfigurator TTFT / TPOT | memplan on those rows |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---|---|")
+    for name, g in groups.items():
+        m, a, mb = g["memplan"], g["aiconfigurator_on_both"], g["memplan_on_both"]
+        print(
+            f"| {name} | {g['rows']} | {_pct(m['ttft']['median_ape'])} | {_pct(m['tpot']['median_ape'])} | "
+            f"{m['ttft']['bias'] or 0:.2f} | {m['tpot']['bias'] or 0:.2f} | {g['rows_both']} | "
+            f"{_pct(a['ttft']['median_ape'])} / {_pct(a['tpot']['median_ape'])} | "
+            f"{_pct(mb['ttft']['median_ape'])} / {_pct(mb['tpot']['median_ape'])} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--systems", nargs="*", default=["h100_sxm", "h200_sxm", "b200_sxm"])
+    parser.add_argument("--limit", type=int, default=0, help="score only the first N rows of each system")
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args()
+    all_rows = [r for r in load_rows() if r["system"] in args.systems]
+    if args.limit:
+        by_system: dict[str, list[dict[str, str]]] = defaultdict(list)
+        for r in all_rows:
+            if len(by_system[r["system"]]) < args.limit:
+                by_system[r["system"]].append(r)
+        all_rows = [r for rows in by_system.values() for r in rows]
+    began = time.perf_counter()
+    preds = run(all_rows, args.jobs)
+    wall = time.perf_counter() - began
+    aic = load_aiconfigurator()
+    target = [r for r in all_rows if r["system"] in SCORED_SYSTEMS and r["mode"] == "agg" and r["pp_size"] == "1"]
+    covered = [r for r in target if preds[r["id"]].get("ttft_ms") is not None]
+    reasons: dict[str, int] = defaultdict(int)
+    for r in target:
+        if preds[r["id"]].get("ttft_ms") is None:
+            reasons[preds[r["id"]]["reason"]] += 1
+    by_engine = summarize(all_rows, preds, aic, lambda r: f"{r['system']}/{r['backend']}")
+    by_model = summarize(
+        all_rows, preds, aic, lambda r: f"{r['system']}/{r['backend']}/{r['model_path']}/{r['precision'] or 'bf16'}"
+    )
+    overall = summarize(target, preds, aic, lambda r: "h100+h200 agg")
+    share = len(covered) / max(1, len(target))
+    print(f"coverage: {len(covered)} of {len(target)} H100/H200 aggregated pp-1 rows ({share:.1%}); not representable:")
+    print(f"  {dict(reasons)}; {len(all_rows)} rows predicted in {wall:.0f} s")
+    print_groups("overall", overall)
+    print_groups("per (GPU, engine)", by_engine)
+    print_groups("per (GPU, engine, model, precision)", by_model)
+    if args.write:
+        report = {
+            "source": "benchmarks/validate_serving.py",
+            "corpus": "benchmarks/data/silicon/silicon_sample.csv (aiconfigurator-core 0.12.0)",
+            "coverage": {"rows": len(covered), "of": len(target), "not_representable": dict(reasons)},
+            "overall": overall,
+            "groups": by_engine,
+            "models": by_model,
+            "rows": preds,
+        }
+        (ROOT / "benchmarks" / "results" / "validation-serving.json").write_text(json.dumps(report, indent=1) + "\n")
+        status = {
+            gname.replace("h100_sxm", "h100-sxm").replace("h200_sxm", "h200").replace("b200_sxm", "b200"): {
+                "status": "validated",
+                "runs": g["rows"],
+                "ttft_median_ape": g["memplan"]["ttft"]["median_ape"],
+                "tpot_median_ape": g["memplan"]["tpot"]["median_ape"],
+                "summary": f"TPOT median error {_pct(g['memplan']['tpot']['median_ape'])}, TTFT "
+                f"{_pct(g['memplan']['ttft']['median_ape'])} on {g['rows']} measured runs ({gname})",
+            }
+            for gname, g in by_engine.items()
+        }
+        (ROOT / "planner" / "calibration" / "validation" / "serving.json").write_text(
+            json.dumps({"source": "benchmarks/validate_serving.py", "groups": status}, indent=1) + "\n"
+        )
+
+
+if __name__ == "__main__":
+    main()

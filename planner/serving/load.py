@@ -1,0 +1,217 @@
+"""Latency under load: TTFT and TPOT percentiles at a concurrency or request rate, from the engine's iteration loop.
+
+The step time of every iteration comes from measured kernels (planner.serving.step_time); the loop is the engine's
+scheduler (planner.serving.scheduler) with its limits: the token budget, max_num_seqs and the KV pool sized as the
+engine sizes it (planner.serving.engine_memory). The figures are those a serving benchmark reports
+(`vllm bench serve --max-concurrency`, genai-perf, aiperf): per request TTFT = first token − send, TPOT =
+(last token − first token) / (output − 1), then percentiles over the requests.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from planner._base import FrozenSpec
+from planner.calibration.kernels import load_kernel_tables
+from planner.calibration.status import LatencyValidation, latency_validation
+from planner.errors import FieldProblem, SpecError
+from planner.model.spec import ModelSpec
+from planner.serving.engines import EngineDefaults
+from planner.serving.scheduler import Admission, EngineLimits, SchedulerPolicy, Workload, simulate
+from planner.serving.spec import ServingSpec
+from planner.serving.step_time import ServingShape, StepModel, build_step_model, kernel_format
+
+__all__ = ["LatencyPercentiles", "LoadEstimate", "LoadSpec", "estimate_load", "step_model_for"]
+
+Count = Annotated[int, Field(ge=1, le=1 << 16)]
+
+
+class LengthSample(FrozenSpec):
+    """One length of a distribution and its weight."""
+
+    tokens: Annotated[int, Field(ge=1, le=1 << 20)]
+    weight: Annotated[float, Field(gt=0, le=1e9)] = 1.0
+
+
+class LoadSpec(FrozenSpec):
+    """The traffic: closed-loop clients (concurrency) or Poisson arrivals (request_rate), and the lengths."""
+
+    concurrency: Annotated[int, Field(ge=1, le=4096)] | None = Field(
+        default=None,
+        description="Clients that each send their next request when the last one finished "
+        "(vllm bench serve --max-concurrency).",
+    )
+    request_rate: Annotated[float, Field(gt=0, le=1e5)] | None = Field(
+        default=None, description="Requests per second, Poisson arrivals (vllm bench serve --request-rate)."
+    )
+    num_requests: Count | None = Field(
+        default=None, description="Requests sent; null = 8 per client (concurrency) or 512 (request rate)."
+    )
+    warmup_requests: Annotated[int, Field(ge=0, le=1 << 16)] | None = Field(
+        default=None,
+        description="Requests excluded from the percentiles; null = one per client (the "
+        "synchronized first wave of a closed loop), none for a request rate.",
+    )
+    input_lengths: tuple[LengthSample, ...] | None = Field(
+        default=None, max_length=256, description="Prompt lengths to sample from; null = serving.prompt_tokens."
+    )
+    output_lengths: tuple[LengthSample, ...] | None = Field(
+        default=None, max_length=256, description="Output lengths to sample from; null = serving.output_tokens."
+    )
+    client_start: Literal["staggered", "burst"] = Field(
+        default="staggered",
+        description="Closed loop: clients start spread over one request lifetime, the steady state a long benchmark "
+        "settles into ('staggered'), or all at once ('burst', the first wave of a short benchmark).",
+    )
+    seed: Annotated[int, Field(ge=0, le=2**31)] = 0
+
+    @model_validator(mode="after")
+    def _one_traffic(self) -> LoadSpec:
+        if (self.concurrency is None) == (self.request_rate is None):
+            raise ValueError("give exactly one of concurrency and request_rate")
+        return self
+
+
+class LatencyPercentiles(FrozenSpec):
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+
+
+class LoadEstimate(FrozenSpec):
+    """TTFT, TPOT and end-to-end latency percentiles under the load, and what the engine loop did."""
+
+    ttft: LatencyPercentiles
+    tpot: LatencyPercentiles
+    e2e: LatencyPercentiles
+    output_tokens_per_s: float = Field(description="Generated tokens per second of the replica.")
+    requests_per_s: float
+    requests_measured: int
+    mean_decode_batch: float = Field(description="Average sequences per decode iteration.")
+    iterations: int
+    preemptions: int
+    kv_pool_tokens: int
+    kernel_tables: str = Field(description="The kernel tables the step times come from (GPU, engine, version).")
+    validation: LatencyValidation
+    formula: str = "TTFT = first token − send; TPOT = (last − first token) / (output − 1); iteration loop simulated"
+    source: str = (
+        "step time from measured kernels (planner.serving.step_time); engine schedulers after vllm/v1/core/sched/"
+        "scheduler.py, sglang/srt/managers/scheduler.py, tensorrt_llm/_torch/pyexecutor/scheduler.py"
+    )
+
+
+def step_model_for(spec: ModelSpec, serving: ServingSpec, gpu_id: str, moe_ep: int = 1) -> StepModel:
+    """The StepModel of this configuration on the GPU's measured kernel tables for the engine."""
+    engine = serving.engine.value if serving.pooled else "vllm"
+    tables = load_kernel_tables(gpu_id, engine)
+    if tables is None:
+        raise SpecError(
+            [
+                FieldProblem(
+                    ("gpu",),
+                    f"no measured kernel tables for {gpu_id} with {engine}; latency under load "
+                    "needs them (planner/calibration/kernels)",
+                )
+            ]
+        )
+    moe_tp = max(1, serving.tensor_parallel // moe_ep)
+    shape = ServingShape(
+        spec=spec,
+        tp=serving.tensor_parallel,
+        moe_tp=moe_tp,
+        moe_ep=moe_ep,
+        weight_fmt=kernel_format(serving.weight_format.value),
+        expert_fmt=kernel_format(serving.resolved_expert_format.value),
+        kv_dtype="fp8" if serving.kv_cache_dtype.value == "fp8" else "bf16",
+        fixed_s=0.0,
+        per_seq_s=0.0,
+    )
+    return build_step_model(shape, tables)
+
+
+def _lengths(samples: tuple[LengthSample, ...] | None, fixed: int, n: int, rng: random.Random) -> tuple[int, ...]:
+    if not samples:
+        return (fixed,) * n
+    lengths = [s.tokens for s in samples]
+    weights = [s.weight for s in samples]
+    return tuple(rng.choices(lengths, weights=weights, k=n))
+
+
+def _percentiles(values: list[float]) -> LatencyPercentiles:
+    ordered = sorted(values)
+    n = len(ordered)
+
+    def pct(q: float) -> float:
+        # linear interpolation between closest ranks, as numpy.percentile's default
+        pos = q * (n - 1)
+        lo = int(pos)
+        hi = min(lo + 1, n - 1)
+        return (ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)) * 1e3
+
+    return LatencyPercentiles(mean_ms=sum(ordered) / n * 1e3, p50_ms=pct(0.5), p90_ms=pct(0.9), p99_ms=pct(0.99))
+
+
+def _lifetime_s(model: StepModel, prompt: int, output: int, concurrency: int) -> float:
+    """One request's prefill alone plus its decode steps at full concurrency: the period of a closed loop."""
+    prefill = model.step(0, 0.0, [(prompt, 0)]).total_s
+    return prefill + output * model.step(concurrency, prompt + output / 2).total_s
+
+
+def estimate_load(
+    model: StepModel,
+    serving: ServingSpec,
+    defaults: EngineDefaults,
+    kv_pool_tokens: int,
+    load: LoadSpec,
+    gpu_id: str,
+) -> LoadEstimate:
+    """Simulate the load on one replica and summarize it (percentiles over the measured requests)."""
+    rng = random.Random(load.seed)
+    closed = load.concurrency is not None
+    n = load.num_requests or (8 * (load.concurrency or 1) if closed else 512)
+    prompts = _lengths(load.input_lengths, serving.prompt_tokens, n, rng)
+    outputs = _lengths(load.output_lengths, serving.output_tokens, n, rng)
+    arrivals = None
+    if not closed:
+        rate, t, times = load.request_rate or 1.0, 0.0, []
+        for _ in range(n):
+            t += rng.expovariate(rate)
+            times.append(t)
+        arrivals = tuple(times)
+    policy = SchedulerPolicy(defaults.scheduler) if defaults.scheduler != "static" else SchedulerPolicy.MIXED_WHOLE
+    limits = EngineLimits(
+        policy=policy,
+        token_budget=serving.max_num_batched_tokens or defaults.token_budget,
+        max_num_seqs=serving.max_num_seqs or defaults.max_num_seqs,
+        kv_capacity_tokens=kv_pool_tokens,
+        block_size=serving.resolved_block_size,
+        admission=Admission(defaults.admission),
+    )
+    starts = None
+    if closed and load.client_start == "staggered":
+        c = load.concurrency or 1
+        life = _lifetime_s(model, serving.prompt_tokens, serving.output_tokens, c)
+        starts = tuple(i * life / c for i in range(c))
+    result = simulate(model, limits, Workload(prompts, outputs, load.concurrency, arrivals, starts))
+    warmup = load.warmup_requests if load.warmup_requests is not None else (load.concurrency or 0)
+    kept = list(result.timings[warmup:]) or list(result.timings)
+    produced = sum(outputs)
+    tables = model.tables
+    return LoadEstimate(
+        ttft=_percentiles([t.ttft_s for t in kept]),
+        tpot=_percentiles([t.tpot_s for t in kept if t.tpot_s > 0] or [0.0]),
+        e2e=_percentiles([t.e2e_s for t in kept]),
+        output_tokens_per_s=produced / result.makespan_s if result.makespan_s else 0.0,
+        requests_per_s=n / result.makespan_s if result.makespan_s else 0.0,
+        requests_measured=len(kept),
+        mean_decode_batch=result.mean_decode_batch,
+        iterations=result.iterations,
+        preemptions=result.preemptions,
+        kv_pool_tokens=kv_pool_tokens,
+        kernel_tables=f"{tables.gpu}/{tables.engine} {tables.engine_version} ({tables.device})",
+        validation=latency_validation(gpu_id, serving.engine.value),
+    )

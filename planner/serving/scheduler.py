@@ -1,0 +1,325 @@
+"""The engine's iteration loop, simulated: continuous batching, chunked prefill, token and sequence limits, KV pool.
+
+Each iteration the scheduler of the engine builds a batch, the StepModel times it, and the clock advances:
+
+- vLLM V1 (`mixed` scheduling, chunked prefill): the running sequences decode one token each; waiting prompts fill
+  the rest of the token budget (max_num_batched_tokens), a prompt split across iterations when it does not fit.
+  Source: vllm/v1/core/sched/scheduler.py (running requests first, then waiting, one token budget).
+- TensorRT-LLM (`mixed`, no chunking by default): generation requests first, then whole context requests while
+  they fit in max_num_tokens. Source: tensorrt_llm/_torch/pyexecutor/scheduler.py (micro-batch scheduler).
+- SGLang (`prefill_first`): when prompts wait, the next iteration is a prefill-only batch of them (up to
+  chunked_prefill_size tokens) and the running sequences pause; otherwise one decode iteration.
+  Source: sglang/srt/managers/scheduler.py get_next_batch_to_run (mixed chunks off by default).
+
+A prompt is admitted only while max_num_seqs and the KV pool allow (blocks for its prompt, or for prompt + output
+where the engine reserves them); a decode that finds no free block preempts the newest running sequence, which is
+recomputed later (vLLM's recompute preemption). The first token of a request comes at the end of the iteration that
+finishes its prompt; its TPOT is (finish − first token) / (output − 1), as `vllm bench serve` and genai-perf report.
+
+Runs of identical decode-only iterations are advanced in one step (their attention cost grows linearly with the
+context, so the run is timed at its mean context), which keeps a 256-way simulation to a few thousand events.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+from math import ceil
+
+from planner.serving.step_time import StepModel
+
+__all__ = ["Admission", "RequestTiming", "SchedulerPolicy", "SimulationResult", "Workload", "simulate"]
+
+
+class SchedulerPolicy(StrEnum):
+    MIXED_CHUNKED = "mixed_chunked"  # vLLM V1
+    MIXED_WHOLE = "mixed_whole"  # TensorRT-LLM without chunked context
+    PREFILL_FIRST = "prefill_first"  # SGLang
+
+
+class Admission(StrEnum):
+    ON_DEMAND = "on_demand"  # blocks for the prompt now, one more per block_size tokens generated (vLLM, SGLang)
+    RESERVE_FULL = "reserve_full"  # blocks for prompt + output at admission (TensorRT-LLM GUARANTEED_NO_EVICT)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLimits:
+    policy: SchedulerPolicy
+    token_budget: int  # max_num_batched_tokens / max_num_tokens / chunked_prefill_size
+    max_num_seqs: int
+    kv_capacity_tokens: int  # tokens the KV pool holds (all sequences together)
+    block_size: int
+    admission: Admission
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """Requests of fixed prompt and output lengths from `concurrency` closed-loop clients (each sends its next
+    request when the last one finishes), or at `request_rate` per second (Poisson arrivals)."""
+
+    prompt_tokens: tuple[int, ...]  # one per request, in arrival order (fixed lengths repeat one value)
+    output_tokens: tuple[int, ...]
+    concurrency: int | None = None
+    arrival_times_s: tuple[float, ...] | None = None  # open loop
+    client_start_s: tuple[float, ...] | None = None  # closed loop: when each client sends its first request
+
+
+@dataclass(slots=True)
+class _Req:
+    index: int
+    prompt: int
+    output: int
+    arrival: float
+    prefilled: int = 0  # prompt tokens computed so far
+    generated: int = 0
+    first_token: float = -1.0
+    done: float = -1.0
+    blocks: int = 0
+    output_orig: int = 0
+
+    def __post_init__(self) -> None:
+        self.output_orig = self.output
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTiming:
+    ttft_s: float
+    tpot_s: float
+    e2e_s: float
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    timings: tuple[RequestTiming, ...]
+    iterations: int
+    events: int
+    makespan_s: float
+    preemptions: int
+    mean_decode_batch: float
+    notes: tuple[str, ...] = field(default=())
+
+
+def _blocks(tokens: int, block: int) -> int:
+    return ceil(tokens / block)
+
+
+def simulate(model: StepModel, limits: EngineLimits, workload: Workload) -> SimulationResult:
+    """Run every request of `workload` through the engine loop; per-request TTFT, TPOT and end-to-end times."""
+    return _Simulation(model, limits, workload).run()
+
+
+class _Simulation:
+    def __init__(self, model: StepModel, limits: EngineLimits, workload: Workload) -> None:
+        self.model, self.limits, self.w = model, limits, workload
+        self.total_blocks = max(1, limits.kv_capacity_tokens // limits.block_size)
+        self.free_blocks = self.total_blocks
+        self.now = 0.0
+        self.waiting: deque[_Req] = deque()
+        self.running: list[_Req] = []  # admitted: prefilling or decoding, in admission order
+        self.finished: list[_Req] = []
+        self.iterations = self.events = self.preemptions = 0
+        self.decode_batch_sum = 0.0
+        self.decode_iterations = 0
+        n = len(workload.prompt_tokens)
+        self.pending = deque(range(n))  # requests not yet sent
+        self.scheduled: deque[float] = deque()  # send times not yet reached
+        self.clients_busy = 0
+
+    # arrivals -----------------------------------------------------------------------------------------------------
+    def _send(self, at: float) -> None:
+        i = self.pending.popleft()
+        self.waiting.append(_Req(i, self.w.prompt_tokens[i], self.w.output_tokens[i], at))
+
+    def _initial_arrivals(self) -> None:
+        if self.w.concurrency is not None:
+            clients = min(self.w.concurrency, len(self.pending))
+            starts = self.w.client_start_s or (0.0,) * clients
+            self.scheduled = deque(sorted(starts[:clients]))
+        else:
+            self.scheduled = deque(self.w.arrival_times_s or ())
+        self._release_open_loop(0.0)
+
+    def _release_open_loop(self, until: float) -> None:
+        """Send every scheduled request (open-loop arrivals, closed-loop clients' first requests) due by `until`."""
+        while self.scheduled and self.pending and self.scheduled[0] <= until:
+            self._send(self.scheduled.popleft())
+
+    def _next_arrival(self) -> float | None:
+        return self.scheduled[0] if self.scheduled and self.pending else None
+
+    # admission ----------------------------------------------------------------------------------------------------
+    def _admit(self) -> None:
+        lim = self.limits
+        while self.waiting and len(self.running) < lim.max_num_seqs:
+            req = self.waiting[0]
+            need_tokens = req.prompt + (req.output if lim.admission is Admission.RESERVE_FULL else 1)
+            need = _blocks(need_tokens, lim.block_size)
+            if need > self.free_blocks:
+                if not self.running and need > self.total_blocks:
+                    raise ValueError("a single request does not fit in the KV pool")
+                return
+            self.waiting.popleft()
+            self.free_blocks -= need
+            req.blocks = need
+            self.running.append(req)
+
+    # one iteration ------------------------------------------------------------------------------------------------
+    def _batch(self) -> tuple[list[_Req], list[tuple[_Req, int]]]:
+        """(decoding requests, [(prefilling request, tokens this iteration)]) under the engine's policy."""
+        lim = self.limits
+        prefilling = [r for r in self.running if r.prefilled < r.prompt]
+        decoding = [r for r in self.running if r.prefilled >= r.prompt]
+        if lim.policy is SchedulerPolicy.PREFILL_FIRST and prefilling:
+            budget, chunks = lim.token_budget, []
+            for r in prefilling:
+                if budget <= 0:
+                    break
+                q = min(r.prompt - r.prefilled, budget)
+                chunks.append((r, q))
+                budget -= q
+            return [], chunks
+        budget = lim.token_budget - len(decoding)
+        chunks = []
+        for r in prefilling:
+            left = r.prompt - r.prefilled
+            if lim.policy is SchedulerPolicy.MIXED_WHOLE:
+                if left > budget and chunks:
+                    break
+                q = left if left <= budget or not chunks else 0
+            else:
+                q = min(left, budget)
+            if q <= 0:
+                break
+            chunks.append((r, q))
+            budget -= q
+        return decoding, chunks
+
+    def _grow_kv(self, decoding: list[_Req]) -> list[_Req]:
+        """Blocks for the token each decoding request adds; preempt the newest requests when the pool runs dry."""
+        if self.limits.admission is Admission.RESERVE_FULL:
+            return decoding
+        bs = self.limits.block_size
+        kept = list(decoding)
+        needing = {id(r) for r in kept if _blocks(r.prompt + r.generated + 1, bs) > r.blocks}
+        while len(needing) > self.free_blocks and len(kept) > 1:
+            victim = kept.pop()  # the newest admitted
+            self._preempt(victim)
+            needing.discard(id(victim))
+        for r in kept:
+            if id(r) in needing and self.free_blocks > 0:
+                self.free_blocks -= 1
+                r.blocks += 1
+        return kept
+
+    def _preempt(self, r: _Req) -> None:
+        self.preemptions += 1
+        self.free_blocks += r.blocks
+        r.blocks = 0
+        self.running.remove(r)
+        # recompute: the prompt and the tokens generated so far are prefilled again on readmission
+        r.prompt, r.output = r.prompt + r.generated, r.output - r.generated
+        r.prefilled, r.generated = 0, 0
+        self.waiting.appendleft(r)
+
+    def _finish(self, r: _Req) -> None:
+        r.done = self.now
+        self.running.remove(r)
+        self.free_blocks += r.blocks
+        self.finished.append(r)
+        if self.w.concurrency is not None and self.pending:
+            self._send(self.now)
+
+    def _decode_run_length(self, decoding: list[_Req]) -> int:
+        """Identical decode-only iterations until a request finishes (or, open loop, the next arrival)."""
+        steps = min(r.output - r.generated for r in decoding)
+        if self.limits.admission is Admission.ON_DEMAND:
+            bs = self.limits.block_size
+            # iterations before some request needs a new block while none is free
+            if self.free_blocks < len(decoding):
+                steps = min(steps, min(bs - (r.prompt + r.generated) % bs for r in decoding) or 1)
+        return max(1, steps)
+
+    def _step(self) -> None:
+        decoding, chunks = self._batch()
+        decoding = self._grow_kv(decoding)
+        if not decoding and not chunks:
+            raise RuntimeError("scheduler made no progress")
+        self.events += 1
+        if not chunks:
+            run = self._decode_run_length(decoding)
+            arrival = self._next_arrival()
+            n = len(decoding)
+            ctx = sum(r.prompt + r.generated for r in decoding) / n
+            step_s = self.model.step(n, ctx + (run - 1) / 2).total_s
+            if arrival is not None and arrival < self.now + run * step_s:
+                run = max(1, ceil((arrival - self.now) / step_s))
+            if self.limits.admission is Admission.ON_DEMAND and run > 1:
+                for r in decoding:  # the blocks the run needs beyond its first token (checked above)
+                    need = _blocks(r.prompt + r.generated + run, self.limits.block_size) - r.blocks
+                    if need > 0:
+                        self.free_blocks -= need
+                        r.blocks += need
+            self.now += run * step_s
+            self.iterations += run
+            self.decode_batch_sum += n * run
+            self.decode_iterations += run
+            for r in decoding:
+                r.generated += run
+                if r.generated >= r.output:
+                    self._finish(r)
+            return
+        n = len(decoding)
+        ctx = sum(r.prompt + r.generated for r in decoding) / n if n else 0.0
+        step_s = self.model.step(n, ctx, [(q, r.prefilled) for r, q in chunks]).total_s
+        self.now += step_s
+        self.iterations += 1
+        if n:
+            self.decode_batch_sum += n
+            self.decode_iterations += 1
+        for r in decoding:
+            r.generated += 1
+        for r, q in chunks:
+            r.prefilled += q
+            if r.prefilled >= r.prompt:
+                if r.first_token < 0:
+                    r.first_token = self.now
+                r.generated += 1  # the iteration that finishes the prompt samples a token
+        for r in [*decoding, *(r for r, _ in chunks)]:
+            if r.generated >= r.output and r.done < 0 and r in self.running:
+                self._finish(r)
+
+    def run(self) -> SimulationResult:
+        self._initial_arrivals()
+        total = len(self.w.prompt_tokens)
+        guard = 0
+        while len(self.finished) < total:
+            guard += 1
+            if guard > 50_000_000:
+                raise RuntimeError("simulation did not converge")
+            self._admit()
+            if not self.running:
+                nxt = self._next_arrival()
+                if nxt is None:
+                    raise RuntimeError("requests wait but none can run")
+                self.now = max(self.now, nxt)
+                self._release_open_loop(self.now)
+                continue
+            self._step()
+            self._release_open_loop(self.now)
+        timings = tuple(
+            RequestTiming(
+                ttft_s=r.first_token - r.arrival,
+                tpot_s=(r.done - r.first_token) / (r.output_orig - 1) if r.output_orig > 1 else 0.0,
+                e2e_s=r.done - r.arrival,
+            )
+            for r in sorted(self.finished, key=lambda r: r.index)
+        )
+        return SimulationResult(
+            timings=timings,
+            iterations=self.iterations,
+            events=self.events,
+            makespan_s=self.now,
+            preemptions=self.preemptions,
+            mean_decode_batch=self.decode_batch_sum / max(1, self.decode_iterations),
+        )

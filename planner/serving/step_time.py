@@ -1,0 +1,346 @@
+"""Time of one engine iteration, composed from measured per-operator latencies.
+
+An iteration (one forward of the continuous-batching loop) runs T tokens through every layer: the decode tokens of
+the running sequences (one each) and the prompt chunks being prefilled. Per layer, on one GPU of the tensor-parallel
+group:
+
+    t_layer(T) = Σ GEMMs(M = T, N, K) + attention(prefill chunks) + attention(decode batch)
+                 + MoE(T) + memory-bound kernels (norms, RoPE, activation, KV write) + all-reduces(T·h)
+
+and the iteration adds the embedding, final norm, lm_head over the sampled rows, the sampler, and the engine's fixed
+per-iteration cost. GEMM, attention, MoE, all-reduce and memory-bound latencies come from the kernel tables fitted on
+aiconfigurator-core's measurements for this GPU and engine (planner.calibration.kernels); the shapes come from the
+same linears that count the parameters (planner.model.params), fused as the engines fuse them (q/k/v, gate/up).
+Source: the composition follows Vidur (Agrawal et al. 2024, §4) and aiconfigurator's operator model; the per-layer
+  collectives are Megatron-LM's two all-reduces per block (Shoeybi et al. 2019 §3).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from math import ceil
+
+from planner.calibration.kernels import KernelTables
+from planner.model.kv_cache import local_kv_heads
+from planner.model.params import Linear, layer_kinds
+from planner.model.spec import ModelSpec
+
+__all__ = ["StepCost", "StepModel", "build_step_model", "kernel_format"]
+
+ACT_BYTES = 2  # bf16 activations
+FP32_BYTES = 4
+# Memory-bound passes per token and layer, in units of h·2 bytes read + written: the fused residual-add + RMSNorm
+# before attention and before the MLP each read x and the residual and write both (4 passes each).
+NORM_PASSES = 8
+# tokens at which the token-proportional part of a layer is evaluated; interpolated linearly in between
+_T_GRID = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096,
+           6144, 8192, 12288, 16384, 24576, 32768, 65536)  # fmt: skip
+_MEMO_LIMIT = 200_000  # cached step pieces per StepModel before the memo starts afresh
+_FUSED = {"q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv", "gate_proj": "gate_up", "up_proj": "gate_up",
+          "q_a_proj": "qkv_a", "kv_a_proj_with_mqa": "qkv_a", "shared_experts.gate_proj": "shared_gate_up",
+          "shared_experts.up_proj": "shared_gate_up"}  # fmt: skip
+
+
+def kernel_format(weight_format: str) -> str:
+    """The kernel-table format a weight format runs as (weight-only 4-bit formats dequantize in the GEMM)."""
+    return {
+        "bf16": "bf16",
+        "fp16": "bf16",
+        "fp32": "bf16",
+        "fp8": "fp8",
+        "fp8_block": "fp8_block",
+        "int8": "fp8",  # W8A8 int8 and fp8 run at the same tensor-core rate on Hopper
+        "int4_awq": "int4",
+        "int4_gptq": "int4",
+        "int4_sym": "int4",
+        "nf4": "int4",
+        "nvfp4": "nvfp4",
+        "mxfp4": "mxfp4",
+    }[weight_format]
+
+
+@dataclass(frozen=True, slots=True)
+class Gemm:
+    name: str
+    n: int
+    k: int
+    fmt: str
+
+
+@dataclass(frozen=True, slots=True)
+class LayerCost:
+    """One kind of layer on one GPU: what scales with all tokens, and the attention that depends on contexts."""
+
+    count: int
+    token_grid: tuple[float, ...]  # seconds at each _T_GRID point: GEMMs, MoE, memory-bound kernels, all-reduces
+    n_h: int  # local query heads
+    n_kv: int  # local KV heads
+    head_dim: int
+    window: int  # 0 = full attention
+    mla: bool
+    prefill_only: tuple[Gemm, ...]  # MLA: kv_b expands the latent of every key of a prefill chunk
+    decode_only: tuple[Gemm, ...]  # MLA: absorbed W_UK / W_UV batched matmuls of decode tokens
+
+
+@dataclass(frozen=True, slots=True)
+class StepCost:
+    """One iteration's time and where it went (seconds, per GPU)."""
+
+    total_s: float
+    dense_s: float  # token-proportional part of all layers: GEMMs, MoE, norms, all-reduces
+    attention_s: float
+    outside_s: float  # embedding, lm_head, sampler, fixed per-iteration cost
+
+
+@dataclass(frozen=True)
+class StepModel:
+    """A model served on one (GPU, engine, TP) configuration, ready to time iterations quickly."""
+
+    layers: tuple[LayerCost, ...]
+    tables: KernelTables
+    kv_dtype: str
+    lm_head: Gemm
+    vocab_local: int
+    hidden: int
+    fixed_s: float  # per-iteration engine cost (scheduler, input preparation, launches, output processing)
+    per_seq_s: float  # per-sequence engine cost each iteration (sampling metadata, detokenization)
+    tp: int
+    # memo of the repeated, context-dependent pieces: a simulation times thousands of iterations of few shapes
+    _memo: dict[tuple[int, int, int], float] = field(default_factory=dict, compare=False, repr=False)
+
+    def _dense_s(self, tokens: int) -> float:
+        if tokens <= 0:
+            return 0.0
+        i = bisect_left(_T_GRID, tokens)
+        total = 0.0
+        if i == 0:
+            for layer in self.layers:
+                total += layer.count * layer.token_grid[0] * tokens / _T_GRID[0]
+            return total
+        if i >= len(_T_GRID):
+            for layer in self.layers:
+                total += layer.count * layer.token_grid[-1] * tokens / _T_GRID[-1]
+            return total
+        lo, hi = _T_GRID[i - 1], _T_GRID[i]
+        w = (tokens - lo) / (hi - lo)
+        for layer in self.layers:
+            total += layer.count * ((1 - w) * layer.token_grid[i - 1] + w * layer.token_grid[i])
+        return total
+
+    def step(self, decode_seqs: int, decode_context: float, prefill: Sequence[tuple[int, int]] = ()) -> StepCost:
+        """One iteration: `decode_seqs` sequences decoding at mean context `decode_context`, plus prefill chunks
+        given as (new tokens, tokens already cached for that request)."""
+        memo = self._memo
+        if len(memo) > _MEMO_LIMIT:
+            memo.clear()
+        new_tokens = sum(q for q, _ in prefill)
+        tokens = decode_seqs + new_tokens
+        dense = self._dense_s(tokens)
+        attention = 0.0
+        if decode_seqs:
+            # contexts are bucketed to 1/64 of themselves (attention time changes by < 1 % within a bucket)
+            ctx = max(1, round(decode_context))
+            bucket = max(1, ctx >> 6)
+            key = (-1, decode_seqs, ctx // bucket * bucket)
+            cached_decode = memo.get(key)
+            if cached_decode is None:
+                cached_decode = memo[key] = self._decode_attention_s(decode_seqs, key[2])
+            attention += cached_decode
+        for q, cached in prefill:
+            key = (-2, q, cached)
+            chunk = memo.get(key)
+            if chunk is None:
+                chunk = memo[key] = sum(
+                    layer.count * self._prefill_attention_s(layer, q, cached) for layer in self.layers
+                )
+            attention += chunk
+        sampled = decode_seqs + len(prefill)
+        key = (-3, tokens, sampled)
+        outside = memo.get(key)
+        if outside is None:
+            outside = memo[key] = self._outside_s(tokens, sampled)
+        return StepCost(dense + attention + outside, dense, attention, outside)
+
+    def _decode_attention_s(self, seqs: int, ctx: int) -> float:
+        t, total = self.tables, 0.0
+        for layer in self.layers:
+            c = min(ctx, layer.window) if layer.window else ctx
+            if layer.mla:
+                per = t.mla_s("generation", seqs, c, layer.n_h, self.kv_dtype)
+                per += sum(t.gemm_s(seqs, g.n, g.k, g.fmt) for g in layer.decode_only)
+            else:
+                per = t.generation_attention_s(
+                    seqs, c, layer.n_h, layer.n_kv, layer.head_dim, self.kv_dtype, layer.window
+                )
+            total += layer.count * per
+        return total
+
+    def _outside_s(self, tokens: int, sampled: int) -> float:
+        """Embedding, final norm, lm_head over the sampled rows, logits gather, sampling, and the engine's step."""
+        t = self.tables
+        return (
+            t.elementwise_s(tokens * self.hidden * ACT_BYTES * 2)  # embedding gather
+            + t.elementwise_s(sampled * self.hidden * ACT_BYTES * 2)  # final norm of the sampled rows
+            + t.gemm_s(sampled, self.lm_head.n, self.lm_head.k, self.lm_head.fmt)
+            + (t.allreduce_s(sampled * self.vocab_local, self.tp) if self.tp > 1 else 0.0)  # logits gather
+            + t.elementwise_s(sampled * self.vocab_local * self.tp * FP32_BYTES * 3)  # fp32 softmax and sampling
+            + self.fixed_s
+            + self.per_seq_s * sampled
+        )
+
+    def _prefill_attention_s(self, layer: LayerCost, q: int, cached: int) -> float:
+        """A chunk of q new tokens after `cached` tokens: the table's causal prompt of q + cached tokens, scaled to
+        the (query, key) pairs this chunk computes."""
+        t = self.tables
+        total = q + cached
+        if layer.mla:
+            expand = sum(t.gemm_s(total, g.n, g.k, g.fmt) for g in layer.prefill_only)
+            full = t.mla_s("context", 1, total, layer.n_h, self.kv_dtype)
+        else:
+            expand = 0.0
+            full = t.context_attention_s(1, total, layer.n_h, layer.n_kv, layer.head_dim, "bf16", layer.window)
+        if cached == 0:
+            return expand + full
+        w = layer.window or total
+        pairs_all = _pairs(total, w)
+        pairs_chunk = pairs_all - _pairs(cached, w)
+        return expand + full * pairs_chunk / pairs_all
+
+
+def _pairs(s: int, window: int) -> int:
+    if s <= window:
+        return s * (s + 1) // 2
+    return window * (window + 1) // 2 + window * (s - window)
+
+
+def _local(lin: Linear, spec: ModelSpec, tp: int) -> tuple[int, int]:
+    """(K, N) of a linear on one GPU: column-parallel splits N, row-parallel K, KV heads n_kv/TP or replicated."""
+    if tp == 1 or lin.parallel == "replicated":
+        return lin.d_in, lin.d_out
+    if lin.parallel == "row":
+        return ceil(lin.d_in / tp), lin.d_out
+    if lin.parallel == "kv":
+        return lin.d_in, local_kv_heads(spec.kv_heads, tp) * spec.resolved_head_dim
+    return lin.d_in, ceil(lin.d_out / tp)
+
+
+def _gemms(linears: Sequence[Linear], spec: ModelSpec, tp: int, fmt: str) -> tuple[Gemm, ...]:
+    """The GEMMs an engine launches: linears sharing an input fused (q/k/v, gate/up, q_a/kv_a), experts excluded."""
+    fused: dict[str, list[int]] = {}
+    out: list[Gemm] = []
+    for lin in linears:
+        if lin.name.startswith("experts.") or lin.name in ("kv_b_proj",):
+            continue
+        k, n = _local(lin, spec, tp)
+        lin_fmt = fmt if lin.quantizable else "bf16"
+        group = _FUSED.get(lin.name)
+        if group is None:
+            out.append(Gemm(lin.name, n, k, lin_fmt))
+        else:
+            fused.setdefault(group, [k, 0])[1] += n
+    out += [Gemm(name, n, k, fmt) for name, (k, n) in fused.items()]
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class ServingShape:
+    """What fixes a StepModel: the model, its parallelism and its number formats (hashable, for caching)."""
+
+    spec: ModelSpec
+    tp: int
+    moe_tp: int
+    moe_ep: int
+    weight_fmt: str  # kernel format of dense linears
+    expert_fmt: str  # kernel format of routed experts
+    kv_dtype: str
+    fixed_s: float
+    per_seq_s: float
+
+
+def build_step_model(shape: ServingShape, tables: KernelTables) -> StepModel:
+    return _build(shape, tables)
+
+
+@lru_cache(maxsize=256)
+def _build(shape: ServingShape, tables: KernelTables) -> StepModel:
+    spec, tp = shape.spec, shape.tp
+    h = spec.hidden_size
+    layers = []
+    for index, (layout, count) in enumerate(layer_kinds(spec)):
+        del index
+        windowed = [i for i in range(spec.num_layers) if spec.uses_sliding_window(i)]
+        # split a layout's layers into full and windowed attention (gpt-oss, Mistral, Gemma-2 alternate windows)
+        n_window = min(count, len(windowed)) if spec.sliding_window else 0
+        for window, n in ((0, count - n_window), (spec.sliding_window or 0, n_window)):
+            if n:
+                layers.append(_layer_cost(spec, layout.linears, layout.kind == "moe", n, window, shape, tables))
+    vocab_local = ceil(spec.vocab_size / tp)
+    return StepModel(
+        layers=tuple(layers),
+        tables=tables,
+        kv_dtype=shape.kv_dtype,
+        lm_head=Gemm("lm_head", vocab_local, h, "bf16"),
+        vocab_local=vocab_local,
+        hidden=h,
+        fixed_s=shape.fixed_s,
+        per_seq_s=shape.per_seq_s,
+        tp=tp,
+    )
+
+
+def _layer_cost(
+    spec: ModelSpec,
+    linears: Sequence[Linear],
+    moe_layer: bool,
+    count: int,
+    window: int,
+    shape: ServingShape,
+    tables: KernelTables,
+) -> LayerCost:
+    tp, h = shape.tp, spec.hidden_size
+    gemms = _gemms(linears, spec, tp, shape.weight_fmt)
+    n_h = spec.num_heads // tp
+    mla = spec.mla
+    if mla is not None:
+        n_kv, d = 1, mla.kv_lora_rank + mla.qk_rope_head_dim
+        kv_b_n = n_h * (mla.qk_nope_head_dim + mla.v_head_dim)
+        prefill_only: tuple[Gemm, ...] = (Gemm("kv_b_proj", kv_b_n, mla.kv_lora_rank, shape.weight_fmt),)
+        # absorbed decode: q_nope·W_UK (per head d_nope -> d_c) and o·W_UV (d_c -> d_v), as batched matmuls
+        decode_only: tuple[Gemm, ...] = (Gemm("q_absorb", n_h * mla.kv_lora_rank, mla.qk_nope_head_dim, "bf16"),
+                       Gemm("o_absorb", n_h * mla.v_head_dim, mla.kv_lora_rank, "bf16"))  # fmt: skip
+    else:
+        n_kv, d = local_kv_heads(spec.kv_heads, tp), spec.resolved_head_dim
+        prefill_only = decode_only = ()
+    moe = spec.moe if moe_layer else None
+    grid = []
+    for tokens in _T_GRID:
+        s = sum(tables.gemm_s(tokens, g.n, g.k, g.fmt) for g in gemms)
+        if moe is not None:
+            s += tables.moe_s(
+                tokens, h, moe.expert_ffn_dim, moe.experts_per_token, moe.num_experts,
+                shape.moe_tp, shape.moe_ep, shape.expert_fmt,
+            )  # fmt: skip
+            s += tables.elementwise_s(tokens * moe.num_experts * FP32_BYTES * 2)  # router softmax / top-k
+        ffn_local = ceil((moe.shared_expert_ffn_dim if moe else spec.ffn_dim) / tp)
+        qk_local = (n_h + n_kv) * d
+        s += tables.elementwise_s(tokens * h * ACT_BYTES * NORM_PASSES)
+        s += tables.elementwise_s(tokens * 3 * ffn_local * ACT_BYTES)  # SiLU(gate)·up: read 2f, write f
+        s += tables.elementwise_s(tokens * qk_local * ACT_BYTES * 2)  # RoPE on q and k (read + write)
+        s += tables.elementwise_s(tokens * 2 * n_kv * d * ACT_BYTES)  # write k and v into the paged cache
+        if tp > 1:
+            s += 2 * tables.allreduce_s(tokens * h, tp)
+        grid.append(s)
+    return LayerCost(
+        count=count,
+        token_grid=tuple(grid),
+        n_h=n_h,
+        n_kv=n_kv,
+        head_dim=d,
+        window=window,
+        mla=mla is not None,
+        prefill_only=prefill_only,
+        decode_only=decode_only,
+    )
