@@ -198,6 +198,17 @@ def estimate_load(
         c = load.concurrency or 1
         life = _lifetime_s(model, serving.prompt_tokens, serving.output_tokens, c)
         starts = tuple(i * life / c for i in range(c))
+    longest = max(p + o for p, o in zip(prompts, outputs, strict=True))
+    if longest > kv_pool_tokens:
+        raise SpecError(
+            [
+                FieldProblem(
+                    ("load",),
+                    f"a request of {longest} tokens does not fit in the KV pool of {kv_pool_tokens} "
+                    "tokens this configuration leaves (see engine.kv_pool_tokens)",
+                )
+            ]
+        )
     result = simulate(model, limits, Workload(prompts, outputs, load.concurrency, arrivals, starts))
     kept = list(result.timings[load.warmup_requests :]) or list(result.timings)
     produced = sum(outputs)

@@ -1,0 +1,104 @@
+"""Step time from measured kernels: the tables read back what they store, and an iteration obeys its physics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from planner import load_catalog
+from planner.calibration.grid import LogGrid
+from planner.calibration.kernels import available_tables, load_kernel_tables
+from planner.calibration.rooflines import gemm_roofline_s
+from planner.serving.step_time import ServingShape, build_step_model, kernel_format
+
+GIB = 1 << 30
+
+
+def test_grid_reads_back_its_points_and_interpolates_in_log_space() -> None:
+    grid = LogGrid.build([[1.0, 4.0, 16.0], [2.0, 8.0]], [0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    assert grid(4.0, 8.0) == 3.0
+    assert grid(2.0, 2.0) == pytest.approx(1.0)  # halfway between 1 and 4 in log space
+    assert grid(1000.0, 0.1) == 4.0  # clamped to the edges
+
+
+def test_every_gpu_engine_pair_has_its_provenance() -> None:
+    pairs = available_tables()
+    assert {("h100-sxm", "vllm"), ("h200", "sglang"), ("b200", "trtllm")} <= pairs
+    for gpu, engine in pairs:
+        t = load_kernel_tables(gpu, engine)
+        assert t is not None
+        assert t.provenance["package"] == "aiconfigurator-core"
+        assert all(len(sha) == 64 for sha in t.provenance["files"].values())
+
+
+def test_gemm_never_beats_its_roofline() -> None:
+    t = load_kernel_tables("h200", "vllm")
+    assert t is not None
+    for m, n, k in [(1, 6144, 4096), (64, 28672, 4096), (4096, 4096, 14336), (16384, 8192, 8192)]:
+        for fmt in ("bf16", "fp8"):
+            assert t.gemm_s(m, n, k, fmt) >= gemm_roofline_s(m, n, k, fmt, t.roofline) * 0.99
+
+
+def _llama8b(gpu: str = "h100-sxm", tp: int = 1, fmt: str = "bf16"):  # type: ignore[no-untyped-def]
+    spec = load_catalog().model("llama-3.1-8b").spec
+    tables = load_kernel_tables(gpu, "vllm")
+    assert tables is not None
+    return build_step_model(ServingShape(spec, tp, tp, 1, fmt, fmt, "bf16", 0.0, 0.0), tables)
+
+
+def test_decode_step_is_bounded_by_the_weight_read() -> None:
+    # One decode step reads every weight once: 16.06 GB of Llama-3.1-8B over 3.35 TB/s = 4.8 ms on an H100 SXM.
+    m = _llama8b()
+    step = m.step(1, 1024.0).total_s
+    floor = 16_060_522_496 / 3.35e12
+    assert floor < step < 2 * floor
+
+
+def test_step_time_grows_with_tokens_batch_and_context() -> None:
+    m = _llama8b()
+    assert m.step(8, 1024.0).total_s < m.step(64, 1024.0).total_s < m.step(256, 1024.0).total_s
+    assert m.step(64, 1024.0).total_s < m.step(64, 8192.0).total_s
+    prefills = [m.step(0, 0.0, [(n, 0)]).total_s for n in (512, 2048, 8192)]
+    assert prefills == sorted(prefills)
+    # a chunk after a cached prefix costs more attention than the same chunk alone
+    assert m.step(0, 0.0, [(2048, 6144)]).attention_s > m.step(0, 0.0, [(2048, 0)]).attention_s
+
+
+def test_prefill_is_compute_bound_near_peak() -> None:
+    # 8192 tokens of Llama-3.1-8B: 2 · 7.5e9 · 8192 ≈ 1.2e14 FLOPs of GEMMs; at the H100's 989 TFLOP/s bf16 peak
+    # that is 0.125 s, so a measured-kernel prefill lands between 1× and 2× of it.
+    m = _llama8b()
+    gemm_flops = 2 * 7.5e9 * 8192
+    t = m.step(0, 0.0, [(8192, 0)]).total_s
+    assert gemm_flops / 989e12 < t < 2 * gemm_flops / 989e12
+
+
+def test_tensor_parallel_splits_the_decode_and_adds_all_reduces() -> None:
+    one, four = _llama8b(tp=1), _llama8b(tp=4)
+    assert four.step(8, 1024.0).total_s < one.step(8, 1024.0).total_s
+    # ...but not by 4×: two all-reduces per layer and the replicated lm_head-free parts stay
+    assert four.step(8, 1024.0).total_s > one.step(8, 1024.0).total_s / 4
+
+
+def test_fp8_weights_decode_faster_than_bf16() -> None:
+    assert _llama8b(fmt="fp8").step(8, 1024.0).total_s < _llama8b().step(8, 1024.0).total_s
+
+
+def test_kernel_format_covers_every_weight_format() -> None:
+    from planner.model.precision import WeightFormat
+
+    for fmt in WeightFormat:
+        assert kernel_format(fmt.value) in {"bf16", "fp8", "fp8_block", "int4", "nvfp4", "mxfp4"}
+
+
+def test_moe_and_mla_models_time_their_own_operators() -> None:
+    catalog = load_catalog()
+    tables = load_kernel_tables("h200", "sglang")
+    assert tables is not None
+    spec = catalog.model("deepseek-r1").spec
+    m = build_step_model(ServingShape(spec, 8, 8, 1, "fp8_block", "fp8_block", "bf16", 0.0, 0.0), tables)
+    step = m.step(16, 2048.0)
+    assert step.attention_s > 0 and math.isfinite(step.total_s)
+    # 58 MoE layers and 3 dense ones: the MLA decode core sits in attention, MoE in the dense part
+    assert step.dense_s > step.attention_s
