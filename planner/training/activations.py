@@ -11,13 +11,22 @@ s² softmax), frozen linears keep nothing, and peft LoRA keeps an fp32 copy of e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from planner.model.spec import ModelSpec
-from planner.training.spec import AttentionImpl
+from planner.training.attention_core import (
+    FUSED_QKV_FAMILIES,
+    SOFTCAPPED_FAMILIES,
+    attention_backward_temporaries,
+    attention_core,
+    attention_head_dims,
+)
+from planner.training.spec import AttentionImpl, KernelDevice
 
 __all__ = [
     "APPROXIMATE_LEDGER_FAMILIES",
+    "DROPOUT_MASK_BYTES",
+    "FUSED_QKV_FAMILIES",
     "LayerGrads",
     "SavedActivations",
     "SavedLedger",
@@ -35,7 +44,9 @@ FP32 = 4  # RMSNorm statistics, softmax in eager attention, log-sum-exp, peft ad
 INT64 = 8  # input ids and labels
 INT32 = 4
 COMPLEX64 = 8
-DROPOUT_MASK = 1  # bool mask per element on CUDA (a CPU probe keeps 4)
+# A dropout mask per element: CUDA's fused native_dropout keeps a bool mask; on the CPU, dropout is
+# input · (bernoulli noise / (1 − p)), and mul keeps the noise, in the input's dtype (peft's fp32 adapter input)
+DROPOUT_MASK_BYTES = {KernelDevice.CUDA: 1, KernelDevice.CPU: FP32}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +60,7 @@ class TrainShapes:
     attention: AttentionImpl = AttentionImpl.SDPA  # the kernel: fused SDPA, SDPA's math fallback, or eager
     virtual_tokens: int = 0  # soft-prompt / prefix tokens whose int64 indices the prompt encoder keeps
     autocast: bool = False  # fp32 params under torch.autocast(bf16): fp32 residual stream, per-linear input casts
+    device: KernelDevice = KernelDevice.CUDA  # where the kernels run (dropout masks differ)
 
     @property
     def tokens(self) -> int:
@@ -108,24 +120,6 @@ class SavedActivations:
     last_moe: bool
 
 
-def attention_backward_temporaries(spec: ModelSpec, shp: TrainShapes) -> int:
-    """Bytes a block's softmax backward holds besides its saved tensors; 0 for fused SDPA (tile by tile, no s²).
-
-    Eager and SDPA math: the fp32 gradients of the softmax output and of the scores (2·4·b·n_h·s·s_k), the
-    gradient of v repeated to n_h heads (b_v·b·n_h·s_k·d_v; b_v = 4 for math, which works in fp32, p for eager)
-    and the gradient entering the block (p·T·h), live at once. In bf16 with n_h·d_h = h, eager's is 4·T·h.
-    Source: measured with live storages at each softmax backward (models/ cpu backend, CPU) on transformers GQA
-    Llamas, eager and forced to SDPA math (bf16 and fp32), and on DeepSeek-V2 (MLA, math, bf16).
-    """
-    if shp.attention is AttentionImpl.SDPA:
-        return 0
-    b, p, n_h, s_k = shp.batch, shp.act_bytes, spec.num_heads, shp.seq + shp.prefix_tokens
-    scores_grads = 2 * FP32 * b * n_h * shp.seq * s_k
-    v_grad_bytes = FP32 if shp.attention is AttentionImpl.SDPA_MATH else p
-    v_grad = v_grad_bytes * b * n_h * s_k * attention_head_dims(spec)[1]
-    return scores_grads + v_grad + p * shp.tokens * spec.hidden_size
-
-
 def rope_table_bytes(spec: ModelSpec, shp: TrainShapes) -> int:
     """The RoPE table the blocks share: cos and sin, 2·p·s·d_R (fp32 under autocast); DeepSeek-V2's complex64
     table, 8·s·d_R/2, whatever the dtype."""
@@ -135,12 +129,9 @@ def rope_table_bytes(spec: ModelSpec, shp: TrainShapes) -> int:
     return 2 * (FP32 if shp.autocast else shp.act_bytes) * shp.seq * d_rope
 
 
-FUSED_QKV_FAMILIES = frozenset({"phi3"})  # one qkv_proj (and gate_up_proj) linear, split after
-# Gemma-2 soft-caps attention scores (eager only) and the final logits: c·tanh(x / c) (its config defaults)
-SOFTCAPPED_FAMILIES = frozenset({"gemma2"})
 # DeepSeek-V3's sigmoid, group-limited router keeps group top-k indices and masks the ledger does not count,
 # and what it keeps varies with the routing (probe: ±1 %): its saved bytes are approximate, the others' exact
-APPROXIMATE_LEDGER_FAMILIES = frozenset({"deepseek_v3"})  # one qkv_proj (and gate_up_proj) linear, split after
+APPROXIMATE_LEDGER_FAMILIES = frozenset({"deepseek_v3"})
 # Gemma's RMSNorm scales by (1 + w) in fp32 before casting back (GemmaRMSNorm, Gemma2RMSNorm)
 FP32_SCALED_NORM_FAMILIES = frozenset({"gemma", "gemma2"})
 
@@ -177,12 +168,15 @@ def _linear_inputs(
     names: tuple[str, ...],
     d_in: int,
     where: str,
+    input_grad: bool,
     already_saved: bool = False,
 ) -> None:
     """What linears reading one tensor keep: the tensor once if any weight trains; per LoRA an fp32 copy.
 
-    LoRA (peft): x is cast to the adapter dtype (fp32) per adapter, dropout keeps a mask, lora_A keeps its
-    input (T·d_in·4) and lora_B keeps lora_A's output (T·r·4). In fp32 the cast is a no-op: one shared tensor.
+    LoRA (peft): x is cast to the adapter dtype (fp32) per adapter, lora_A keeps its input (T·d_in·4) and lora_B
+    keeps lora_A's output (T·r·4). In fp32 the cast is a no-op: one shared tensor. Dropout gives each adapter its
+    own input and, when x needs grad (`input_grad`; not block 0's q/k/v when nothing before it trains), a mask:
+    T·d_in·m, m = 1 on CUDA (bool), 4 on the CPU (DROPOUT_MASK_BYTES).
     `already_saved`: the tensor is in the ledger already (the SDPA output read by o_proj).
     """
     tokens, p = shp.tokens, shp.act_bytes
@@ -193,68 +187,42 @@ def _linear_inputs(
         copies = len(names) if shp.autocast and grads.weights else 1
         ledger.add(f"{where}/input", copies * p * tokens * d_in)
     for name in adapted:
-        if grads.lora_dropout:
-            ledger.add(f"lora/{name}/dropout_mask", DROPOUT_MASK * tokens * d_in)
+        if grads.lora_dropout and input_grad:
+            ledger.add(f"lora/{name}/dropout_mask", DROPOUT_MASK_BYTES[shp.device] * tokens * d_in)
         if grads.lora_dropout or p != FP32:
             ledger.add(f"lora/{name}/input_fp32", FP32 * tokens * d_in)
         ledger.add(f"lora/{name}/a_output", FP32 * tokens * grads.lora_rank)
 
 
-def attention_head_dims(spec: ModelSpec) -> tuple[int, int, int]:
-    """(d_q, d_v, n_kv): MLA's per-head q/k of d_nope + d_R and v of d_v on every head; else d_h and the KV heads."""
+# Phi-3's fused linears and the planner names (planner.model.params) peft's one adapter on each stands for
+FUSED_LINEARS = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+
+
+def _as_built(spec: ModelSpec, grads: LayerGrads) -> tuple[LayerGrads, tuple[str, ...], tuple[str, ...]]:
+    """The block's linears as transformers builds them: grads with LoRA/IA3 names of the fused modules added, the
+    linears reading the normed input of attention, and those reading the MLP's input."""
+    if spec.family in FUSED_QKV_FAMILIES:
+        fused = frozenset(name for name, parts in FUSED_LINEARS.items() if set(parts) & grads.lora)
+        return replace(grads, lora=grads.lora | fused), ("qkv_proj",), ("gate_up_proj",)
+    if spec.mla is None:
+        return grads, ("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj")
+    q = ("q_a_proj",) if spec.mla.q_lora_rank else ("q_proj",)
+    return grads, (*q, "kv_a_proj_with_mqa"), ("gate_proj", "up_proj")
+
+
+def _qkv_grads(spec: ModelSpec, grads: LayerGrads, x_grad: bool) -> tuple[bool, bool, bool]:
+    """Whether q, k and v need grad: the block input does, weights train, or an adapter sits on their path
+    (MLA: q from q_proj or q_a/q_b; k and v from kv_a and kv_b; Phi-3: one qkv_proj)."""
+    trained, base = grads.lora | grads.ia3, x_grad or grads.weights
     if spec.mla is not None:
-        return spec.mla.qk_head_dim, spec.mla.v_head_dim, spec.num_heads
-    return spec.resolved_head_dim, spec.resolved_head_dim, spec.kv_heads
-
-
-def _attention(
-    ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, q_grad: bool, k_grad: bool, v_grad: bool, masked: bool
-) -> None:
-    """Attention core for MHA/MQA/GQA (MLA: per-head q/k of d_nope + d_R, v of d_v), by kernel.
-
-    SDPA (fused flash / memory-efficient) saves q, k, v, the output and an fp32 log-sum-exp (b·n_h·s·4); given
-    an explicit mask (`masked`), transformers repeats k, v to n_h heads first (use_gqa_in_sdpa) and SDPA keeps
-    the mask, p·b·s·s_k.
-    Eager saves q, k and v repeated to n_h heads (repeat_kv copies when n_kv < n_h), the fp32 softmax
-    (b·n_h·s·s_k·4) and its cast to p (absent in fp32); o_proj then reads a contiguous copy of the output.
-    SDPA math (torch's composite fallback) upcasts q, k, v to fp32, scales q and kᵀ by √scale each and repeats
-    k, v to n_h heads, then keeps what eager keeps, in fp32: 4·b·n_h·(s·d_q + s_k·d_q + s_k·d_v) + 4·b·n_h·s·s_k
-    (probs·v reads the fp32 softmax itself; the mask is not kept); o_proj reads a contiguous copy, as in eager.
-    Source: torch `_scaled_dot_product_attention_math`; measured with saved_tensors_hooks on tiny transformers
-    models, MLA DeepSeek-V2 (CPU picks math) and GQA Llama forced to math (tests/planner/test_activations.py).
-    """
-    b, s, p = shp.batch, shp.seq, shp.act_bytes
-    s_k = s + shp.prefix_tokens
-    n_h = spec.num_heads
-    d_q, d_v, n_kv = attention_head_dims(spec)
-    # Phi-3 splits one fused qkv_proj output: an unrepeated v is a view that keeps all of it alive
-    v_heads_kept = n_h + 2 * n_kv if spec.family in FUSED_QKV_FAMILIES and not shp.prefix_tokens else n_kv
-    if shp.attention is AttentionImpl.SDPA:  # one autograd node: keeps every input once any needs grad
-        kv_heads = n_h if masked else n_kv
-        ledger.add("attention/q", p * b * s * n_h * d_q)
-        ledger.add("attention/k", p * b * s_k * kv_heads * d_q)
-        ledger.add("attention/v", p * b * s_k * (n_h if masked else v_heads_kept) * d_v)
-        ledger.add("attention/output", p * b * s * n_h * d_v)
-        ledger.add("attention/logsumexp", FP32 * b * n_h * s)
-        if masked:
-            ledger.add("attention/mask", p * b * s * s_k)
-        return
-    math = shp.attention is AttentionImpl.SDPA_MATH
-    qkv_bytes, suffix = (FP32, "_fp32") if math else (p, "")
-    # q·kᵀ keeps q for k's grad and k for q's; probs·v keeps probs for v's grad and v for the probs' grad.
-    scores_grad = q_grad or k_grad
-    if k_grad:
-        ledger.add(f"attention/q{suffix}", qkv_bytes * b * s * n_h * d_q)
-    if q_grad:  # repeated to n_h heads (eager: repeat_kv's output, or k itself when n_kv = n_h)
-        ledger.add(f"attention/k{suffix}", qkv_bytes * b * s_k * n_h * d_q)
-    if scores_grad:
-        ledger.add(f"attention/v{suffix}", qkv_bytes * b * s_k * n_h * d_v)
-    if scores_grad or math:  # math: probs·v keeps the fp32 softmax, the same tensor
-        ledger.add("attention/softmax_fp32", FP32 * b * n_h * s * s_k)
-    if not math and v_grad and (p != FP32 or not scores_grad):
-        ledger.add("attention/probs", p * b * n_h * s * s_k)
-    if not math and scores_grad and spec.family in SOFTCAPPED_FAMILIES:  # tanh(scores / c) · c keeps the tanh
-        ledger.add("attention/softcap_tanh", p * b * n_h * s * s_k)
+        q_path = {"q_a_proj", "q_b_proj"} if spec.mla.q_lora_rank else {"q_proj"}
+        kv = base or bool(trained & {"kv_a_proj_with_mqa", "kv_b_proj"})
+        return base or bool(trained & q_path), kv, kv
+    if spec.family in FUSED_QKV_FAMILIES:
+        fused = base or bool(trained & set(FUSED_LINEARS["qkv_proj"]))
+        return fused, fused, fused
+    q, k, v = (base or name in trained for name in ("q_proj", "k_proj", "v_proj"))
+    return q, k, v
 
 
 def layer_saved_bytes(
@@ -269,14 +237,14 @@ def layer_saved_bytes(
     """
     h = spec.hidden_size
     ledger = SavedLedger()
+    grads, attention_readers, mlp_readers = _as_built(spec, grads)
     trained = grads.lora | grads.ia3
     gemma = spec.family in FP32_SCALED_NORM_FAMILIES
     _norm(ledger, shp, h, x_grad, grads.weights, "input_norm", fp32_scale=gemma)
-    qkv = ("q_proj", "k_proj", "v_proj") if spec.mla is None else ("q_proj", "q_a_proj", "kv_a_proj_with_mqa")
-    _linear_inputs(ledger, shp, grads, qkv, h, "attention_in")
+    _linear_inputs(ledger, shp, grads, attention_readers, h, "attention_in", x_grad or grads.weights)
     if spec.mla is not None:
         _mla_latents(ledger, shp, spec, grads, x_grad)
-    q_grad, k_grad, v_grad = (x_grad or grads.weights or name in trained for name in qkv)
+    q_grad, k_grad, v_grad = _qkv_grads(spec, grads, x_grad)
     k_grad = k_grad or shp.prefix_tokens > 0  # trainable prefix keys and values
     v_grad = v_grad or shp.prefix_tokens > 0
     attn_grad = q_grad or k_grad or v_grad
@@ -285,12 +253,12 @@ def layer_saved_bytes(
         _norm(ledger, shp, spec.num_heads * d, q_grad, grads.weights, "q_norm", rows=spec.num_heads)
         _norm(ledger, shp, spec.kv_heads * d, k_grad, grads.weights, "k_norm", rows=spec.kv_heads)
     if attn_grad:
-        _attention(ledger, shp, spec, q_grad, k_grad, v_grad, masked)
+        attention_core(ledger, shp, spec, q_grad, k_grad, v_grad, masked)
     _ia3_outputs(ledger, shp, spec, grads, x_grad)
     d_o = spec.num_heads * (spec.mla.v_head_dim if spec.mla else spec.resolved_head_dim)
     # fused SDPA's output is o_proj's input; eager and math copy theirs, as does SDPA on Phi-3's split q
     fused = shp.attention is AttentionImpl.SDPA and spec.family not in FUSED_QKV_FAMILIES
-    _linear_inputs(ledger, shp, grads, ("o_proj",), d_o, "o_proj_in", already_saved=fused and attn_grad)
+    _linear_inputs(ledger, shp, grads, ("o_proj",), d_o, "o_proj_in", attn_grad, already_saved=fused and attn_grad)
     mid_grad = attn_grad or grads.weights or bool(trained & {"o_proj"})
     if grads.adapter_bottleneck:
         _adapter(ledger, shp, h, grads.adapter_bottleneck, "adapter_attention")
@@ -298,7 +266,7 @@ def layer_saved_bytes(
     for extra in range(max(0, spec.norms_per_layer - 2)):  # Gemma2's post-norms
         _norm(ledger, shp, h, mid_grad, grads.weights, f"extra_norm_{extra}", fp32_scale=gemma)
     _norm(ledger, shp, h, mid_grad, grads.weights, "post_attention_norm", fp32_scale=gemma)
-    _linear_inputs(ledger, shp, grads, ("gate_proj", "up_proj"), h, "mlp_in")
+    _linear_inputs(ledger, shp, grads, mlp_readers, h, "mlp_in", mid_grad or grads.weights)
     _mlp(ledger, shp, spec, grads, mid_grad, moe_layer)
     out_grad = mid_grad or grads.weights or bool(trained & {"gate_proj", "up_proj", "down_proj"})
     if grads.adapter_bottleneck:
@@ -309,16 +277,20 @@ def layer_saved_bytes(
 
 def _mla_latents(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grads: LayerGrads, x_grad: bool) -> None:
     """MLA's compressed paths (DeepSeek-V2 §2.1.2): kv_a_layernorm (and q_a_layernorm) as RMSNorms of width d_c
-    (d_c'), and the up-projections kv_b (q_b) keeping their inputs when they train."""
+    (d_c'), whose input needs grad when the block input does or a weight before it trains (kv_a, q_a), and the
+    up-projections kv_b (q_b) keeping their inputs when they train."""
     assert spec.mla is not None
-    widths = [("kv_a_norm", "kv_b_proj", spec.mla.kv_lora_rank)]
+    base, trained = x_grad or grads.weights, grads.lora | grads.ia3
+    widths = [("kv_a_norm", "kv_a_proj_with_mqa", "kv_b_proj", spec.mla.kv_lora_rank)]
     if spec.mla.q_lora_rank:
-        widths.append(("q_a_norm", "q_b_proj", spec.mla.q_lora_rank))
-    for norm, up, width in widths:
-        _norm(ledger, shp, width, x_grad or grads.weights, grads.weights, f"mla/{norm}")
-        _linear_inputs(ledger, shp, grads, (up,), width, f"mla/{up}_in")
-    if shp.act_bytes == FP32 and (x_grad or grads.weights):  # .float() is a no-op: a view of kv_a's d_c + d_R
-        ledger.add("mla/kv_a_norm/rope_columns", FP32 * shp.tokens * spec.mla.qk_rope_head_dim)
+        widths.append(("q_a_norm", "q_a_proj", "q_b_proj", spec.mla.q_lora_rank))
+    for norm, down, up, width in widths:
+        latent_grad = base or down in trained
+        _norm(ledger, shp, width, latent_grad, grads.weights, f"mla/{norm}")
+        _linear_inputs(ledger, shp, grads, (up,), width, f"mla/{up}_in", latent_grad or grads.weights)
+        # .float() is a no-op in fp32: the norm keeps a view of kv_a's whole d_c + d_R output
+        if norm == "kv_a_norm" and shp.act_bytes == FP32 and latent_grad:
+            ledger.add("mla/kv_a_norm/rope_columns", FP32 * shp.tokens * spec.mla.qk_rope_head_dim)
 
 
 def _ia3_outputs(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grads: LayerGrads, x_grad: bool) -> None:
@@ -344,7 +316,7 @@ def _mlp(
         ledger.add("mlp/up_output", p * tokens * f)
     if up_grad:
         ledger.add("mlp/act_output", p * tokens * f)
-    _linear_inputs(ledger, shp, grads, ("down_proj",), f, "mlp_down_in")
+    _linear_inputs(ledger, shp, grads, ("down_proj",), f, "mlp_down_in", gate_grad or up_grad)
     if "down_proj" in grads.ia3:  # feed-forward IA3 (peft) casts the input to fp32, scales it, keeps the copy
         ledger.add("ia3/down_proj/input_fp32", FP32 * tokens * f)
         if gate_grad or up_grad:  # and the fp32 scaling vector 1 · l, for the input's gradient

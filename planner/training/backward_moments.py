@@ -1,8 +1,8 @@
 """The candidate peaks inside backward: which tensors are alive at each moment, as explainable terms.
 
-loss_backward (every saved tensor and the cross-entropy gradients), the last block's backward, block 0's under full
-checkpointing (every other gradient already produced), and the eager or math attention backward. What a block's
-backward adds to its saved tensors is planner.training.block_backward's.
+loss_backward (every saved tensor and the cross-entropy gradients), the last block's backward, block 0's (every
+other gradient already produced), the eager or math attention backward, and the embedding's at the end of backward.
+What a block's backward adds to its saved tensors is planner.training.block_backward's.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from planner.training.state import layer_grads, param_bytes, sharded, train_shap
 __all__ = ["CHECKPOINT_INPUTS_TERM", "backward_moments"]
 
 INT64_BYTES = 8
+FP32_BYTES = 4
 CHECKPOINT_INPUTS_TERM = "activations/checkpoint_inputs"  # held by checkpoints, not saved by autograd
 LOGITS_GRAD_BUFFERS = 2  # fp32 gradients of log-probs and of the upcast logits, live at once in backward
 
@@ -145,6 +146,7 @@ def _first_block_backward(
     checkpointing: its input and the recomputed block); the gradient entering it and its backward's own
     temporaries (planner.training.block_backward). Matters when weights are large next to activations (MoE experts,
     few tokens): the gradients have grown to nearly all of them.
+    When accumulating, every gradient is held already (the phase's base), and none is counted here.
     Source: measured by the probe grid (models/, live storages at the peak of backward).
     """
     pb = param_bytes(spec, t, tp)
@@ -155,17 +157,19 @@ def _first_block_backward(
     else:
         grads = tp.trainable * pb.grad * (spec.num_layers - 1) // spec.num_layers
     src = "derived here; measured by the probe grid (models/)"
-    produced = Term(
-        name="gradients/all_but_first_block",
-        bytes=sharded(grads, t.data_parallel, t.zero_stage >= 2),
-        formula="(N_train − block 0 − embedding)·b_g",
-        detail="produced before block 0's backward",
-        source=src,
-    )
+    produced = [
+        Term(
+            name="gradients/all_but_first_block",
+            bytes=sharded(grads, t.data_parallel, t.zero_stage >= 2),
+            formula="(N_train − block 0 − embedding)·b_g",
+            detail="produced before block 0's backward",
+            source=src,
+        )
+    ][: 1 if t.gradient_accumulation_steps == 1 else 0]
     own = _block_backward_terms(spec, t, tp, shp, a.first_ledger, a.first_moe, "block 0")
     if not a.recomputed_block:
         return [
-            produced,
+            *produced,
             Term(
                 name="activations/first_block",
                 bytes=a.first_ledger.total,
@@ -177,7 +181,7 @@ def _first_block_backward(
             *own,
         ]
     return [
-        produced,
+        *produced,
         Term(
             name="activations/first_block_input",
             bytes=shp.act_bytes * shp.tokens * spec.hidden_size,
@@ -224,6 +228,86 @@ def _last_block_backward(
     return [earlier, own, *rest, *_block_backward_terms(spec, t, tp, shp, a.last_ledger, a.last_moe, "the last block")]
 
 
+def _embedding_backward(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, shp: TrainShapes) -> list[Term]:
+    """Full fine-tuning, the end of backward: every gradient exists but the embedding's, being produced.
+
+    Two moments. The embedding backward's output: its new V·h·b_g gradient while the gradient entering it (p·T·h;
+    fp32 under autocast, whose residual stream is fp32) is alive. Then its accumulation: a tied lm_head's
+    gradient waits in autograd's input buffer and is summed with the embedding's out of place (both and their sum
+    alive: two V·h beyond the final gradient); a gradient held from an earlier micro-batch takes the new one in
+    place (one V·h beyond it). Sets the peak when no optimizer temporaries outgrow it (SGD).
+    Source: derived here (torch autograd InputBuffer::accumulate, AccumulateGrad, embedding_dense_backward);
+      measured by the probes (models/).
+    """
+    pb = param_bytes(spec, t, tp)
+    src = "derived here (backward order); measured by the probes (models/)"
+    accumulating, tied = t.gradient_accumulation_steps > 1, spec.tie_embeddings
+    table = sharded(spec.vocab_size * spec.hidden_size * pb.grad, t.data_parallel, t.zero_stage >= 2)
+    incoming = (FP32_BYTES if shp.autocast else shp.act_bytes) * shp.tokens * spec.hidden_size
+    # beyond every final gradient: (output moment, accumulation moment)
+    output = incoming + (table if tied else 0) + (table if accumulating else 0)
+    summed = (2 * table if tied else 0) + (table if accumulating else 0)
+    terms = [
+        Term(
+            name="activations/embedding_backward",
+            bytes=max(output, summed),
+            formula="max(p·T·h + V·h·b_g·(tied + accumulating), V·h·b_g·(2·tied + accumulating))",
+            detail=f"the gradient entering the embedding {incoming:,} B; its new gradient"
+            + (", summed with the tied lm_head's out of place" if tied else "")
+            + (", added into the one held from earlier micro-batches" if accumulating else ""),
+            source=src,
+        )
+    ]
+    if not accumulating:  # else every gradient is held already
+        terms.insert(
+            0,
+            Term(
+                name="gradients/all",
+                bytes=sharded(tp.trainable * pb.grad, t.data_parallel, t.zero_stage >= 2),
+                formula="N_train·b_g",
+                detail="every gradient, the embedding's being produced",
+                source=src,
+            ),
+        )
+    return terms
+
+
+def _block_matmul_weights(spec: ModelSpec, layer: int) -> int:
+    """Weights block `layer`'s matmuls read per token (an MoE layer's k routed experts, as count_params counts)."""
+    moe = spec.moe is not None and spec.moe.is_moe_layer(layer)
+    k = spec.moe.experts_per_token if spec.moe else 1
+    linears = block_layout(spec, moe).linears
+    return sum(lin.d_in * lin.d_out * (k if lin.name.startswith("experts.") else lin.count) for lin in linears)
+
+
+def _autocast_copies(spec: ModelSpec, t: TrainingSpec, moment: str) -> Term:
+    """bf16 casts of the fp32 weights that autograd still holds at `moment` (torch.autocast).
+
+    Each matmul saves the bf16 copy of its weight until its backward has run (autocast's cast cache is cleared when
+    the forward's autocast region ends). loss_backward: every block's (none when blocks are recomputed) and
+    lm_head's; a block's backward: the blocks not yet differentiated, each 2·N_block (full checkpointing: only the
+    recomputed block's); the embedding's: none.
+    Source: PyTorch automatic mixed precision (autocast op reference, weight-cast cache); measured by the probes.
+    """
+    recomputed = t.gradient_checkpointing is Checkpointing.FULL
+    blocks = [_block_matmul_weights(spec, i) for i in range(spec.num_layers)]
+    last = blocks[-1] if recomputed else sum(blocks)
+    params = {
+        "loss_backward": (0 if recomputed else sum(blocks)) + spec.vocab_size * spec.hidden_size,
+        "last_block_backward": last,
+        "first_block_backward": blocks[0],
+        "attention_backward": blocks[0] if recomputed else sum(blocks),
+        "embedding_backward": 0,
+    }[moment]
+    return Term(
+        name="activations/autocast_weight_copies",
+        bytes=sharded(2 * params, t.data_parallel, t.zero_stage >= 3),
+        formula="2·N_matmul (of the matmuls not yet differentiated)",
+        detail=f"bf16 casts of {params:,} fp32 weights, kept for backward",
+        source="torch.autocast weight-cast cache (PyTorch automatic mixed precision docs); measured by the probes",
+    )
+
+
 # outside-block tensors still alive when backward reaches the blocks (the loss's and lm_head's are freed)
 OUTER_THROUGH_BLOCKS = frozenset({"rope/cos_sin", "loss/labels", "prompt_encoder/indices", "loss/scalar"})
 
@@ -255,6 +339,7 @@ def backward_moments(
       (recomputed) tensors + its backward's temporaries; first_block_backward (full checkpointing): block 0
       recomputed with every later gradient produced.
     attention_backward (eager): the block's tensors up to attention + fp32 s² gradients.
+    embedding_backward (full fine-tuning): every gradient + the gradient entering the embedding.
     Source: derived here; checked with torch.distributed._tools.mem_tracker on tiny transformers Llamas and by
     the probe grid (models/).
     """
@@ -265,7 +350,7 @@ def backward_moments(
         name="activations/blocks",
         bytes=a.blocks.total,
         formula="Σ_layers saved tensors",
-        detail=f"b={shp.batch}, s={shp.seq}, {t.attention}, checkpointing {t.gradient_checkpointing}: "
+        detail=f"b={shp.batch}, s={shp.seq}, {shp.attention} on {t.device}, checkpointing {t.gradient_checkpointing}: "
         + _top(a.blocks),
         source=src,
     )
@@ -297,10 +382,16 @@ def backward_moments(
         moments["last_block_backward"] = [*last, *([head_grads] if head_grads else [])]
     if t.gradient_checkpointing is not Checkpointing.SELECTIVE:
         moments["first_block_backward"] = _first_block_backward(spec, t, tp, shp, a)
+    if t.method.kind == "full":
+        moments["embedding_backward"] = _embedding_backward(spec, t, tp, shp)
     temps = attention_backward_temporaries(spec, shp)
     if temps:  # eager, SDPA math: the softmax backward of the block processed last (block 0 when checkpointed)
         held = (
-            moments["first_block_backward"][:2]
+            [
+                term
+                for term in moments["first_block_backward"]
+                if term.name in ("gradients/all_but_first_block", "activations/first_block_input")
+            ]
             if a.recomputed_block
             else [*([head_grads] if head_grads else []), earlier]
         )
@@ -319,7 +410,7 @@ def backward_moments(
                 name="activations/attention_grad_temporaries",
                 bytes=temps,
                 formula="2·4·b·n_h·s·s_k + b_v·b·n_h·s_k·d_v + p·T·h",
-                detail=f"{t.attention}: fp32 s² gradients, v's (b_v = 4 math, p eager), the block output's",
+                detail=f"{shp.attention}: fp32 s² gradients, v's (b_v = 4 math, p eager), the block output's",
                 source=src,
             ),
         ]
@@ -337,13 +428,6 @@ def backward_moments(
         if ckpt_inputs:
             terms.append(ckpt_inputs)
     if t.precision is Precision.BF16_AUTOCAST:
-        copies = Term(
-            name="activations/autocast_weight_copies",
-            bytes=sharded(2 * count_params(spec).forward_matmul_params, t.data_parallel, t.zero_stage >= 3),
-            formula="2·N_matmul",
-            detail="bf16 casts of the fp32 weights, kept for backward",
-            source="torch.autocast weight-cast cache (PyTorch automatic mixed precision docs)",
-        )
-        for terms in moments.values():
-            terms.append(copies)
+        for name, terms in moments.items():
+            terms.append(_autocast_copies(spec, t, name))
     return moments
