@@ -423,8 +423,10 @@ def model_saved_bytes(
     p, tokens, v = shp.act_bytes, shp.tokens, spec.vocab_size
     if embeddings_train:
         outer.add("embedding/input_ids", INT64 * tokens)
-    if spec.family in FP32_SCALED_NORM_FAMILIES and (embeddings_train or inputs_need_grad):
-        outer.add("embedding/normalizer", p)  # Gemma scales the embeddings by √h, a p-byte tensor
+    if spec.family in FP32_SCALED_NORM_FAMILIES and embeddings_train:
+        # Gemma's embedding scales its output by √h (a p-byte tensor), inside the module: when only the output is
+        # made to need grad (peft's enable_input_require_grads), that product saves nothing
+        outer.add("embedding/normalizer", FP32 if shp.autocast else p)  # the embedding is fp32 under autocast
     if checkpointing != "full":  # RoPE tables are kept outside the blocks unless the blocks are recomputed
         outer.add("rope/cos_sin", rope_table_bytes(spec, shp))
     _norm(

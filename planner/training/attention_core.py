@@ -90,13 +90,18 @@ def _v_source_width(spec: ModelSpec, shp: TrainShapes) -> int:
 
 def _fused_kv_widths(spec: ModelSpec, shp: TrainShapes, masked: bool) -> tuple[int, int]:
     """(k, v) elements per key token behind what a fused SDPA kernel saves. Unmasked, transformers shares KV heads
-    through enable_gqa; with a mask it repeats them first (repeat_kv), a copy only when 1 < n_kv < n_h."""
+    through enable_gqa; with a mask it repeats them first (repeat_kv), a copy only when 1 < n_kv < n_h. Under
+    autocast, RoPE leaves k in fp32 (fp32 cos/sin) and SDPA's bf16 cast copies it whole: one KV head repeated
+    becomes n_h heads; v stays bf16 (v_proj's output) unless prefix tuning concatenated it with the fp32 prefix."""
     d_q, d_v, n_kv = attention_head_dims(spec)
     n_h = spec.num_heads
     repeated = masked or d_q != d_v or d_q > SDPA_GQA_MAX_HEAD_DIM
     if repeated and 1 < n_kv < n_h:
         return n_h * d_q, n_h * d_v
-    return n_kv * d_q, _v_source_width(spec, shp)
+    cast_view = shp.autocast and repeated and n_kv == 1 < n_h
+    k = n_h * d_q if cast_view else n_kv * d_q
+    v = n_h * d_v if cast_view and shp.prefix_tokens else _v_source_width(spec, shp)
+    return k, v
 
 
 def _eager_kv_widths(spec: ModelSpec, shp: TrainShapes) -> tuple[int, int]:
@@ -104,13 +109,15 @@ def _eager_kv_widths(spec: ModelSpec, shp: TrainShapes) -> tuple[int, int]:
 
     k (RoPE's output, or the prefix concatenation: contiguous) stays a view for n_kv = n_h, and for one KV head in
     one row; v (a transposed view) stays a view in one row or when contiguous (prefix); otherwise n_h-wide copies.
+    Under autocast the matmul's bf16 cast copies k (fp32 after RoPE) whole, and v too when prefix tuning made it
+    fp32: n_h heads.
     """
     d_q, d_v, n_kv = attention_head_dims(spec)
     n_h, one_row = spec.num_heads, shp.batch == 1
     if 1 < n_kv < n_h:  # repeat_kv copies
         return n_h * d_q, n_h * d_v
-    k = n_kv * d_q if n_kv == n_h or one_row else n_h * d_q
-    v_view = one_row or (shp.prefix_tokens > 0 and n_kv == n_h)
+    k = n_kv * d_q if (n_kv == n_h or one_row) and not shp.autocast else n_h * d_q
+    v_view = (one_row or (shp.prefix_tokens > 0 and n_kv == n_h)) and not (shp.autocast and shp.prefix_tokens)
     return k, _v_source_width(spec, shp) if v_view else n_h * d_v
 
 

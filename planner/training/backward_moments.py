@@ -64,29 +64,43 @@ def _head_gradients(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams) -> Te
     )
 
 
+def _mask_kinds(spec: ModelSpec, shp: TrainShapes) -> tuple[bool, bool]:
+    """(full-attention layers, sliding-window layers whose window is shorter than the keys) in the model."""
+    s_k = shp.seq + shp.prefix_tokens
+    windows = [spec.sliding_window if spec.uses_sliding_window(i) else None for i in range(spec.num_layers)]
+    return any(w is None for w in windows), any(w is not None and w < s_k for w in windows)
+
+
 def _checkpoint_inputs(spec: ModelSpec, t: TrainingSpec, shp: TrainShapes) -> Term | None:
     """Full checkpointing: each block's checkpoint holds its inputs through backward, the shared ones too.
 
-    The RoPE cos/sin tables (2·p·s·d_R; fp32 under autocast), the position ids (8·s) and, under eager
-    attention, the explicit 4-D causal mask (p·b·s·s_k); SDPA runs causal without a mask.
-    Source: measured by the probe grid (models/: live storages of checkpointed steps).
+    The RoPE cos/sin tables (2·p·s·d_R; fp32 under autocast), the position ids (8·s) and the attention masks:
+    eager's 4-D additive masks, p·b·s·s_k for each kind its layers use (causal; sliding window when the window
+    is shorter than the keys, both for Gemma-2's alternating layers); SDPA runs full layers causal without a
+    mask, and window layers with one boolean s·s_k mask shared over the batch.
+    Source: transformers 5 masking_utils (create_causal_mask, create_sliding_window_causal_mask, sdpa_mask);
+      measured by the probe grid and campaign (models/: live storages of checkpointed steps).
     """
     if t.gradient_checkpointing is not Checkpointing.FULL:
         return None
-    p = shp.act_bytes
+    p, s_k = shp.act_bytes, shp.seq + shp.prefix_tokens
     rope = rope_table_bytes(spec, shp)
     positions = INT64_BYTES * shp.seq
-    eager = t.attention is AttentionImpl.EAGER
-    mask = p * shp.batch * shp.seq * (shp.seq + shp.prefix_tokens) if eager else 0
+    full_layers, window_layers = _mask_kinds(spec, shp)
+    if shp.attention is AttentionImpl.EAGER:
+        kinds = int(full_layers) + int(any(spec.uses_sliding_window(i) for i in range(spec.num_layers)))
+        mask, mask_formula = kinds * p * shp.batch * shp.seq * s_k, f" + {kinds}·p·b·s·s_k"
+    else:
+        mask, mask_formula = (shp.seq * s_k, " + s·s_k") if window_layers else (0, "")
     # peft methods make the input embeddings require grad: a graph leaf; prompt tuning then concatenates
     prompt = t.method.kind == "prompt"
     words = p * _text_tokens(t, shp) * spec.hidden_size if prompt else 0
     return Term(
         name=CHECKPOINT_INPUTS_TERM,
         bytes=rope + positions + mask + words,
-        formula="2·p·s·d_R + 8·s" + (" + p·b·s·s_k" if eager else "") + (" + p·b·s_text·h" if prompt else ""),
+        formula="2·p·s·d_R + 8·s" + mask_formula + (" + p·b·s_text·h" if prompt else ""),
         detail=f"RoPE tables {rope:,} B, position ids {positions:,} B"
-        + (f", causal mask {mask:,} B" if eager else "")
+        + (f", attention masks {mask:,} B" if mask else "")
         + (f", word embeddings before the soft prompt {words:,} B" if prompt else ""),
         source="derived here; measured by the probe grid (models/) on checkpointed steps",
     )

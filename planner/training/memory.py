@@ -14,7 +14,7 @@ from planner.explain import MemoryBreakdown, Term, breakdown
 from planner.model.params import layer_kinds
 from planner.model.spec import ModelSpec
 from planner.training.backward_moments import backward_moments
-from planner.training.peft_params import TrainableParams
+from planner.training.peft_params import PeftModule, TrainableParams
 from planner.training.spec import TrainingSpec
 from planner.training.state import ParamBytes, param_bytes, sharded
 
@@ -39,10 +39,23 @@ class TrainingPhases:
         return self.phases[self.peak_phase]
 
 
+def _module_largest_tensor(m: PeftModule) -> int:
+    """Elements of the largest tensor peft gives one adapted module: LoRA's A (r·d_in) or B (d_out·r), per expert
+    stack E·r·d; a prefix or prompt embedding whole; the prefix MLP's weight d_in·d_out; an IA3 vector."""
+    per_layer = m.trainable_params // m.layers
+    if m.rank:
+        return per_layer * max(m.d_in, m.d_out) // (m.d_in + m.d_out)
+    if m.name.startswith("prefix_encoder.transform"):
+        return m.d_in * m.d_out
+    if m.name == "adapter":
+        return m.d_in * m.d_out
+    return per_layer if m.layers > 1 and m.name != "prefix_encoder" else m.trainable_params
+
+
 def _largest_trainable_tensor(spec: ModelSpec, full: bool, trainable: TrainableParams) -> int:
     """Elements of the biggest trainable tensor (the for-loop optimizer's transient)."""
     if not full:
-        return max((m.d_in * m.d_out for m in trainable.modules), default=0)
+        return max((_module_largest_tensor(m) for m in trainable.modules), default=0)
     linears = (lin.d_in * lin.d_out * lin.count for layout, _ in layer_kinds(spec) for lin in layout.linears)
     return max(spec.vocab_size * spec.hidden_size, *linears)
 
