@@ -4,7 +4,8 @@ A `Draw` is one configuration: an imported family with odd sizes (head dims and 
 3–5 layers, small vocabularies, its attention kind, MoE routing, MLA with or without q_lora_rank, a sliding window)
 × a method (full, LoRA with a random rank, dropout and target subset or "all-linear", QLoRA, prefix, prompt, IA3,
 Houlsby adapters) × precision × optimizer × checkpointing × attention kernel × batch, length and accumulation.
-`draws()` is its hypothesis strategy; `check_draw` probes it and lists the misses: a peak more than 1 % off, a
+`draws()` is its hypothesis strategy, `random_draw(rng)` the same space drawn independently; `check_draw` probes
+one and lists its misses: a peak more than 1 % off, a
 component the planner claims exact (weights, trainable weights, saved activations) that is not, or a planner
 refusal where peft builds the model. `shrink` simplifies a missing draw, one field at a time, while it still misses.
 tests/models/test_campaign.py runs a bounded campaign in CI; `benchmarks/validate.py --random N` a longer one.
@@ -13,12 +14,11 @@ tests/models/test_campaign.py runs a bounded campaign in CI; `benchmarks/validat
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from models.runner import run_probe
@@ -33,6 +33,8 @@ __all__ = [
     "Outcome",
     "check_draw",
     "draws",
+    "make_draw",
+    "random_draw",
     "run_campaign",
     "shrink",
 ]
@@ -47,6 +49,9 @@ WINDOW_FAMILIES = frozenset({"mistral", "qwen2", "phi3", "gemma2", "mixtral"})
 # peft's MoE conversion turns these into expert parameters (planner.training.peft_params.MOE_TARGET_CONVERSION)
 CONVERTED_MOE = frozenset({"mixtral", "qwen3_moe", "deepseek_v2", "deepseek_v3"})
 # what the cpu probe cannot run, by the request field that asks for it (models.support says why)
+# weights of the draw: what the probe cannot run (QLoRA, adapters, 8-bit AdamW) is drawn, and refused, less often
+METHODS = ("full",) * 3 + ("lora",) * 6 + ("prefix", "prefix", "prompt", "prompt", "ia3", "ia3", "qlora", "adapter")
+OPTIMIZERS = ("adamw",) * 5 + ("sgd",) * 2 + ("adamw_8bit",)
 UNPROBEABLE = {
     "qlora": "QLoRA's NF4 base needs bitsandbytes 4-bit layers on CUDA",
     "adapter": "peft has no Houlsby adapters",
@@ -90,7 +95,7 @@ class Draw:
 
     def hf_config(self) -> dict[str, Any]:
         """The config.json of the family (before the probe's ProbeScale sets the widths)."""
-        n_kv = {"mha": self.heads, "mqa": 1, "gqa": max(1, self.heads // 2)}[self.kv]
+        n_kv = {"mha": self.heads, "mqa": 1, "gqa": self.heads // 2 if self.heads % 2 == 0 else 1}[self.kv]
         config: dict[str, Any] = {"model_type": self.family, "num_hidden_layers": self.layers,
                                   "hidden_size": 16 * self.heads, "intermediate_size": 128,
                                   "num_attention_heads": self.heads, "num_key_value_heads": n_kv,
@@ -168,61 +173,109 @@ def _module_names(family: str, q_lora: bool) -> tuple[str, ...]:
     return ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+class Chooser(Protocol):
+    """Where a draw's choices come from: hypothesis (CI, shrinkable) or a seeded random.Random (the campaign)."""
+
+    def one(self, options: Sequence[Any]) -> Any: ...
+
+    def integer(self, lo: int, hi: int) -> int: ...
+
+    def subset(self, options: Sequence[str], lo: int, hi: int) -> tuple[str, ...]: ...
+
+
+class _Hypothesis:
+    def __init__(self, draw: st.DrawFn) -> None:
+        self.draw = draw
+
+    def one(self, options: Sequence[Any]) -> Any:
+        return self.draw(st.sampled_from(options))
+
+    def integer(self, lo: int, hi: int) -> int:
+        return self.draw(st.integers(lo, hi))
+
+    def subset(self, options: Sequence[str], lo: int, hi: int) -> tuple[str, ...]:
+        return tuple(sorted(self.draw(st.sets(st.sampled_from(options), min_size=lo, max_size=hi))))
+
+
+class _Random:
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def one(self, options: Sequence[Any]) -> Any:
+        return self.rng.choice(list(options))
+
+    def integer(self, lo: int, hi: int) -> int:
+        return self.rng.randint(lo, hi)
+
+    def subset(self, options: Sequence[str], lo: int, hi: int) -> tuple[str, ...]:
+        unique = sorted(set(options))
+        return tuple(sorted(self.rng.sample(unique, self.rng.randint(lo, min(hi, len(unique))))))
+
+
 @st.composite
 def draws(draw: st.DrawFn) -> Draw:
-    """The strategy: every imported family × method × precision × optimizer × checkpointing × kernel × shapes."""
-    family = draw(st.sampled_from(FAMILIES))
-    heads = draw(st.integers(2, 6))
-    kv = "mha" if family in MLA_FAMILIES else draw(st.sampled_from(("mha", "gqa", "mqa")))
+    """The hypothesis strategy (shrinkable): every family × method × precision × optimizer × checkpointing ×
+    kernel × shapes."""
+    return make_draw(_Hypothesis(draw))
+
+
+def random_draw(rng: random.Random) -> Draw:
+    """One draw from a seeded generator (independent draws, for the long campaign)."""
+    return make_draw(_Random(rng))
+
+
+def make_draw(c: Chooser) -> Draw:
+    """A configuration from `c`'s choices."""
+    family = c.one(FAMILIES)
+    heads = c.integer(2, 6)
+    kv = "mha" if family in MLA_FAMILIES else c.one(("mha", "gqa", "mqa"))
     mla, moe = family in MLA_FAMILIES, family in MOE_FAMILIES
     if moe:  # torch's grouped_mm (the experts) needs rows of a multiple of 16 bytes: h and f_e multiples of 8
-        heads = 2 * draw(st.integers(1, 3))
-        head_dim = draw(st.sampled_from((8, 16, 24)))
+        heads = 2 * c.integer(1, 3)
+        head_dim = c.one((8, 16, 24))
     else:
-        head_dim = draw(st.sampled_from((8, 12, 16, 20, 24, 28) if not mla else (8, 12, 16, 20)))
-    experts = draw(st.integers(2, 6)) if moe else 4
-    method = draw(st.sampled_from(("full", "lora", "lora", "lora", "qlora", "prefix", "prompt", "ia3", "adapter")))
-    names = _module_names(family, q_lora := draw(st.booleans()) if mla else False)
+        head_dim = c.one((8, 12, 16, 20, 24, 28) if not mla else (8, 12, 16, 20))
+    experts = c.integer(2, 6) if moe else 4
+    method = c.one(METHODS)
+    q_lora = bool(c.one((False, True))) if mla else False
+    names = _module_names(family, q_lora)
     targets: tuple[str, ...] | None = None
-    if method in ("lora", "qlora") and draw(st.booleans()):
-        targets = tuple(sorted(draw(st.sets(st.sampled_from(names), min_size=1, max_size=4))))
-    if method == "ia3" and draw(st.booleans()):
-        targets = tuple(sorted(draw(st.sets(st.sampled_from(names), min_size=1, max_size=3))))
-    optimizer = draw(st.sampled_from(("adamw", "adamw", "sgd", "adamw_8bit")))
-    attention = "eager" if family == "gemma2" else draw(st.sampled_from(("sdpa", "sdpa", "eager", "sdpa_math")))
-    checkpointing = "none" if method == "prefix" else draw(st.sampled_from(("none", "full")))
+    if method in ("lora", "qlora") and c.one((False, True)):
+        targets = c.subset(names, 1, 4)
+    if method == "ia3" and c.one((False, True)):
+        targets = c.subset(names, 1, 3)
+    optimizer = c.one(OPTIMIZERS)
+    boolean = (False, True)
     return Draw(
         family=family,
         heads=heads,
         kv=kv,
         head_dim=head_dim,
-        ffn_multiple=draw(st.sampled_from((1.0, 1.5, 2.0, 2.5, 3.0, 3.5) if moe else (1.0, 1.5, 2.25, 2.75, 3.0, 3.5))),
-        layers=draw(st.integers(3, 5)),
-        vocab=draw(st.integers(48, 640)),
+        ffn_multiple=c.one((1.0, 1.5, 2.0, 2.5, 3.0, 3.5) if moe else (1.0, 1.5, 2.25, 2.75, 3.0, 3.5)),
+        layers=c.integer(3, 5),
+        vocab=c.integer(48, 640),
         experts=experts,
-        top_k=draw(st.integers(1, min(3, experts))) if moe else 2,
-        shared_expert=draw(st.booleans()) if family in ("qwen2_moe", "deepseek_v2", "deepseek_v3") else False,
-        first_dense=draw(st.integers(0, 1))
-        if family in ("qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3")
-        else 0,
-        norm_topk=draw(st.booleans()) if family in ("qwen2_moe", "qwen3_moe", "deepseek_v3") else False,
+        top_k=c.integer(1, min(3, experts)) if moe else 2,
+        shared_expert=c.one(boolean) if family in ("qwen2_moe", "deepseek_v2", "deepseek_v3") else False,
+        first_dense=c.integer(0, 1) if family in ("qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3") else 0,
+        norm_topk=c.one(boolean) if family in ("qwen2_moe", "qwen3_moe", "deepseek_v3") else False,
         q_lora=q_lora,
-        window=draw(st.booleans()) if family in WINDOW_FAMILIES else False,
+        window=c.one(boolean) if family in WINDOW_FAMILIES else False,
         method=method,
-        rank=draw(st.integers(1, 16)),
-        dropout=draw(st.sampled_from((0.0, 0.05, 0.1))) if method in ("lora", "qlora") else 0.0,
+        rank=c.integer(1, 16),
+        dropout=c.one((0.0, 0.05, 0.1)) if method in ("lora", "qlora") else 0.0,
         targets=targets,
-        virtual_tokens=draw(st.integers(1, 8)),
-        prefix_projection=draw(st.booleans()) if method == "prefix" else False,
-        precision=draw(st.sampled_from(("bf16", "bf16", "fp32", "bf16_autocast"))),
+        virtual_tokens=c.integer(1, 8),
+        prefix_projection=c.one(boolean) if method == "prefix" else False,
+        precision=c.one(("bf16", "bf16", "fp32", "bf16_autocast")),
         optimizer=optimizer,
-        implementation=draw(st.sampled_from(("foreach", "fused", "for_loop"))),
-        momentum=draw(st.sampled_from((0.0, 0.9))) if optimizer == "sgd" else 0.0,
-        checkpointing=checkpointing,
-        attention=attention,
-        batch=draw(st.integers(1, 3)),
-        seq=draw(st.integers(8, 80)),
-        accumulation=draw(st.integers(1, 2)),
+        implementation=c.one(("foreach", "fused", "for_loop")),
+        momentum=c.one((0.0, 0.9)) if optimizer == "sgd" else 0.0,
+        checkpointing="none" if method == "prefix" else c.one(("none", "full")),
+        attention="eager" if family == "gemma2" else c.one(("sdpa", "sdpa", "eager", "sdpa_math")),
+        batch=c.integer(1, 3),
+        seq=c.integer(8, 80),
+        accumulation=c.integer(1, 2),
     )
 
 
@@ -327,14 +380,7 @@ def shrink(d: Draw, misses: Callable[[Draw], bool], max_tries: int = 60) -> Draw
 
 
 def run_campaign(n: int, seed: int, on_outcome: Callable[[Outcome], None]) -> None:
-    """Generate `n` draws from `seed` (hypothesis, generation only: no shrinking, no example database) and hand each
-    checked draw to `on_outcome`."""
-
-    @hypothesis_seed(seed)
-    @settings(max_examples=n, phases=[Phase.generate], database=None, deadline=None,
-              suppress_health_check=list(HealthCheck))  # fmt: skip
-    @given(draws())
-    def campaign(d: Draw) -> None:
-        on_outcome(check_draw(d))
-
-    campaign()
+    """Check `n` independent draws from random.Random(seed), handing each outcome to `on_outcome`."""
+    rng = random.Random(seed)
+    for _ in range(n):
+        on_outcome(check_draw(random_draw(rng)))

@@ -61,6 +61,7 @@ class TrainShapes:
     virtual_tokens: int = 0  # soft-prompt / prefix tokens whose int64 indices the prompt encoder keeps
     autocast: bool = False  # fp32 params under torch.autocast(bf16): fp32 residual stream, per-linear input casts
     device: KernelDevice = KernelDevice.CUDA  # where the kernels run (dropout masks differ)
+    prefix_mlp: tuple[int, int] = (0, 0)  # prefix tuning's reparameterization MLP: (t, e) widths, (0, 0) without
 
     @property
     def tokens(self) -> int:
@@ -446,6 +447,9 @@ def model_saved_bytes(
     # labels are padded by one and shifted: a view of the padded tensor for one row, a copy otherwise
     outer.add("loss/labels", INT64 * (tokens + 1 if shp.batch == 1 else tokens))
     outer.add("prompt_encoder/indices", INT64 * shp.virtual_tokens)
+    # peft's prefix MLP (fp32) on b·n virtual tokens: Linear(t, e) keeps its input, tanh its output (Linear(e, ·))
+    t, e = shp.prefix_mlp
+    outer.add("prefix_encoder/mlp", FP32 * shp.batch * shp.virtual_tokens * (t + e))
     outer.add("loss/scalar", FP32)
     recomputed_in_last = sum(v for k, v in last.items() if k in SELECTIVE_RECOMPUTED)
     kept_last = {"full": 0, "selective": last.total - recomputed_in_last}.get(checkpointing, last.total)

@@ -323,7 +323,9 @@ def _autocast_copies(spec: ModelSpec, t: TrainingSpec, moment: str) -> Term:
 
 
 # outside-block tensors still alive when backward reaches the blocks (the loss's and lm_head's are freed)
-OUTER_THROUGH_BLOCKS = frozenset({"rope/cos_sin", "loss/labels", "prompt_encoder/indices", "loss/scalar"})
+OUTER_THROUGH_BLOCKS = frozenset(
+    {"rope/cos_sin", "loss/labels", "prompt_encoder/indices", "loss/scalar", "prefix_encoder/mlp"}
+)
 
 
 def _mlp_and_o_proj_grads(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, moe: bool) -> Term | None:

@@ -15,7 +15,7 @@ from planner.model.precision import WeightFormat, linear_weight_bytes
 from planner.model.spec import ModelSpec
 from planner.training.activations import LayerGrads, TrainShapes
 from planner.training.attention_core import sdpa_kernel
-from planner.training.peft_params import TrainableParams
+from planner.training.peft_params import TrainableParams, prefix_token_dim
 from planner.training.spec import IA3Spec, LoRASpec, Precision, QLoRASpec, TrainingSpec
 
 __all__ = ["ParamBytes", "layer_grads", "param_bytes", "sharded", "train_shapes"]
@@ -97,7 +97,11 @@ def train_shapes(spec: ModelSpec, training: TrainingSpec, micro_batch: int | Non
     autocast = training.precision is Precision.BF16_AUTOCAST
     attention = sdpa_kernel(spec, training.attention, training.device)
     batch = micro_batch or training.micro_batch_size
-    return TrainShapes(batch, seq, p, prefix, attention, virtual, autocast, training.device)
+    mlp = (0, 0)
+    if method.kind == "prefix" and method.prefix_projection:
+        t = prefix_token_dim(spec)
+        mlp = (t, method.encoder_hidden_size or t)
+    return TrainShapes(batch, seq, p, prefix, attention, virtual, autocast, training.device, mlp)
 
 
 def layer_grads(training: TrainingSpec, trainable: TrainableParams) -> LayerGrads:
