@@ -32,6 +32,7 @@ from models.runner import run_probe_detailed  # noqa: E402
 from planner import SpecError  # noqa: E402
 
 PEAK_TOLERANCE = 0.03  # the grid test's per-configuration bound (tests/models/test_grid.py)
+SHRINK_TRIES = 8  # probes spent simplifying each campaign miss
 
 
 def run_case(case: GridCase, backend: str, explain: bool) -> dict[str, Any]:
@@ -155,8 +156,9 @@ def _same_miss(kinds: set[str]) -> Any:
     return still
 
 
-def campaign(n: int, seed: int, out: Path, shrink_misses: bool) -> None:
-    """The randomized campaign: n draws from `seed`, each miss shrunk to a simpler draw that still misses."""
+def campaign(n: int, seed: int, out: Path, shrink_misses: int) -> None:
+    """The randomized campaign: n draws from `seed`; the first `shrink_misses` misses shrunk to simpler draws that
+    still miss in the same component."""
     began = time.perf_counter()
     outcomes: list[Outcome] = []
 
@@ -169,8 +171,8 @@ def campaign(n: int, seed: int, out: Path, shrink_misses: bool) -> None:
     probed = [o for o in outcomes if o.result is not None]
     misses = [o for o in outcomes if o.misses]
     shrunk = []
-    for o in misses if shrink_misses else []:
-        simpler = shrink(o.draw, _same_miss({m.split(":")[0] for m in o.misses}))
+    for o in misses[:shrink_misses]:
+        simpler = shrink(o.draw, _same_miss({m.split(":")[0] for m in o.misses}), max_tries=SHRINK_TRIES)
         shrunk.append({"original": o.draw.label(), "shrunk": _outcome_record(check_draw(simpler))})
     peaks = [abs(e) for o in probed for k, e in o.errors().items() if k.startswith("peak/")]
     exact_off = [o for o in probed if any(not k.startswith("peak/") and e for k, e in o.errors().items())]
@@ -227,10 +229,10 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=None, help="probe processes at once (default: 2 full-size, 1)")
     parser.add_argument("--random", type=int, default=0, metavar="N", help="a randomized campaign of N draws (cpu)")
     parser.add_argument("--seed", type=int, default=0, help="the campaign's seed")
-    parser.add_argument("--no-shrink", action="store_true", help="report misses as drawn, without shrinking them")
+    parser.add_argument("--shrink", type=int, default=1000, metavar="K", help="shrink the first K misses (0: none)")
     args = parser.parse_args()
     if args.random:
-        campaign(args.random, args.seed, args.out, not args.no_shrink)
+        campaign(args.random, args.seed, args.out, args.shrink)
         return
 
     if args.fake_full_size:

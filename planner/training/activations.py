@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from planner.model.params import block_layout
 from planner.model.spec import ModelSpec
 from planner.training.attention_core import (
     FUSED_QKV_FAMILIES,
@@ -44,6 +45,7 @@ FP32 = 4  # RMSNorm statistics, softmax in eager attention, log-sum-exp, peft ad
 INT64 = 8  # input ids and labels
 INT32 = 4
 COMPLEX64 = 8
+AUTOCAST_BYTES = 2  # torch.autocast(bf16) casts
 # A dropout mask per element: CUDA's fused native_dropout keeps a bool mask; on the CPU, dropout is
 # input · (bernoulli noise / (1 − p)), and mul keeps the noise, in the input's dtype (peft's fp32 adapter input)
 DROPOUT_MASK_BYTES = {KernelDevice.CUDA: 1, KernelDevice.CPU: FP32}
@@ -66,6 +68,11 @@ class TrainShapes:
     @property
     def tokens(self) -> int:
         return self.batch * self.seq
+
+    @property
+    def residual_bytes(self) -> int:
+        """Bytes per element of the residual stream and its gradient: fp32 under autocast, else p."""
+        return FP32 if self.autocast else self.act_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +178,7 @@ def _linear_inputs(
     where: str,
     input_grad: bool,
     already_saved: bool = False,
+    d_outs: dict[str, int] | None = None,
 ) -> None:
     """What linears reading one tensor keep: the tensor once if any weight trains; per LoRA an fp32 copy.
 
@@ -178,6 +186,8 @@ def _linear_inputs(
     keeps lora_A's output (T·r·4). In fp32 the cast is a no-op: one shared tensor. Dropout gives each adapter its
     own input and, when x needs grad (`input_grad`; not block 0's q/k/v when nothing before it trains), a mask:
     T·d_in·m, m = 1 on CUDA (bool), 4 on the CPU (DROPOUT_MASK_BYTES).
+    Under autocast each matmul runs on bf16 casts (`_autocast_weights`); LoRA then keeps lora_A's bf16 input and
+    output (2·T·d_in, 2·T·r).
     `already_saved`: the tensor is in the ledger already (the SDPA output read by o_proj).
     """
     tokens, p = shp.tokens, shp.act_bytes
@@ -187,12 +197,35 @@ def _linear_inputs(
         # autocast casts an fp32 input to bf16 once per linear: each keeps its own copy
         copies = len(names) if shp.autocast and grads.weights else 1
         ledger.add(f"{where}/input", copies * p * tokens * d_in)
+    lora_bytes = AUTOCAST_BYTES if shp.autocast else FP32
     for name in adapted:
         if grads.lora_dropout and input_grad:
             ledger.add(f"lora/{name}/dropout_mask", DROPOUT_MASK_BYTES[shp.device] * tokens * d_in)
         if grads.lora_dropout or p != FP32:
-            ledger.add(f"lora/{name}/input_fp32", FP32 * tokens * d_in)
-        ledger.add(f"lora/{name}/a_output", FP32 * tokens * grads.lora_rank)
+            ledger.add(f"lora/{name}/input_fp32", lora_bytes * tokens * d_in)
+        ledger.add(f"lora/{name}/a_output", lora_bytes * tokens * grads.lora_rank)
+    if shp.autocast and d_outs:
+        _autocast_weights(ledger, grads, names, d_in, d_outs, where, input_grad)
+
+
+def _autocast_weights(
+    ledger: SavedLedger,
+    grads: LayerGrads,
+    names: tuple[str, ...],
+    d_in: int,
+    d_outs: dict[str, int],
+    where: str,
+    input_grad: bool,
+) -> None:
+    """The bf16 weight casts torch.autocast's matmuls keep for backward: a weight's cast is kept for its input's
+    gradient, so a frozen linear keeps one only when its input needs grad, a trained one always (2·d_in·d_out);
+    LoRA's lora_A cast when x needs grad (2·r·d_in), lora_B's always (2·d_out·r).
+    Source: PyTorch automatic mixed precision (autocast casts matmul inputs to bf16; mm saves the operand the other's
+      gradient needs); measured by the probe campaign (models.campaign)."""
+    r, present = grads.lora_rank, [n for n in names if n in d_outs]  # an MoE layer's FFN: `_moe_autocast_weights`
+    weights = sum(d_in * d_outs[n] for n in present if grads.weights or input_grad)
+    lora = sum((r * d_in if input_grad else 0) + d_outs[n] * r for n in present if n in grads.lora)
+    ledger.add(f"{where}/autocast_weights", AUTOCAST_BYTES * (weights + lora))
 
 
 # Phi-3's fused linears and the planner names (planner.model.params) peft's one adapter on each stands for
@@ -209,6 +242,15 @@ def _as_built(spec: ModelSpec, grads: LayerGrads) -> tuple[LayerGrads, tuple[str
         return grads, ("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj")
     q = ("q_a_proj",) if spec.mla.q_lora_rank else ("q_proj",)
     return grads, (*q, "kv_a_proj_with_mqa"), ("gate_proj", "up_proj")
+
+
+def _d_outs(spec: ModelSpec, moe_layer: bool) -> dict[str, int]:
+    """Output width of each linear of the block by name (planner.model.params), Phi-3's fused ones too."""
+    outs = {lin.name: lin.d_out for lin in block_layout(spec, moe_layer).linears}
+    for fused, parts in FUSED_LINEARS.items():
+        if all(part in outs for part in parts):
+            outs[fused] = sum(outs[part] for part in parts)
+    return outs
 
 
 def _qkv_grads(spec: ModelSpec, grads: LayerGrads, x_grad: bool) -> tuple[bool, bool, bool]:
@@ -239,10 +281,14 @@ def layer_saved_bytes(
     h = spec.hidden_size
     ledger = SavedLedger()
     grads, attention_readers, mlp_readers = _as_built(spec, grads)
+    outs = _d_outs(spec, moe_layer)
+    if moe_layer and spec.moe is not None and shp.autocast:  # the router and the shared expert cast the input
+        shared = ("shared_experts.gate_proj", "shared_experts.up_proj") if spec.moe.shared_expert_ffn_dim else ()
+        mlp_readers = ("router", *shared)
     trained = grads.lora | grads.ia3
     gemma = spec.family in FP32_SCALED_NORM_FAMILIES
     _norm(ledger, shp, h, x_grad, grads.weights, "input_norm", fp32_scale=gemma)
-    _linear_inputs(ledger, shp, grads, attention_readers, h, "attention_in", x_grad or grads.weights)
+    _linear_inputs(ledger, shp, grads, attention_readers, h, "attention_in", x_grad or grads.weights, d_outs=outs)
     if spec.mla is not None:
         _mla_latents(ledger, shp, spec, grads, x_grad)
     q_grad, k_grad, v_grad = _qkv_grads(spec, grads, x_grad)
@@ -259,7 +305,9 @@ def layer_saved_bytes(
     d_o = spec.num_heads * (spec.mla.v_head_dim if spec.mla else spec.resolved_head_dim)
     # fused SDPA's output is o_proj's input; eager and math copy theirs, as does SDPA on Phi-3's split q
     fused = shp.attention is AttentionImpl.SDPA and spec.family not in FUSED_QKV_FAMILIES
-    _linear_inputs(ledger, shp, grads, ("o_proj",), d_o, "o_proj_in", attn_grad, already_saved=fused and attn_grad)
+    _linear_inputs(
+        ledger, shp, grads, ("o_proj",), d_o, "o_proj_in", attn_grad, already_saved=fused and attn_grad, d_outs=outs
+    )
     mid_grad = attn_grad or grads.weights or bool(trained & {"o_proj"})
     if grads.adapter_bottleneck:
         _adapter(ledger, shp, h, grads.adapter_bottleneck, "adapter_attention")
@@ -267,8 +315,8 @@ def layer_saved_bytes(
     for extra in range(max(0, spec.norms_per_layer - 2)):  # Gemma2's post-norms
         _norm(ledger, shp, h, mid_grad, grads.weights, f"extra_norm_{extra}", fp32_scale=gemma)
     _norm(ledger, shp, h, mid_grad, grads.weights, "post_attention_norm", fp32_scale=gemma)
-    _linear_inputs(ledger, shp, grads, mlp_readers, h, "mlp_in", mid_grad or grads.weights)
-    _mlp(ledger, shp, spec, grads, mid_grad, moe_layer)
+    _linear_inputs(ledger, shp, grads, mlp_readers, h, "mlp_in", mid_grad or grads.weights, d_outs=outs)
+    _mlp(ledger, shp, spec, grads, mid_grad, moe_layer, outs)
     out_grad = mid_grad or grads.weights or bool(trained & {"gate_proj", "up_proj", "down_proj"})
     if grads.adapter_bottleneck:
         _adapter(ledger, shp, h, grads.adapter_bottleneck, "adapter_mlp")
@@ -288,7 +336,9 @@ def _mla_latents(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grads: 
     for norm, down, up, width in widths:
         latent_grad = base or down in trained
         _norm(ledger, shp, width, latent_grad, grads.weights, f"mla/{norm}")
-        _linear_inputs(ledger, shp, grads, (up,), width, f"mla/{up}_in", latent_grad or grads.weights)
+        _linear_inputs(
+            ledger, shp, grads, (up,), width, f"mla/{up}_in", latent_grad or grads.weights, d_outs=_d_outs(spec, False)
+        )
         # .float() is a no-op in fp32: the norm keeps a view of kv_a's whole d_c + d_R output
         if norm == "kv_a_norm" and shp.act_bytes == FP32 and latent_grad:
             ledger.add("mla/kv_a_norm/rope_columns", FP32 * shp.tokens * spec.mla.qk_rope_head_dim)
@@ -305,25 +355,63 @@ def _ia3_outputs(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grads: 
 
 
 def _mlp(
-    ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grads: LayerGrads, x_grad: bool, moe_layer: bool
+    ledger: SavedLedger,
+    shp: TrainShapes,
+    spec: ModelSpec,
+    grads: LayerGrads,
+    x_grad: bool,
+    moe_layer: bool,
+    d_outs: dict[str, int],
 ) -> None:
     """SwiGLU: silu keeps gate(x), the product keeps silu(gate(x)) and up(x); down_proj keeps the product."""
     p, tokens = shp.act_bytes, shp.tokens
     f = mlp_width(spec, moe_layer)
     gate_grad = x_grad or grads.weights or "gate_proj" in grads.lora
     up_grad = x_grad or grads.weights or "up_proj" in grads.lora
+    if moe_layer and spec.moe is not None and shp.autocast:
+        _moe_autocast_mlp(ledger, shp, spec, grads, x_grad, gate_grad or up_grad, d_outs)
+        return
     if gate_grad:
         ledger.add("mlp/gate_output", p * tokens * f)
         ledger.add("mlp/up_output", p * tokens * f)
     if up_grad:
         ledger.add("mlp/act_output", p * tokens * f)
-    _linear_inputs(ledger, shp, grads, ("down_proj",), f, "mlp_down_in", gate_grad or up_grad)
+    _linear_inputs(ledger, shp, grads, ("down_proj",), f, "mlp_down_in", gate_grad or up_grad, d_outs=d_outs)
     if "down_proj" in grads.ia3:  # feed-forward IA3 (peft) casts the input to fp32, scales it, keeps the copy
         ledger.add("ia3/down_proj/input_fp32", FP32 * tokens * f)
         if gate_grad or up_grad:  # and the fp32 scaling vector 1 · l, for the input's gradient
             ledger.add("ia3/down_proj/scaling_fp32", FP32 * f)
     if moe_layer and spec.moe is not None and (x_grad or grads.weights):
         _moe_routing(ledger, shp, spec, grads.weights, x_grad)
+
+
+def _moe_autocast_mlp(
+    ledger: SavedLedger,
+    shp: TrainShapes,
+    spec: ModelSpec,
+    grads: LayerGrads,
+    x_grad: bool,
+    gate_grad: bool,
+    d_outs: dict[str, int],
+) -> None:
+    """An MoE layer under autocast: the routed experts' grouped matmul is no autocast op, so it runs in the fp32 of
+    the weights (transformers casts the tokens to the weight dtype): their intermediates and routing tensors are
+    fp32; the shared expert's nn.Linears run in bf16 (p), keeping their bf16 weight casts.
+    Source: transformers 5 integrations/moe.py `_grouped_mm` (input.to(weight.dtype)); measured by the probes."""
+    assert spec.moe is not None
+    moe, t, p = spec.moe, shp.tokens, shp.act_bytes
+    width = FP32 * moe.experts_per_token * moe.expert_ffn_dim + p * moe.shared_expert_ffn_dim
+    if gate_grad:
+        ledger.add("mlp/gate_output", t * width)
+        ledger.add("mlp/up_output", t * width)
+        ledger.add("mlp/act_output", t * width)
+    if grads.weights:
+        ledger.add("mlp_down_in/input", t * width)
+    if moe.shared_expert_ffn_dim:
+        shared = ("shared_experts.down_proj",)
+        _autocast_weights(ledger, grads, shared, moe.shared_expert_ffn_dim, d_outs, "mlp_down_in", gate_grad)
+    if x_grad or grads.weights:
+        _moe_routing(ledger, replace(shp, act_bytes=FP32), spec, grads.weights, x_grad)
 
 
 def _moe_routing(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, weights_train: bool, x_grad: bool) -> None:
@@ -413,7 +501,7 @@ def model_saved_bytes(
         if layer == 0:
             first, first_key = ledger, key
         if checkpointing == "full":
-            blocks.add("checkpoint/block_inputs", shp.act_bytes * shp.tokens * spec.hidden_size)
+            blocks.add("checkpoint/block_inputs", shp.residual_bytes * shp.tokens * spec.hidden_size)
             continue
         for name, nbytes in ledger.items():
             if checkpointing == "selective" and name in SELECTIVE_RECOMPUTED:
@@ -441,6 +529,8 @@ def model_saved_bytes(
     )
     if head_trains:
         outer.add("lm_head/input", p * tokens * spec.hidden_size)
+    if shp.autocast and (head_trains or x_grad):  # lm_head's bf16 weight cast, kept for its input's gradient
+        outer.add("lm_head/autocast_weights", AUTOCAST_BYTES * v * spec.hidden_size)
     if spec.family in SOFTCAPPED_FAMILIES:  # final logit soft-capping keeps tanh(logits / c), in p
         outer.add("lm_head/softcap_tanh", p * tokens * v)
     outer.add("loss/log_probs_fp32", FP32 * tokens * v)

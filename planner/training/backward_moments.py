@@ -20,7 +20,7 @@ from planner.training.activations import (
 )
 from planner.training.block_backward import block_backward
 from planner.training.peft_params import TrainableParams
-from planner.training.spec import AttentionImpl, Checkpointing, Precision, TrainingSpec
+from planner.training.spec import AttentionImpl, Checkpointing, TrainingSpec
 from planner.training.state import layer_grads, param_bytes, sharded, train_shapes
 
 __all__ = ["CHECKPOINT_INPUTS_TERM", "backward_moments"]
@@ -124,7 +124,7 @@ def _block_backward_terms(
     return [
         Term(
             name="activations/block_output_grad",
-            bytes=shp.act_bytes * shp.tokens * spec.hidden_size,
+            bytes=shp.residual_bytes * shp.tokens * spec.hidden_size,
             formula="p·T·h",
             detail=f"the gradient entering {which}",
             source=src,
@@ -198,7 +198,7 @@ def _first_block_backward(
         *produced,
         Term(
             name="activations/first_block_input",
-            bytes=shp.act_bytes * shp.tokens * spec.hidden_size,
+            bytes=shp.residual_bytes * shp.tokens * spec.hidden_size,
             formula="p·T·h",
             detail="the checkpoint input of block 0",
             source=src,
@@ -257,7 +257,7 @@ def _embedding_backward(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, s
     src = "derived here (backward order); measured by the probes (models/)"
     accumulating, tied = t.gradient_accumulation_steps > 1, spec.tie_embeddings
     table = sharded(spec.vocab_size * spec.hidden_size * pb.grad, t.data_parallel, t.zero_stage >= 2)
-    incoming = (FP32_BYTES if shp.autocast else shp.act_bytes) * shp.tokens * spec.hidden_size
+    incoming = shp.residual_bytes * shp.tokens * spec.hidden_size
     # beyond every final gradient: (output moment, accumulation moment)
     output = incoming + (table if tied else 0) + (table if accumulating else 0)
     summed = (2 * table if tied else 0) + (table if accumulating else 0)
@@ -284,42 +284,6 @@ def _embedding_backward(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, s
             ),
         )
     return terms
-
-
-def _block_matmul_weights(spec: ModelSpec, layer: int) -> int:
-    """Weights block `layer`'s matmuls read per token (an MoE layer's k routed experts, as count_params counts)."""
-    moe = spec.moe is not None and spec.moe.is_moe_layer(layer)
-    k = spec.moe.experts_per_token if spec.moe else 1
-    linears = block_layout(spec, moe).linears
-    return sum(lin.d_in * lin.d_out * (k if lin.name.startswith("experts.") else lin.count) for lin in linears)
-
-
-def _autocast_copies(spec: ModelSpec, t: TrainingSpec, moment: str) -> Term:
-    """bf16 casts of the fp32 weights that autograd still holds at `moment` (torch.autocast).
-
-    Each matmul saves the bf16 copy of its weight until its backward has run (autocast's cast cache is cleared when
-    the forward's autocast region ends). loss_backward: every block's (none when blocks are recomputed) and
-    lm_head's; a block's backward: the blocks not yet differentiated, each 2·N_block (full checkpointing: only the
-    recomputed block's); the embedding's: none.
-    Source: PyTorch automatic mixed precision (autocast op reference, weight-cast cache); measured by the probes.
-    """
-    recomputed = t.gradient_checkpointing is Checkpointing.FULL
-    blocks = [_block_matmul_weights(spec, i) for i in range(spec.num_layers)]
-    last = blocks[-1] if recomputed else sum(blocks)
-    params = {
-        "loss_backward": (0 if recomputed else sum(blocks)) + spec.vocab_size * spec.hidden_size,
-        "last_block_backward": last,
-        "first_block_backward": blocks[0],
-        "attention_backward": blocks[0] if recomputed else sum(blocks),
-        "embedding_backward": 0,
-    }[moment]
-    return Term(
-        name="activations/autocast_weight_copies",
-        bytes=sharded(2 * params, t.data_parallel, t.zero_stage >= 3),
-        formula="2·N_matmul (of the matmuls not yet differentiated)",
-        detail=f"bf16 casts of {params:,} fp32 weights, kept for backward",
-        source="torch.autocast weight-cast cache (PyTorch automatic mixed precision docs); measured by the probes",
-    )
 
 
 # outside-block tensors still alive when backward reaches the blocks (the loss's and lm_head's are freed)
@@ -443,7 +407,4 @@ def backward_moments(
             terms.append(ids)
         if ckpt_inputs:
             terms.append(ckpt_inputs)
-    if t.precision is Precision.BF16_AUTOCAST:
-        for name, terms in moments.items():
-            terms.append(_autocast_copies(spec, t, name))
     return moments
