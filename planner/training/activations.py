@@ -38,6 +38,7 @@ __all__ = [
     "mlp_width",
     "model_saved_bytes",
     "moe_combine_bytes",
+    "recomputed_bytes",
     "rope_table_bytes",
 ]
 
@@ -507,7 +508,7 @@ def model_saved_bytes(
             if checkpointing == "selective" and name in SELECTIVE_RECOMPUTED:
                 continue
             blocks.add(name, nbytes)
-    recomputed = last.total if checkpointing == "full" else 0
+    recomputed = recomputed_bytes(last, shp) if checkpointing == "full" else 0
     outer = SavedLedger()
     p, tokens, v = shp.act_bytes, shp.tokens, spec.vocab_size
     if embeddings_train:
@@ -546,6 +547,14 @@ def model_saved_bytes(
     return SavedActivations(
         blocks, outer, recomputed, kept_last, last.through_attention, first, last, first_key[1], key[1]
     )
+
+
+def recomputed_bytes(ledger: SavedLedger, shp: TrainShapes) -> int:
+    """A block's saved tensors when its checkpoint recomputes it: its ledger, less the input norm's fp32 input where
+    the residual stream is fp32 already (fp32, autocast): `.float()` is then a no-op, and that tensor is the
+    checkpoint's own input, counted with the checkpoints."""
+    alias = ledger.get("input_norm/input_fp32", 0) if shp.residual_bytes == FP32 else 0
+    return ledger.total - alias
 
 
 SELECTIVE_RECOMPUTED = frozenset({"attention/softmax_fp32", "attention/probs", "attention/logsumexp"})

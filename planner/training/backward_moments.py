@@ -16,6 +16,7 @@ from planner.training.activations import (
     TrainShapes,
     attention_backward_temporaries,
     model_saved_bytes,
+    recomputed_bytes,
     rope_table_bytes,
 )
 from planner.training.block_backward import block_backward
@@ -205,7 +206,7 @@ def _first_block_backward(
         ),
         Term(
             name="activations/recomputed_block",
-            bytes=a.first_ledger.total,
+            bytes=recomputed_bytes(a.first_ledger, shp),
             formula="one block's saved tensors",
             detail="block 0, recomputed: " + _top(a.first_ledger),
             source="Chen et al. 2016 (arXiv:1604.06174) §3",
