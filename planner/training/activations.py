@@ -318,7 +318,10 @@ def layer_saved_bytes(
     _norm(ledger, shp, h, mid_grad, grads.weights, "post_attention_norm", fp32_scale=gemma)
     _linear_inputs(ledger, shp, grads, mlp_readers, h, "mlp_in", mid_grad or grads.weights, d_outs=outs)
     _mlp(ledger, shp, spec, grads, mid_grad, moe_layer, outs)
-    out_grad = mid_grad or grads.weights or bool(trained & {"gate_proj", "up_proj", "down_proj"})
+    ffn_trained = {"gate_proj", "up_proj", "down_proj", "shared_expert_gate"} | {
+        f"{SHARED}{name}" for name in ("gate_proj", "up_proj", "down_proj")
+    }
+    out_grad = mid_grad or grads.weights or bool(trained & ffn_trained)
     if grads.adapter_bottleneck:
         _adapter(ledger, shp, h, grads.adapter_bottleneck, "adapter_mlp")
         out_grad = True
@@ -372,6 +375,9 @@ def _mlp(
     if moe_layer and spec.moe is not None and shp.autocast:
         _moe_autocast_mlp(ledger, shp, spec, grads, x_grad, gate_grad or up_grad, d_outs)
         return
+    if moe_layer and spec.moe is not None:
+        _moe_mlp(ledger, shp, spec, grads, x_grad, d_outs)
+        return
     if gate_grad:
         ledger.add("mlp/gate_output", p * tokens * f)
         ledger.add("mlp/up_output", p * tokens * f)
@@ -384,6 +390,49 @@ def _mlp(
             ledger.add("ia3/down_proj/scaling_fp32", FP32 * f)
     if moe_layer and spec.moe is not None and (x_grad or grads.weights):
         _moe_routing(ledger, shp, spec, grads.weights, x_grad)
+
+
+SHARED = "shared_experts."  # planner.model.params names of the shared expert's linears
+
+
+def _moe_mlp(
+    ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grads: LayerGrads, x_grad: bool, d_outs: dict[str, int]
+) -> None:
+    """An MoE layer: the k routed experts' intermediates like one k·f_e-wide SwiGLU when the layer's input needs
+    grad or weights train, and the shared expert's own (f_s wide), which also need grad when an adapter sits on it
+    (peft's LoRA on Qwen2-MoE's shared_expert.gate_proj / up_proj / down_proj): the adapters' inputs, and the
+    shared expert gate's sigmoid (p·T), which scales the adapted output.
+    Source: transformers 5 Qwen2MoeSparseMoeBlock, DeepseekV2Moe; measured by the probe campaign (models.campaign)."""
+    assert spec.moe is not None
+    p, t, h = shp.act_bytes, shp.tokens, spec.hidden_size
+    f_r, f_s = spec.moe.experts_per_token * spec.moe.expert_ffn_dim, spec.moe.shared_expert_ffn_dim
+    base = x_grad or grads.weights
+    gate_s = base or f"{SHARED}gate_proj" in grads.lora
+    up_s = base or f"{SHARED}up_proj" in grads.lora
+    routed = f_r if base else 0
+    if routed or gate_s:
+        ledger.add("mlp/gate_output", p * t * (routed + (f_s if gate_s else 0)))
+        ledger.add("mlp/up_output", p * t * (routed + (f_s if gate_s else 0)))
+    if routed or up_s:
+        ledger.add("mlp/act_output", p * t * (routed + (f_s if up_s else 0)))
+    if grads.weights:
+        ledger.add("mlp_down_in/input", p * t * (f_r + f_s))
+    else:  # the shared expert's linears (and Qwen2-MoE's shared gate, an h→1 nn.Linear) read the layer input
+        shared_in: tuple[str, ...] = (f"{SHARED}gate_proj", f"{SHARED}up_proj") if f_s else ()
+        shared_in += ("shared_expert_gate",) if spec.moe.shared_expert_gate else ()
+        _linear_inputs(ledger, shp, grads, shared_in, h, "moe_shared_in", base, d_outs=d_outs)
+        if f_s:
+            down = (f"{SHARED}down_proj",)
+            _linear_inputs(ledger, shp, grads, down, f_s, "moe_shared_down_in", gate_s or up_s, d_outs=d_outs)
+    if base:
+        _moe_routing(ledger, shp, spec, grads.weights, x_grad)
+    elif spec.moe.shared_expert_gate:
+        # sigmoid(gate(x)) · shared(x) keeps the sigmoid for the adapted shared output's gradient, and the shared
+        # output (and the sigmoid for its own backward) when the gate is adapted
+        if "shared_expert_gate" in grads.lora:
+            ledger.add("moe/shared_expert_gated", p * t * (h + 1))
+        elif gate_s or up_s or f"{SHARED}down_proj" in grads.lora:
+            ledger.add("moe/shared_expert_gated", p * t)
 
 
 def _moe_autocast_mlp(
