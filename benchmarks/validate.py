@@ -2,7 +2,9 @@
 
 Run: .venv/bin/python benchmarks/validate.py [--backend cpu|cuda|fake|auto] [--out DIR] [--quick] [--fake-full-size]
      [--explain] [--jobs N]
-Writes DIR/validation-<backend>-<device-slug>.json (…-full-size.json for --fake-full-size); progress goes to stderr.
+     .venv/bin/python benchmarks/validate.py --random N [--seed S]   (the randomized campaign, cpu: models.campaign)
+Writes DIR/validation-<backend>-<device-slug>.json (…-full-size.json for --fake-full-size; campaign-cpu-seed-S.json
+for --random); progress goes to stderr.
 --fake-full-size traces Llama-3-8B and Llama-3-70B training steps at full size on the fake backend, `--jobs`
 processes at a time (each probe in its own process: an aborting trace cannot take the run down).
 """
@@ -24,11 +26,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from models.campaign import UNPROBEABLE, Outcome, check_draw, run_campaign, shrink  # noqa: E402
 from models.grid import GridCase, default_grid, full_size_grid, quick_grid  # noqa: E402
 from models.runner import run_probe_detailed  # noqa: E402
 from planner import SpecError  # noqa: E402
 
 PEAK_TOLERANCE = 0.03  # the grid test's per-configuration bound (tests/models/test_grid.py)
+SHRINK_TRIES = 8  # probes spent simplifying each campaign miss
 
 
 def run_case(case: GridCase, backend: str, explain: bool) -> dict[str, Any]:
@@ -133,6 +137,88 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
 
 
+def _outcome_record(o: Outcome) -> dict[str, Any]:
+    return {
+        "draw": dataclasses.asdict(o.draw),
+        "label": o.draw.label(),
+        "refused": o.refused,
+        "misses": list(o.misses),
+        "errors": o.errors(),
+    }
+
+
+def _same_miss(kinds: set[str]) -> Any:
+    """A shrink predicate: the draw still misses in one of the same components."""
+
+    def still(d: Any) -> bool:
+        return bool(kinds & {m.split(":")[0] for m in check_draw(d).misses})
+
+    return still
+
+
+def campaign(n: int, seed: int, out: Path, shrink_misses: int) -> None:
+    """The randomized campaign: n draws from `seed`; the first `shrink_misses` misses shrunk to simpler draws that
+    still miss in the same component."""
+    began = time.perf_counter()
+    outcomes: list[Outcome] = []
+
+    def record(o: Outcome) -> None:
+        outcomes.append(o)
+        status = "miss" if o.misses else "refused" if o.refused else "ok"
+        print(f"[{len(outcomes)}/{n}] {status}: {o.draw.label()}", file=sys.stderr, flush=True)
+
+    run_campaign(n, seed, record)
+    probed = [o for o in outcomes if o.result is not None]
+    misses = [o for o in outcomes if o.misses]
+    shrunk = []
+    for o in misses[:shrink_misses]:
+        simpler = shrink(o.draw, _same_miss({m.split(":")[0] for m in o.misses}), max_tries=SHRINK_TRIES)
+        shrunk.append({"original": o.draw.label(), "shrunk": _outcome_record(check_draw(simpler))})
+    peaks = [abs(e) for o in probed for k, e in o.errors().items() if k.startswith("peak/")]
+    exact_off = [o for o in probed if any(not k.startswith("peak/") and e for k, e in o.errors().items())]
+    worst = sorted(
+        probed, key=lambda o: -max((abs(e) for k, e in o.errors().items() if k.startswith("peak/")), default=0)
+    )
+    refused = [o for o in outcomes if o.refused and not o.misses]
+    reasons: dict[str, int] = {}
+    for o in refused:
+        key = next((why for what, why in UNPROBEABLE.items() if what in (o.draw.method, o.draw.optimizer)), None)
+        key = key or (o.refused or "").split(" (peft:")[0][:140]
+        reasons[key] = reasons.get(key, 0) + 1
+    report = {
+        "seed": seed,
+        "draws": len(outcomes),
+        "probed": len(probed),
+        "refused": len(refused),
+        "refusal_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+        "misses": len(misses),
+        "peaks_beyond_1pct": sum(1 for e in peaks if e > 0.01),
+        "exact_components_off": len(exact_off),
+        "median_abs_peak_error": statistics.median(peaks) if peaks else None,
+        "max_abs_peak_error": max(peaks) if peaks else None,
+        "worst": [_outcome_record(o) for o in worst[:10]],
+        "missed": [_outcome_record(o) for o in misses],
+        "shrunk": shrunk,
+        "total_s": time.perf_counter() - began,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"campaign-cpu-seed-{seed}.json"
+    path.write_text(json.dumps(report, indent=1))
+    for o in misses:
+        print(f"MISS {o.draw.label()}\n     {'; '.join(o.misses)}")
+    for s in shrunk:
+        print(f"SHRUNK {s['shrunk']['label']}\n     {'; '.join(s['shrunk']['misses'])}")
+    median, largest = report["median_abs_peak_error"], report["max_abs_peak_error"]
+    median_text = "-" if median is None else f"{100 * median:.3f}%"
+    largest_text = "-" if largest is None else f"{100 * largest:.2f}%"
+    print(
+        f"\n{len(outcomes)} draws (seed {seed}) in {report['total_s']:.0f} s: {len(probed)} probed, "
+        f"{len(refused)} refused as peft or the probe refuse them, {len(misses)} missing; peaks beyond 1 %: "
+        f"{report['peaks_beyond_1pct']}; exact components off: {len(exact_off)}; median |peak error| {median_text}, "
+        f"largest {largest_text}; report: {path}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["cpu", "cuda", "fake", "auto"], default="auto")
@@ -141,7 +227,13 @@ def main() -> None:
     parser.add_argument("--fake-full-size", action="store_true", help="full-size Llama-3-8B/70B traces (fake)")
     parser.add_argument("--explain", action="store_true", help="record the storages live at each peak (cpu, fake)")
     parser.add_argument("--jobs", type=int, default=None, help="probe processes at once (default: 2 full-size, 1)")
+    parser.add_argument("--random", type=int, default=0, metavar="N", help="a randomized campaign of N draws (cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="the campaign's seed")
+    parser.add_argument("--shrink", type=int, default=1000, metavar="K", help="shrink the first K misses (0: none)")
     args = parser.parse_args()
+    if args.random:
+        campaign(args.random, args.seed, args.out, args.shrink)
+        return
 
     if args.fake_full_size:
         cases, backend, grid_name = full_size_grid(), "fake", "full-size"

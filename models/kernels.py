@@ -19,7 +19,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from models.support import check_attention_supported, check_serving_supported, training_dtypes
 from planner import ModelSpec
 from planner.serving.spec import ServingSpec
-from planner.training.spec import AttentionImpl, TrainingSpec
+from planner.training.spec import AttentionImpl, KernelDevice, TrainingSpec
 
 __all__ = ["forced_kernel", "hf_attn_implementation", "kernel_run", "sdpa_picks_math"]
 
@@ -59,13 +59,16 @@ def sdpa_picks_math(
 
 
 def kernel_run(spec: ModelSpec, run: RunSpec, device: torch.device) -> RunSpec:
-    """`run` as the probe executes it: `attention='sdpa'` becomes 'sdpa_math' where torch picks the math kernel.
+    """`run` as the probe executes it: on `device` (a TrainingSpec's `device`, so that the planner sizes the kernels
+    that run there: dropout masks, SDPA), and `attention='sdpa'` becomes 'sdpa_math' where torch picks the math kernel.
 
     The fake backend runs on cpu tensors, so `device` is cpu for it. Expects a supported run
     (models.support.check_*_supported): its dtype must be one a probe can build. SpecError where the family has
     no SDPA implementation in transformers.
     """
     check_attention_supported(spec, run.attention, "training" if isinstance(run, TrainingSpec) else "serving")
+    if isinstance(run, TrainingSpec):
+        run = run.model_copy(update={"device": KernelDevice(device.type)})
     if run.attention is not AttentionImpl.SDPA:
         return run
     if isinstance(run, TrainingSpec):

@@ -37,7 +37,9 @@ from planner.training.peft_params import trainable_params
 __all__ = ["TrainingMeasurement", "measure_training", "planner_phases", "training_comparisons", "training_run"]
 
 INPUT_TERM_PREFIX = "inputs/"  # a planner term under this name counts the batch itself
-BACKWARD_PHASES = ("loss_backward", "last_block_backward", "first_block_backward", "attention_backward")
+BACKWARD_PHASES = (
+    "loss_backward", "last_block_backward", "first_block_backward", "attention_backward", "embedding_backward",
+)  # fmt: skip
 LOGITS_GRADS_TERM = "activations/logits_grads"
 
 

@@ -11,13 +11,23 @@ s² softmax), frozen linears keep nothing, and peft LoRA keeps an fp32 copy of e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from planner.model.params import block_layout
 from planner.model.spec import ModelSpec
-from planner.training.spec import AttentionImpl
+from planner.training.attention_core import (
+    FUSED_QKV_FAMILIES,
+    SOFTCAPPED_FAMILIES,
+    attention_backward_temporaries,
+    attention_core,
+    attention_head_dims,
+)
+from planner.training.spec import AttentionImpl, KernelDevice
 
 __all__ = [
     "APPROXIMATE_LEDGER_FAMILIES",
+    "DROPOUT_MASK_BYTES",
+    "FUSED_QKV_FAMILIES",
     "LayerGrads",
     "SavedActivations",
     "SavedLedger",
@@ -28,6 +38,7 @@ __all__ = [
     "mlp_width",
     "model_saved_bytes",
     "moe_combine_bytes",
+    "recomputed_bytes",
     "rope_table_bytes",
 ]
 
@@ -35,7 +46,10 @@ FP32 = 4  # RMSNorm statistics, softmax in eager attention, log-sum-exp, peft ad
 INT64 = 8  # input ids and labels
 INT32 = 4
 COMPLEX64 = 8
-DROPOUT_MASK = 1  # bool mask per element on CUDA (a CPU probe keeps 4)
+AUTOCAST_BYTES = 2  # torch.autocast(bf16) casts
+# A dropout mask per element: CUDA's fused native_dropout keeps a bool mask; on the CPU, dropout is
+# input · (bernoulli noise / (1 − p)), and mul keeps the noise, in the input's dtype (peft's fp32 adapter input)
+DROPOUT_MASK_BYTES = {KernelDevice.CUDA: 1, KernelDevice.CPU: FP32}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +63,17 @@ class TrainShapes:
     attention: AttentionImpl = AttentionImpl.SDPA  # the kernel: fused SDPA, SDPA's math fallback, or eager
     virtual_tokens: int = 0  # soft-prompt / prefix tokens whose int64 indices the prompt encoder keeps
     autocast: bool = False  # fp32 params under torch.autocast(bf16): fp32 residual stream, per-linear input casts
+    device: KernelDevice = KernelDevice.CUDA  # where the kernels run (dropout masks differ)
+    prefix_mlp: tuple[int, int] = (0, 0)  # prefix tuning's reparameterization MLP: (t, e) widths, (0, 0) without
 
     @property
     def tokens(self) -> int:
         return self.batch * self.seq
+
+    @property
+    def residual_bytes(self) -> int:
+        """Bytes per element of the residual stream and its gradient: fp32 under autocast, else p."""
+        return FP32 if self.autocast else self.act_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,24 +129,6 @@ class SavedActivations:
     last_moe: bool
 
 
-def attention_backward_temporaries(spec: ModelSpec, shp: TrainShapes) -> int:
-    """Bytes a block's softmax backward holds besides its saved tensors; 0 for fused SDPA (tile by tile, no s²).
-
-    Eager and SDPA math: the fp32 gradients of the softmax output and of the scores (2·4·b·n_h·s·s_k), the
-    gradient of v repeated to n_h heads (b_v·b·n_h·s_k·d_v; b_v = 4 for math, which works in fp32, p for eager)
-    and the gradient entering the block (p·T·h), live at once. In bf16 with n_h·d_h = h, eager's is 4·T·h.
-    Source: measured with live storages at each softmax backward (models/ cpu backend, CPU) on transformers GQA
-    Llamas, eager and forced to SDPA math (bf16 and fp32), and on DeepSeek-V2 (MLA, math, bf16).
-    """
-    if shp.attention is AttentionImpl.SDPA:
-        return 0
-    b, p, n_h, s_k = shp.batch, shp.act_bytes, spec.num_heads, shp.seq + shp.prefix_tokens
-    scores_grads = 2 * FP32 * b * n_h * shp.seq * s_k
-    v_grad_bytes = FP32 if shp.attention is AttentionImpl.SDPA_MATH else p
-    v_grad = v_grad_bytes * b * n_h * s_k * attention_head_dims(spec)[1]
-    return scores_grads + v_grad + p * shp.tokens * spec.hidden_size
-
-
 def rope_table_bytes(spec: ModelSpec, shp: TrainShapes) -> int:
     """The RoPE table the blocks share: cos and sin, 2·p·s·d_R (fp32 under autocast); DeepSeek-V2's complex64
     table, 8·s·d_R/2, whatever the dtype."""
@@ -135,9 +138,6 @@ def rope_table_bytes(spec: ModelSpec, shp: TrainShapes) -> int:
     return 2 * (FP32 if shp.autocast else shp.act_bytes) * shp.seq * d_rope
 
 
-FUSED_QKV_FAMILIES = frozenset({"phi3"})  # one qkv_proj (and gate_up_proj) linear, split after
-# Gemma-2 soft-caps attention scores (eager only) and the final logits: c·tanh(x / c) (its config defaults)
-SOFTCAPPED_FAMILIES = frozenset({"gemma2"})
 # DeepSeek-V3's sigmoid, group-limited router keeps group top-k indices and masks the ledger does not count,
 # and what it keeps varies with the routing (probe: ±1 %): its saved bytes are approximate, the others' exact.
 # Families imported exactly but whose block the ledger does not model yet (cpu probes of small configs, saved
@@ -182,12 +182,18 @@ def _linear_inputs(
     names: tuple[str, ...],
     d_in: int,
     where: str,
+    input_grad: bool,
     already_saved: bool = False,
+    d_outs: dict[str, int] | None = None,
 ) -> None:
     """What linears reading one tensor keep: the tensor once if any weight trains; per LoRA an fp32 copy.
 
-    LoRA (peft): x is cast to the adapter dtype (fp32) per adapter, dropout keeps a mask, lora_A keeps its
-    input (T·d_in·4) and lora_B keeps lora_A's output (T·r·4). In fp32 the cast is a no-op: one shared tensor.
+    LoRA (peft): x is cast to the adapter dtype (fp32) per adapter, lora_A keeps its input (T·d_in·4) and lora_B
+    keeps lora_A's output (T·r·4). In fp32 the cast is a no-op: one shared tensor. Dropout gives each adapter its
+    own input and, when x needs grad (`input_grad`; not block 0's q/k/v when nothing before it trains), a mask:
+    T·d_in·m, m = 1 on CUDA (bool), 4 on the CPU (DROPOUT_MASK_BYTES).
+    Under autocast each matmul runs on bf16 casts (`_autocast_weights`); LoRA then keeps lora_A's bf16 input and
+    output (2·T·d_in, 2·T·r).
     `already_saved`: the tensor is in the ledger already (the SDPA output read by o_proj).
     """
     tokens, p = shp.tokens, shp.act_bytes
@@ -197,69 +203,75 @@ def _linear_inputs(
         # autocast casts an fp32 input to bf16 once per linear: each keeps its own copy
         copies = len(names) if shp.autocast and grads.weights else 1
         ledger.add(f"{where}/input", copies * p * tokens * d_in)
+    lora_bytes = AUTOCAST_BYTES if shp.autocast else FP32
     for name in adapted:
-        if grads.lora_dropout:
-            ledger.add(f"lora/{name}/dropout_mask", DROPOUT_MASK * tokens * d_in)
+        if grads.lora_dropout and input_grad:
+            ledger.add(f"lora/{name}/dropout_mask", DROPOUT_MASK_BYTES[shp.device] * tokens * d_in)
         if grads.lora_dropout or p != FP32:
-            ledger.add(f"lora/{name}/input_fp32", FP32 * tokens * d_in)
-        ledger.add(f"lora/{name}/a_output", FP32 * tokens * grads.lora_rank)
+            ledger.add(f"lora/{name}/input_fp32", lora_bytes * tokens * d_in)
+        ledger.add(f"lora/{name}/a_output", lora_bytes * tokens * grads.lora_rank)
+    if shp.autocast and d_outs:
+        _autocast_weights(ledger, grads, names, d_in, d_outs, where, input_grad)
 
 
-def attention_head_dims(spec: ModelSpec) -> tuple[int, int, int]:
-    """(d_q, d_v, n_kv): MLA's per-head q/k of d_nope + d_R and v of d_v on every head; else d_h and the KV heads."""
-    if spec.mla is not None:
-        return spec.mla.qk_head_dim, spec.mla.v_head_dim, spec.num_heads
-    return spec.resolved_head_dim, spec.resolved_head_dim, spec.kv_heads
-
-
-def _attention(
-    ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, q_grad: bool, k_grad: bool, v_grad: bool, masked: bool
+def _autocast_weights(
+    ledger: SavedLedger,
+    grads: LayerGrads,
+    names: tuple[str, ...],
+    d_in: int,
+    d_outs: dict[str, int],
+    where: str,
+    input_grad: bool,
 ) -> None:
-    """Attention core for MHA/MQA/GQA (MLA: per-head q/k of d_nope + d_R, v of d_v), by kernel.
+    """The bf16 weight casts torch.autocast's matmuls keep for backward: a weight's cast is kept for its input's
+    gradient, so a frozen linear keeps one only when its input needs grad, a trained one always (2·d_in·d_out);
+    LoRA's lora_A cast when x needs grad (2·r·d_in), lora_B's always (2·d_out·r).
+    Source: PyTorch automatic mixed precision (autocast casts matmul inputs to bf16; mm saves the operand the other's
+      gradient needs); measured by the probe campaign (models.campaign)."""
+    r, present = grads.lora_rank, [n for n in names if n in d_outs]  # an MoE layer's FFN: `_moe_autocast_weights`
+    weights = sum(d_in * d_outs[n] for n in present if grads.weights or input_grad)
+    lora = sum((r * d_in if input_grad else 0) + d_outs[n] * r for n in present if n in grads.lora)
+    ledger.add(f"{where}/autocast_weights", AUTOCAST_BYTES * (weights + lora))
 
-    SDPA (fused flash / memory-efficient) saves q, k, v, the output and an fp32 log-sum-exp (b·n_h·s·4); given
-    an explicit mask (`masked`), transformers repeats k, v to n_h heads first (use_gqa_in_sdpa) and SDPA keeps
-    the mask, p·b·s·s_k.
-    Eager saves q, k and v repeated to n_h heads (repeat_kv copies when n_kv < n_h), the fp32 softmax
-    (b·n_h·s·s_k·4) and its cast to p (absent in fp32); o_proj then reads a contiguous copy of the output.
-    SDPA math (torch's composite fallback) upcasts q, k, v to fp32, scales q and kᵀ by √scale each and repeats
-    k, v to n_h heads, then keeps what eager keeps, in fp32: 4·b·n_h·(s·d_q + s_k·d_q + s_k·d_v) + 4·b·n_h·s·s_k
-    (probs·v reads the fp32 softmax itself; the mask is not kept); o_proj reads a contiguous copy, as in eager.
-    Source: torch `_scaled_dot_product_attention_math`; measured with saved_tensors_hooks on tiny transformers
-    models, MLA DeepSeek-V2 (CPU picks math) and GQA Llama forced to math (tests/planner/test_activations.py).
-    """
-    b, s, p = shp.batch, shp.seq, shp.act_bytes
-    s_k = s + shp.prefix_tokens
-    n_h = spec.num_heads
-    d_q, d_v, n_kv = attention_head_dims(spec)
-    # Phi-3 splits one fused qkv_proj output: an unrepeated v is a view that keeps all of it alive
-    v_heads_kept = n_h + 2 * n_kv if spec.family in FUSED_QKV_FAMILIES and not shp.prefix_tokens else n_kv
-    if shp.attention is AttentionImpl.SDPA:  # one autograd node: keeps every input once any needs grad
-        kv_heads = n_h if masked else n_kv
-        ledger.add("attention/q", p * b * s * n_h * d_q)
-        ledger.add("attention/k", p * b * s_k * kv_heads * d_q)
-        ledger.add("attention/v", p * b * s_k * (n_h if masked else v_heads_kept) * d_v)
-        ledger.add("attention/output", p * b * s * n_h * d_v)
-        ledger.add("attention/logsumexp", FP32 * b * n_h * s)
-        if masked:
-            ledger.add("attention/mask", p * b * s * s_k)
-        return
-    math = shp.attention is AttentionImpl.SDPA_MATH
-    qkv_bytes, suffix = (FP32, "_fp32") if math else (p, "")
-    # q·kᵀ keeps q for k's grad and k for q's; probs·v keeps probs for v's grad and v for the probs' grad.
-    scores_grad = q_grad or k_grad
-    if k_grad:
-        ledger.add(f"attention/q{suffix}", qkv_bytes * b * s * n_h * d_q)
-    if q_grad:  # repeated to n_h heads (eager: repeat_kv's output, or k itself when n_kv = n_h)
-        ledger.add(f"attention/k{suffix}", qkv_bytes * b * s_k * n_h * d_q)
-    if scores_grad:
-        ledger.add(f"attention/v{suffix}", qkv_bytes * b * s_k * n_h * d_v)
-    if scores_grad or math:  # math: probs·v keeps the fp32 softmax, the same tensor
-        ledger.add("attention/softmax_fp32", FP32 * b * n_h * s * s_k)
-    if not math and v_grad and (p != FP32 or not scores_grad):
-        ledger.add("attention/probs", p * b * n_h * s * s_k)
-    if not math and scores_grad and spec.family in SOFTCAPPED_FAMILIES:  # tanh(scores / c) · c keeps the tanh
-        ledger.add("attention/softcap_tanh", p * b * n_h * s * s_k)
+
+# Phi-3's fused linears and the planner names (planner.model.params) peft's one adapter on each stands for
+FUSED_LINEARS = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+
+
+def _as_built(spec: ModelSpec, grads: LayerGrads) -> tuple[LayerGrads, tuple[str, ...], tuple[str, ...]]:
+    """The block's linears as transformers builds them: grads with LoRA/IA3 names of the fused modules added, the
+    linears reading the normed input of attention, and those reading the MLP's input."""
+    if spec.family in FUSED_QKV_FAMILIES:
+        fused = frozenset(name for name, parts in FUSED_LINEARS.items() if set(parts) & grads.lora)
+        return replace(grads, lora=grads.lora | fused), ("qkv_proj",), ("gate_up_proj",)
+    if spec.mla is None:
+        return grads, ("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj")
+    q = ("q_a_proj",) if spec.mla.q_lora_rank else ("q_proj",)
+    return grads, (*q, "kv_a_proj_with_mqa"), ("gate_proj", "up_proj")
+
+
+def _d_outs(spec: ModelSpec, moe_layer: bool) -> dict[str, int]:
+    """Output width of each linear of the block by name (planner.model.params), Phi-3's fused ones too."""
+    outs = {lin.name: lin.d_out for lin in block_layout(spec, moe_layer).linears}
+    for fused, parts in FUSED_LINEARS.items():
+        if all(part in outs for part in parts):
+            outs[fused] = sum(outs[part] for part in parts)
+    return outs
+
+
+def _qkv_grads(spec: ModelSpec, grads: LayerGrads, x_grad: bool) -> tuple[bool, bool, bool]:
+    """Whether q, k and v need grad: the block input does, weights train, or an adapter sits on their path
+    (MLA: q from q_proj or q_a/q_b; k and v from kv_a and kv_b; Phi-3: one qkv_proj)."""
+    trained, base = grads.lora | grads.ia3, x_grad or grads.weights
+    if spec.mla is not None:
+        q_path = {"q_a_proj", "q_b_proj"} if spec.mla.q_lora_rank else {"q_proj"}
+        kv = base or bool(trained & {"kv_a_proj_with_mqa", "kv_b_proj"})
+        return base or bool(trained & q_path), kv, kv
+    if spec.family in FUSED_QKV_FAMILIES:
+        fused = base or bool(trained & set(FUSED_LINEARS["qkv_proj"]))
+        return fused, fused, fused
+    q, k, v = (base or name in trained for name in ("q_proj", "k_proj", "v_proj"))
+    return q, k, v
 
 
 def layer_saved_bytes(
@@ -274,14 +286,18 @@ def layer_saved_bytes(
     """
     h = spec.hidden_size
     ledger = SavedLedger()
+    grads, attention_readers, mlp_readers = _as_built(spec, grads)
+    outs = _d_outs(spec, moe_layer)
+    if moe_layer and spec.moe is not None and shp.autocast:  # the router and the shared expert cast the input
+        shared = ("shared_experts.gate_proj", "shared_experts.up_proj") if spec.moe.shared_expert_ffn_dim else ()
+        mlp_readers = ("router", *shared)
     trained = grads.lora | grads.ia3
     gemma = spec.family in FP32_SCALED_NORM_FAMILIES
     _norm(ledger, shp, h, x_grad, grads.weights, "input_norm", fp32_scale=gemma)
-    qkv = ("q_proj", "k_proj", "v_proj") if spec.mla is None else ("q_proj", "q_a_proj", "kv_a_proj_with_mqa")
-    _linear_inputs(ledger, shp, grads, qkv, h, "attention_in")
+    _linear_inputs(ledger, shp, grads, attention_readers, h, "attention_in", x_grad or grads.weights, d_outs=outs)
     if spec.mla is not None:
         _mla_latents(ledger, shp, spec, grads, x_grad)
-    q_grad, k_grad, v_grad = (x_grad or grads.weights or name in trained for name in qkv)
+    q_grad, k_grad, v_grad = _qkv_grads(spec, grads, x_grad)
     k_grad = k_grad or shp.prefix_tokens > 0  # trainable prefix keys and values
     v_grad = v_grad or shp.prefix_tokens > 0
     attn_grad = q_grad or k_grad or v_grad
@@ -290,12 +306,14 @@ def layer_saved_bytes(
         _norm(ledger, shp, spec.num_heads * d, q_grad, grads.weights, "q_norm", rows=spec.num_heads)
         _norm(ledger, shp, spec.kv_heads * d, k_grad, grads.weights, "k_norm", rows=spec.kv_heads)
     if attn_grad:
-        _attention(ledger, shp, spec, q_grad, k_grad, v_grad, masked)
+        attention_core(ledger, shp, spec, q_grad, k_grad, v_grad, masked)
     _ia3_outputs(ledger, shp, spec, grads, x_grad)
     d_o = spec.num_heads * (spec.mla.v_head_dim if spec.mla else spec.resolved_head_dim)
     # fused SDPA's output is o_proj's input; eager and math copy theirs, as does SDPA on Phi-3's split q
     fused = shp.attention is AttentionImpl.SDPA and spec.family not in FUSED_QKV_FAMILIES
-    _linear_inputs(ledger, shp, grads, ("o_proj",), d_o, "o_proj_in", already_saved=fused and attn_grad)
+    _linear_inputs(
+        ledger, shp, grads, ("o_proj",), d_o, "o_proj_in", attn_grad, already_saved=fused and attn_grad, d_outs=outs
+    )
     mid_grad = attn_grad or grads.weights or bool(trained & {"o_proj"})
     if grads.adapter_bottleneck:
         _adapter(ledger, shp, h, grads.adapter_bottleneck, "adapter_attention")
@@ -303,9 +321,12 @@ def layer_saved_bytes(
     for extra in range(max(0, spec.norms_per_layer - 2)):  # Gemma2's post-norms
         _norm(ledger, shp, h, mid_grad, grads.weights, f"extra_norm_{extra}", fp32_scale=gemma)
     _norm(ledger, shp, h, mid_grad, grads.weights, "post_attention_norm", fp32_scale=gemma)
-    _linear_inputs(ledger, shp, grads, ("gate_proj", "up_proj"), h, "mlp_in")
-    _mlp(ledger, shp, spec, grads, mid_grad, moe_layer)
-    out_grad = mid_grad or grads.weights or bool(trained & {"gate_proj", "up_proj", "down_proj"})
+    _linear_inputs(ledger, shp, grads, mlp_readers, h, "mlp_in", mid_grad or grads.weights, d_outs=outs)
+    _mlp(ledger, shp, spec, grads, mid_grad, moe_layer, outs)
+    ffn_trained = {"gate_proj", "up_proj", "down_proj", "shared_expert_gate"} | {
+        f"{SHARED}{name}" for name in ("gate_proj", "up_proj", "down_proj")
+    }
+    out_grad = mid_grad or grads.weights or bool(trained & ffn_trained)
     if grads.adapter_bottleneck:
         _adapter(ledger, shp, h, grads.adapter_bottleneck, "adapter_mlp")
         out_grad = True
@@ -314,16 +335,22 @@ def layer_saved_bytes(
 
 def _mla_latents(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grads: LayerGrads, x_grad: bool) -> None:
     """MLA's compressed paths (DeepSeek-V2 §2.1.2): kv_a_layernorm (and q_a_layernorm) as RMSNorms of width d_c
-    (d_c'), and the up-projections kv_b (q_b) keeping their inputs when they train."""
+    (d_c'), whose input needs grad when the block input does or a weight before it trains (kv_a, q_a), and the
+    up-projections kv_b (q_b) keeping their inputs when they train."""
     assert spec.mla is not None
-    widths = [("kv_a_norm", "kv_b_proj", spec.mla.kv_lora_rank)]
+    base, trained = x_grad or grads.weights, grads.lora | grads.ia3
+    widths = [("kv_a_norm", "kv_a_proj_with_mqa", "kv_b_proj", spec.mla.kv_lora_rank)]
     if spec.mla.q_lora_rank:
-        widths.append(("q_a_norm", "q_b_proj", spec.mla.q_lora_rank))
-    for norm, up, width in widths:
-        _norm(ledger, shp, width, x_grad or grads.weights, grads.weights, f"mla/{norm}")
-        _linear_inputs(ledger, shp, grads, (up,), width, f"mla/{up}_in")
-    if shp.act_bytes == FP32 and (x_grad or grads.weights):  # .float() is a no-op: a view of kv_a's d_c + d_R
-        ledger.add("mla/kv_a_norm/rope_columns", FP32 * shp.tokens * spec.mla.qk_rope_head_dim)
+        widths.append(("q_a_norm", "q_a_proj", "q_b_proj", spec.mla.q_lora_rank))
+    for norm, down, up, width in widths:
+        latent_grad = base or down in trained
+        _norm(ledger, shp, width, latent_grad, grads.weights, f"mla/{norm}")
+        _linear_inputs(
+            ledger, shp, grads, (up,), width, f"mla/{up}_in", latent_grad or grads.weights, d_outs=_d_outs(spec, False)
+        )
+        # .float() is a no-op in fp32: the norm keeps a view of kv_a's whole d_c + d_R output
+        if norm == "kv_a_norm" and shp.act_bytes == FP32 and latent_grad:
+            ledger.add("mla/kv_a_norm/rope_columns", FP32 * shp.tokens * spec.mla.qk_rope_head_dim)
 
 
 def _ia3_outputs(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grads: LayerGrads, x_grad: bool) -> None:
@@ -337,25 +364,109 @@ def _ia3_outputs(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grads: 
 
 
 def _mlp(
-    ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grads: LayerGrads, x_grad: bool, moe_layer: bool
+    ledger: SavedLedger,
+    shp: TrainShapes,
+    spec: ModelSpec,
+    grads: LayerGrads,
+    x_grad: bool,
+    moe_layer: bool,
+    d_outs: dict[str, int],
 ) -> None:
     """SwiGLU: silu keeps gate(x), the product keeps silu(gate(x)) and up(x); down_proj keeps the product."""
     p, tokens = shp.act_bytes, shp.tokens
     f = mlp_width(spec, moe_layer)
     gate_grad = x_grad or grads.weights or "gate_proj" in grads.lora
     up_grad = x_grad or grads.weights or "up_proj" in grads.lora
+    if moe_layer and spec.moe is not None and shp.autocast:
+        _moe_autocast_mlp(ledger, shp, spec, grads, x_grad, gate_grad or up_grad, d_outs)
+        return
+    if moe_layer and spec.moe is not None:
+        _moe_mlp(ledger, shp, spec, grads, x_grad, d_outs)
+        return
     if gate_grad:
         ledger.add("mlp/gate_output", p * tokens * f)
         ledger.add("mlp/up_output", p * tokens * f)
     if up_grad:
         ledger.add("mlp/act_output", p * tokens * f)
-    _linear_inputs(ledger, shp, grads, ("down_proj",), f, "mlp_down_in")
+    _linear_inputs(ledger, shp, grads, ("down_proj",), f, "mlp_down_in", gate_grad or up_grad, d_outs=d_outs)
     if "down_proj" in grads.ia3:  # feed-forward IA3 (peft) casts the input to fp32, scales it, keeps the copy
         ledger.add("ia3/down_proj/input_fp32", FP32 * tokens * f)
         if gate_grad or up_grad:  # and the fp32 scaling vector 1 · l, for the input's gradient
             ledger.add("ia3/down_proj/scaling_fp32", FP32 * f)
     if moe_layer and spec.moe is not None and (x_grad or grads.weights):
         _moe_routing(ledger, shp, spec, grads.weights, x_grad)
+
+
+SHARED = "shared_experts."  # planner.model.params names of the shared expert's linears
+
+
+def _moe_mlp(
+    ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grads: LayerGrads, x_grad: bool, d_outs: dict[str, int]
+) -> None:
+    """An MoE layer: the k routed experts' intermediates like one k·f_e-wide SwiGLU when the layer's input needs
+    grad or weights train, and the shared expert's own (f_s wide), which also need grad when an adapter sits on it
+    (peft's LoRA on Qwen2-MoE's shared_expert.gate_proj / up_proj / down_proj): the adapters' inputs, and the
+    shared expert gate's sigmoid (p·T), which scales the adapted output.
+    Source: transformers 5 Qwen2MoeSparseMoeBlock, DeepseekV2Moe; measured by the probe campaign (models.campaign)."""
+    assert spec.moe is not None
+    p, t, h = shp.act_bytes, shp.tokens, spec.hidden_size
+    f_r, f_s = spec.moe.experts_per_token * spec.moe.expert_ffn_dim, spec.moe.shared_expert_ffn_dim
+    base = x_grad or grads.weights
+    gate_s = base or f"{SHARED}gate_proj" in grads.lora
+    up_s = base or f"{SHARED}up_proj" in grads.lora
+    routed = f_r if base else 0
+    if routed or gate_s:
+        ledger.add("mlp/gate_output", p * t * (routed + (f_s if gate_s else 0)))
+        ledger.add("mlp/up_output", p * t * (routed + (f_s if gate_s else 0)))
+    if routed or up_s:
+        ledger.add("mlp/act_output", p * t * (routed + (f_s if up_s else 0)))
+    if grads.weights:
+        ledger.add("mlp_down_in/input", p * t * (f_r + f_s))
+    else:  # the shared expert's linears (and Qwen2-MoE's shared gate, an h→1 nn.Linear) read the layer input
+        shared_in: tuple[str, ...] = (f"{SHARED}gate_proj", f"{SHARED}up_proj") if f_s else ()
+        shared_in += ("shared_expert_gate",) if spec.moe.shared_expert_gate else ()
+        _linear_inputs(ledger, shp, grads, shared_in, h, "moe_shared_in", base, d_outs=d_outs)
+        if f_s:
+            down = (f"{SHARED}down_proj",)
+            _linear_inputs(ledger, shp, grads, down, f_s, "moe_shared_down_in", gate_s or up_s, d_outs=d_outs)
+    if base:
+        _moe_routing(ledger, shp, spec, grads.weights, x_grad)
+    elif spec.moe.shared_expert_gate:
+        # sigmoid(gate(x)) · shared(x) keeps the sigmoid for the adapted shared output's gradient, and the shared
+        # output (and the sigmoid for its own backward) when the gate is adapted
+        if "shared_expert_gate" in grads.lora:
+            ledger.add("moe/shared_expert_gated", p * t * (h + 1))
+        elif gate_s or up_s or f"{SHARED}down_proj" in grads.lora:
+            ledger.add("moe/shared_expert_gated", p * t)
+
+
+def _moe_autocast_mlp(
+    ledger: SavedLedger,
+    shp: TrainShapes,
+    spec: ModelSpec,
+    grads: LayerGrads,
+    x_grad: bool,
+    gate_grad: bool,
+    d_outs: dict[str, int],
+) -> None:
+    """An MoE layer under autocast: the routed experts' grouped matmul is no autocast op, so it runs in the fp32 of
+    the weights (transformers casts the tokens to the weight dtype): their intermediates and routing tensors are
+    fp32; the shared expert's nn.Linears run in bf16 (p), keeping their bf16 weight casts.
+    Source: transformers 5 integrations/moe.py `_grouped_mm` (input.to(weight.dtype)); measured by the probes."""
+    assert spec.moe is not None
+    moe, t, p = spec.moe, shp.tokens, shp.act_bytes
+    width = FP32 * moe.experts_per_token * moe.expert_ffn_dim + p * moe.shared_expert_ffn_dim
+    if gate_grad:
+        ledger.add("mlp/gate_output", t * width)
+        ledger.add("mlp/up_output", t * width)
+        ledger.add("mlp/act_output", t * width)
+    if grads.weights:
+        ledger.add("mlp_down_in/input", t * width)
+    if moe.shared_expert_ffn_dim:
+        shared = ("shared_experts.down_proj",)
+        _autocast_weights(ledger, grads, shared, moe.shared_expert_ffn_dim, d_outs, "mlp_down_in", gate_grad)
+    if x_grad or grads.weights:
+        _moe_routing(ledger, replace(shp, act_bytes=FP32), spec, grads.weights, x_grad)
 
 
 def _moe_routing(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, weights_train: bool, x_grad: bool) -> None:
@@ -445,19 +556,21 @@ def model_saved_bytes(
         if layer == 0:
             first, first_key = ledger, key
         if checkpointing == "full":
-            blocks.add("checkpoint/block_inputs", shp.act_bytes * shp.tokens * spec.hidden_size)
+            blocks.add("checkpoint/block_inputs", shp.residual_bytes * shp.tokens * spec.hidden_size)
             continue
         for name, nbytes in ledger.items():
             if checkpointing == "selective" and name in SELECTIVE_RECOMPUTED:
                 continue
             blocks.add(name, nbytes)
-    recomputed = last.total if checkpointing == "full" else 0
+    recomputed = recomputed_bytes(last, shp) if checkpointing == "full" else 0
     outer = SavedLedger()
     p, tokens, v = shp.act_bytes, shp.tokens, spec.vocab_size
     if embeddings_train:
         outer.add("embedding/input_ids", INT64 * tokens)
-    if spec.family in FP32_SCALED_NORM_FAMILIES and (embeddings_train or inputs_need_grad):
-        outer.add("embedding/normalizer", p)  # Gemma scales the embeddings by √h, a p-byte tensor
+    if spec.family in FP32_SCALED_NORM_FAMILIES and embeddings_train:
+        # Gemma's embedding scales its output by √h (a p-byte tensor), inside the module: when only the output is
+        # made to need grad (peft's enable_input_require_grads), that product saves nothing
+        outer.add("embedding/normalizer", FP32 if shp.autocast else p)  # the embedding is fp32 under autocast
     if checkpointing != "full":  # RoPE tables are kept outside the blocks unless the blocks are recomputed
         outer.add("rope/cos_sin", rope_table_bytes(spec, shp))
     _norm(
@@ -471,18 +584,31 @@ def model_saved_bytes(
     )
     if head_trains:
         outer.add("lm_head/input", p * tokens * spec.hidden_size)
+    if shp.autocast and (head_trains or x_grad):  # lm_head's bf16 weight cast, kept for its input's gradient
+        outer.add("lm_head/autocast_weights", AUTOCAST_BYTES * v * spec.hidden_size)
     if spec.family in SOFTCAPPED_FAMILIES:  # final logit soft-capping keeps tanh(logits / c), in p
         outer.add("lm_head/softcap_tanh", p * tokens * v)
     outer.add("loss/log_probs_fp32", FP32 * tokens * v)
     # labels are padded by one and shifted: a view of the padded tensor for one row, a copy otherwise
     outer.add("loss/labels", INT64 * (tokens + 1 if shp.batch == 1 else tokens))
     outer.add("prompt_encoder/indices", INT64 * shp.virtual_tokens)
+    # peft's prefix MLP (fp32) on b·n virtual tokens: Linear(t, e) keeps its input, tanh its output (Linear(e, ·))
+    t, e = shp.prefix_mlp
+    outer.add("prefix_encoder/mlp", FP32 * shp.batch * shp.virtual_tokens * (t + e))
     outer.add("loss/scalar", FP32)
     recomputed_in_last = sum(v for k, v in last.items() if k in SELECTIVE_RECOMPUTED)
     kept_last = {"full": 0, "selective": last.total - recomputed_in_last}.get(checkpointing, last.total)
     return SavedActivations(
         blocks, outer, recomputed, kept_last, last.through_attention, first, last, first_key[1], key[1]
     )
+
+
+def recomputed_bytes(ledger: SavedLedger, shp: TrainShapes) -> int:
+    """A block's saved tensors when its checkpoint recomputes it: its ledger, less the input norm's fp32 input where
+    the residual stream is fp32 already (fp32, autocast): `.float()` is then a no-op, and that tensor is the
+    checkpoint's own input, counted with the checkpoints."""
+    alias = ledger.get("input_norm/input_fp32", 0) if shp.residual_bytes == FP32 else 0
+    return ledger.total - alias
 
 
 SELECTIVE_RECOMPUTED = frozenset({"attention/softmax_fp32", "attention/probs", "attention/logsumexp"})

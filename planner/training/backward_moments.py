@@ -1,8 +1,8 @@
 """The candidate peaks inside backward: which tensors are alive at each moment, as explainable terms.
 
-loss_backward (every saved tensor and the cross-entropy gradients), the last block's backward, block 0's under full
-checkpointing (every other gradient already produced), and the eager or math attention backward. What a block's
-backward adds to its saved tensors is planner.training.block_backward's.
+loss_backward (every saved tensor and the cross-entropy gradients), the last block's backward, block 0's (every
+other gradient already produced), the eager or math attention backward, and the embedding's at the end of backward.
+What a block's backward adds to its saved tensors is planner.training.block_backward's.
 """
 
 from __future__ import annotations
@@ -16,16 +16,18 @@ from planner.training.activations import (
     TrainShapes,
     attention_backward_temporaries,
     model_saved_bytes,
+    recomputed_bytes,
     rope_table_bytes,
 )
 from planner.training.block_backward import block_backward
 from planner.training.peft_params import TrainableParams
-from planner.training.spec import AttentionImpl, Checkpointing, Precision, TrainingSpec
+from planner.training.spec import AttentionImpl, Checkpointing, TrainingSpec
 from planner.training.state import layer_grads, param_bytes, sharded, train_shapes
 
 __all__ = ["CHECKPOINT_INPUTS_TERM", "backward_moments"]
 
 INT64_BYTES = 8
+FP32_BYTES = 4
 CHECKPOINT_INPUTS_TERM = "activations/checkpoint_inputs"  # held by checkpoints, not saved by autograd
 LOGITS_GRAD_BUFFERS = 2  # fp32 gradients of log-probs and of the upcast logits, live at once in backward
 
@@ -63,29 +65,43 @@ def _head_gradients(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams) -> Te
     )
 
 
+def _mask_kinds(spec: ModelSpec, shp: TrainShapes) -> tuple[bool, bool]:
+    """(full-attention layers, sliding-window layers whose window is shorter than the keys) in the model."""
+    s_k = shp.seq + shp.prefix_tokens
+    windows = [spec.sliding_window if spec.uses_sliding_window(i) else None for i in range(spec.num_layers)]
+    return any(w is None for w in windows), any(w is not None and w < s_k for w in windows)
+
+
 def _checkpoint_inputs(spec: ModelSpec, t: TrainingSpec, shp: TrainShapes) -> Term | None:
     """Full checkpointing: each block's checkpoint holds its inputs through backward, the shared ones too.
 
-    The RoPE cos/sin tables (2·p·s·d_R; fp32 under autocast), the position ids (8·s) and, under eager
-    attention, the explicit 4-D causal mask (p·b·s·s_k); SDPA runs causal without a mask.
-    Source: measured by the probe grid (models/: live storages of checkpointed steps).
+    The RoPE cos/sin tables (2·p·s·d_R; fp32 under autocast), the position ids (8·s) and the attention masks:
+    eager's 4-D additive masks, p·b·s·s_k for each kind its layers use (causal; sliding window when the window
+    is shorter than the keys, both for Gemma-2's alternating layers); SDPA runs full layers causal without a
+    mask, and window layers with one boolean s·s_k mask shared over the batch.
+    Source: transformers 5 masking_utils (create_causal_mask, create_sliding_window_causal_mask, sdpa_mask);
+      measured by the probe grid and campaign (models/: live storages of checkpointed steps).
     """
     if t.gradient_checkpointing is not Checkpointing.FULL:
         return None
-    p = shp.act_bytes
+    p, s_k = shp.act_bytes, shp.seq + shp.prefix_tokens
     rope = rope_table_bytes(spec, shp)
     positions = INT64_BYTES * shp.seq
-    eager = t.attention is AttentionImpl.EAGER
-    mask = p * shp.batch * shp.seq * (shp.seq + shp.prefix_tokens) if eager else 0
+    full_layers, window_layers = _mask_kinds(spec, shp)
+    if shp.attention is AttentionImpl.EAGER:
+        kinds = int(full_layers) + int(any(spec.uses_sliding_window(i) for i in range(spec.num_layers)))
+        mask, mask_formula = kinds * p * shp.batch * shp.seq * s_k, f" + {kinds}·p·b·s·s_k"
+    else:
+        mask, mask_formula = (shp.seq * s_k, " + s·s_k") if window_layers else (0, "")
     # peft methods make the input embeddings require grad: a graph leaf; prompt tuning then concatenates
     prompt = t.method.kind == "prompt"
     words = p * _text_tokens(t, shp) * spec.hidden_size if prompt else 0
     return Term(
         name=CHECKPOINT_INPUTS_TERM,
         bytes=rope + positions + mask + words,
-        formula="2·p·s·d_R + 8·s" + (" + p·b·s·s_k" if eager else "") + (" + p·b·s_text·h" if prompt else ""),
+        formula="2·p·s·d_R + 8·s" + mask_formula + (" + p·b·s_text·h" if prompt else ""),
         detail=f"RoPE tables {rope:,} B, position ids {positions:,} B"
-        + (f", causal mask {mask:,} B" if eager else "")
+        + (f", attention masks {mask:,} B" if mask else "")
         + (f", word embeddings before the soft prompt {words:,} B" if prompt else ""),
         source="derived here; measured by the probe grid (models/) on checkpointed steps",
     )
@@ -109,7 +125,7 @@ def _block_backward_terms(
     return [
         Term(
             name="activations/block_output_grad",
-            bytes=shp.act_bytes * shp.tokens * spec.hidden_size,
+            bytes=shp.residual_bytes * shp.tokens * spec.hidden_size,
             formula="p·T·h",
             detail=f"the gradient entering {which}",
             source=src,
@@ -145,6 +161,7 @@ def _first_block_backward(
     checkpointing: its input and the recomputed block); the gradient entering it and its backward's own
     temporaries (planner.training.block_backward). Matters when weights are large next to activations (MoE experts,
     few tokens): the gradients have grown to nearly all of them.
+    When accumulating, every gradient is held already (the phase's base), and none is counted here.
     Source: measured by the probe grid (models/, live storages at the peak of backward).
     """
     pb = param_bytes(spec, t, tp)
@@ -155,17 +172,19 @@ def _first_block_backward(
     else:
         grads = tp.trainable * pb.grad * (spec.num_layers - 1) // spec.num_layers
     src = "derived here; measured by the probe grid (models/)"
-    produced = Term(
-        name="gradients/all_but_first_block",
-        bytes=sharded(grads, t.data_parallel, t.zero_stage >= 2),
-        formula="(N_train − block 0 − embedding)·b_g",
-        detail="produced before block 0's backward",
-        source=src,
-    )
+    produced = [
+        Term(
+            name="gradients/all_but_first_block",
+            bytes=sharded(grads, t.data_parallel, t.zero_stage >= 2),
+            formula="(N_train − block 0 − embedding)·b_g",
+            detail="produced before block 0's backward",
+            source=src,
+        )
+    ][: 1 if t.gradient_accumulation_steps == 1 else 0]
     own = _block_backward_terms(spec, t, tp, shp, a.first_ledger, a.first_moe, "block 0")
     if not a.recomputed_block:
         return [
-            produced,
+            *produced,
             Term(
                 name="activations/first_block",
                 bytes=a.first_ledger.total,
@@ -177,17 +196,17 @@ def _first_block_backward(
             *own,
         ]
     return [
-        produced,
+        *produced,
         Term(
             name="activations/first_block_input",
-            bytes=shp.act_bytes * shp.tokens * spec.hidden_size,
+            bytes=shp.residual_bytes * shp.tokens * spec.hidden_size,
             formula="p·T·h",
             detail="the checkpoint input of block 0",
             source=src,
         ),
         Term(
             name="activations/recomputed_block",
-            bytes=a.first_ledger.total,
+            bytes=recomputed_bytes(a.first_ledger, shp),
             formula="one block's saved tensors",
             detail="block 0, recomputed: " + _top(a.first_ledger),
             source="Chen et al. 2016 (arXiv:1604.06174) §3",
@@ -224,8 +243,54 @@ def _last_block_backward(
     return [earlier, own, *rest, *_block_backward_terms(spec, t, tp, shp, a.last_ledger, a.last_moe, "the last block")]
 
 
+def _embedding_backward(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, shp: TrainShapes) -> list[Term]:
+    """Full fine-tuning, the end of backward: every gradient exists but the embedding's, being produced.
+
+    Two moments. The embedding backward's output: its new V·h·b_g gradient while the gradient entering it (p·T·h;
+    fp32 under autocast, whose residual stream is fp32) is alive. Then its accumulation: a tied lm_head's
+    gradient waits in autograd's input buffer and is summed with the embedding's out of place (both and their sum
+    alive: two V·h beyond the final gradient); a gradient held from an earlier micro-batch takes the new one in
+    place (one V·h beyond it). Sets the peak when no optimizer temporaries outgrow it (SGD).
+    Source: derived here (torch autograd InputBuffer::accumulate, AccumulateGrad, embedding_dense_backward);
+      measured by the probes (models/).
+    """
+    pb = param_bytes(spec, t, tp)
+    src = "derived here (backward order); measured by the probes (models/)"
+    accumulating, tied = t.gradient_accumulation_steps > 1, spec.tie_embeddings
+    table = sharded(spec.vocab_size * spec.hidden_size * pb.grad, t.data_parallel, t.zero_stage >= 2)
+    incoming = shp.residual_bytes * shp.tokens * spec.hidden_size
+    # beyond every final gradient: (output moment, accumulation moment)
+    output = incoming + (table if tied else 0) + (table if accumulating else 0)
+    summed = (2 * table if tied else 0) + (table if accumulating else 0)
+    terms = [
+        Term(
+            name="activations/embedding_backward",
+            bytes=max(output, summed),
+            formula="max(p·T·h + V·h·b_g·(tied + accumulating), V·h·b_g·(2·tied + accumulating))",
+            detail=f"the gradient entering the embedding {incoming:,} B; its new gradient"
+            + (", summed with the tied lm_head's out of place" if tied else "")
+            + (", added into the one held from earlier micro-batches" if accumulating else ""),
+            source=src,
+        )
+    ]
+    if not accumulating:  # else every gradient is held already
+        terms.insert(
+            0,
+            Term(
+                name="gradients/all",
+                bytes=sharded(tp.trainable * pb.grad, t.data_parallel, t.zero_stage >= 2),
+                formula="N_train·b_g",
+                detail="every gradient, the embedding's being produced",
+                source=src,
+            ),
+        )
+    return terms
+
+
 # outside-block tensors still alive when backward reaches the blocks (the loss's and lm_head's are freed)
-OUTER_THROUGH_BLOCKS = frozenset({"rope/cos_sin", "loss/labels", "prompt_encoder/indices", "loss/scalar"})
+OUTER_THROUGH_BLOCKS = frozenset(
+    {"rope/cos_sin", "loss/labels", "prompt_encoder/indices", "loss/scalar", "prefix_encoder/mlp"}
+)
 
 
 def _mlp_and_o_proj_grads(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, moe: bool) -> Term | None:
@@ -255,6 +320,7 @@ def backward_moments(
       (recomputed) tensors + its backward's temporaries; first_block_backward (full checkpointing): block 0
       recomputed with every later gradient produced.
     attention_backward (eager): the block's tensors up to attention + fp32 s² gradients.
+    embedding_backward (full fine-tuning): every gradient + the gradient entering the embedding.
     Source: derived here; checked with torch.distributed._tools.mem_tracker on tiny transformers Llamas and by
     the probe grid (models/).
     """
@@ -265,7 +331,7 @@ def backward_moments(
         name="activations/blocks",
         bytes=a.blocks.total,
         formula="Σ_layers saved tensors",
-        detail=f"b={shp.batch}, s={shp.seq}, {t.attention}, checkpointing {t.gradient_checkpointing}: "
+        detail=f"b={shp.batch}, s={shp.seq}, {shp.attention} on {t.device}, checkpointing {t.gradient_checkpointing}: "
         + _top(a.blocks),
         source=src,
     )
@@ -297,10 +363,16 @@ def backward_moments(
         moments["last_block_backward"] = [*last, *([head_grads] if head_grads else [])]
     if t.gradient_checkpointing is not Checkpointing.SELECTIVE:
         moments["first_block_backward"] = _first_block_backward(spec, t, tp, shp, a)
+    if t.method.kind == "full":
+        moments["embedding_backward"] = _embedding_backward(spec, t, tp, shp)
     temps = attention_backward_temporaries(spec, shp)
     if temps:  # eager, SDPA math: the softmax backward of the block processed last (block 0 when checkpointed)
         held = (
-            moments["first_block_backward"][:2]
+            [
+                term
+                for term in moments["first_block_backward"]
+                if term.name in ("gradients/all_but_first_block", "activations/first_block_input")
+            ]
             if a.recomputed_block
             else [*([head_grads] if head_grads else []), earlier]
         )
@@ -319,7 +391,7 @@ def backward_moments(
                 name="activations/attention_grad_temporaries",
                 bytes=temps,
                 formula="2·4·b·n_h·s·s_k + b_v·b·n_h·s_k·d_v + p·T·h",
-                detail=f"{t.attention}: fp32 s² gradients, v's (b_v = 4 math, p eager), the block output's",
+                detail=f"{shp.attention}: fp32 s² gradients, v's (b_v = 4 math, p eager), the block output's",
                 source=src,
             ),
         ]
@@ -336,14 +408,4 @@ def backward_moments(
             terms.append(ids)
         if ckpt_inputs:
             terms.append(ckpt_inputs)
-    if t.precision is Precision.BF16_AUTOCAST:
-        copies = Term(
-            name="activations/autocast_weight_copies",
-            bytes=sharded(2 * count_params(spec).forward_matmul_params, t.data_parallel, t.zero_stage >= 3),
-            formula="2·N_matmul",
-            detail="bf16 casts of the fp32 weights, kept for backward",
-            source="torch.autocast weight-cast cache (PyTorch automatic mixed precision docs)",
-        )
-        for terms in moments.values():
-            terms.append(copies)
     return moments

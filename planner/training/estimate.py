@@ -89,7 +89,8 @@ class TrainingEstimate(FrozenSpec):
     trainable_params: TrainableParams
     memory: MemoryBreakdown = Field(description="The phase that sets the peak.")
     peak_phase: str = Field(
-        description="loss_backward, last_block_backward, first_block_backward, attention_backward or optimizer_step."
+        description="loss_backward, last_block_backward, first_block_backward, attention_backward, embedding_backward "
+        "or optimizer_step."
     )
     phases: dict[str, MemoryBreakdown] = Field(description="Every candidate peak, bytes per GPU.")
     allocated_peak_bytes: int = Field(description="What torch.cuda.max_memory_allocated would show.")
@@ -278,5 +279,15 @@ def estimate_training(request: TrainingRequest, catalog: Catalog) -> TrainingEst
         max_micro_batch_size=max_micro_batch(spec, t, tp, budget),
         suggestions=suggestions(spec, t, peak.total_bytes, budget),
         throughput=training_throughput(spec, t, gpu, request.efficiency, tp),
-        warnings=model.warnings,
+        warnings=model.warnings + _target_warnings(spec, tp),
+    )
+
+
+def _target_warnings(spec: ModelSpec, tp: TrainableParams) -> tuple[str, ...]:
+    """peft adapts the target names that match and ignores the rest, silently: say which matched nothing."""
+    if not tp.unmatched_targets:
+        return ()
+    return (
+        f"training.method.target_modules: {list(tp.unmatched_targets)} match no module of this '{spec.family}' model; "
+        "peft adapts only the targets that matched, and so does this estimate",
     )

@@ -14,7 +14,7 @@ from planner.explain import MemoryBreakdown, Term, breakdown
 from planner.model.params import layer_kinds
 from planner.model.spec import ModelSpec
 from planner.training.backward_moments import backward_moments
-from planner.training.peft_params import TrainableParams
+from planner.training.peft_params import PeftModule, TrainableParams
 from planner.training.spec import TrainingSpec
 from planner.training.state import ParamBytes, param_bytes, sharded
 
@@ -25,7 +25,7 @@ ZERO_SOURCE = "ZeRO (Rajbhandari et al. 2020, arXiv:1910.02054) §3, §5: P_os, 
 
 @dataclass(frozen=True, slots=True)
 class TrainingPhases:
-    """Candidate peaks by moment ('loss_backward', 'last_block_backward', 'first_block_backward',
+    """Candidate peaks by moment ('loss_backward', 'last_block_backward', 'first_block_backward', 'embedding_backward',
     'attention_backward', 'optimizer_step'), each a breakdown of bytes per GPU."""
 
     phases: dict[str, MemoryBreakdown]
@@ -39,21 +39,50 @@ class TrainingPhases:
         return self.phases[self.peak_phase]
 
 
+def _module_largest_tensor(m: PeftModule) -> int:
+    """Elements of the largest tensor peft gives one adapted module: LoRA's A (r·d_in) or B (d_out·r), per expert
+    stack E·r·d; a prefix or prompt embedding whole; the prefix MLP's weight d_in·d_out; an IA3 vector."""
+    per_layer = m.trainable_params // m.layers
+    if m.rank:
+        return per_layer * max(m.d_in, m.d_out) // (m.d_in + m.d_out)
+    if m.name.startswith("prefix_encoder.transform"):
+        return m.d_in * m.d_out
+    if m.name == "adapter":
+        return m.d_in * m.d_out
+    return per_layer if m.layers > 1 and m.name != "prefix_encoder" else m.trainable_params
+
+
 def _largest_trainable_tensor(spec: ModelSpec, full: bool, trainable: TrainableParams) -> int:
     """Elements of the biggest trainable tensor (the for-loop optimizer's transient)."""
     if not full:
-        return max((m.d_in * m.d_out for m in trainable.modules), default=0)
+        return max((_module_largest_tensor(m) for m in trainable.modules), default=0)
     linears = (lin.d_in * lin.d_out * lin.count for layout, _ in layer_kinds(spec) for lin in layout.linears)
     return max(spec.vocab_size * spec.hidden_size, *linears)
+
+
+def _optimizer_temporaries(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams) -> int:
+    """Elements of the temporaries the optimizer step allocates beside its state.
+
+    torch AdamW foreach: one tensor per parameter (the denominator exp_avg_sq.sqrt() / bias correction + ε); for-loop:
+    the denominator and the quotient of the largest tensor at once (measured by the probe grid); fused: none.
+    torch SGD updates in place (foreach or not, ± momentum: param.add_(buf or grad, alpha=−lr)): none. 8-bit AdamW
+    (bitsandbytes) updates block-wise in its kernel: none.
+    Source: torch/optim/adamw.py `_multi_tensor_adamw`, `_single_tensor_adamw`; torch/optim/sgd.py
+      `_multi_tensor_sgd`, `_single_tensor_sgd` (torch 2.13); measured by the probes.
+    Assumes: SGD without Nesterov (whose update allocates grad + momentum·buf).
+    """
+    if t.optimizer.kind != "adamw":
+        return 0
+    impl = t.optimizer.implementation
+    if impl == "foreach":
+        return tp.trainable
+    return 2 * _largest_trainable_tensor(spec, t.method.kind == "full", tp) if impl == "for_loop" else 0
 
 
 def _state_terms(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, pb: ParamBytes) -> dict[str, Term]:
     """Weights, gradients, optimizer states and temporaries on one GPU, with ZeRO sharding."""
     n, dp, z = tp.trainable, t.data_parallel, t.zero_stage
-    full = t.method.kind == "full"
-    # for-loop AdamW holds exp_avg_sq.sqrt() and the quotient of the largest tensor at once (measured by probe)
-    temp_elems = {"foreach": n, "for_loop": 2 * _largest_trainable_tensor(spec, full, tp), "fused": 0}
-    temp = 0 if t.optimizer.kind == "adamw_8bit" else temp_elems[t.optimizer.implementation] * pb.state_elem
+    temp = _optimizer_temporaries(spec, t, tp) * pb.state_elem
     shard = f" ÷ DP={dp}" if dp > 1 else ""
     rows = {
         "weights/trainable": (n * pb.weight, z >= 3, "N_train·b_w", f"{n:,} params × {pb.weight} B"),
@@ -64,7 +93,7 @@ def _state_terms(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, pb: Para
         "optimizer/temporaries": (
             temp,
             z >= 1,
-            "foreach: N_train·b_s; for-loop: largest tensor; fused: 0",
+            "AdamW foreach: N_train·b_s; for-loop: 2·largest tensor·b_s; fused, SGD, 8-bit: 0",
             f"{t.optimizer.implementation} implementation",
         ),
     }

@@ -15,8 +15,9 @@
   names then no longer target any nn.Linear, so dense MLPs and shared experts of these families get no adapter from
   them. qwen2_moe is not converted.
 
-memplan is stricter than peft in one place: every name the user gives must match something (peft is silent when
-at least one other name matched); names from peft's defaults that match nothing are dropped, as peft drops them.
+Target names that match nothing are answered as peft builds the model: peft adapts the names that matched, and
+refuses only when none did; the names that matched nothing are listed in `TrainableParams.unmatched_targets`, and
+the estimate warns about them (peft itself is silent).
 """
 
 from __future__ import annotations
@@ -107,6 +108,10 @@ class TrainableParams(FrozenSpec):
         "'experts.gate_proj', 'router'), plus 'lm_head'/'embed_tokens' when targeted."
     )
     ia3_targets: frozenset[str] = Field(description="The same for IA3.")
+    unmatched_targets: tuple[str, ...] = Field(
+        default=(),
+        description="Target names given that match no module (peft adapts the others); e.g. v_proj on MLA.",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,13 +323,13 @@ def _lora_params(spec: ModelSpec, method: LoRASpec) -> TrainableParams:
     hits, used_modules, used_parameters = _lora_hits(spec, targets, method.rank)
     unmatched = sorted(targets.given_modules - used_modules)
     moved = sorted(name for name, parameter in targets.given_parameters if parameter not in used_parameters)
-    if unmatched or moved or not hits:
+    if not hits:  # peft: "Target modules ... not found in the base model"
         raise _problem("target_modules", _unmatched_message(spec, unmatched + moved, moved))
     if method.dropout and any(hit.site.kind == "parameter" for hit in hits):
         raise _problem(
             "dropout", "peft's LoRA on MoE expert/router parameters (ParamWrapper) refuses lora_dropout != 0"
         )
-    return _summarize(spec, hits, lora=True)
+    return _summarize(spec, hits, lora=True, unmatched=tuple(sorted(set(unmatched + moved))))
 
 
 def _unmatched_message(spec: ModelSpec, names: list[str], moved: list[str] | None = None) -> str:
@@ -385,15 +390,15 @@ def _ia3_params(spec: ModelSpec, method: IA3Spec) -> TrainableParams:
             is_feedforward = any(key.endswith(name) for name in feedforward)
             hits.append(_Hit(site, 0, site.d_in if is_feedforward else site.d_out))
     unmatched = sorted(names - used) if method.target_modules is not None else []
-    if unmatched or not hits:
+    if not hits:
         raise _problem("target_modules", _unmatched_message(spec, unmatched))
-    return _summarize(spec, hits, lora=False)
+    return _summarize(spec, hits, lora=False, unmatched=tuple(unmatched))
 
 
 # --- results ------------------------------------------------------------------------------------------------
 
 
-def _summarize(spec: ModelSpec, hits: list[_Hit], lora: bool) -> TrainableParams:
+def _summarize(spec: ModelSpec, hits: list[_Hit], lora: bool, unmatched: tuple[str, ...] = ()) -> TrainableParams:
     """Group adapted sites into PeftModules (one per name and shape) and collect their planner names."""
     groups: dict[tuple[str, int, int, int], list[int]] = {}
     targets: set[str] = set()
@@ -405,7 +410,8 @@ def _summarize(spec: ModelSpec, hits: list[_Hit], lora: bool) -> TrainableParams
         PeftModule(name=name, d_in=d_in, d_out=d_out, rank=rank, per_layer=1, layers=len(v), trainable_params=sum(v))
         for (name, d_in, d_out, rank), v in groups.items()
     )
-    return _result(spec, modules, lora_targets=targets if lora else set(), ia3_targets=set() if lora else targets)
+    result = _result(spec, modules, lora_targets=targets if lora else set(), ia3_targets=set() if lora else targets)
+    return result.model_copy(update={"unmatched_targets": unmatched})
 
 
 def _result(

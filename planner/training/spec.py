@@ -15,6 +15,7 @@ __all__ = [
     "Checkpointing",
     "FullFineTune",
     "IA3Spec",
+    "KernelDevice",
     "LoRASpec",
     "MethodSpec",
     "OptimizerSpec",
@@ -138,6 +139,16 @@ class AttentionImpl(StrEnum):
     SDPA_MATH = "sdpa_math"
 
 
+class KernelDevice(StrEnum):
+    """Where the kernels run. CUDA and the CPU save different tensors in a few places, and the planner sizes the
+    one asked for: dropout keeps a bool mask on CUDA (torch's fused native_dropout) and a mask in the input's dtype
+    on the CPU (input · bernoulli noise); SDPA's fused kernels accept different shapes (the CPU flash kernel needs
+    equal q/k and v head dims, so MLA runs the math kernel there)."""
+
+    CUDA = "cuda"  # the product models GPUs
+    CPU = "cpu"  # what a cpu (or fake) probe runs
+
+
 class TrainingSpec(FrozenSpec):
     """One fine-tuning configuration on data-parallel GPUs."""
 
@@ -150,6 +161,12 @@ class TrainingSpec(FrozenSpec):
         description="Attention kernel: 'sdpa' (fused flash/memory-efficient: O(s), a log-sum-exp), 'sdpa_math' "
         "(PyTorch's SDPA math fallback: fp32 q, k, v and fp32 s² softmax kept for backward) or 'eager' "
         "(fp32 s² softmax and its copy in the activation dtype).",
+    )
+    device: KernelDevice = Field(
+        default=KernelDevice.CUDA,
+        description="Where the kernels run: 'cuda' (the default: GPUs) or 'cpu'. Dropout masks (1 B per element "
+        "on CUDA, the input's dtype on the CPU) and which fused SDPA kernel can run (MLA falls back to SDPA's math "
+        "kernel on the CPU) depend on it.",
     )
     micro_batch_size: Annotated[int, Field(ge=1, le=1 << 16)] = 1
     sequence_length: Tokens = Field(default=4096, description="Tokens per row (padded or packed).")

@@ -14,7 +14,8 @@ from planner.model.params import count_params, layer_kinds
 from planner.model.precision import WeightFormat, linear_weight_bytes
 from planner.model.spec import ModelSpec
 from planner.training.activations import LayerGrads, TrainShapes
-from planner.training.peft_params import TrainableParams
+from planner.training.attention_core import sdpa_kernel
+from planner.training.peft_params import TrainableParams, prefix_token_dim
 from planner.training.spec import IA3Spec, LoRASpec, Precision, QLoRASpec, TrainingSpec
 
 __all__ = ["ParamBytes", "layer_grads", "param_bytes", "sharded", "train_shapes"]
@@ -81,7 +82,8 @@ def param_bytes(spec: ModelSpec, training: TrainingSpec, trainable: TrainablePar
 def train_shapes(spec: ModelSpec, training: TrainingSpec, micro_batch: int | None = None) -> TrainShapes:
     """Rows × tokens of the largest micro-batch: packed rows are full; padded rows reach the longest sample.
 
-    Prompt tuning lengthens every row by its virtual tokens; prefix tuning lengthens the keys only.
+    Prompt tuning lengthens every row by its virtual tokens; prefix tuning lengthens the keys only. The attention
+    kernel is the one that runs on the device (planner.training.attention_core.sdpa_kernel).
     """
     seq = training.sequence_length
     if not training.packing and training.sample_lengths:
@@ -93,7 +95,13 @@ def train_shapes(spec: ModelSpec, training: TrainingSpec, micro_batch: int | Non
     p = 4 if training.precision is Precision.FP32 else 2
     virtual = method.num_virtual_tokens if method.kind in ("prefix", "prompt") else 0
     autocast = training.precision is Precision.BF16_AUTOCAST
-    return TrainShapes(micro_batch or training.micro_batch_size, seq, p, prefix, training.attention, virtual, autocast)
+    attention = sdpa_kernel(spec, training.attention, training.device)
+    batch = micro_batch or training.micro_batch_size
+    mlp = (0, 0)
+    if method.kind == "prefix" and method.prefix_projection:
+        t = prefix_token_dim(spec)
+        mlp = (t, method.encoder_hidden_size or t)
+    return TrainShapes(batch, seq, p, prefix, attention, virtual, autocast, training.device, mlp)
 
 
 def layer_grads(training: TrainingSpec, trainable: TrainableParams) -> LayerGrads:

@@ -85,6 +85,16 @@ def test_data_parallel_zero_3_shards_the_states(client: TestClient) -> None:
     assert eight.throughput.communication_s > 0 == one.throughput.communication_s
 
 
+def test_partly_matching_targets_are_a_warning_not_a_422(client: TestClient) -> None:
+    # issue 10: q_proj, v_proj on DeepSeek-V2-Lite (no v_proj) was a 422; peft adapts q_proj alone
+    method = {"kind": "lora", "rank": 8, "target_modules": ["q_proj", "v_proj"]}
+    response = client.post(PATH, json={"model": "deepseek-v2-lite", "training": {"method": method}})
+    assert response.status_code == 200
+    body = response.json()
+    assert any("['v_proj'] match no module" in w for w in body["warnings"])
+    assert body["trainable_params"]["unmatched_targets"] == ["v_proj"]
+
+
 def test_ia3_on_deepseek_v2_lite_has_no_default_targets(client: TestClient) -> None:
     response = client.post(PATH, json={"model": "deepseek-v2-lite", "training": {"method": {"kind": "ia3"}}})
     assert response.status_code == 422

@@ -1,0 +1,172 @@
+"""The attention core's saved tensors: q, k, v as the kernel keeps them, the scores or their log-sum-exp.
+
+Which storage autograd keeps behind k and v depends on how transformers hands them to the kernel. `repeat_kv`
+(expand + reshape) copies only when it has to: with one KV head (MQA) the reshape merges a size-1 dimension and
+returns a view of the one-head tensor, and with n_kv = n_h it returns its input. A kernel that saves a view keeps
+the whole storage behind it: Phi-3's v is a slice of the fused qkv_proj output, MLA's v a slice of kv_b_proj's
+output. Eager attention's matmuls fold (b, n_h) into one batch dimension; that reshape is a view for one row
+(b = 1) or a contiguous input, a copy otherwise.
+Source: transformers 5 `repeat_kv`, `sdpa_attention_forward` (use_gqa_in_sdpa), `eager_attention_forward`; torch
+`matmul` (batched: expand + reshape to 3-D, then bmm), `_scaled_dot_product_attention_math`; measured with
+saved_tensors_hooks and the probes (tests/planner/test_activations.py, tests/models/).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from planner.model.spec import ModelSpec
+from planner.training.spec import AttentionImpl, KernelDevice
+
+if TYPE_CHECKING:
+    from planner.training.activations import SavedLedger, TrainShapes
+
+__all__ = [
+    "FUSED_QKV_FAMILIES",
+    "SOFTCAPPED_FAMILIES",
+    "attention_backward_temporaries",
+    "attention_core",
+    "attention_head_dims",
+    "sdpa_kernel",
+]
+
+FP32 = 4
+FUSED_QKV_FAMILIES = frozenset({"phi3"})  # one qkv_proj (and gate_up_proj) linear, split after
+# Gemma-2 soft-caps attention scores (eager only) and the final logits: c·tanh(x / c) (its config defaults)
+SOFTCAPPED_FAMILIES = frozenset({"gemma2"})
+SDPA_GQA_MAX_HEAD_DIM = 256  # transformers passes enable_gqa to SDPA only without a mask and for d_h ≤ 256
+
+
+def attention_head_dims(spec: ModelSpec) -> tuple[int, int, int]:
+    """(d_q, d_v, n_kv): MLA's per-head q/k of d_nope + d_R and v of d_v on every head; else d_h and the KV heads."""
+    if spec.mla is not None:
+        return spec.mla.qk_head_dim, spec.mla.v_head_dim, spec.num_heads
+    return spec.resolved_head_dim, spec.resolved_head_dim, spec.kv_heads
+
+
+def sdpa_kernel(spec: ModelSpec, attention: AttentionImpl, device: KernelDevice) -> AttentionImpl:
+    """The kernel `attention` runs on `device`: SDPA falls back to its math kernel where no fused one fits.
+
+    CPU: the fused (flash) kernel needs equal q/k and v head dims, so MLA (d_nope + d_R ≠ d_v) runs math.
+    CUDA: the memory-efficient kernel takes unequal head dims, so SDPA stays fused (O(s)).
+    Source: torch sdp_utils_cpp.cpp `check_head_dim_size_cpp`; sdp_utils.cpp `check_head_dim_size_mem_efficient`;
+      checked against torch's own choice (`torch._fused_sdp_choice`) on the CPU by tests/models/test_kernels.py.
+    Assumes: CUDA head dims within the memory-efficient kernel's limits (multiples of 8).
+    """
+    d_q, d_v, _ = attention_head_dims(spec)
+    if attention is AttentionImpl.SDPA and device is KernelDevice.CPU and d_q != d_v:
+        return AttentionImpl.SDPA_MATH
+    return attention
+
+
+def attention_backward_temporaries(spec: ModelSpec, shp: TrainShapes) -> int:
+    """Bytes a block's softmax backward holds besides its saved tensors; 0 for fused SDPA (tile by tile, no s²).
+
+    Eager and SDPA math: the fp32 gradients of the softmax output and of the scores (2·4·b·n_h·s·s_k), the
+    gradient of v repeated to n_h heads (b_v·b·n_h·s_k·d_v; b_v = 4 for math, which works in fp32, p for eager)
+    and the gradient entering the block (p·T·h), live at once. In bf16 with n_h·d_h = h, eager's is 4·T·h.
+    Source: measured with live storages at each softmax backward (models/ cpu backend, CPU) on transformers GQA
+    Llamas, eager and forced to SDPA math (bf16 and fp32), and on DeepSeek-V2 (MLA, math, bf16).
+    """
+    if shp.attention is AttentionImpl.SDPA:
+        return 0
+    b, p, n_h, s_k = shp.batch, shp.act_bytes, spec.num_heads, shp.seq + shp.prefix_tokens
+    scores_grads = 2 * FP32 * b * n_h * shp.seq * s_k
+    v_grad_bytes = FP32 if shp.attention is AttentionImpl.SDPA_MATH else p
+    v_grad = v_grad_bytes * b * n_h * s_k * attention_head_dims(spec)[1]
+    return scores_grads + v_grad + p * shp.tokens * spec.hidden_size
+
+
+def _v_source_width(spec: ModelSpec, shp: TrainShapes) -> int:
+    """Elements per key token of the tensor v is a view of: Phi-3's fused qkv output, MLA's kv_b output, prefix
+    tuning's concatenation of the prefix and v (contiguous), else v_proj's output."""
+    d = spec.resolved_head_dim
+    if spec.mla is not None:
+        return spec.num_heads * (spec.mla.qk_nope_head_dim + spec.mla.v_head_dim)
+    if spec.family in FUSED_QKV_FAMILIES and not shp.prefix_tokens:
+        return (spec.num_heads + 2 * spec.kv_heads) * d
+    return spec.kv_heads * d
+
+
+def _fused_kv_widths(spec: ModelSpec, shp: TrainShapes, masked: bool) -> tuple[int, int]:
+    """(k, v) elements per key token behind what a fused SDPA kernel saves. Unmasked, transformers shares KV heads
+    through enable_gqa; with a mask it repeats them first (repeat_kv), a copy only when 1 < n_kv < n_h. Under
+    autocast, RoPE leaves k in fp32 (fp32 cos/sin) and SDPA's bf16 cast copies it whole: one KV head repeated
+    becomes n_h heads; v stays bf16 (v_proj's output) unless prefix tuning concatenated it with the fp32 prefix."""
+    d_q, d_v, n_kv = attention_head_dims(spec)
+    n_h = spec.num_heads
+    repeated = masked or d_q != d_v or d_q > SDPA_GQA_MAX_HEAD_DIM
+    if repeated and 1 < n_kv < n_h:
+        return n_h * d_q, n_h * d_v
+    cast_view = shp.autocast and repeated and n_kv == 1 < n_h
+    k = n_h * d_q if cast_view else n_kv * d_q
+    v = n_h * d_v if cast_view and shp.prefix_tokens else _v_source_width(spec, shp)
+    return k, v
+
+
+def _eager_kv_widths(spec: ModelSpec, shp: TrainShapes) -> tuple[int, int]:
+    """(k, v) elements per key token behind what eager's two matmuls save (bmm's reshaped inputs).
+
+    k (RoPE's output, or the prefix concatenation: contiguous) stays a view for n_kv = n_h, and for one KV head in
+    one row; v (a transposed view) stays a view in one row or when contiguous (prefix); otherwise n_h-wide copies.
+    Under autocast the matmul's bf16 cast copies k (fp32 after RoPE) whole, and v too when prefix tuning made it
+    fp32: n_h heads.
+    """
+    d_q, d_v, n_kv = attention_head_dims(spec)
+    n_h, one_row = spec.num_heads, shp.batch == 1
+    if 1 < n_kv < n_h:  # repeat_kv copies
+        return n_h * d_q, n_h * d_v
+    k = n_kv * d_q if (n_kv == n_h or one_row) and not shp.autocast else n_h * d_q
+    v_view = (one_row or (shp.prefix_tokens > 0 and n_kv == n_h)) and not (shp.autocast and shp.prefix_tokens)
+    return k, _v_source_width(spec, shp) if v_view else n_h * d_v
+
+
+def attention_core(
+    ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, q_grad: bool, k_grad: bool, v_grad: bool, masked: bool
+) -> None:
+    """Attention core for MHA/MQA/GQA (MLA: per-head q/k of d_nope + d_R, v of d_v), by kernel.
+
+    SDPA (fused flash / memory-efficient) saves q, k, v, the output and an fp32 log-sum-exp (b·n_h·s·4); given
+    an explicit mask (`masked`), transformers repeats k, v to n_h heads first (repeat_kv) and SDPA keeps the mask
+    converted to the activation dtype, p·b·s·s_k.
+    Eager saves q, k and v repeated to n_h heads (see `_eager_kv_widths` for the views), the fp32 softmax
+    (b·n_h·s·s_k·4) and its cast to p (absent in fp32); o_proj then reads a contiguous copy of the output.
+    SDPA math (torch's composite fallback) upcasts q, k, v to fp32, scales q and kᵀ by √scale each and repeats
+    k, v to n_h heads, then keeps what eager keeps, in fp32: 4·b·n_h·(s·d_q + s_k·d_q + s_k·d_v) + 4·b·n_h·s·s_k
+    (probs·v reads the fp32 softmax itself; the mask is not kept); o_proj reads a contiguous copy, as in eager.
+    Source: torch `_scaled_dot_product_attention_math`; measured with saved_tensors_hooks on tiny transformers
+    models, MLA DeepSeek-V2 (CPU picks math) and GQA Llama forced to math (tests/planner/test_activations.py).
+    """
+    b, s, p = shp.batch, shp.seq, shp.act_bytes
+    s_k = s + shp.prefix_tokens
+    n_h = spec.num_heads
+    d_q, d_v, _ = attention_head_dims(spec)
+    if shp.attention is AttentionImpl.SDPA:  # one autograd node: keeps every input once any needs grad
+        k_width, v_width = _fused_kv_widths(spec, shp, masked)
+        ledger.add("attention/q", p * b * s * n_h * d_q)
+        ledger.add("attention/k", p * b * s_k * k_width)
+        ledger.add("attention/v", p * b * s_k * v_width)
+        ledger.add("attention/output", p * b * s * n_h * d_v)
+        ledger.add("attention/logsumexp", FP32 * b * n_h * s)
+        if masked:
+            ledger.add("attention/mask", p * b * s * s_k)
+        return
+    math = shp.attention is AttentionImpl.SDPA_MATH
+    if math:
+        qkv_bytes, suffix, (k_width, v_width) = FP32, "_fp32", (n_h * d_q, n_h * d_v)
+    else:
+        qkv_bytes, suffix, (k_width, v_width) = p, "", _eager_kv_widths(spec, shp)
+    # q·kᵀ keeps q for k's grad and k for q's; probs·v keeps probs for v's grad and v for the probs' grad.
+    scores_grad = q_grad or k_grad
+    if k_grad:
+        ledger.add(f"attention/q{suffix}", qkv_bytes * b * s * n_h * d_q)
+    if q_grad:
+        ledger.add(f"attention/k{suffix}", qkv_bytes * b * s_k * k_width)
+    if scores_grad:
+        ledger.add(f"attention/v{suffix}", qkv_bytes * b * s_k * v_width)
+    if scores_grad or math:  # math: probs·v keeps the fp32 softmax, the same tensor
+        ledger.add("attention/softmax_fp32", FP32 * b * n_h * s * s_k)
+    if not math and v_grad and (p != FP32 or not scores_grad):
+        ledger.add("attention/probs", p * b * n_h * s * s_k)
+    if not math and scores_grad and spec.family in SOFTCAPPED_FAMILIES:  # tanh(scores / c) · c keeps the tanh
+        ledger.add("attention/softcap_tanh", p * b * n_h * s * s_k)

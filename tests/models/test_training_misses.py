@@ -1,0 +1,72 @@
+"""The classes of training misses issue 10's independent check found, each probed on the cpu backend: saved
+activations exact and both steps' peaks within 1 %. The numbers in the comments are the planner's errors before
+the fix, measured with these very probes (torch 2.13 CPU, transformers 5.23, peft 0.21.2).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+
+from models.runner import run_probe
+from planner.probe import ProbeRequest
+
+PEAK_TOLERANCE = 0.01
+SMALL = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 8,
+         "num_key_value_heads": 2, "vocab_size": 1024, "head_dim": 32}  # fmt: skip
+MQA = {"num_layers": 32, "hidden_size": 4096, "num_heads": 32, "num_kv_heads": 1, "ffn_dim": 11008, "vocab_size": 32000}
+LORA_QKV = {"kind": "lora", "rank": 8, "dropout": 0.1, "target_modules": ["q_proj", "k_proj", "v_proj"]}
+ALL_LINEAR = {"kind": "lora", "rank": 8, "target_modules": "all-linear"}
+WINDOW = {**SMALL, "model_type": "mistral", "sliding_window": 64, "num_attention_heads": 2, "num_key_value_heads": 1}
+
+CASES: dict[str, tuple[Any, dict[str, Any], dict[str, Any]]] = {
+    # 1. LoRA dropout: saved −5.49 %, peak −3.01 % (bf16 q/k/v); saved −16.3 %, peak −10.1 % (fp32 all-linear)
+    "lora-dropout/bf16": ("llama-3-8b", {"method": LORA_QKV}, {}),
+    "lora-dropout/fp32-all-linear": (
+        "llama-3-8b",
+        {"precision": "fp32", "method": {**ALL_LINEAR, "dropout": 0.05}},
+        {},
+    ),
+    # 2. Phi-3's fused qkv_proj and gate_up_proj under LoRA all-linear: saved +0.45 % (fp32)
+    "phi3/lora-all-linear": ({**SMALL, "model_type": "phi3"}, {"method": ALL_LINEAR}, {}),
+    "phi3/lora-all-linear/fp32": ({**SMALL, "model_type": "phi3"}, {"method": ALL_LINEAR, "precision": "fp32"}, {}),
+    # 3. SGD allocates no step temporaries: peak +49.3 % (fp32), +33.3 % with momentum
+    "sgd/fp32": ("llama-3-8b", {"precision": "fp32", "optimizer": {"kind": "sgd"}}, {"sequence_length": 64}),
+    "sgd-momentum/fp32": (
+        "llama-3-8b",
+        {"precision": "fp32", "optimizer": {"kind": "sgd", "momentum": 0.9}},
+        {"sequence_length": 64},
+    ),
+    # 4. MQA: repeat_kv's view of one KV head: saved +4.6 % (eager, one row); saved +10.1 %, peak +4.6 % (prefix)
+    "mqa/eager/one-row": (MQA, {"attention": "eager"}, {"micro_batch_size": 1}),
+    "mqa/prefix": (MQA, {"method": {"kind": "prefix", "num_virtual_tokens": 8}}, {}),
+    # 5. MLA without q_lora_rank, LoRA on kv_a/kv_b: saved −8.1 %, peak −3.1 %
+    "mla/lora-kv": (
+        "deepseek-v2-lite",
+        {"method": {"kind": "lora", "rank": 8, "target_modules": ["kv_a_proj_with_mqa", "kv_b_proj"]}},
+        {"sequence_length": 64},
+    ),
+    # 6. SDPA with a sliding window under full checkpointing: peak −5.0 % at 256 tokens (the boolean window mask)
+    "window/sdpa/ckpt": (
+        WINDOW,
+        {"gradient_checkpointing": "full", "method": {"kind": "lora", "rank": 4, "target_modules": ["q_proj"]}},
+        {"sequence_length": 256},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_class_of_miss_is_fixed(case: str) -> None:
+    model, training, shape = CASES[case]
+    run = {"sequence_length": 128, "micro_batch_size": 2, **training, **shape}
+    request = ProbeRequest.model_validate({"model": model, "backend": "cpu", "training": run})
+    r = run_probe(request)
+    assert r.training is not None and r.training.device == "cpu"  # compared with the device it ran on
+    by_name = {c.name: c for c in r.comparisons}
+    saved = by_name["saved_activations"]
+    assert saved.measured_bytes == saved.estimated_bytes, saved
+    for name in ("peak/first_step", "peak/steady"):
+        assert abs(by_name[name].rel_error) <= PEAK_TOLERANCE, (name, by_name[name].rel_error)
