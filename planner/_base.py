@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler
-from pydantic_core import CoreSchema
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
 __all__ = ["Bytes", "Count", "FrozenSpec", "Positive", "Source", "StrictScalars"]
 
@@ -19,18 +19,31 @@ Bytes = Annotated[int, Field(ge=0, le=MAX_BYTES)]
 
 
 _STRICT_TYPES = frozenset({"int", "bool", "float"})
+_GUARDED = "memplan_bool_guard"
 
 
-def _make_scalars_strict(schema: Any) -> None:
-    """Mark every int, bool and float schema inside a core schema strict (in place)."""
-    if isinstance(schema, dict):
+def _not_a_bool(value: Any) -> Any:
+    """Literal[0, 1, …] matches False and True by equality; a boolean is not one of those integers."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("literal_error", "Input should be an integer, not a boolean")
+    return value
+
+
+def _make_scalars_strict(schema: Any) -> Any:
+    """The core schema with every int, bool and float schema inside it strict (marked in place), and integer
+    literals guarded against booleans (wrapped)."""
+    if isinstance(schema, list):
+        schema[:] = [_make_scalars_strict(value) for value in schema]
+    elif isinstance(schema, dict):
+        for key, value in schema.items():
+            schema[key] = _make_scalars_strict(value)
         if schema.get("type") in _STRICT_TYPES:
             schema["strict"] = True
-        for value in schema.values():
-            _make_scalars_strict(value)
-    elif isinstance(schema, list):
-        for value in schema:
-            _make_scalars_strict(value)
+        elif schema.get("type") == "literal" and not schema.get("metadata", {}).get(_GUARDED):
+            if any(isinstance(v, int) and not isinstance(v, bool) for v in schema["expected"]):
+                schema.setdefault("metadata", {})[_GUARDED] = True  # nested schemas are walked again by their users
+                return core_schema.no_info_before_validator_function(_not_a_bool, schema)
+    return schema
 
 
 class StrictScalars(BaseModel):
@@ -40,9 +53,7 @@ class StrictScalars(BaseModel):
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
-        schema = handler(source)
-        _make_scalars_strict(schema)
-        return schema
+        return _make_scalars_strict(handler(source))  # type: ignore[no-any-return]
 
 
 class FrozenSpec(StrictScalars):

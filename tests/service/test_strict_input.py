@@ -36,6 +36,7 @@ def training(**changes: Any) -> dict[str, Any]:
         (TRAIN, training(first_step=1), ["body", "training", "first_step"]),
         (TRAIN, training(first_step="true"), ["body", "training", "first_step"]),
         (TRAIN, training(packing="yes"), ["body", "training", "packing"]),
+        (TRAIN, training(zero_stage=False, data_parallel=2), ["body", "training", "zero_stage"]),  # Literal[0, …]
         (TRAIN, training(sample_lengths=[512, "256"]), ["body", "training", "sample_lengths", 1]),
         (IMPORT, {**QWEN2_5_0_5B_CONFIG, "num_hidden_layers": "24"}, ["body", "num_hidden_layers"]),
         (IMPORT, {**QWEN2_5_0_5B_CONFIG, "tie_word_embeddings": 1}, ["body", "tie_word_embeddings"]),
