@@ -29,6 +29,12 @@ def _not_a_bool(value: Any) -> Any:
     return value
 
 
+def _unguarded_int_literal(schema: dict[str, Any]) -> bool:
+    if schema.get("type") != "literal" or schema.get("metadata", {}).get(_GUARDED):
+        return False
+    return any(isinstance(v, int) and not isinstance(v, bool) for v in schema["expected"])
+
+
 def _make_scalars_strict(schema: Any) -> Any:
     """The core schema with every int, bool and float schema inside it strict (marked in place), and integer
     literals guarded against booleans (wrapped)."""
@@ -39,10 +45,9 @@ def _make_scalars_strict(schema: Any) -> Any:
             schema[key] = _make_scalars_strict(value)
         if schema.get("type") in _STRICT_TYPES:
             schema["strict"] = True
-        elif schema.get("type") == "literal" and not schema.get("metadata", {}).get(_GUARDED):
-            if any(isinstance(v, int) and not isinstance(v, bool) for v in schema["expected"]):
-                schema.setdefault("metadata", {})[_GUARDED] = True  # nested schemas are walked again by their users
-                return core_schema.no_info_before_validator_function(_not_a_bool, schema)
+        elif _unguarded_int_literal(schema):
+            schema.setdefault("metadata", {})[_GUARDED] = True  # nested schemas are walked again by their users
+            return core_schema.no_info_before_validator_function(_not_a_bool, schema)
     return schema
 
 

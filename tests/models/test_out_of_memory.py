@@ -13,7 +13,12 @@ from service.probes.process import ProbeProcess
 # About 1.7 GiB planned, most of it the logits of 2,048 tokens over a 65,536-token vocabulary (bf16, their fp32
 # upcast and gradient); the probe process's interpreter, torch, transformers and peft take ~400 MB of the 768 MiB.
 BIG = ProbeRequest.model_validate(
-    {"model": "llama-3-8b", "backend": "cpu", "training": {"sequence_length": 2048, "micro_batch_size": 1}, "scale": {"vocab_size": 65536}}
+    {
+        "model": "llama-3-8b",
+        "backend": "cpu",
+        "training": {"sequence_length": 2048, "micro_batch_size": 1},
+        "scale": {"vocab_size": 65536},
+    }
 )
 LIMIT_BYTES = 768 << 20
 

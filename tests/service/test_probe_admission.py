@@ -76,7 +76,9 @@ def wait_for(client: TestClient, job_id: str) -> dict[str, Any]:
     ],
     ids=["training-tokens", "serving-tokens", "parameters"],
 )
-def test_caps_are_checked_at_submission(make_client: MakeClient, body: dict[str, Any], loc: list[Any], words: str) -> None:
+def test_caps_are_checked_at_submission(
+    make_client: MakeClient, body: dict[str, Any], loc: list[Any], words: str
+) -> None:
     """These were accepted (202) and failed seconds later in the probe process, holding the only worker."""
     with make_client() as client:
         response = client.post(PROBES, json=body)

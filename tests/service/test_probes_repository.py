@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC
-from pathlib import Path
 from typing import Any
 
 import pytest
