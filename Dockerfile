@@ -1,4 +1,10 @@
 # memplan service image. CPU-only PyTorch by default (the probe side runs on CPU unless a GPU build is chosen).
+#
+# It listens on 0.0.0.0 inside the container, so `memplan serve` refuses to start without MEMPLAN_API_KEY (no key is
+# baked in). Run it with a key, the host names clients use, and the port published on loopback unless a proxy is
+# in front:
+#   docker run -e MEMPLAN_API_KEY="$(openssl rand -hex 32)" -e MEMPLAN_ALLOWED_HOSTS=localhost,127.0.0.1 \
+#       -p 127.0.0.1:8000:8000 memplan
 FROM python:3.11-slim
 
 ARG TORCH_SPEC="torch==2.13.0"

@@ -2,6 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Extras `make test` installs: `make test TEST_EXTRAS=test,ray` (as .ci/run does) also runs the Ray executor's tests.
+TEST_EXTRAS ?= test
+comma := ,
+TEST_STAMP := $(VENV)/.installed-$(subst $(comma),-,$(TEST_EXTRAS))
 
 .PHONY: serve test lint bench
 
@@ -15,14 +19,14 @@ $(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
 
 # torch is pinned to 2.13.0, whose CPU build pip finds on this machine kind; tests build transformers/peft
 # models on the meta device and never need a GPU.
-$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[test]'
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[$(TEST_EXTRAS)]'
 	touch $@ $(VENV)/.serve-installed
 
 serve: $(VENV)/.serve-installed
 	$(BIN)/memplan serve
 
-lint: $(VENV)/.test-installed
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -20,7 +20,15 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from models.live_storages import measure_live
-from models.measurement import OUT_OF_MEMORY, BackendName, Measurement, Step, StepContext, storage_bytes
+from models.measurement import (
+    OUT_OF_MEMORY,
+    BackendName,
+    Measurement,
+    Step,
+    StepContext,
+    is_out_of_memory,
+    storage_bytes,
+)
 
 __all__ = [
     "OUT_OF_MEMORY",
@@ -170,7 +178,9 @@ class CudaBackend:
         oom = False
         try:
             fn(regions)
-        except OUT_OF_MEMORY:
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
             oom = True
         end.record()
         regions.mark("end")

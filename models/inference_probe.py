@@ -25,6 +25,7 @@ from planner import InferenceEstimate, InferenceRequest, ModelSpec, ServingSpec,
 from planner.model.kv_cache import kv_bytes_per_sequence
 from planner.model.precision import dtype_bytes
 from planner.probe import Comparison
+from planner.probe_size import probe_serving_spec
 
 __all__ = [
     "InferenceMeasurement",
@@ -48,8 +49,8 @@ class InferenceMeasurement:
 
 
 def serving_run(serving: ServingSpec, backend: AnyBackend) -> ServingSpec:
-    """The ServingSpec the probe really runs: no cuBLAS workspace off CUDA (there is no cuBLAS there)."""
-    return serving if backend.name == "cuda" else serving.model_copy(update={"cublas_workspace_bytes": 0})
+    """The ServingSpec the probe really runs (planner.probe_size.probe_serving_spec: no cuBLAS workspace off CUDA)."""
+    return probe_serving_spec(serving, backend.name)
 
 
 def _cache_bytes(cache: DynamicCache) -> int:

@@ -18,7 +18,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from models.measurement import OUT_OF_MEMORY, BackendName, Measurement, Step
+from models.measurement import BackendName, Measurement, Step, is_out_of_memory
 
 __all__ = ["measure_live"]
 
@@ -144,7 +144,9 @@ def measure_live(
     try:
         with tracker:
             fn(tracker)
-    except OUT_OF_MEMORY:
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
         oom = True
     finally:
         tracker.closed = True

@@ -8,10 +8,26 @@ from typing import Literal, Protocol
 
 import torch
 
-__all__ = ["OUT_OF_MEMORY", "BackendName", "Measurement", "Step", "StepContext", "storage_bytes"]
+__all__ = [
+    "OUT_OF_MEMORY",
+    "BackendName",
+    "Measurement",
+    "Step",
+    "StepContext",
+    "is_out_of_memory",
+    "storage_bytes",
+]
 
 BackendName = Literal["cpu", "fake", "cuda"]
 OUT_OF_MEMORY = (torch.OutOfMemoryError, MemoryError)  # OOM is a result, not a crash
+# What torch's CPU allocator raises (a plain RuntimeError) when malloc fails, e.g. under the probe process's
+# memory limit: "[enforce fail at alloc_cpu.cpp:127] ... DefaultCPUAllocator: can't allocate memory: ...".
+CPU_ALLOCATOR_FAILURE = "DefaultCPUAllocator: can't allocate memory"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """An allocation failure: CUDA's OutOfMemoryError, Python's MemoryError, or the CPU allocator's RuntimeError."""
+    return isinstance(exc, OUT_OF_MEMORY) or (isinstance(exc, RuntimeError) and CPU_ALLOCATOR_FAILURE in str(exc))
 
 
 @dataclass(frozen=True, slots=True)

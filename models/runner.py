@@ -11,14 +11,16 @@ import transformers
 from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException
 from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
-from models.backends import OUT_OF_MEMORY, BackendUnavailableError, Measurement, get_backend
+from models.backends import BackendUnavailableError, Measurement, get_backend
 from models.build import AnyBackend
 from models.inference_probe import inference_comparisons, measure_inference, planner_serving_terms, serving_run
 from models.kernels import kernel_run
+from models.measurement import is_out_of_memory
 from models.support import check_serving_supported, check_training_supported, unsupported
 from models.training_probe import measure_training, planner_phases, training_comparisons, training_run
-from planner import FieldProblem, ModelSpec, SpecError, count_params, load_catalog, resolve_model
+from planner import FieldProblem, ModelSpec, SpecError, load_catalog, resolve_model
 from planner.probe import MAX_PROBE_TOKENS, Comparison, ProbeRequest, ProbeResult, probe_hf_config, scale_down
+from planner.probe_size import MAX_FAKE_TOKENS, MAX_PROBE_PARAMS, check_probe_caps
 
 __all__ = [
     "MAX_FAKE_TOKENS",
@@ -31,8 +33,6 @@ __all__ = [
     "run_probe_detailed",
 ]
 
-MAX_PROBE_PARAMS = 50_000_000  # cpu/cuda: a scaled probe runs in seconds
-MAX_FAKE_TOKENS = 1 << 20  # fake allocates nothing; the cap keeps s² eager shapes and op counts reasonable
 DATA_DEPENDENT = (DataDependentOutputException, DynamicOutputShapeException, GuardOnDataDependentSymNode)
 
 
@@ -53,30 +53,6 @@ def probe_spec(request: ProbeRequest, explain: bool = False) -> tuple[ModelSpec,
             )
         return spec, backend
     return scale_down(spec, request.scale), backend
-
-
-def _tokens(request: ProbeRequest) -> int:
-    if request.kind == "training":
-        t = training_run(request.training)
-        return t.micro_batch_size * t.sequence_length * t.gradient_accumulation_steps
-    return request.serving.concurrency * request.serving.context_tokens
-
-
-def _check_caps(request: ProbeRequest, spec: ModelSpec, backend: AnyBackend) -> None:
-    tokens = _tokens(request)
-    where = ("training", "micro_batch_size") if request.kind == "training" else ("serving", "concurrency")
-    if backend.name == "fake":
-        if tokens > MAX_FAKE_TOKENS:
-            msg = f"{tokens:,} tokens per step exceed the fake backend's cap {MAX_FAKE_TOKENS:,}"
-            raise SpecError([FieldProblem(where, msg)])
-        return
-    params = count_params(spec).total
-    if params > MAX_PROBE_PARAMS:
-        raise SpecError(
-            [FieldProblem(("scale",), f"the probe model has {params:,} parameters; the cap is {MAX_PROBE_PARAMS:,}")]
-        )
-    if tokens > MAX_PROBE_TOKENS:
-        raise SpecError([FieldProblem(where, f"{tokens:,} tokens per step exceed the cap {MAX_PROBE_TOKENS:,}")])
 
 
 def _peak_rel_error(comparisons: list[Comparison], preferred: tuple[str, ...]) -> float:
@@ -112,7 +88,7 @@ def run_probe_detailed(request: ProbeRequest, explain: bool = False) -> tuple[Pr
     which storages are live at each measured peak."""
     began = time.perf_counter()
     spec, backend = probe_spec(request, explain)
-    _check_caps(request, spec, backend)
+    check_probe_caps(request, spec, backend.name)  # the server checked them at submission too
     training = training_run(request.training) if request.kind == "training" else None
     serving = serving_run(request.serving, backend) if request.kind == "inference" else None
     comparisons: list[Comparison] = []
@@ -138,14 +114,16 @@ def run_probe_detailed(request: ProbeRequest, explain: bool = False) -> tuple[Pr
             timings, hf_config = im.timings_s, im.hf_config
             oom = im.run is not None and im.run.out_of_memory
             details.measurements = {"inference": im.run} if im.run else {}
-    except OUT_OF_MEMORY:  # the model or its batch did not fit before any step ran
-        oom = True
     except DATA_DEPENDENT as exc:  # fake tensors have no values to decide a data-dependent shape with
         raise unsupported(
             ("backend",),
             f"the fake backend cannot trace this model: {type(exc).__name__} (a shape that depends on tensor "
             "values, e.g. an MoE loop over the experts that received tokens); probe it on cpu or cuda",
         ) from exc
+    except Exception as exc:  # the model or its batch did not fit before any step ran
+        if not is_out_of_memory(exc):
+            raise
+        oom = True
     finally:
         if backend.name == "cuda":
             torch.cuda.empty_cache()

@@ -29,6 +29,7 @@ from models.build import (
 from models.kernels import forced_kernel
 from planner import MemoryBreakdown, ModelSpec, TrainingSpec
 from planner.probe import Comparison
+from planner.probe_size import probe_training_spec
 from planner.training.activations import APPROXIMATE_LEDGER_FAMILIES
 from planner.training.backward_moments import CHECKPOINT_INPUTS_TERM
 from planner.training.memory import training_phases
@@ -62,11 +63,8 @@ class TrainingMeasurement:
 
 
 def training_run(training: TrainingSpec) -> TrainingSpec:
-    """The TrainingSpec the probe really runs: rows of the planner's row length, packed, one device."""
-    seq = training.sequence_length
-    if not training.packing and training.sample_lengths:
-        seq = min(seq, max(training.sample_lengths))  # padded to the longest sample (planner.train_shapes)
-    return training.model_copy(update={"sequence_length": seq, "packing": True, "sample_lengths": None})
+    """The TrainingSpec the probe really runs (planner.probe_size.probe_training_spec: packed rows, one device)."""
+    return probe_training_spec(training)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from planner._base import FrozenSpec
 from planner.model.spec import MLASpec, ModelSpec, MoESpec
-from planner.refs import ModelRef
+from planner.refs import CatalogId, ModelRef
 from planner.serving.spec import Engine, ServingSpec
 from planner.training.spec import TrainingSpec
 
@@ -49,6 +49,11 @@ class ProbeRequest(FrozenSpec):
     training: TrainingSpec = TrainingSpec(sequence_length=128, micro_batch_size=2)
     serving: ServingSpec = ServingSpec(engine=Engine.TRANSFORMERS, prompt_tokens=128, output_tokens=8)
     backend: Backend = Field(default="auto", description="auto = cuda when available, else cpu.")
+    gpu: CatalogId | None = Field(
+        default=None,
+        description="Catalog GPU id a cuda probe runs on: on a Ray cluster the probe asks for that accelerator type "
+        "(an H100 estimate is probed on an H100 node); the local executor runs it on its listed devices.",
+    )
     scale_down: bool = Field(default=True, description="Shrink the model (required except on the fake backend).")
     scale: ProbeScale = ProbeScale()
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = 300.0

@@ -8,17 +8,21 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import anyio
 import uvicorn
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from service import __version__
 from service.docs import install_offline_docs
 from service.errors import install_error_handlers
 from service.limits import RequestLimitsMiddleware
+from service.metrics import Metrics, MetricsMiddleware
+from service.openapi import COMMON, drop_security
 from service.probes.db import connect
-from service.probes.executor import ProbeExecutor
+from service.probes.executor import ProbeExecutor, make_executor
 from service.routers import estimates, gpus, health, models, probes
-from service.settings import Settings, get_settings
+from service.settings import Settings, get_settings, is_loopback
 
-__all__ = ["create_app", "run_server"]
+__all__ = ["InsecureBindError", "create_app", "run_server"]
 
 DESCRIPTION = """\
 Will this LLM fit on this GPU, how many sequences fit, and how fast will it run.
@@ -27,9 +31,19 @@ A model is a catalog id, an inline ModelSpec, or a raw Hugging Face `config.json
 integer; every memory term names its formula and source. 1 GiB = 2^30 B.
 """
 
+# uvicorn against slow or idle clients (the body itself has MEMPLAN_BODY_TIMEOUT_S, in RequestLimitsMiddleware)
+KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this
+MAX_HEADER_BYTES = 16_384  # h11: a request line and headers larger than this are refused (uvicorn's 400)
+MAX_CONNECTIONS = 1024  # concurrent connections and tasks; beyond it uvicorn answers 503
+GRACEFUL_SHUTDOWN_S = 30  # open requests get this long to finish on shutdown
+
+
+class InsecureBindError(RuntimeError):
+    """The server was asked to listen beyond loopback without MEMPLAN_API_KEY."""
+
 
 def _lifespan(executor: ProbeExecutor) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """Startup: probe tables, recovery of unfinished jobs, workers. Shutdown: running probes stop (interrupted)."""
+    """Startup: migrations, recovery of unfinished jobs, workers. Shutdown: running probes stop (interrupted)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -49,7 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     `with TestClient(app)` block.
     """
     resolved = settings or get_settings()
-    executor = ProbeExecutor(connect(resolved.database_url), resolved)
+    metrics = Metrics()
+    executor = make_executor(connect(resolved.database_url), resolved, metrics)
     app = FastAPI(
         title="memplan",
         description=DESCRIPTION,
@@ -59,18 +74,61 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan(executor),
     )
     app.state.probe_executor = executor
+    app.state.metrics = metrics
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: settings
-    app.add_middleware(
-        RequestLimitsMiddleware, max_body_bytes=resolved.max_body_bytes, max_json_depth=resolved.max_json_depth
-    )
+    _install_middleware(app, resolved, metrics)
     install_error_handlers(app)
     install_offline_docs(app)
     for router in (health.router, models.router, gpus.router, estimates.router, probes.router):
-        app.include_router(router)
+        app.include_router(router, responses=COMMON)
+    if resolved.api_key is None:
+        drop_security(app)
     return app
 
 
+def _install_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+    """Outermost first: metrics (everything is counted), the Host allow-list, CORS (only when configured), then
+    the body limits. add_middleware puts each one outside the ones before it."""
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_json_depth=settings.max_json_depth,
+        body_timeout_s=settings.body_timeout_s,
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["Location", "Link", "Retry-After", "X-Memplan-Probe"],
+        )
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts), www_redirect=False)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+
+def check_bind(settings: Settings) -> None:
+    """InsecureBindError when the server would listen beyond loopback with no API key."""
+    if not is_loopback(settings.host) and settings.api_key is None:
+        raise InsecureBindError(
+            f"refusing to listen on {settings.host}: beyond loopback, set MEMPLAN_API_KEY (at least 16 characters; "
+            "clients send 'Authorization: Bearer <key>' to queue probes) and MEMPLAN_ALLOWED_HOSTS (the names "
+            "clients reach this server by), or bind 127.0.0.1 behind a reverse proxy"
+        )
+
+
 def run_server(settings: Settings) -> None:
-    """Run uvicorn on a new app until interrupted."""
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    """Run uvicorn on a new app until interrupted; InsecureBindError for a non-loopback bind without a key."""
+    check_bind(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        limit_concurrency=MAX_CONNECTIONS,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        server_header=False,
+    )

@@ -25,7 +25,7 @@ from planner.model.describe import describe_import
 from planner.probe import ProbeRequest, ProbeResult
 from planner.training.estimate import TrainingRequest, estimate_training
 from planner.training.spec import AttentionImpl, Checkpointing, OptimizerSpec, Precision, TrainingSpec
-from service.app import run_server
+from service.app import InsecureBindError, run_server
 from service.probes.admission import admit
 from service.probes.child import describe_failure, load_runner
 from service.render import estimate_table, gpus_table, import_table, models_table, probe_table, training_table
@@ -87,10 +87,13 @@ def serve(
     host: Annotated[str, typer.Option(envvar="MEMPLAN_HOST", help="Interface to bind.")] = DEFAULT_HOST,
     port: Annotated[int, typer.Option(envvar="MEMPLAN_PORT", help="TCP port to bind.")] = DEFAULT_PORT,
 ) -> None:
-    """Serve the HTTP API (interactive docs at /docs, offline)."""
+    """Serve the HTTP API (interactive docs at /docs, offline). Beyond loopback it needs MEMPLAN_API_KEY."""
     with _user_errors():
         settings = Settings(host=host, port=port)
-    run_server(settings)
+    try:
+        run_server(settings)
+    except InsecureBindError as exc:
+        _fail(str(exc))
 
 
 @app.command()

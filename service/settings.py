@@ -2,19 +2,39 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["LOOPBACK_HOSTS", "Settings", "get_settings", "is_loopback"]
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 CPU_DEVICE = "cpu"
 _DEVICE = re.compile(r"^(cpu|cuda:\d{1,3})$")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    """True for 'localhost' and loopback addresses (127.0.0.0/8, ::1); False for 0.0.0.0, :: and everything else."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _comma_list(value: Any) -> Any:
+    """'a, b' → ('a', 'b'); lists pass; anything else is left for the type check."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        return value
+    return tuple(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
 
 
 class Settings(BaseSettings):
@@ -50,6 +70,43 @@ class Settings(BaseSettings):
     probe_max_timeout_s: float = Field(
         default=600.0, gt=0, le=3600, description="Cap on a probe's timeout_s; the probe process is killed after it."
     )
+    probe_max_bytes: int | None = Field(
+        default=None,
+        ge=1 << 20,
+        description="Largest planned peak (bytes, the planner's estimate of the probe) a probe may have; larger ones "
+        "get 422 at submission. Default: half of this machine's memory for cpu probes, 90% of the GPU's (as "
+        "nvidia-smi reports it) for cuda probes. A cpu probe's process also runs under an OS limit of this plus "
+        "the interpreter's own memory (RLIMIT_DATA).",
+    )
+    executor: Literal["local", "ray"] = Field(
+        default="local",
+        description="Where probes run: 'local' (one spawned process per device on this machine) or 'ray' (one Ray "
+        "task per probe on a Ray cluster, a GPU of the probe's type each; needs memplan[ray]).",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        max_length=500,
+        description="Ray cluster to join (e.g. 'auto' or 'ray://head:10001'); unset: a local Ray instance.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="When set, writes (POST /v1/probes, ?validate=true) need 'Authorization: Bearer <key>'. Required "
+        "when host is not a loopback address.",
+    )
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=LOOPBACK_HOSTS,
+        min_length=1,
+        description="Host header values accepted, comma-separated ('*' for any, '*.example.com' for subdomains); "
+        "others get 400 (DNS-rebinding guard).",
+    )
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Origins browsers may call the API from, comma-separated; none (CORS off) by default.",
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, le=3600, description="A request body that takes longer to arrive gets 408."
+    )
     probe_executor_id: str = Field(
         default_factory=socket.gethostname,
         min_length=1,
@@ -57,6 +114,11 @@ class Settings(BaseSettings):
         description="Names this server's probe jobs in the database (default: the host name). At startup only its "
         "own jobs are recovered, so replicas sharing a database each need a stable, distinct id.",
     )
+
+    @field_validator("allowed_hosts", "cors_origins", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return _comma_list(value)
 
     @field_validator("probe_devices", mode="before")
     @classmethod

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from planner._base import StrictScalars
 
 __all__ = ["HF_FIELD_OF_SPEC", "HFConfig"]
 
@@ -13,7 +15,7 @@ Small = Annotated[int, Field(ge=0, le=16_384)]
 LayerId = Annotated[int, Field(ge=0, le=1023)]
 
 
-class HFConfig(BaseModel):
+class HFConfig(StrictScalars):
     """A `config.json` as saved by transformers. Unused keys are accepted and ignored."""
 
     model_config = ConfigDict(

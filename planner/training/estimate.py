@@ -19,7 +19,7 @@ from planner.refs import GpuRef, ModelRef, ResolvedModel, resolve_gpu, resolve_m
 from planner.serving.throughput import attention_flops
 from planner.training.memory import training_phases
 from planner.training.peft_params import TrainableParams, trainable_params
-from planner.training.spec import Checkpointing, Precision, TrainingSpec
+from planner.training.spec import MAX_ACCUMULATION_STEPS, Checkpointing, Precision, TrainingSpec
 from planner.training.state import train_shapes
 
 __all__ = [
@@ -133,7 +133,8 @@ def _candidates(t: TrainingSpec) -> list[tuple[str, dict[str, Any]]]:
         )
     if t.attention != "sdpa":
         out.append((f"SDPA/flash attention instead of {t.attention}", {"attention": "sdpa"}))
-    if t.micro_batch_size > 1:
+    # halving the micro-batch doubles accumulation, which must stay within what a TrainingSpec accepts
+    if t.micro_batch_size > 1 and 2 * t.gradient_accumulation_steps <= MAX_ACCUMULATION_STEPS:
         out.append(
             (
                 f"micro-batch {t.micro_batch_size // 2} with twice the gradient accumulation",

@@ -26,6 +26,8 @@ __all__ = [
     "TrainingSpec",
 ]
 
+MAX_ACCUMULATION_STEPS = 1 << 16  # gradient accumulation steps a TrainingSpec accepts
+
 Tokens = Annotated[int, Field(ge=1, le=1 << 24)]
 ModuleName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.]+$")]
 
@@ -176,7 +178,7 @@ class TrainingSpec(FrozenSpec):
         max_length=100_000,
         description="Sample lengths of the data set; without packing rows are padded to the longest in the batch.",
     )
-    gradient_accumulation_steps: Annotated[int, Field(ge=1, le=1 << 16)] = 1
+    gradient_accumulation_steps: Annotated[int, Field(ge=1, le=MAX_ACCUMULATION_STEPS)] = 1
     data_parallel: Annotated[int, Field(ge=1, le=1 << 16)] = Field(default=1, description="GPUs (DP degree).")
     zero_stage: Literal[0, 1, 2, 3] = Field(
         default=0, description="ZeRO: 1 shards optimizer states, 2 + grads, 3 + weights."

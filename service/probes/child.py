@@ -1,12 +1,16 @@
 """The probe process: what runs after `spawn`. It imports the runner (and so torch) here, never in the server.
 
-It sends back one message, ("done", ProbeResult JSON) or ("failed", reason, traceback), and exits.
+It sends ("started",) once the runner is imported (torch loaded: seconds that do not count against the probe's
+timeout), then one outcome, ("done", ProbeResult JSON) or ("failed", reason, traceback), and exits. A memory limit
+(RLIMIT_DATA: heap and private anonymous mappings, where every allocation lands) is set before anything is imported,
+so that an allocation past it fails inside the probe, as out of memory, instead of the kernel's OOM killer choosing.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import resource
 import signal
 import threading
 import time
@@ -19,9 +23,12 @@ from pydantic import ValidationError
 
 from planner.probe import ProbeRequest, ProbeResult
 
-__all__ = ["INVALID_RESULT", "OUT_OF_MEMORY", "describe_failure", "load_runner", "main"]
+__all__ = ["INVALID_RESULT", "OUT_OF_MEMORY", "STARTED", "describe_failure", "limit_memory", "load_runner", "main"]
 
 OUT_OF_MEMORY = "out of memory"
+STARTED = "started"
+# torch's CPU allocator raises a plain RuntimeError with this message when malloc fails (models.measurement)
+CPU_ALLOCATOR_FAILURE = "DefaultCPUAllocator: can't allocate memory"
 INVALID_RESULT = "the probe runner returned an invalid ProbeResult"
 MAX_REASON_CHARS = 2000
 PARENT_POLL_S = 1.0  # how often an orphaned probe notices that the server is gone
@@ -43,8 +50,26 @@ def load_runner(path: str) -> Runner:
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
-    """MemoryError, or torch's OutOfMemoryError (matched by name: this module does not import torch)."""
-    return isinstance(exc, MemoryError) or any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__)
+    """MemoryError, torch's OutOfMemoryError (matched by name: this module does not import torch), or the CPU
+    allocator's RuntimeError."""
+    return (
+        isinstance(exc, MemoryError)
+        or any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__)
+        or (isinstance(exc, RuntimeError) and CPU_ALLOCATOR_FAILURE in str(exc))
+    )
+
+
+def limit_memory(limit_bytes: int | None) -> None:
+    """Cap this process's data memory (RLIMIT_DATA, soft and hard) at `limit_bytes`; None leaves it as it is.
+
+    RLIMIT_DATA counts the heap and private writable mappings (malloc, torch's CPU allocator, Python objects),
+    not address space reserved but unused (as RLIMIT_AS would, e.g. per-thread malloc arenas), and needs no root.
+    """
+    if limit_bytes is None:
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    limit = limit_bytes if hard == resource.RLIM_INFINITY else min(limit_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
 
 def _invalid_result(exc: ValidationError) -> str:
@@ -77,14 +102,25 @@ def _exit_when_orphaned(parent_pid: int) -> None:
     threading.Thread(target=watch, name="memplan-probe-parent-watch", daemon=True).start()
 
 
-def main(runner_path: str, request_json: str, cuda_visible_devices: str, conn: Connection, parent_pid: int) -> None:
-    """Run one probe and send its outcome through `conn`."""
+def main(
+    runner_path: str,
+    request_json: str,
+    cuda_visible_devices: str,
+    conn: Connection,
+    parent_pid: int,
+    memory_limit_bytes: int | None = None,
+) -> None:
+    """Run one probe and send ("started",), then its outcome, through `conn`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle; it stops probes itself
     os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices  # before the runner imports torch
     _exit_when_orphaned(parent_pid)
     message: tuple[str, ...]
     try:
-        result = load_runner(runner_path)(ProbeRequest.model_validate_json(request_json))
+        limit_memory(memory_limit_bytes)
+        runner = load_runner(runner_path)
+        request = ProbeRequest.model_validate_json(request_json)
+        conn.send((STARTED,))
+        result = runner(request)
         message = ("done", ProbeResult.model_validate(result).model_dump_json(by_alias=True))
     except BaseException as exc:  # everything the runner raises is the job's failure, not this process's
         message = ("failed", describe_failure(exc, runner_path), traceback.format_exc())

@@ -25,7 +25,8 @@ class ProbeQueueFullError(RuntimeError):
 
 
 class ProbesUnavailableError(RuntimeError):
-    """The probe executor is not running: the app was built but never started (HTTP 503)."""
+    """The probe executor is not running (the app was built but never started) or its database is unreachable
+    (HTTP 503)."""
 
-    def __init__(self) -> None:
-        super().__init__("the probe executor is not running")
+    def __init__(self, message: str = "the probe executor is not running") -> None:
+        super().__init__(message)

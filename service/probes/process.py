@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 # 'spawn', not 'fork': a fresh interpreter that imports torch itself, with no server threads or sockets copied.
 _CONTEXT = multiprocessing.get_context("spawn")
 EXIT_GRACE_S = 5.0  # how long a process that sent its result, or was terminated, gets to exit before SIGKILL
+# Starting a probe process (a fresh interpreter importing torch, transformers and peft) takes about 8 s on a busy
+# 2-core machine; it does not count against the probe's timeout, but it may not take longer than this.
+STARTUP_TIMEOUT_S = 180.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +53,9 @@ def _death(exitcode: int | None) -> str:
 class ProbeProcess:
     """A spawned process running `runner` on one request, on one device."""
 
-    def __init__(self, runner: str, request: ProbeRequest, device: str, label: str) -> None:
+    def __init__(
+        self, runner: str, request: ProbeRequest, device: str, label: str, memory_limit_bytes: int | None = None
+    ) -> None:
         self._receiver, sender = _CONTEXT.Pipe(duplex=False)
         args = (
             runner,
@@ -58,6 +63,7 @@ class ProbeProcess:
             visible_cuda_devices(device, os.environ),
             sender,
             os.getpid(),
+            memory_limit_bytes,
         )
         self._process = _CONTEXT.Process(target=child.main, args=args, name=f"memplan-probe-{label}")
         self._sender = sender
@@ -75,17 +81,27 @@ class ProbeProcess:
             if not self._closed and self._process.is_alive():
                 self._process.terminate()
 
-    def wait(self, timeout_s: float) -> Outcome:
-        """The outcome within `timeout_s`; after it the process is killed and the outcome is a timeout."""
+    def wait(self, timeout_s: float, startup_timeout_s: float = STARTUP_TIMEOUT_S) -> Outcome:
+        """The outcome within `timeout_s` of the probe starting (its runner imported); after it the process is
+        killed and the outcome is a timeout. Starting may take up to `startup_timeout_s` more."""
         try:
-            ready = wait([self._receiver, self._process.sentinel], timeout=timeout_s)
-            if not ready:
-                self._process.kill()
-                return Outcome(error=f"timed out after {timeout_s:g} s")
-            message = self._receive()
+            message = self._next_message(startup_timeout_s)
+            if message is None:
+                return Outcome(error=f"the probe process did not start within {startup_timeout_s:g} s")
+            if message and message[0] == child.STARTED:
+                message = self._next_message(timeout_s)
+                if message is None:
+                    return Outcome(error=f"timed out after {timeout_s:g} s")
             return self._outcome(message) if message else Outcome(error=self._death())
         finally:
             self._close()
+
+    def _next_message(self, timeout_s: float) -> tuple[str, ...] | None:
+        """The next message; () when the process ended without one; None (the process killed) past `timeout_s`."""
+        if not wait([self._receiver, self._process.sentinel], timeout=timeout_s):
+            self._process.kill()
+            return None
+        return self._receive() or ()
 
     def _receive(self) -> tuple[str, ...] | None:
         if not self._receiver.poll(0):

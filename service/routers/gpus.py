@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from planner import GpuSpec
 from service.deps import CatalogDep
+from service.openapi import NOT_FOUND
 
 router = APIRouter(prefix="/v1/gpus", tags=["gpus"])
 
@@ -16,7 +17,7 @@ def list_gpus(catalog: CatalogDep) -> list[GpuSpec]:
     return list(catalog.gpus)
 
 
-@router.get("/{gpu_id}", response_model=GpuSpec, responses={404: {"description": "Unknown GPU id."}})
+@router.get("/{gpu_id}", response_model=GpuSpec, responses=NOT_FOUND)
 def get_gpu(gpu_id: str, catalog: CatalogDep) -> GpuSpec:
     """One catalog GPU by id (e.g. 'h100-sxm')."""
     return catalog.gpu(gpu_id)

@@ -10,6 +10,7 @@ from planner import CatalogModel, HFConfig
 from planner.model.describe import ImportDescription, describe_import
 from service.deps import CatalogDep
 from service.examples import IMPORT_EXAMPLES
+from service.openapi import BODY, NOT_FOUND
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -20,13 +21,13 @@ def list_models(catalog: CatalogDep) -> list[CatalogModel]:
     return list(catalog.models)
 
 
-@router.get("/{model_id}", response_model=CatalogModel, responses={404: {"description": "Unknown model id."}})
+@router.get("/{model_id}", response_model=CatalogModel, responses=NOT_FOUND)
 def get_model(model_id: str, catalog: CatalogDep) -> CatalogModel:
     """One catalog model by id (e.g. 'llama-3-8b')."""
     return catalog.model(model_id)
 
 
-@router.post("/import", response_model=ImportDescription)
+@router.post("/import", response_model=ImportDescription, responses=BODY)
 def import_model(config: Annotated[HFConfig, Body(openapi_examples=IMPORT_EXAMPLES)]) -> ImportDescription:
     """Read a Hugging Face config.json (the body): normalized spec, parameter counts, KV cache bytes per token."""
     return describe_import(config)

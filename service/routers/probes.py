@@ -7,7 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from planner.probe import ProbeRequest
+from service.auth import WriteAccess
 from service.deps import CatalogDep, ProbeDatabaseDep, ProbeExecutorDep
+from service.openapi import AUTH, BODY, NOT_FOUND, QUEUE_FULL, UNAVAILABLE
 from service.probes import repository
 from service.probes.schemas import (
     JobStatus,
@@ -20,7 +22,7 @@ from service.probes.schemas import (
 
 __all__ = ["job_location", "link_probe", "router"]
 
-router = APIRouter(prefix="/v1/probes", tags=["probes"])
+router = APIRouter(prefix="/v1/probes", tags=["probes"], responses=UNAVAILABLE)
 MAX_PAGE = 100
 
 
@@ -34,17 +36,23 @@ def link_probe(response: Response, job: ProbeJob) -> None:
     response.headers["Link"] = f'<{job_location(job.id)}>; rel="probe"'
 
 
-@router.post("", status_code=202, response_model=ProbeAcceptedResponse)
+@router.post(
+    "",
+    status_code=202,
+    response_model=ProbeAcceptedResponse,
+    dependencies=[WriteAccess],
+    responses={**BODY, **QUEUE_FULL, **AUTH},
+)
 def submit(
     request: ProbeRequest, executor: ProbeExecutorDep, catalog: CatalogDep, response: Response
 ) -> ProbeAcceptedResponse:
-    """Queue a probe: 202 and Location; 422 when the planner rejects it, 429 + Retry-After when the queue is full."""
+    """Queue a probe: 202 and Location; 422 when the planner rejects or over-sizes it, 429 when the queue is full."""
     job = executor.submit(request, catalog)
     response.headers["Location"] = job_location(job.id)
     return ProbeAcceptedResponse(id=job.id, status=job.status, location=job_location(job.id))
 
 
-@router.get("/{job_id}", response_model=ProbeJob)
+@router.get("/{job_id}", response_model=ProbeJob, responses=NOT_FOUND)
 def get(job_id: str, db: ProbeDatabaseDep) -> ProbeJob:
     """One probe job: status, request, and its result (measured vs estimated per component) or why it failed."""
     return repository.get(db, job_id)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
 
 from service.app import create_app
-from service.settings import Settings
+from service.settings import LOOPBACK_HOSTS, Settings, get_settings
 
 MAX_BODY_BYTES = 1_048_576
 MAX_JSON_DEPTH = 64
@@ -22,6 +25,42 @@ SPEC_8B = {
     "ffn_dim": 14336,
     "vocab_size": 128256,
 }
+
+
+TEST_HOST = "testserver"  # the Host header TestClient sends
+
+
+@pytest.fixture(autouse=True)
+def test_client_host(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every app built in these tests accepts TestClient's Host header besides the loopback names (the allow-list
+    is read from MEMPLAN_ALLOWED_HOSTS, also by Settings(...) with other fields given)."""
+    monkeypatch.setenv("MEMPLAN_ALLOWED_HOSTS", ",".join((*LOOPBACK_HOSTS, TEST_HOST)))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+# A PostgreSQL database the job-store tests may empty and use (.ci/run starts a throwaway cluster and sets it).
+POSTGRES_URL = os.environ.get("MEMPLAN_TEST_DATABASE_URL")
+
+
+def empty_postgres(url: str) -> None:
+    """Drop the job-store tables (and Alembic's) so that a test starts from an empty database."""
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE IF EXISTS probe_jobs, alembic_version"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty job-store database: a SQLite file, and PostgreSQL when MEMPLAN_TEST_DATABASE_URL is set."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.db'}"
+    if not POSTGRES_URL:
+        pytest.skip("MEMPLAN_TEST_DATABASE_URL is not set (.ci/run starts a PostgreSQL server and sets it)")
+    empty_postgres(POSTGRES_URL)
+    return POSTGRES_URL
 
 
 @pytest.fixture(scope="session")

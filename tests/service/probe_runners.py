@@ -70,3 +70,26 @@ def exit_abruptly(request: ProbeRequest) -> ProbeResult:
 
 def return_garbage(request: ProbeRequest) -> dict[str, str]:
     return {"backend": "tpu"}
+
+
+ALLOCATE_BYTES = 3 << 30  # past the memory limit of a probe process whose budget is small (64 MiB + 1 GiB baseline)
+
+
+def allocate_past_the_limit(request: ProbeRequest) -> ProbeResult:
+    """Allocates 3 GiB (and touches it), then answers as `canned` would: only a memory limit stops it."""
+    block = bytearray(ALLOCATE_BYTES)
+    block[:: 1 << 20] = b"x" * len(block[:: 1 << 20])
+    return canned(request)
+
+
+PID_DIR_ENV = "MEMPLAN_TEST_PID_DIR"
+
+
+def report_parent_and_sleep(request: ProbeRequest) -> ProbeResult:
+    """Writes the pid of the process that started this probe (a Ray worker) into $MEMPLAN_TEST_PID_DIR, then
+    sleeps until killed."""
+    directory = os.environ[PID_DIR_ENV]
+    with open(os.path.join(directory, f"{os.getppid()}.pid"), "w") as handle:
+        handle.write(str(os.getppid()))
+    time.sleep(3600)
+    raise AssertionError("unreachable")

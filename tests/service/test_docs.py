@@ -7,6 +7,8 @@ from fastapi.testclient import TestClient
 
 ENDPOINTS = {
     ("/healthz", "get"),
+    ("/readyz", "get"),
+    ("/metrics", "get"),
     ("/v1/models", "get"),
     ("/v1/models/{model_id}", "get"),
     ("/v1/models/import", "post"),
@@ -63,3 +65,40 @@ def test_docs_pages_use_only_local_assets(client: TestClient, page: str) -> None
 
 def test_swagger_asks_no_online_validator(client: TestClient) -> None:
     assert '"validatorUrl": null' in client.get("/docs").text
+
+
+def test_every_operation_documents_the_statuses_middleware_answers(client: TestClient) -> None:
+    """Issue 12: the document omitted 400, 404, 413 and 429 (schemathesis reported them as failures)."""
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, ops in paths.items():
+        for method, op in ops.items():
+            statuses = set(op["responses"])
+            assert {"400", "408", "413"} <= statuses, (method, path)
+            if method == "post":
+                assert {"415", "422"} <= statuses, path
+            if "{" in path:
+                assert "404" in statuses, path
+    submit = paths["/v1/probes"]["post"]["responses"]
+    assert {"401", "403", "429", "503"} <= set(submit)
+    assert "Retry-After" in submit["429"]["headers"]
+    assert "WWW-Authenticate" in submit["401"]["headers"]
+    for kind in ("inference", "training"):  # ?validate=true queues a probe
+        assert {"401", "403", "429"} <= set(paths[f"/v1/estimates/{kind}"]["post"]["responses"])
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "allow"),
+    [
+        ("OPTIONS", "/v1/probes", 204, "GET, OPTIONS, POST"),
+        ("OPTIONS", "/v1/estimates/inference", 204, "OPTIONS, POST"),
+        ("OPTIONS", "/v1/models/import", 204, "OPTIONS, POST"),  # not /v1/models/{model_id}'s GET
+        ("OPTIONS", "/healthz", 204, "GET, OPTIONS"),
+        ("PUT", "/v1/probes", 405, "GET, OPTIONS, POST"),  # Starlette named only the first route: GET
+        ("DELETE", "/v1/models/llama-3-8b", 405, "GET, OPTIONS"),
+    ],
+)
+def test_options_and_405_list_every_method_of_the_path(
+    client: TestClient, method: str, path: str, status: int, allow: str
+) -> None:
+    response = client.request(method, path)
+    assert (response.status_code, response.headers["allow"]) == (status, allow)

@@ -150,7 +150,10 @@ def test_client_disconnect_while_reading_does_not_call_the_app() -> None:
     asyncio.run(RequestLimitsMiddleware(app, max_body_bytes=100, max_json_depth=8)(scope, receive, send))
 
 
-def test_non_json_body_is_not_parsed_as_json(client: TestClient) -> None:
-    response = client.post(IMPORT, content=b"[" * 100_000, headers={"content-type": "text/plain"})
-    assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["body"]
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_a_body_that_is_not_json_is_415(client: TestClient, content_type: str | None) -> None:
+    """Issue 12: a wrong (or missing) content type got a generic 422 at body; it is 415 before any parsing."""
+    headers = {"content-type": content_type} if content_type else {}
+    response = client.post(IMPORT, content=b"[" * 100_000, headers=headers)
+    assert response.status_code == 415, response.text
+    assert "application/json" in response.json()["detail"]

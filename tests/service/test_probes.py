@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,9 +31,10 @@ MakeClient = Callable[..., Any]
 
 
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    """Each test here gets a database of its own (the session-wide one is for tests that queue nothing)."""
-    return f"sqlite:///{tmp_path / 'jobs.db'}"
+def database_url(store_url: str) -> str:
+    """Each test here gets an empty database of its own, SQLite and PostgreSQL (the session-wide one is for tests
+    that queue nothing)."""
+    return store_url
 
 
 @pytest.fixture
@@ -261,7 +261,7 @@ def test_an_app_can_be_started_again(settings: Settings) -> None:
 
 def test_a_queued_job_no_device_can_run_fails_at_restart(make_client: MakeClient, database_url: str) -> None:
     db = connect(database_url)
-    db.create_tables()
+    db.migrate()
     fields: dict[str, Any] = {"model": "llama-3-8b", "device": "cuda:0", "owner": "test-executor", "timeout_s": 60.0}
     job_id = repository.create(db, ProbeRequest(backend="cuda"), backend="cuda", **fields).id
     db.dispose()

@@ -1,10 +1,10 @@
-"""The probe-job repository on a SQLite file, and its SQL compiled for PostgreSQL (no SQLite-only SQL)."""
+"""The probe-job repository on a SQLite file and on PostgreSQL (MEMPLAN_TEST_DATABASE_URL), and its SQL compiled
+for PostgreSQL (no SQLite-only SQL)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,9 +29,9 @@ REQUEST = ProbeRequest.model_validate(
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = connect(f"sqlite:///{tmp_path / 'jobs.db'}")
-    database.create_tables()
+def db(store_url: str) -> Iterator[Database]:
+    database = connect(store_url)
+    database.migrate()
     yield database
     database.dispose()
 
