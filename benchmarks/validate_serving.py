@@ -75,8 +75,11 @@ def request_for(row: dict[str, str], mapping: dict[str, Any] | None = None) -> t
         weights = checkpoint
     if hopper and weights == "nvfp4":  # no FP4 tensor cores on SM90: the engine runs the checkpoint's format
         weights = checkpoint if checkpoint != "nvfp4" else "bf16"
-    if checkpoint_experts and not (hopper and checkpoint_experts == "nvfp4"):
+    fp4_row = not hopper and experts == "nvfp4" and checkpoint_experts not in ("mxfp4", "nvfp4")
+    if checkpoint_experts and not fp4_row and not (hopper and checkpoint_experts == "nvfp4"):
         experts = checkpoint_experts  # a block-FP8 checkpoint runs the engine's block-FP8 MoE kernels
+    # an FP4 row of an FP8 model on Blackwell ran the model's NVFP4 checkpoint (nvidia/<model>-NVFP4): its experts
+    # are NVFP4, not the FP8 checkpoint's
     version = row["backend_version"] or None
     try:
         resolve_profile(row["backend"], version)

@@ -85,12 +85,13 @@ class KernelTables:
 
     # GEMM --------------------------------------------------------------------------------------------------------
     def gemm_s(self, m: int, n: int, k: int, fmt: str) -> float:
-        """An (M×K)·(K×N) GEMM with weights in `fmt` (bf16, fp8, fp8_block, nvfp4; others use bf16's table)."""
+        """An (M×K)·(K×N) GEMM with weights in `fmt`, from that format's measured table; a format the engine has
+        no table for (weight-only int4 on Hopper, say) runs at the efficiency bf16's table measured at the same
+        shape, applied to the format's own roofline (its weight bytes and compute dtype)."""
         if m <= 0 or n <= 0 or k <= 0:
             return 0.0
         table = self.gemm.get(fmt) or self.gemm["bf16"]
-        fmt_used = fmt if fmt in self.gemm else "bf16"
-        return table.latency_s(gemm_roofline_s(m, n, k, fmt_used, self.roofline), m, n, k)
+        return table.latency_s(gemm_roofline_s(m, n, k, fmt, self.roofline), m, n, k)
 
     # Attention ---------------------------------------------------------------------------------------------------
     def context_attention_s(self, b: int, s: int, n_h: int, n_kv: int, d: int, kv_dtype: str, window: int) -> float:
@@ -140,12 +141,13 @@ class KernelTables:
 
     # MoE ---------------------------------------------------------------------------------------------------------
     def moe_s(self, tokens: int, h: int, f: int, k: int, experts: int, tp: int, ep: int, fmt: str) -> float:
-        """The routed experts of one MoE layer for `tokens` tokens (grouped GEMMs, routing, combine)."""
+        """The routed experts of one MoE layer for `tokens` tokens (grouped GEMMs, routing, combine); a format
+        without its own table takes bf16's (else any measured format's) efficiency on its own roofline."""
         if tokens <= 0:
             return 0.0
         by_shape = self.moe.get(fmt) or self.moe.get("bf16") or next(iter(self.moe.values()))
         t = _nearest(by_shape, (float(h), float(f), float(k), float(experts), float(tp), float(ep)))
-        roof = moe_roofline_s(tokens, h, f, k, experts, tp, ep, fmt if fmt in self.moe else "bf16", self.roofline)
+        roof = moe_roofline_s(tokens, h, f, k, experts, tp, ep, fmt, self.roofline)
         return t.latency_s(roof, tokens)
 
     # Communication and memory-bound kernels ----------------------------------------------------------------------

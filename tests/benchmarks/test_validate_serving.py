@@ -1,0 +1,135 @@
+"""Latency under load against measured serving runs (silicon_sample.csv), on a fixed subset so CI stays fast.
+
+The full scoring is `benchmarks/validate_serving.py --jobs 2 --write`; these tests keep its committed report honest
+(the subset's predictions are the report's), the per-(GPU, engine) status every answer carries in step with the
+report, and the subset's errors inside the bounds the README states.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import statistics
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("validate_serving", ROOT / "benchmarks" / "validate_serving.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["validate_serving"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+validate_serving = _load()
+REPORT = json.loads((ROOT / "benchmarks" / "results" / "validation-serving.json").read_text())
+STATUS = json.loads((ROOT / "planner" / "calibration" / "validation" / "serving.json").read_text())
+PER_GROUP = 4  # rows per (GPU, engine) in the subset, spread over concurrency
+
+
+@pytest.fixture(scope="module")
+def rows() -> dict[str, dict[str, str]]:
+    return {r["id"]: r for r in validate_serving.load_rows()}
+
+
+@pytest.fixture(scope="module")
+def subset(rows: dict[str, dict[str, str]]) -> list[dict[str, str]]:
+    """A deterministic spread: per H100/H200 (GPU, engine), rows the report scored, at low to high concurrency."""
+    by_group: dict[str, list[dict[str, str]]] = {}
+    for row_id, pred in sorted(REPORT["rows"].items()):
+        row = rows[row_id]
+        if row["system"] in validate_serving.HOPPER and pred.get("ttft_ms") is not None:
+            by_group.setdefault(f"{row['system']}/{row['backend']}", []).append(row)
+    picked = []
+    for members in by_group.values():
+        members.sort(key=lambda r: (int(r["batch_size"]), r["id"]))
+        step = max(1, len(members) // PER_GROUP)
+        picked += members[::step][:PER_GROUP]
+    return picked
+
+
+@pytest.fixture(scope="module")
+def predicted(subset: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
+    return {r["id"]: validate_serving.predict(r) for r in subset}
+
+
+def test_subset_covers_every_hopper_engine(subset: list[dict[str, str]]) -> None:
+    groups = {f"{r['system']}/{r['backend']}" for r in subset}
+    assert groups == {f"{s}/{e}" for s in ("h100_sxm", "h200_sxm") for e in ("vllm", "sglang", "trtllm")}
+
+
+def test_committed_report_is_the_code_s_answer(predicted: dict[str, dict[str, Any]]) -> None:
+    """Rerun `validate_serving.py --write` after changing the step-time model, the scheduler or a kernel table."""
+    for row_id, pred in predicted.items():
+        stored = REPORT["rows"][row_id]
+        assert pred["ttft_ms"] == pytest.approx(stored["ttft_ms"], rel=1e-6), row_id
+        assert pred["tpot_ms"] == pytest.approx(stored["tpot_ms"], rel=1e-6), row_id
+
+
+def test_subset_errors_within_the_reported_bounds(
+    subset: list[dict[str, str]], predicted: dict[str, dict[str, Any]]
+) -> None:
+    tpot = [abs(predicted[r["id"]]["tpot_ms"] / float(r["silicon_tpot_ms"]) - 1) for r in subset]
+    ttft = [abs(predicted[r["id"]]["ttft_ms"] / float(r["silicon_ttft_ms"]) - 1) for r in subset]
+    assert statistics.median(tpot) < 0.25
+    assert statistics.median(ttft) < 0.6
+
+
+def test_status_file_matches_the_report() -> None:
+    renamed = {"h100_sxm": "h100-sxm", "h200_sxm": "h200", "b200_sxm": "b200"}
+    for name, group in REPORT["groups"].items():
+        system, engine = name.split("/")
+        status = STATUS["groups"][f"{renamed[system]}/{engine}"]
+        assert status["runs"] == group["rows"]
+        assert status["tpot_median_ape"] == group["memplan"]["tpot"]["median_ape"]
+        assert status["ttft_median_ape"] == group["memplan"]["ttft"]["median_ape"]
+
+
+def test_headline_numbers() -> None:
+    """The README's headline: H100/H200 aggregated rows, memplan against aiconfigurator on the rows both answer."""
+    overall = REPORT["overall"]["h100+h200 agg"]
+    assert REPORT["coverage"]["rows"] / REPORT["coverage"]["of"] > 0.9
+    assert overall["memplan"]["tpot"]["median_ape"] < 0.15
+    assert overall["memplan_on_both"]["tpot"]["median_ape"] <= overall["aiconfigurator_on_both"]["tpot"]["median_ape"]
+    assert overall["memplan_on_both"]["ttft"]["median_ape"] <= overall["aiconfigurator_on_both"]["ttft"]["median_ape"]
+
+
+def test_rows_memplan_cannot_represent_say_why(rows: dict[str, dict[str, str]]) -> None:
+    reasons = {}
+    for row in rows.values():
+        request, why = validate_serving.request_for(row)
+        if request is None:
+            assert why
+            reasons.setdefault(why, row["id"])
+    assert "disaggregated prefill/decode" in reasons
+    assert "data-parallel attention" in reasons
+
+
+def test_fp4_rows_of_fp8_models_run_nvfp4_experts_on_blackwell(rows: dict[str, dict[str, str]]) -> None:
+    """A Blackwell FP4 row of DeepSeek-R1 (an FP8 block checkpoint) ran the NVFP4 checkpoint; on Hopper, gpt-oss's
+    FP4 rows keep their MXFP4 experts."""
+    fp4 = next(
+        r
+        for r in rows.values()
+        if r["system"] == "b200_sxm" and r["model_path"] == "deepseek-ai/DeepSeek-R1" and r["moe_quant_mode"] == "nvfp4"
+    )
+    request, _ = validate_serving.request_for(fp4)
+    assert request is not None and request.serving.expert_weight_format == "nvfp4"
+    fp8 = next(
+        r
+        for r in rows.values()
+        if r["system"] == "h200_sxm" and r["model_path"] == "deepseek-ai/DeepSeek-R1" and r["mode"] == "agg"
+    )
+    request, _ = validate_serving.request_for(fp8)
+    assert request is not None and request.serving.expert_weight_format == "fp8_block"
+    oss = next(r for r in rows.values() if r["system"] == "h100_sxm" and r["model_path"] == "openai/gpt-oss-120b")
+    request, _ = validate_serving.request_for(oss)
+    assert request is not None and request.serving.expert_weight_format == "mxfp4"
