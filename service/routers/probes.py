@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Response
 
 from planner.probe import ProbeRequest
 from service.deps import CatalogDep, ProbeDatabaseDep, ProbeExecutorDep
+from service.hub import with_hub_model
 from service.probes import repository
 from service.probes.schemas import (
     JobStatus,
@@ -18,7 +19,7 @@ from service.probes.schemas import (
     RunBackend,
 )
 
-__all__ = ["job_location", "link_probe", "router"]
+__all__ = ["job_location", "probe_link_headers", "router"]
 
 router = APIRouter(prefix="/v1/probes", tags=["probes"])
 MAX_PAGE = 100
@@ -28,10 +29,9 @@ def job_location(job_id: str) -> str:
     return f"{router.prefix}/{job_id}"
 
 
-def link_probe(response: Response, job: ProbeJob) -> None:
-    """Point a response at a probe job: `X-Memplan-Probe: <id>` and `Link: </v1/probes/<id>>; rel="probe"`."""
-    response.headers["X-Memplan-Probe"] = job.id
-    response.headers["Link"] = f'<{job_location(job.id)}>; rel="probe"'
+def probe_link_headers(job: ProbeJob) -> dict[str, str]:
+    """Headers pointing a response at a probe job: `X-Memplan-Probe: <id>` and `Link: </v1/probes/<id>>`."""
+    return {"X-Memplan-Probe": job.id, "Link": f'<{job_location(job.id)}>; rel="probe"'}
 
 
 @router.post("", status_code=202, response_model=ProbeAcceptedResponse)
@@ -39,7 +39,7 @@ def submit(
     request: ProbeRequest, executor: ProbeExecutorDep, catalog: CatalogDep, response: Response
 ) -> ProbeAcceptedResponse:
     """Queue a probe: 202 and Location; 422 when the planner rejects it, 429 + Retry-After when the queue is full."""
-    job = executor.submit(request, catalog)
+    job = executor.submit(with_hub_model(request), catalog)
     response.headers["Location"] = job_location(job.id)
     return ProbeAcceptedResponse(id=job.id, status=job.status, location=job_location(job.id))
 
