@@ -15,7 +15,8 @@ from service.errors import install_error_handlers
 from service.limits import RequestLimitsMiddleware
 from service.probes.db import connect
 from service.probes.executor import ProbeExecutor
-from service.routers import estimates, gpus, health, models, probes
+from service.routers import engines, estimates, gpus, health, models, probes
+from service.routers.page import install_page
 from service.settings import Settings, get_settings
 
 __all__ = ["create_app", "run_server"]
@@ -24,7 +25,9 @@ DESCRIPTION = """\
 Will this LLM fit on this GPU, how many sequences fit, and how fast will it run.
 
 A model is a catalog id, an inline ModelSpec, or a raw Hugging Face `config.json`. Every byte count is an
-integer; every memory term names its formula and source. 1 GiB = 2^30 B.
+integer; every memory term names its formula and source. 1 GiB = 2^30 B. Estimate answers add a `summary`
+and readable siblings (`*_gib`, `*_ms`, `*_pct`); `?detail=summary` skips the spec echo, `?format=csv` gives a
+table. A page for people, with charts, is at `/`.
 """
 
 
@@ -66,7 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_offline_docs(app)
-    for router in (health.router, models.router, gpus.router, estimates.router, probes.router):
+    install_page(app)
+    for router in (health.router, models.router, gpus.router, engines.router, estimates.router, probes.router):
         app.include_router(router)
     return app
 
