@@ -1,11 +1,13 @@
 """The probe process: what runs after `spawn`. It imports the runner (and so torch) here, never in the server.
 
-It sends back one message, ("done", ProbeResult JSON) or ("failed", reason, traceback), and exits.
+It sends ("phase", name) as the probe goes (importing the runner; then the runner's own phases when it takes a
+`progress` callback), then one final message, ("done", ProbeResult JSON) or ("failed", reason, traceback), and exits.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import signal
 import threading
@@ -19,14 +21,23 @@ from pydantic import ValidationError
 
 from planner.probe import ProbeRequest, ProbeResult
 
-__all__ = ["INVALID_RESULT", "OUT_OF_MEMORY", "describe_failure", "load_runner", "main"]
+__all__ = [
+    "IMPORTING_RUNNER",
+    "INVALID_RESULT",
+    "OUT_OF_MEMORY",
+    "describe_failure",
+    "load_runner",
+    "main",
+    "run_with_progress",
+]
 
 OUT_OF_MEMORY = "out of memory"
 INVALID_RESULT = "the probe runner returned an invalid ProbeResult"
+IMPORTING_RUNNER = "importing the probe runner (torch)"
 MAX_REASON_CHARS = 2000
 PARENT_POLL_S = 1.0  # how often an orphaned probe notices that the server is gone
 
-Runner = Callable[[ProbeRequest], Any]
+Runner = Callable[..., Any]  # (ProbeRequest) -> ProbeResult, optionally with progress=Callable[[str], None]
 
 
 def load_runner(path: str) -> Runner:
@@ -40,6 +51,13 @@ def load_runner(path: str) -> Runner:
     if not callable(runner):
         raise TypeError(f"{path} is not callable")
     return runner  # type: ignore[no-any-return]
+
+
+def run_with_progress(runner: Runner, request: ProbeRequest, progress: Callable[[str], None]) -> Any:
+    """Call the runner, with `progress` when it takes one (models.runner.run_probe does; test runners may not)."""
+    if "progress" in inspect.signature(runner).parameters:
+        return runner(request, progress=progress)
+    return runner(request)
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -83,8 +101,14 @@ def main(runner_path: str, request_json: str, cuda_visible_devices: str, conn: C
     os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices  # before the runner imports torch
     _exit_when_orphaned(parent_pid)
     message: tuple[str, ...]
+
+    def progress(phase: str) -> None:
+        conn.send(("phase", phase))
+
     try:
-        result = load_runner(runner_path)(ProbeRequest.model_validate_json(request_json))
+        progress(IMPORTING_RUNNER)
+        runner = load_runner(runner_path)
+        result = run_with_progress(runner, ProbeRequest.model_validate_json(request_json), progress)
         message = ("done", ProbeResult.model_validate(result).model_dump_json(by_alias=True))
     except BaseException as exc:  # everything the runner raises is the job's failure, not this process's
         message = ("failed", describe_failure(exc, runner_path), traceback.format_exc())

@@ -6,11 +6,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, DateTime, Dialect, Engine, String, Text, TypeDecorator, create_engine
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Engine,
+    String,
+    Text,
+    TypeDecorator,
+    create_engine,
+    inspect,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-__all__ = ["Base", "Database", "ProbeJobRow", "UTCDateTime", "connect", "utc_now"]
+__all__ = ["PHASE_CHARS", "Base", "Database", "ProbeJobRow", "UTCDateTime", "connect", "utc_now"]
 
 
 def utc_now() -> datetime:
@@ -29,6 +41,10 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
 
+
+PHASE_CHARS = 120
+# Columns added after the first release: create_tables adds them to a table that predates them.
+_ADDED_COLUMNS = {"phase": f"VARCHAR({PHASE_CHARS})"}
 
 JsonDocument = JSON().with_variant(JSONB(), "postgresql")
 
@@ -57,6 +73,7 @@ class ProbeJobRow(Base):
     request: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
     result: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
     error: Mapped[str | None] = mapped_column(Text)
+    phase: Mapped[str | None] = mapped_column(String(PHASE_CHARS), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -70,8 +87,13 @@ class Database:
     sessions: sessionmaker[Session]
 
     def create_tables(self) -> None:
-        """Create missing tables (existing ones are left as they are)."""
+        """Create missing tables, and add the columns a table from an earlier memplan lacks (portable ALTER TABLE)."""
         Base.metadata.create_all(self.engine)
+        present = {column["name"] for column in inspect(self.engine).get_columns(ProbeJobRow.__tablename__)}
+        with self.engine.begin() as connection:
+            for name, sql_type in _ADDED_COLUMNS.items():
+                if name not in present:
+                    connection.execute(text(f"ALTER TABLE {ProbeJobRow.__tablename__} ADD COLUMN {name} {sql_type}"))
 
     def dispose(self) -> None:
         """Close pooled connections."""

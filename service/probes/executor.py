@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from planner import Catalog, SpecError
 from planner.probe import ProbeRequest
 from service.probes import repository
-from service.probes.admission import admit
+from service.probes.admission import admit, check_probe_side
 from service.probes.db import Database
 from service.probes.devices import candidate_devices, visible_cuda_devices
 from service.probes.errors import ProbeQueueFullError, ProbesUnavailableError
@@ -67,7 +67,7 @@ class _Worker(threading.Thread):
         request = job.request.model_copy(update={"backend": job.backend, "timeout_s": job.timeout_s})
         started = self._start(request, job_id)
         if isinstance(started, ProbeProcess):
-            outcome = started.wait(job.timeout_s)
+            outcome = started.wait(job.timeout_s, lambda phase: repository.set_phase(self._executor.db, job_id, phase))
             with self._lock:
                 self._process = None
         else:
@@ -151,6 +151,7 @@ class ProbeExecutor:
         """Check the request with the planner (SpecError), then queue it (ProbeQueueFullError beyond the limit)."""
         if not self.running:
             raise ProbesUnavailableError
+        check_probe_side(self.runner)
         label = admit(request, catalog)
         backend, devices = candidate_devices(request, self._devices)
         with self._lock:

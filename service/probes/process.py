@@ -7,6 +7,8 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 
@@ -75,15 +77,22 @@ class ProbeProcess:
             if not self._closed and self._process.is_alive():
                 self._process.terminate()
 
-    def wait(self, timeout_s: float) -> Outcome:
-        """The outcome within `timeout_s`; after it the process is killed and the outcome is a timeout."""
+    def wait(self, timeout_s: float, on_phase: Callable[[str], object] | None = None) -> Outcome:
+        """The outcome within `timeout_s`; after it the process is killed and the outcome is a timeout.
+        Each ("phase", name) the probe sends on the way goes to `on_phase`."""
+        deadline = time.monotonic() + timeout_s
         try:
-            ready = wait([self._receiver, self._process.sentinel], timeout=timeout_s)
-            if not ready:
-                self._process.kill()
-                return Outcome(error=f"timed out after {timeout_s:g} s")
-            message = self._receive()
-            return self._outcome(message) if message else Outcome(error=self._death())
+            while True:
+                ready = wait([self._receiver, self._process.sentinel], timeout=max(0.0, deadline - time.monotonic()))
+                if not ready:
+                    self._process.kill()
+                    return Outcome(error=f"timed out after {timeout_s:g} s")
+                message = self._receive()
+                if message and message[0] == "phase":
+                    if on_phase is not None:
+                        on_phase(message[1])
+                    continue
+                return self._outcome(message) if message else Outcome(error=self._death())
         finally:
             self._close()
 

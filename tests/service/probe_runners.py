@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 from planner import count_params, load_catalog, resolve_model
 from planner.probe import Comparison, ProbeRequest, ProbeResult, probe_hf_config, scale_down
@@ -70,3 +71,10 @@ def exit_abruptly(request: ProbeRequest) -> ProbeResult:
 
 def return_garbage(request: ProbeRequest) -> dict[str, str]:
     return {"backend": "tpu"}
+
+
+def phased(request: ProbeRequest, progress: Callable[[str], None]) -> ProbeResult:
+    """Reports a phase, holds it for a moment (the test reads it), then answers like canned."""
+    progress("measuring a canned step")
+    time.sleep(float(os.environ.get("MEMPLAN_TEST_PHASE_HOLD_S", "1.0")))
+    return canned(request)
