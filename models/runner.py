@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import peft
@@ -70,7 +71,14 @@ class ProbeDetails:
     planner: dict[str, dict[str, int]] = field(default_factory=dict)  # "steady/loss_backward" → term → bytes
 
 
-def run_probe(request: ProbeRequest) -> ProbeResult:
+Progress = Callable[[str], None]
+
+
+def _silent(_: str) -> None:
+    return None
+
+
+def run_probe(request: ProbeRequest, progress: Progress | None = None) -> ProbeResult:
     """Run one probe and compare it, component by component, with the planner's estimate of the same run.
 
     Raises SpecError for what cannot be probed (located at the request field), BackendUnavailableError for cuda
@@ -78,15 +86,19 @@ def run_probe(request: ProbeRequest) -> ProbeResult:
     memory is a result: `out_of_memory` with the comparisons measured so far. Estimated peaks include the batch's
     input ids where the planner has no term for them (they are alive through the step on every backend).
     Not thread-safe: building sets torch's default dtype (and, on the fake backend, patches a transformers mask
-    helper); run one probe at a time per process.
+    helper); run one probe at a time per process. `progress` hears each phase by name.
     """
-    return run_probe_detailed(request)[0]
+    return run_probe_detailed(request, progress=progress)[0]
 
 
-def run_probe_detailed(request: ProbeRequest, explain: bool = False) -> tuple[ProbeResult, ProbeDetails]:
+def run_probe_detailed(
+    request: ProbeRequest, explain: bool = False, progress: Progress | None = None
+) -> tuple[ProbeResult, ProbeDetails]:
     """`run_probe`, plus the measurements and planner breakdowns behind it; `explain` (cpu, fake) also records
     which storages are live at each measured peak."""
+    report = progress or _silent
     began = time.perf_counter()
+    report("building the scaled-down model")
     spec, backend = probe_spec(request, explain)
     check_probe_caps(request, spec, backend.name)  # the server checked them at submission too
     training = training_run(request.training) if request.kind == "training" else None
@@ -101,7 +113,9 @@ def run_probe_detailed(request: ProbeRequest, explain: bool = False) -> tuple[Pr
             check_training_supported(training)
             training = kernel_run(spec, training, backend.device)  # the SDPA kernel torch will pick
             details.planner = planner_phases(spec, training)
+            report(f"measuring a training step on {backend.name}")
             tm = measure_training(spec, training, backend, request.timeout_s)
+            report("comparing with the planner")
             comparisons = training_comparisons(spec, training, tm)
             timings, hf_config, oom = tm.timings_s, tm.hf_config, tm.out_of_memory
             details.measurements = {k: m for k, m in (("first_step", tm.first), ("steady", tm.steady)) if m}
@@ -109,7 +123,9 @@ def run_probe_detailed(request: ProbeRequest, explain: bool = False) -> tuple[Pr
             check_serving_supported(serving)
             serving = kernel_run(spec, serving, backend.device)
             details.planner = planner_serving_terms(spec, serving)
+            report(f"measuring prefill and decode on {backend.name}")
             im = measure_inference(spec, serving, backend, request.timeout_s)
+            report("comparing with the planner")
             comparisons = inference_comparisons(spec, serving, im)
             timings, hf_config = im.timings_s, im.hf_config
             oom = im.run is not None and im.run.out_of_memory

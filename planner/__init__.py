@@ -14,6 +14,7 @@ from planner.model.kv_cache import KVLayout, kv_bytes_per_sequence, kv_bytes_per
 from planner.model.params import ParamCounts, count_params
 from planner.model.precision import DType, WeightFormat, linear_weight_bytes
 from planner.model.spec import AttentionKind, MLASpec, ModelSpec, MoESpec
+from planner.model.synthesis import SizeSpec, synthesize_spec
 from planner.refs import ResolvedModel, resolve_gpu, resolve_model
 from planner.serving.capacity import KVCapacity
 from planner.serving.inference import InferenceEstimate, InferenceRequest, estimate_inference
@@ -78,6 +79,7 @@ __all__ = [
     "QLoRASpec",
     "ResolvedModel",
     "ServingSpec",
+    "SizeSpec",
     "SpecError",
     "Suggestion",
     "Term",
@@ -100,5 +102,6 @@ __all__ = [
     "load_catalog",
     "resolve_gpu",
     "resolve_model",
+    "synthesize_spec",
     "trainable_params",
 ]

@@ -19,7 +19,8 @@ from service.metrics import Metrics, MetricsMiddleware
 from service.openapi import COMMON, drop_security
 from service.probes.db import connect
 from service.probes.executor import ProbeExecutor, make_executor
-from service.routers import estimates, gpus, health, models, probes
+from service.routers import engines, estimates, gpus, health, models, probes
+from service.routers.page import install_page
 from service.settings import Settings, get_settings, is_loopback
 
 __all__ = ["InsecureBindError", "create_app", "run_server"]
@@ -28,7 +29,9 @@ DESCRIPTION = """\
 Will this LLM fit on this GPU, how many sequences fit, and how fast will it run.
 
 A model is a catalog id, an inline ModelSpec, or a raw Hugging Face `config.json`. Every byte count is an
-integer; every memory term names its formula and source. 1 GiB = 2^30 B.
+integer; every memory term names its formula and source. 1 GiB = 2^30 B. Estimate answers add a `summary`
+and readable siblings (`*_gib`, `*_ms`, `*_pct`); `?detail=summary` skips the spec echo, `?format=csv` gives a
+table. A page for people, with charts, is at `/`.
 """
 
 # uvicorn against slow or idle clients (the body itself has MEMPLAN_BODY_TIMEOUT_S, in RequestLimitsMiddleware)
@@ -80,7 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_middleware(app, resolved, metrics)
     install_error_handlers(app)
     install_offline_docs(app)
-    for router in (health.router, models.router, gpus.router, estimates.router, probes.router):
+    install_page(app)
+    for router in (health.router, models.router, gpus.router, engines.router, estimates.router, probes.router):
         app.include_router(router, responses=COMMON)
     if resolved.api_key is None:
         drop_security(app)

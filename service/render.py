@@ -9,7 +9,15 @@ from planner.model.describe import ImportDescription
 from planner.probe import ProbeResult
 from planner.training.estimate import TrainingEstimate
 
-__all__ = ["estimate_table", "gpus_table", "import_table", "models_table", "probe_table", "training_table"]
+__all__ = [
+    "dtype_table",
+    "estimate_table",
+    "gpus_table",
+    "import_table",
+    "models_table",
+    "probe_table",
+    "training_table",
+]
 
 GIB = 1 << 30
 KIB = 1 << 10
@@ -108,6 +116,28 @@ def estimate_table(e: InferenceEstimate) -> str:
     parts = [_table(None, summary), _table(("memory per GPU", "GiB", "detail"), memory_rows)]
     parts += [f"warning: {w}" for w in e.warnings]
     return "\n\n".join(parts)
+
+
+def dtype_table(rows: Sequence[tuple[str, InferenceEstimate]]) -> str:
+    """One line per weight format (accelerate estimate-memory's table, with the serving answer's figures)."""
+    header = ("dtype", "weights GiB", "per GPU GiB", "fits", "max sequences", "max context", "TTFT ms", "TPOT ms")
+    body = []
+    for name, e in rows:
+        weights = sum(t.bytes for t in e.memory.terms if t.name.startswith("weights/"))
+        ttft = e.load.ttft.p50_ms if e.load else e.prefill.ttft_s * 1e3
+        tpot = e.load.tpot.p50_ms if e.load else e.decode.tpot_s * 1e3
+        body.append((name, _gib(weights), _gib(e.memory.total_bytes), "yes" if e.fits else "NO",
+                     str(e.capacity.max_concurrent_sequences), str(e.capacity.max_context_tokens),
+                     f"{ttft:.1f}", f"{tpot:.2f}"))  # fmt: skip
+    first = rows[0][1] if rows else None
+    title = ""
+    if first is not None:
+        s = first.serving
+        name = first.model.catalog_id or first.model.spec.name or first.model.spec.family
+        latency = "p50 under load" if first.load else "static"
+        title = (f"{name} on {first.num_gpus} × {first.gpu.name}, {s.engine}, {s.concurrency} sequences × "
+                 f"({s.prompt_tokens} + {s.output_tokens}) tokens; latency {latency}\n\n")  # fmt: skip
+    return title + _table(header, body)
 
 
 def _gib(nbytes: int) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from pydantic import ValidationError
 
 from planner import (
@@ -23,7 +25,25 @@ from planner.probe import MAX_PROBE_TOKENS, ProbeRequest, ProbeScale, scale_down
 from planner.probe_size import check_probe_caps, planned_peak_bytes
 from service.probes.schemas import RunBackend
 
-__all__ = ["admit", "probe_request_for"]
+__all__ = ["DEFAULT_RUNNER", "PROBE_PACKAGES", "admit", "check_probe_side", "probe_request_for"]
+
+DEFAULT_RUNNER = "models.runner:run_probe"
+PROBE_PACKAGES = ("torch", "transformers", "peft")  # what models/ imports (the `probe` extra)
+
+
+def check_probe_side(runner: str) -> None:
+    """SpecError (422 at `backend`) when the default runner's packages are not installed here: a probe is refused
+    when it is submitted, not accepted and failed later. Other runners (MEMPLAN_PROBE_RUNNER) bring their own."""
+    if runner != DEFAULT_RUNNER:
+        return
+    missing = [name for name in PROBE_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        msg = (
+            f"this server cannot run probes: {', '.join(missing)} not installed; install the probe side with "
+            "pip install -e '.[probe]' (or .[test]) and restart"
+        )
+        raise SpecError([FieldProblem(("backend",), msg, "probe_side_missing")])
+
 
 GIB = 1 << 30
 

@@ -1,14 +1,17 @@
 """The probe process: what runs after `spawn`. It imports the runner (and so torch) here, never in the server.
 
-It sends ("started",) once the runner is imported (torch loaded: seconds that do not count against the probe's
-timeout), then one outcome, ("done", ProbeResult JSON) or ("failed", reason, traceback), and exits. A memory limit
-(RLIMIT_DATA: heap and private anonymous mappings, where every allocation lands) is set before anything is imported,
-so that an allocation past it fails inside the probe, as out of memory, instead of the kernel's OOM killer choosing.
+It sends ("phase", name) as the probe goes (importing the runner; then the runner's own phases when it takes a
+`progress` callback), ("started",) once the runner is imported (torch loaded: seconds that do not count against the
+probe's timeout), then one final message, ("done", ProbeResult JSON) or ("failed", reason, traceback), and exits. A
+memory limit (RLIMIT_DATA: heap and private anonymous mappings, where every allocation lands) is set before anything
+is imported, so that an allocation past it fails inside the probe, as out of memory, instead of the kernel's OOM
+killer choosing.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import resource
 import signal
@@ -23,17 +26,28 @@ from pydantic import ValidationError
 
 from planner.probe import ProbeRequest, ProbeResult
 
-__all__ = ["INVALID_RESULT", "OUT_OF_MEMORY", "STARTED", "describe_failure", "limit_memory", "load_runner", "main"]
+__all__ = [
+    "IMPORTING_RUNNER",
+    "INVALID_RESULT",
+    "OUT_OF_MEMORY",
+    "STARTED",
+    "describe_failure",
+    "limit_memory",
+    "load_runner",
+    "main",
+    "run_with_progress",
+]
 
 OUT_OF_MEMORY = "out of memory"
 STARTED = "started"
 # torch's CPU allocator raises a plain RuntimeError with this message when malloc fails (models.measurement)
 CPU_ALLOCATOR_FAILURE = "DefaultCPUAllocator: can't allocate memory"
 INVALID_RESULT = "the probe runner returned an invalid ProbeResult"
+IMPORTING_RUNNER = "importing the probe runner (torch)"
 MAX_REASON_CHARS = 2000
 PARENT_POLL_S = 1.0  # how often an orphaned probe notices that the server is gone
 
-Runner = Callable[[ProbeRequest], Any]
+Runner = Callable[..., Any]  # (ProbeRequest) -> ProbeResult, optionally with progress=Callable[[str], None]
 
 
 def load_runner(path: str) -> Runner:
@@ -47,6 +61,13 @@ def load_runner(path: str) -> Runner:
     if not callable(runner):
         raise TypeError(f"{path} is not callable")
     return runner  # type: ignore[no-any-return]
+
+
+def run_with_progress(runner: Runner, request: ProbeRequest, progress: Callable[[str], None]) -> Any:
+    """Call the runner, with `progress` when it takes one (models.runner.run_probe does; test runners may not)."""
+    if "progress" in inspect.signature(runner).parameters:
+        return runner(request, progress=progress)
+    return runner(request)
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -115,12 +136,17 @@ def main(
     os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices  # before the runner imports torch
     _exit_when_orphaned(parent_pid)
     message: tuple[str, ...]
+
+    def progress(phase: str) -> None:
+        conn.send(("phase", phase))
+
     try:
         limit_memory(memory_limit_bytes)
+        progress(IMPORTING_RUNNER)
         runner = load_runner(runner_path)
         request = ProbeRequest.model_validate_json(request_json)
         conn.send((STARTED,))
-        result = runner(request)
+        result = run_with_progress(runner, request, progress)
         message = ("done", ProbeResult.model_validate(result).model_dump_json(by_alias=True))
     except BaseException as exc:  # everything the runner raises is the job's failure, not this process's
         message = ("failed", describe_failure(exc, runner_path), traceback.format_exc())

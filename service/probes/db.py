@@ -34,10 +34,21 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-__all__ = ["MIGRATIONS", "Base", "Database", "ProbeJobRow", "UTCDateTime", "alembic_config", "connect", "utc_now"]
+__all__ = [
+    "MIGRATIONS",
+    "PHASE_CHARS",
+    "Base",
+    "Database",
+    "ProbeJobRow",
+    "UTCDateTime",
+    "alembic_config",
+    "connect",
+    "utc_now",
+]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 INITIAL_REVISION = "0001"  # the table create_all made before migrations existed
+PHASE_REVISION = "0002"  # adds probe_jobs.phase
 FILE_MODE = 0o600  # a SQLite file (and the journals SQLite gives the same mode) is readable by its owner only
 
 
@@ -57,6 +68,8 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
 
+
+PHASE_CHARS = 120  # the job's current phase (migration 0002)
 
 JsonDocument = JSON().with_variant(JSONB(), "postgresql")
 
@@ -85,6 +98,7 @@ class ProbeJobRow(Base):
     request: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
     result: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
     error: Mapped[str | None] = mapped_column(Text)
+    phase: Mapped[str | None] = mapped_column(String(PHASE_CHARS), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -113,14 +127,16 @@ class Database:
 
     def migrate(self) -> None:
         """Upgrade the schema to the newest migration. A probe_jobs table made before migrations (create_all) is
-        stamped as the first revision. Servers starting together take turns (a file lock beside a SQLite file, an
-        advisory lock on PostgreSQL)."""
+        stamped as the revision its columns match (the first, or 0002 once it has `phase`). Servers starting together
+        take turns (a file lock beside a SQLite file, an advisory lock on PostgreSQL)."""
         with self._migration_lock(), self.engine.begin() as connection:
             config = alembic_config()
             config.attributes["connection"] = connection
-            tables = inspect(connection).get_table_names()
+            inspector = inspect(connection)
+            tables = inspector.get_table_names()
             if ProbeJobRow.__tablename__ in tables and "alembic_version" not in tables:
-                command.stamp(config, INITIAL_REVISION)
+                columns = {c["name"] for c in inspector.get_columns(ProbeJobRow.__tablename__)}
+                command.stamp(config, PHASE_REVISION if "phase" in columns else INITIAL_REVISION)
             command.upgrade(config, "head")
 
     def ping(self) -> None:

@@ -21,7 +21,7 @@ from planner import Catalog, SpecError
 from planner.probe import ProbeRequest
 from service.metrics import Metrics, probe_outcome
 from service.probes import repository
-from service.probes.admission import admit
+from service.probes.admission import admit, check_probe_side
 from service.probes.budget import probe_budgets, process_memory_limit
 from service.probes.db import Database
 from service.probes.devices import candidate_devices, visible_cuda_devices
@@ -74,7 +74,7 @@ class _Worker(threading.Thread):
         began = time.monotonic()
         started = self._start(request, job_id)
         if isinstance(started, ProbeProcess):
-            outcome = started.wait(job.timeout_s)
+            outcome = started.wait(job.timeout_s, lambda phase: repository.set_phase(self._executor.db, job_id, phase))
             with self._lock:
                 self._process = None
         else:
@@ -170,6 +170,7 @@ class ProbeExecutor:
         then queue it (ProbeQueueFullError beyond the limit)."""
         if not self.running:
             raise ProbesUnavailableError
+        check_probe_side(self.runner)
         backend, devices = self._candidates(request)
         label = admit(request, catalog, backend, min(self.budget(d) for d in devices))
         with self._lock:

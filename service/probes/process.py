@@ -7,6 +7,8 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 
@@ -81,18 +83,32 @@ class ProbeProcess:
             if not self._closed and self._process.is_alive():
                 self._process.terminate()
 
-    def wait(self, timeout_s: float, startup_timeout_s: float = STARTUP_TIMEOUT_S) -> Outcome:
+    def wait(
+        self,
+        timeout_s: float,
+        on_phase: Callable[[str], object] | None = None,
+        startup_timeout_s: float = STARTUP_TIMEOUT_S,
+    ) -> Outcome:
         """The outcome within `timeout_s` of the probe starting (its runner imported); after it the process is
-        killed and the outcome is a timeout. Starting may take up to `startup_timeout_s` more."""
+        killed and the outcome is a timeout. Starting may take up to `startup_timeout_s` more. Each
+        ("phase", name) the probe sends on the way goes to `on_phase`."""
+        started = False
+        deadline = time.monotonic() + startup_timeout_s
         try:
-            message = self._next_message(startup_timeout_s)
-            if message is None:
-                return Outcome(error=f"the probe process did not start within {startup_timeout_s:g} s")
-            if message and message[0] == child.STARTED:
-                message = self._next_message(timeout_s)
+            while True:
+                message = self._next_message(max(0.0, deadline - time.monotonic()))
                 if message is None:
-                    return Outcome(error=f"timed out after {timeout_s:g} s")
-            return self._outcome(message) if message else Outcome(error=self._death())
+                    if started:
+                        return Outcome(error=f"timed out after {timeout_s:g} s")
+                    return Outcome(error=f"the probe process did not start within {startup_timeout_s:g} s")
+                if message and message[0] == "phase":
+                    if on_phase is not None:
+                        on_phase(message[1])
+                    continue
+                if message and message[0] == child.STARTED and not started:
+                    started, deadline = True, time.monotonic() + timeout_s
+                    continue
+                return self._outcome(message) if message else Outcome(error=self._death())
         finally:
             self._close()
 

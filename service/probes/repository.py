@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select, update
 
 from planner.probe import ProbeRequest, ProbeResult
-from service.probes.db import Database, ProbeJobRow, utc_now
+from service.probes.db import PHASE_CHARS, Database, ProbeJobRow, utc_now
 from service.probes.errors import UnknownProbeJobError
 from service.probes.schemas import JobStatus, ProbeJob, ProbeKind, RunBackend
 
@@ -21,9 +21,12 @@ __all__ = [
     "mark_interrupted",
     "mark_running",
     "queued",
+    "set_phase",
 ]
 
 INTERRUPTED = "interrupted: the server stopped while the probe ran"
+QUEUED_PHASE = "queued"
+STARTING_PHASE = "starting the probe process"
 MAX_LABEL_CHARS = 200
 
 
@@ -39,6 +42,7 @@ def _job(row: ProbeJobRow) -> ProbeJob:
         request=ProbeRequest.model_validate(row.request),
         result=None if row.result is None else ProbeResult.model_validate(row.result),
         error=row.error,
+        phase=row.phase,
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
@@ -61,6 +65,7 @@ def create(
         request=request.model_dump(mode="json", by_alias=True),
         result=None,
         error=None,
+        phase=QUEUED_PHASE,
         created_at=utc_now(),
     )
     with db.sessions.begin() as session:
@@ -104,7 +109,7 @@ def mark_running(db: Database, job_id: str, *, device: str, backend: RunBackend)
     claim = (
         update(ProbeJobRow)
         .where(ProbeJobRow.id == job_id, ProbeJobRow.status == "queued")
-        .values(status="running", device=device, backend=backend, started_at=utc_now())
+        .values(status="running", device=device, backend=backend, started_at=utc_now(), phase=STARTING_PHASE)
     )
     with db.sessions.begin() as session:
         if session.execute(claim).rowcount != 1:  # type: ignore[attr-defined]  # a CursorResult for an UPDATE
@@ -123,6 +128,7 @@ def _end(db: Database, job_id: str, status: JobStatus, result: ProbeResult | Non
             status=status,
             result=None if result is None else result.model_dump(mode="json", by_alias=True),
             error=error,
+            phase=status,
             finished_at=utc_now(),
         )
     )
@@ -140,6 +146,17 @@ def fail(db: Database, job_id: str, error: str) -> bool:
     return _end(db, job_id, "failed", None, error)
 
 
+def set_phase(db: Database, job_id: str, phase: str) -> bool:
+    """Record what a running job is doing now; False when it is not running."""
+    change = (
+        update(ProbeJobRow)
+        .where(ProbeJobRow.id == job_id, ProbeJobRow.status == "running")
+        .values(phase=phase[:PHASE_CHARS])
+    )
+    with db.sessions.begin() as session:
+        return bool(session.execute(change).rowcount)  # type: ignore[attr-defined]
+
+
 def mark_interrupted(db: Database, *, owner: str) -> list[str]:
     """Fail the owner's jobs left running by a server that stopped; their ids."""
     running = select(ProbeJobRow.id).where(ProbeJobRow.owner == owner, ProbeJobRow.status == "running")
@@ -149,7 +166,7 @@ def mark_interrupted(db: Database, *, owner: str) -> list[str]:
             session.execute(
                 update(ProbeJobRow)
                 .where(ProbeJobRow.id.in_(ids), ProbeJobRow.status == "running")
-                .values(status="failed", error=INTERRUPTED, finished_at=utc_now())
+                .values(status="failed", error=INTERRUPTED, phase="failed", finished_at=utc_now())
             )
     return ids
 

@@ -31,6 +31,12 @@ class ProbeJob(BaseModel):
     request: ProbeRequest
     result: ProbeResult | None = Field(default=None, description="When done (an OOM run is a result too).")
     error: str | None = Field(default=None, description="When failed: timeout, crash, out of memory, interrupted.")
+    phase: str | None = Field(
+        default=None,
+        description="What the probe is doing: 'queued', 'starting the probe process', 'importing the probe runner "
+        "(torch)', 'building the scaled-down model', 'measuring on cpu', 'comparing with the planner', then 'done' "
+        "or 'failed'.",
+    )
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None

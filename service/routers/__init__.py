@@ -1,5 +1,5 @@
 """One router per resource; create_app includes them all."""
 
-from service.routers import estimates, gpus, health, models, probes
+from service.routers import engines, estimates, gpus, health, models, page, probes
 
-__all__ = ["estimates", "gpus", "health", "models", "probes"]
+__all__ = ["engines", "estimates", "gpus", "health", "models", "page", "probes"]

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 from planner.probe import ProbeRequest
 from service.auth import WriteAccess
 from service.deps import CatalogDep, ProbeDatabaseDep, ProbeExecutorDep
+from service.hub import with_hub_model
 from service.openapi import AUTH, BODY, NOT_FOUND, QUEUE_FULL, UNAVAILABLE
 from service.probes import repository
 from service.probes.schemas import (
@@ -20,7 +21,7 @@ from service.probes.schemas import (
     RunBackend,
 )
 
-__all__ = ["job_location", "link_probe", "router"]
+__all__ = ["job_location", "probe_link_headers", "router"]
 
 router = APIRouter(prefix="/v1/probes", tags=["probes"], responses=UNAVAILABLE)
 MAX_PAGE = 100
@@ -30,10 +31,9 @@ def job_location(job_id: str) -> str:
     return f"{router.prefix}/{job_id}"
 
 
-def link_probe(response: Response, job: ProbeJob) -> None:
-    """Point a response at a probe job: `X-Memplan-Probe: <id>` and `Link: </v1/probes/<id>>; rel="probe"`."""
-    response.headers["X-Memplan-Probe"] = job.id
-    response.headers["Link"] = f'<{job_location(job.id)}>; rel="probe"'
+def probe_link_headers(job: ProbeJob) -> dict[str, str]:
+    """Headers pointing a response at a probe job: `X-Memplan-Probe: <id>` and `Link: </v1/probes/<id>>`."""
+    return {"X-Memplan-Probe": job.id, "Link": f'<{job_location(job.id)}>; rel="probe"'}
 
 
 @router.post(
@@ -46,8 +46,9 @@ def link_probe(response: Response, job: ProbeJob) -> None:
 def submit(
     request: ProbeRequest, executor: ProbeExecutorDep, catalog: CatalogDep, response: Response
 ) -> ProbeAcceptedResponse:
-    """Queue a probe: 202 and Location; 422 when the planner rejects or over-sizes it, 429 when the queue is full."""
-    job = executor.submit(request, catalog)
+    """Queue a probe: 202 and Location; 422 when the planner rejects or over-sizes it, 429 + Retry-After when the
+    queue is full."""
+    job = executor.submit(with_hub_model(request), catalog)
     response.headers["Location"] = job_location(job.id)
     return ProbeAcceptedResponse(id=job.id, status=job.status, location=job_location(job.id))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 from planner import count_params, load_catalog, resolve_model
 from planner.probe import Comparison, ProbeRequest, ProbeResult, probe_hf_config, scale_down
@@ -93,3 +94,10 @@ def report_parent_and_sleep(request: ProbeRequest) -> ProbeResult:
         handle.write(str(os.getppid()))
     time.sleep(3600)
     raise AssertionError("unreachable")
+
+
+def phased(request: ProbeRequest, progress: Callable[[str], None]) -> ProbeResult:
+    """Reports a phase, holds it for a moment (the test reads it), then answers like canned."""
+    progress("measuring a canned step")
+    time.sleep(float(os.environ.get("MEMPLAN_TEST_PHASE_HOLD_S", "1.0")))
+    return canned(request)

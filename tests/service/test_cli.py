@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 import service.cli
+import service.cli_inference
 from planner import (
     Catalog,
     CatalogModel,
@@ -20,6 +21,7 @@ from planner import (
     load_catalog,
 )
 from planner.model.describe import ImportDescription
+from planner.serving.load import LoadSpec
 from planner.training.estimate import TrainingEstimate, TrainingRequest, estimate_training
 from planner.training.spec import (
     AdapterSpec,
@@ -51,7 +53,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[InferenceRequest]:
         seen.append(request)
         return estimate_inference(request, catalog)
 
-    monkeypatch.setattr(service.cli, "estimate_inference", recording)
+    monkeypatch.setattr(service.cli_inference, "estimate_inference", recording)
     return seen
 
 
@@ -78,6 +80,7 @@ def test_estimate_flags_map_onto_one_request(calls: list[InferenceRequest]) -> N
             engine=Engine.VLLM,
             gpu_memory_utilization=0.85,
         ),
+        load=LoadSpec(concurrency=32),  # h200 with vllm has kernel tables: --concurrency is also the load
     )
     assert calls == [expected]
 
@@ -93,8 +96,9 @@ def test_request_file_with_flags_laid_over(calls: list[InferenceRequest], tmp_pa
     path.write_text(json.dumps(request))
     result = runner.invoke(app, ["estimate", "inference", "--request", str(path), "--concurrency", "16"])
     assert result.exit_code == 0, result.output
+    serving = ServingSpec(concurrency=16, prompt_tokens=1000)
     assert calls == [
-        InferenceRequest(model="mistral-7b-v0.1", gpu="l40s", serving=ServingSpec(concurrency=16, prompt_tokens=1000))
+        InferenceRequest(model="mistral-7b-v0.1", gpu="l40s", serving=serving, load=LoadSpec(concurrency=16))
     ]
 
 

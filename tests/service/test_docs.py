@@ -14,6 +14,7 @@ ENDPOINTS = {
     ("/v1/models/import", "post"),
     ("/v1/gpus", "get"),
     ("/v1/gpus/{gpu_id}", "get"),
+    ("/v1/engines", "get"),
     ("/v1/estimates/inference", "post"),
     ("/v1/estimates/training", "post"),
     ("/v1/probes", "post"),

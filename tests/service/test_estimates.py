@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from planner import InferenceEstimate, InferenceRequest, estimate_inference, load_catalog
 from service.app import create_app
 from service.examples import INFERENCE_EXAMPLES, QWEN2_5_0_5B_CONFIG
+from service.readable import planner_json
 from service.settings import Settings
 from tests.service.conftest import SPEC_8B
 
@@ -17,7 +18,7 @@ PATH = "/v1/estimates/inference"
 def _estimate(client: TestClient, body: dict[str, Any]) -> InferenceEstimate:
     response = client.post(PATH, json=body)
     assert response.status_code == 200, response.text
-    return InferenceEstimate.model_validate(response.json())
+    return InferenceEstimate.model_validate(planner_json(response.json()))
 
 
 def _assert_consistent(e: InferenceEstimate) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import service.cli
+import service.cli_probe
 from planner import FieldProblem, ServingSpec, SpecError
 from planner.probe import ProbeRequest, ProbeResult
 from planner.serving.spec import Engine
@@ -26,11 +26,11 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[ProbeRequest]:
     """Record every request the CLI hands to the runner, and answer with the canned result."""
     seen: list[ProbeRequest] = []
 
-    def recording(request: ProbeRequest) -> ProbeResult:
+    def recording(request: ProbeRequest, progress: object = None) -> ProbeResult:
         seen.append(request)
         return canned(request)
 
-    monkeypatch.setattr(service.cli, "run_probe", recording)
+    monkeypatch.setattr(service.cli_probe, "run_probe", recording)
     return seen
 
 
@@ -111,7 +111,7 @@ def test_bad_input_exits_2_before_running(calls: list[ProbeRequest], args: list[
 
 
 def _raising(exc: BaseException) -> Any:
-    def run(request: ProbeRequest) -> ProbeResult:
+    def run(request: ProbeRequest, progress: object = None) -> ProbeResult:
         raise exc
 
     return run
@@ -122,12 +122,12 @@ def _raising(exc: BaseException) -> Any:
     [
         (MemoryError(), 1, "error: the probe failed: out of memory"),
         (RuntimeError("CUDA error: device-side assert"), 1, "RuntimeError: CUDA error: device-side assert"),
-        (ModuleNotFoundError("No module named 'torch'"), 1, "pip install -e '.[test]'"),
+        (ModuleNotFoundError("No module named 'torch'"), 1, "pip install -e '.[probe]'"),
         (SpecError([FieldProblem(("serving", "engine"), "the probe serves with transformers")]), 2, "serving.engine"),
     ],
 )
 def test_runner_failures(monkeypatch: pytest.MonkeyPatch, exc: BaseException, code: int, message: str) -> None:
-    monkeypatch.setattr(service.cli, "run_probe", _raising(exc))
+    monkeypatch.setattr(service.cli_probe, "run_probe", _raising(exc))
     result = probe()
     assert result.exit_code == code, result.output
     assert message in result.stderr

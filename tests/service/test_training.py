@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from planner import load_catalog
 from planner.training.estimate import TrainingEstimate, TrainingRequest, estimate_training
 from service.examples import QWEN2_5_0_5B_CONFIG, TRAINING_EXAMPLES
+from service.readable import planner_json
 from tests.service.conftest import error_text
 
 PATH = "/v1/estimates/training"
@@ -17,7 +18,7 @@ LORA_R16 = {"method": {"kind": "lora", "rank": 16}}
 def _estimate(client: TestClient, body: dict[str, Any]) -> TrainingEstimate:
     response = client.post(PATH, json=body)
     assert response.status_code == 200, response.text
-    return TrainingEstimate.model_validate(response.json())
+    return TrainingEstimate.model_validate(planner_json(response.json()))
 
 
 def _assert_consistent(e: TrainingEstimate) -> None:
