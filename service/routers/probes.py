@@ -46,8 +46,7 @@ def probe_link_headers(job: ProbeJob) -> dict[str, str]:
 def submit(
     request: ProbeRequest, executor: ProbeExecutorDep, catalog: CatalogDep, response: Response
 ) -> ProbeAcceptedResponse:
-    """Queue a probe: 202 and Location; 422 when the planner rejects or over-sizes it, 429 + Retry-After when the
-    queue is full."""
+    """Queue a probe: 202 and Location; 422 when the planner rejects or over-sizes it, 429 + Retry-After if full."""
     job = executor.submit(with_hub_model(request), catalog)
     response.headers["Location"] = job_location(job.id)
     return ProbeAcceptedResponse(id=job.id, status=job.status, location=job_location(job.id))
