@@ -82,6 +82,15 @@ class KernelTables:
     allreduce: dict[int, KernelTable]
     elementwise: KernelTable
     fit_report: dict[str, Any] = field(default_factory=dict)
+    # the nearest table per (section, key), picked once: the sections are read-only once loaded, so their ids are
+    # stable for this instance's life
+    _picked: dict[tuple[int, tuple[float, ...]], KernelTable] = field(default_factory=dict, repr=False)
+
+    def _pick(self, tables: dict[tuple[float, ...], KernelTable], key: tuple[float, ...]) -> KernelTable:
+        cached = self._picked.get((id(tables), key))
+        if cached is None:
+            cached = self._picked[(id(tables), key)] = _nearest(tables, key)
+        return cached
 
     # GEMM --------------------------------------------------------------------------------------------------------
     def gemm_s(self, m: int, n: int, k: int, fmt: str) -> float:
@@ -99,7 +108,7 @@ class KernelTables:
         if b <= 0 or s <= 0:
             return 0.0
         tables = self._attention(self.context_attention, kv_dtype, window)
-        t = _nearest(tables, (float(n_h), float(n_kv), float(d)))
+        t = self._pick(tables, (float(n_h), float(n_kv), float(d)))
         kv_b = _KV_BYTES[kv_dtype]
         roof = context_attention_roofline_s(b, s, n_h, n_kv, d, window, kv_b, self.roofline)
         return t.latency_s(roof, b, s) * _roofline_ratio(t.key, (n_h, n_kv, d))
@@ -109,7 +118,7 @@ class KernelTables:
         if b <= 0:
             return 0.0
         tables = self._attention(self.generation_attention, kv_dtype, window)
-        t = _nearest(tables, (float(n_kv), float(d)))
+        t = self._pick(tables, (float(n_kv), float(d)))
         kv_b = _KV_BYTES[kv_dtype]
         # the table was normalized with n_h = n_kv (decode time does not depend on query heads, see the fit)
         roof = generation_attention_roofline_s(b, max(s, 1), n_kv, n_kv, d, window, kv_b, self.roofline)
@@ -128,15 +137,21 @@ class KernelTables:
     # MLA -----------------------------------------------------------------------------------------------------------
     def mla_s(self, phase: str, b: int, s: int, n_h: int, kv_dtype: str) -> float:
         """MLA attention core ('context': prefill of b prompts of s tokens; 'generation': one decode step over s
-        cached tokens) with n_h local heads, at DeepSeek-V3's dimensions (planner.calibration.rooflines)."""
+        cached tokens) with n_h local heads, at DeepSeek-V3's dimensions (planner.calibration.rooflines). Where
+        the engine has no measured MLA kernels on this GPU (A100, L40S), the MLA roofline runs at the efficiency
+        the GPU's measured FlashAttention-class kernels reach at the same batch and length."""
         if b <= 0 or s <= 0:
             return 0.0
         section = self.mla_context if phase == "context" else self.mla_generation
-        if not section:
-            raise LookupError(f"no MLA {phase} table for {self.gpu}/{self.engine}")
-        by_heads = section.get(kv_dtype) or section.get("bf16") or next(iter(section.values()))
-        t = _nearest(by_heads, (float(n_h),))
         roof = mla_roofline_s(b, s, n_h, kv_dtype, phase, self.roofline)
+        if not section:
+            if phase == "context":
+                mha = self._pick(self._attention(self.context_attention, kv_dtype, 0), (float(n_h), float(n_h), 128.0))
+            else:
+                mha = self._pick(self._attention(self.generation_attention, kv_dtype, 0), (1.0, 128.0))
+            return mha.latency_s(roof, b, s)
+        by_heads = section.get(kv_dtype) or section.get("bf16") or next(iter(section.values()))
+        t = self._pick(by_heads, (float(n_h),))
         return t.latency_s(roof, b, s) * (n_h / t.key[0])
 
     # MoE ---------------------------------------------------------------------------------------------------------
@@ -146,7 +161,7 @@ class KernelTables:
         if tokens <= 0:
             return 0.0
         by_shape = self.moe.get(fmt) or self.moe.get("bf16") or next(iter(self.moe.values()))
-        t = _nearest(by_shape, (float(h), float(f), float(k), float(experts), float(tp), float(ep)))
+        t = self._pick(by_shape, (float(h), float(f), float(k), float(experts), float(tp), float(ep)))
         roof = moe_roofline_s(tokens, h, f, k, experts, tp, ep, fmt, self.roofline)
         return t.latency_s(roof, tokens)
 

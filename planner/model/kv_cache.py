@@ -99,7 +99,7 @@ class KVSplit(tuple[int, int]):
 def kv_split(spec: ModelSpec, kv_dtype_bytes: int, mla_layout: KVLayout, tensor_parallel: int = 1) -> KVSplit:
     """Per-token KV bytes summed over full-attention layers and over sliding-window layers."""
     per_layer = _layer_kv_bytes_per_token(spec, kv_dtype_bytes, mla_layout, tensor_parallel)
-    n_sliding = sum(1 for i in range(spec.num_layers) if spec.uses_sliding_window(i))
+    n_sliding = spec.sliding_layer_count
     return KVSplit((per_layer * (spec.num_layers - n_sliding), per_layer * n_sliding))
 
 

@@ -227,6 +227,13 @@ class ModelSpec(FrozenSpec):
         """d_h for MHA/MQA/GQA layouts."""
         return self.head_dim or self.hidden_size // self.num_heads
 
+    @property
+    def sliding_layer_count(self) -> int:
+        """Layers that attend within the window (the validator keeps sliding_window_layers unique and in range)."""
+        if self.sliding_window is None:
+            return 0
+        return self.num_layers if self.sliding_window_layers is None else len(self.sliding_window_layers)
+
     def uses_sliding_window(self, layer: int) -> bool:
         if self.sliding_window is None:
             return False

@@ -103,6 +103,7 @@ def engine_profiles() -> tuple[EngineProfile, ...]:
     return tuple(EngineProfile.model_validate(p) for p in by_id.values())
 
 
+@lru_cache(maxsize=512)  # pure over the catalog's profiles; every estimate asks it several times
 def resolve_profile(engine: str, version: str | None, field: tuple[str | int, ...] = ("serving",)) -> EngineProfile:
     """The profile of `engine` covering `version` (the newest profile when version is None)."""
     candidates = [p for p in engine_profiles() if p.engine == engine]
@@ -150,6 +151,19 @@ class EngineDefaults(FrozenSpec):
 
 
 def engine_defaults(profile: EngineProfile, device_bytes: int, smi_mib: int, gpu_name: str, tp: int) -> EngineDefaults:
+    """`_engine_defaults`, remembered per (catalog profile, GPU, TP): every estimate of a deployment asks it."""
+    if any(p is profile for p in engine_profiles()):
+        return _catalog_defaults(profile.id, device_bytes, smi_mib, gpu_name, tp)
+    return _engine_defaults(profile, device_bytes, smi_mib, gpu_name, tp)
+
+
+@lru_cache(maxsize=2048)
+def _catalog_defaults(profile_id: str, device_bytes: int, smi_mib: int, gpu_name: str, tp: int) -> EngineDefaults:
+    profile = next(p for p in engine_profiles() if p.id == profile_id)
+    return _engine_defaults(profile, device_bytes, smi_mib, gpu_name, tp)
+
+
+def _engine_defaults(profile: EngineProfile, device_bytes: int, smi_mib: int, gpu_name: str, tp: int) -> EngineDefaults:
     """Evaluate `profile`'s GPU-dependent defaults: device memory as the CUDA driver reports it, nvidia-smi's
     memory.total in MiB (SGLang reads that), the GPU's name (vLLM's A100 exception) and the TP size."""
     gib = device_bytes / GIB

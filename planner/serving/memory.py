@@ -80,18 +80,28 @@ def weight_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
     Source: linear storage per format in planner.model.precision.linear_weight_bytes; tensor-parallel split of
       column/row-parallel linears and vocab-parallel embeddings after Megatron-LM (Shoeybi et al. 2019 §3).
     """
-    fmt, tp, emb = serving.weight_format, serving.tensor_parallel, serving.embedding_dtype
-    expert_fmt = serving.resolved_expert_format
-    q, experts, plain, vectors, embedding, lm_head = _weight_bytes(
-        spec, fmt, expert_fmt, serving.quant_group_size, emb, tp
+    return _weight_terms(
+        spec,
+        serving.weight_format,
+        serving.resolved_expert_format,
+        serving.quant_group_size,
+        serving.embedding_dtype,
+        serving.tensor_parallel,
     )
+
+
+@lru_cache(maxsize=4096)  # a pure function of the spec and the storage settings; sweeps revisit them
+def _weight_terms(
+    spec: ModelSpec, fmt: WeightFormat, expert_fmt: WeightFormat, group: int, emb: DType, tp: int
+) -> tuple[Term, ...]:
+    q, experts, plain, vectors, embedding, lm_head = _weight_bytes(spec, fmt, expert_fmt, group, emb, tp)
     split = f" ÷ TP={tp}" if tp > 1 else ""
     terms = [
         Term(
             name="weights/linear",
             bytes=q,
             formula="Σ_layers Σ_linears storage(d_in, d_out, format)",
-            detail=f"decoder linears in {format_bits_note(fmt, serving.quant_group_size)}{split}",
+            detail=f"decoder linears in {format_bits_note(fmt, group)}{split}",
             source="QLoRA §3, GPTQ, AWQ storage layouts (see planner.model.precision); Megatron-LM §3 for TP",
         ),
         Term(
@@ -109,7 +119,7 @@ def weight_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
                 name="weights/experts",
                 bytes=experts,
                 formula="Σ_moe layers E·3·storage(h, f_e, expert format)",
-                detail=f"routed experts in {format_bits_note(expert_fmt, serving.quant_group_size)}{split}",
+                detail=f"routed experts in {format_bits_note(expert_fmt, group)}{split}",
                 source="expert stacks of the MoE layers; storage as planner.model.precision.linear_weight_bytes",
             ),
         )

@@ -38,7 +38,7 @@ NORM_PASSES = 8
 # tokens at which the token-proportional part of a layer is evaluated; interpolated linearly in between
 _T_GRID = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096,
            6144, 8192, 12288, 16384, 24576, 32768, 65536)  # fmt: skip
-_MEMO_LIMIT = 200_000  # cached step pieces per StepModel before the memo starts afresh
+_MEMO_LIMIT = 20_000  # cached step pieces per StepModel before the memo starts afresh (~3 MiB)
 _FUSED = {"q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv", "gate_proj": "gate_up", "up_proj": "gate_up",
           "q_a_proj": "qkv_a", "kv_a_proj_with_mqa": "qkv_a", "shared_experts.gate_proj": "shared_gate_up",
           "shared_experts.up_proj": "shared_gate_up"}  # fmt: skip
@@ -264,7 +264,7 @@ def build_step_model(shape: ServingShape, tables: KernelTables) -> StepModel:
     return _build(shape, tables)
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=1024)  # a sweep of ~350 shapes cycles through the cache; 256 thrashed it
 def _build(shape: ServingShape, tables: KernelTables) -> StepModel:
     spec, tp = shape.spec, shape.tp
     h = spec.hidden_size

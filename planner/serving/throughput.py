@@ -91,7 +91,7 @@ def attention_flops(spec: ModelSpec, context: int, queries: int, layout: KVLayou
     else:
         per_pair = FLOPS_PER_MAC * spec.num_heads * 2 * spec.resolved_head_dim
     first = context - queries + 1
-    n_sliding = sum(1 for i in range(spec.num_layers) if spec.uses_sliding_window(i))
+    n_sliding = spec.sliding_layer_count
     full = _sum_min(first, context, None)
     windowed = _sum_min(first, context, spec.sliding_window) if n_sliding else 0
     return float(per_pair * ((spec.num_layers - n_sliding) * full + n_sliding * windowed))

@@ -133,3 +133,14 @@ def test_an_overloaded_open_loop_is_refused_not_simulated_for_minutes(monkeypatc
     with pytest.raises(SpecError) as exc:
         estimate_inference(_request(load, prompt_tokens=100, output_tokens=4000), load_catalog())
     assert "too large to simulate" in _problems(exc)[("load",)]
+
+
+@pytest.mark.parametrize("gpu", ["a100-80gb", "l40s"])
+def test_mla_models_answer_where_the_engine_has_no_mla_kernel_table(gpu: str) -> None:
+    """A100 and L40S have no measured MLA kernels: the MLA roofline runs at the measured attention efficiency."""
+    estimate = estimate_inference(
+        _request({"concurrency": 2}, model="deepseek-v2-lite", gpu=gpu, prompt_tokens=512, output_tokens=32),
+        load_catalog(),
+    )
+    assert estimate.load is not None and estimate.load.tpot.mean_ms > 0
+    assert estimate.prefill.ttft_s > 0  # type: ignore[union-attr]
