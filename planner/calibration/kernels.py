@@ -111,7 +111,7 @@ class KernelTables:
         t = self._pick(tables, (float(n_h), float(n_kv), float(d)))
         kv_b = _KV_BYTES[kv_dtype]
         roof = context_attention_roofline_s(b, s, n_h, n_kv, d, window, kv_b, self.roofline)
-        return t.latency_s(roof, b, s) * _roofline_ratio(t.key, (n_h, n_kv, d))
+        return t.latency_s(roof, b, s)  # the roofline is the asked shape's: the nearest key lends its efficiency
 
     def generation_attention_s(self, b: int, s: int, n_h: int, n_kv: int, d: int, kv_dtype: str, window: int) -> float:
         """One decode step of b sequences attending to s cached tokens each."""
@@ -122,7 +122,7 @@ class KernelTables:
         kv_b = _KV_BYTES[kv_dtype]
         # the table was normalized with n_h = n_kv (decode time does not depend on query heads, see the fit)
         roof = generation_attention_roofline_s(b, max(s, 1), n_kv, n_kv, d, window, kv_b, self.roofline)
-        return t.latency_s(roof, b, max(s, 1)) * _roofline_ratio((1.0, *t.key), (1, n_kv, d), 1)
+        return t.latency_s(roof, b, max(s, 1))
 
     @staticmethod
     def _attention(
@@ -152,7 +152,7 @@ class KernelTables:
             return mha.latency_s(roof, b, s)
         by_heads = section.get(kv_dtype) or section.get("bf16") or next(iter(section.values()))
         t = self._pick(by_heads, (float(n_h),))
-        return t.latency_s(roof, b, s) * (n_h / t.key[0])
+        return t.latency_s(roof, b, s)
 
     # MoE ---------------------------------------------------------------------------------------------------------
     def moe_s(self, tokens: int, h: int, f: int, k: int, experts: int, tp: int, ep: int, fmt: str) -> float:
@@ -182,14 +182,6 @@ class KernelTables:
 
 
 _KV_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp32": 4.0}
-
-
-def _roofline_ratio(measured: tuple[float, ...], asked: tuple[int, ...], heads_at: int = 0) -> float:
-    """Scale a nearest-key latency by the work ratio: heads × head width (1.0 for an exact key). `heads_at` is the
-    position of the head count that sets the work (query heads for prefill, KV heads for decode)."""
-    if not measured:
-        return 1.0
-    return (asked[heads_at] * asked[2]) / (measured[heads_at] * measured[2])
 
 
 def _keyed(raw: dict[str, Any], fields: tuple[str, ...]) -> dict[tuple[float, ...], KernelTable]:
