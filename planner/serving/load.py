@@ -20,7 +20,7 @@ from planner.calibration.status import LatencyValidation, latency_validation
 from planner.errors import FieldProblem, SpecError
 from planner.model.spec import ModelSpec
 from planner.serving.engines import EngineDefaults
-from planner.serving.scheduler import Admission, EngineLimits, SchedulerPolicy, Workload, simulate
+from planner.serving.scheduler import Admission, EngineLimits, SchedulerPolicy, StepTimer, Workload, simulate
 from planner.serving.spec import ServingSpec
 from planner.serving.step_time import ServingShape, StepModel, build_step_model, kernel_format
 
@@ -157,14 +157,14 @@ def _percentiles(values: list[float]) -> LatencyPercentiles:
     return LatencyPercentiles(mean_ms=sum(ordered) / n * 1e3, p50_ms=pct(0.5), p90_ms=pct(0.9), p99_ms=pct(0.99))
 
 
-def _lifetime_s(model: StepModel, prompt: int, output: int, concurrency: int) -> float:
+def _lifetime_s(model: StepTimer, prompt: int, output: int, concurrency: int) -> float:
     """One request's prefill alone plus its decode steps at full concurrency: the period of a closed loop."""
     prefill = model.step(0, 0.0, [(prompt, 0)]).total_s
     return prefill + output * model.step(concurrency, prompt + output / 2).total_s
 
 
 def estimate_load(
-    model: StepModel,
+    model: StepTimer,
     serving: ServingSpec,
     defaults: EngineDefaults,
     kv_pool_tokens: int,
