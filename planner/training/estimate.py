@@ -6,7 +6,7 @@ from bisect import bisect_right
 from collections import Counter
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from planner._base import FrozenSpec
 from planner.catalog import Catalog
@@ -18,6 +18,8 @@ from planner.model.spec import ModelSpec
 from planner.refs import GpuRef, ModelRef, ResolvedModel, resolve_gpu, resolve_model
 from planner.serving.throughput import attention_flops
 from planner.training.memory import training_phases
+from planner.training.parallel import check_training_parallel
+from planner.training.parallel_time import model_shard_fraction_for, parallel_times
 from planner.training.peft_params import TrainableParams, trainable_params
 from planner.training.spec import MAX_ACCUMULATION_STEPS, Checkpointing, Precision, TrainingSpec
 from planner.training.state import train_shapes
@@ -42,6 +44,18 @@ class TrainingEfficiency(FrozenSpec):
 
     compute: float = Field(default=0.45, ge=0.01, le=1.0, description="Hardware FLOPs utilization of the step.")
     interconnect: float = Field(default=0.7, ge=0.01, le=1.0, description="Achieved / peak link bandwidth.")
+    host_link_bytes_per_s: float = Field(
+        default=25e9,
+        gt=0,
+        le=1e13,
+        description="GPU↔CPU copy bandwidth for ZeRO-Offload (assumption: pinned copies on PCIe Gen4/Gen5 x16).",
+    )
+    cpu_adam_params_per_s: float = Field(
+        default=1e9,
+        gt=0,
+        le=1e13,
+        description="Parameters per second DeepSpeed's CPU Adam updates on one GPU's host share (assumption).",
+    )
 
 
 class TrainingRequest(FrozenSpec):
@@ -64,9 +78,20 @@ class TrainingThroughput(FrozenSpec):
     tokens_per_step: float = Field(description="Useful tokens per optimizer step (micro × accumulation × DP).")
     compute_s: float
     communication_s: float = Field(description="Gradient all-reduce (ZeRO-3: + weight all-gathers) per step.")
-    step_time_s: float = Field(description="max(compute, communication): communication overlaps backward.")
-    formula: str = "tokens/s = DP·P·η / F_hw; F_model = (1 + bwd)·(2·N + attention); F_hw adds recompute"
-    source: str = "Kaplan et al. 2020 §2.1; Chowdhery et al. 2022 App. B (MFU); Narayanan et al. 2021 §3"
+    pipeline_bubble_fraction: float = Field(default=0.0, description="(PP − 1)/micro-batches, added to compute.")
+    tensor_parallel_s: float = Field(default=0.0, description="Exposed TP all-reduces / all-gathers + reduce-scatters.")
+    pipeline_send_s: float = Field(default=0.0, description="Stage-boundary sends of activations and gradients.")
+    context_parallel_s: float = Field(default=0.0, description="Ring-attention transfers not hidden by attention.")
+    offload_s: float = Field(default=0.0, description="ZeRO-Offload copies and the CPU Adam step.")
+    step_time_s: float = Field(description="max(compute·(1 + bubble) + exposed model-parallel time, DP communication)")
+    formula: str = (
+        "tokens/s = rows·s / step; compute = rows·s·F_hw / (GPUs·P·η); F_model = (1 + bwd)·(2·N + attention); "
+        "F_hw adds recompute; step = max(compute·(1 + (p − 1)/m) + TP + PP + CP + offload, DP all-reduce)"
+    )
+    source: str = (
+        "Kaplan et al. 2020 §2.1; Chowdhery et al. 2022 App. B (MFU); Narayanan et al. 2021 §2.2, §3; Korthikanti "
+        "et al. 2022 §4.2; Ren et al. 2021 (ZeRO-Offload)"
+    )
 
 
 class Suggestion(FrozenSpec):
@@ -168,7 +193,10 @@ def suggestions(spec: ModelSpec, t: TrainingSpec, peak: int, budget: int) -> tup
     """Each candidate change that lowers the peak, with the bytes it saves and whether it then fits."""
     out = []
     for change, patch in _candidates(t):
-        changed = TrainingSpec.model_validate({**t.model_dump(), **patch})
+        try:
+            changed = TrainingSpec.model_validate({**t.model_dump(), **patch})
+        except ValidationError:  # a change the rest of the configuration rules out (8-bit AdamW with offload)
+            continue
         new_peak = _peak(spec, changed, trainable_params(spec, changed.method))
         if new_peak < peak:
             out.append(
@@ -203,7 +231,7 @@ def _padding(t: TrainingSpec, seq: int) -> tuple[float, float]:
 def training_throughput(
     spec: ModelSpec, t: TrainingSpec, gpu: GpuSpec, eff: TrainingEfficiency, tp: TrainableParams
 ) -> TrainingThroughput:
-    """FLOPs per token, tokens/s, MFU and step time on DP GPUs."""
+    """FLOPs per token, tokens/s, MFU and step time on DP × TP × PP × CP GPUs."""
     shp = train_shapes(spec, t)
     s = shp.seq
     attention = attention_flops(spec, s, s, KVLayout.MLA_EXPANDED) / s
@@ -217,31 +245,44 @@ def training_throughput(
     )
     computed_len, useful_len = _padding(t, s)
     rows = t.micro_batch_size * t.gradient_accumulation_steps * t.data_parallel
-    compute_s = rows * computed_len * hardware / (t.data_parallel * peak * eff.compute)
-    comm_s = _dp_communication_s(t, gpu, eff, tp)
-    step = max(compute_s, comm_s)
+    gpus = t.num_gpus
+    compute_s = rows * computed_len * hardware / (gpus * peak * eff.compute)
+    attention_layer_s = rows * computed_len * attention / spec.num_layers / (gpus * peak * eff.compute)
+    par = parallel_times(
+        spec, t, gpu, tp, eff.interconnect, attention_layer_s, eff.host_link_bytes_per_s, eff.cpu_adam_params_per_s
+    )
+    comm_s = _dp_communication_s(t, gpu, eff, tp, model_shard_fraction_for(spec, t))
+    step = max(compute_s * (1 + par.bubble_fraction) + par.exposed_s, comm_s)
     return TrainingThroughput(
         model_flops_per_token=model_flops,
         hardware_flops_per_token=hardware,
         tokens_per_s=rows * useful_len / step,
-        mfu=rows * computed_len * model_flops / (step * t.data_parallel * peak),
+        mfu=rows * computed_len * model_flops / (step * gpus * peak),
         useful_token_fraction=useful_len / computed_len,
         tokens_per_step=rows * useful_len,
         compute_s=compute_s,
         communication_s=comm_s,
+        pipeline_bubble_fraction=par.bubble_fraction,
+        tensor_parallel_s=par.tensor_parallel_s,
+        pipeline_send_s=par.pipeline_send_s,
+        context_parallel_s=par.context_parallel_s,
+        offload_s=par.offload_s,
         step_time_s=step,
     )
 
 
-def _dp_communication_s(t: TrainingSpec, gpu: GpuSpec, eff: TrainingEfficiency, tp: TrainableParams) -> float:
-    """Ring all-reduce of gradients, 2·(N−1)/N·bytes; ZeRO-3 adds two weight all-gathers (N−1)/N·bytes each."""
+def _dp_communication_s(
+    t: TrainingSpec, gpu: GpuSpec, eff: TrainingEfficiency, tp: TrainableParams, shard: float = 1.0
+) -> float:
+    """Ring all-reduce of gradients, 2·(N−1)/N·bytes; ZeRO-3 adds two weight all-gathers (N−1)/N·bytes each; each
+    GPU reduces its TP × PP shard (`shard`, planner.training.parallel.model_shard_fraction) over the DP group."""
     n = t.data_parallel
     if n == 1:
         return 0.0
-    grad_bytes = tp.trainable * (2 if t.precision in (Precision.BF16, Precision.BF16_FP32_MASTER) else 4)
+    grad_bytes = shard * tp.trainable * (2 if t.precision in (Precision.BF16, Precision.BF16_FP32_MASTER) else 4)
     volume = 2 * (n - 1) / n * grad_bytes
     if t.zero_stage == 3:
-        volume += 2 * (n - 1) / n * tp.base_params * 2
+        volume += 2 * (n - 1) / n * shard * tp.base_params * 2
     return volume / (gpu.interconnect_bandwidth_bytes_per_s * eff.interconnect)
 
 
@@ -250,6 +291,7 @@ def estimate_training(request: TrainingRequest, catalog: Catalog) -> TrainingEst
     model = resolve_model(request.model, catalog)
     gpu = resolve_gpu(request.gpu, catalog)
     spec, t = model.spec, request.training
+    check_training_parallel(spec, t)
     tp = trainable_params(spec, t.method)
     phases = training_phases(spec, t, tp)
     peak = phases.peak
@@ -266,7 +308,7 @@ def estimate_training(request: TrainingRequest, catalog: Catalog) -> TrainingEst
     return TrainingEstimate(
         model=model,
         gpu=gpu,
-        num_gpus=t.data_parallel,
+        num_gpus=t.num_gpus,
         training=t,
         trainable_params=tp,
         memory=peak,
