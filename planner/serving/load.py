@@ -158,9 +158,15 @@ def _percentiles(values: list[float]) -> LatencyPercentiles:
 
 
 def _lifetime_s(model: StepTimer, prompt: int, output: int, concurrency: int) -> float:
-    """One request's prefill alone plus its decode steps at full concurrency: the period of a closed loop."""
+    """The period of a closed loop: one request's prefill alone plus its decode steps at full concurrency, and the
+    other c − 1 requests' prefills, each stalling those decode steps once (TPOT = t(c) + (c − 1)·stall/O,
+    planner.plans.static.closed_loop_at). Without the stalls the staggered clients start too close together and stay
+    bunched, as a closed loop keeps its phases."""
+    ctx = prompt + output / 2
     prefill = model.step(0, 0.0, [(prompt, 0)]).total_s
-    return prefill + output * model.step(concurrency, prompt + output / 2).total_s
+    others = concurrency - 1
+    stall = model.step(others, ctx, [(prompt, 0)]).total_s - model.step(others, ctx).total_s if others else 0.0
+    return prefill + output * model.step(concurrency, ctx).total_s + others * stall
 
 
 def estimate_load(
