@@ -124,20 +124,21 @@ def family_memory(spec: ModelSpec, fam: Family, longest_request: int) -> FamilyM
       candidate's own max_num_seqs.
     """
     bf16 = fam.serving(kv_cache_dtype=DType.BF16)  # the non-KV terms do not depend on the KV dtype
-    pool_bytes, weights, defaults, stage_specs = _pool_bytes(spec, bf16, fam.gpu)
-    if pool_bytes is None:
-        return FamilyMemory(False, 0, "does_not_fit", f"{weights / GIB:.1f} GiB of weights and activations on one "
-                            f"GPU exceed the engine's budget", defaults, weights)  # fmt: skip
-    b_kv = dtype_bytes(fam.kv_dtype)
-    block = defaults.block_size
+    mem = _pool_bytes(spec, bf16, fam.gpu)
+    if mem.pools is None:
+        detail = (
+            f"{mem.non_kv / GIB:.1f} GiB per GPU of weights ({mem.weights / GIB:.1f} GiB), activations and overhead; "
+            f"the engine's budget is {mem.budget / GIB:.1f} GiB"
+        )
+        return FamilyMemory(False, 0, "does_not_fit", detail, mem.defaults, mem.weights)
+    b_kv, block = dtype_bytes(fam.kv_dtype), mem.defaults.block_size
     tokens = min(
-        (pool // (block * _kv_per_token(st, b_kv, bf16))) * block
-        for pool, st in zip(pool_bytes, stage_specs, strict=True)
+        (pool // (block * _kv_per_token(st, b_kv, bf16))) * block for pool, st in zip(mem.pools, mem.specs, strict=True)
     )
     if tokens < longest_request:
-        return FamilyMemory(False, tokens, "kv_pool_too_small", f"the KV pool holds {tokens} tokens, the longest "
-                            f"request needs {longest_request}", defaults, weights)  # fmt: skip
-    return FamilyMemory(True, tokens, None, "", defaults, weights)
+        detail = f"the KV pool holds {tokens} tokens, the longest request needs {longest_request}"
+        return FamilyMemory(False, tokens, "kv_pool_too_small", detail, mem.defaults, mem.weights)
+    return FamilyMemory(True, tokens, None, "", mem.defaults, mem.weights)
 
 
 def _kv_per_token(spec: ModelSpec, b_kv: int, serving: ServingSpec) -> int:
@@ -145,7 +146,18 @@ def _kv_per_token(spec: ModelSpec, b_kv: int, serving: ServingSpec) -> int:
     return max(1, split.full + split.sliding)
 
 
-PoolBytes = tuple[tuple[int, ...] | None, int, EngineDefaults, tuple[ModelSpec, ...]]
+@dataclass(frozen=True, slots=True)
+class PoolBytes:
+    """The engine's memory model over a replica's stages."""
+
+    pools: tuple[int, ...] | None  # KV pool bytes of each stage; None when a stage does not fit
+    non_kv: int  # the fullest stage's weights + activations + overhead, per GPU
+    weights: int  # that stage's weights
+    budget: int
+    defaults: EngineDefaults
+    specs: tuple[ModelSpec, ...]
+
+
 _POOLS: dict[tuple[ModelSpec, ServingSpec, str], PoolBytes] = {}  # GpuSpec holds dicts: keyed by its id
 _POOLS_LIMIT = 8192
 
@@ -164,12 +176,14 @@ def _pool_bytes_uncached(spec: ModelSpec, serving: ServingSpec, gpu: GpuSpec) ->
     """(KV pool bytes of each stage, or None when a stage does not fit; fullest stage's non-KV bytes; defaults)."""
     resolved, profile, defaults = resolve_engine(serving, gpu)
     stages = pipeline_stages(spec, serving.pipeline_parallel)
-    pools, worst = [], 0
+    pools, worst, weights, budget = [], 0, 0, 0
     for st in stages:
         mem = engine_memory(st.spec, resolved, gpu, profile, defaults)
         non_kv = sum(t.bytes for t in mem.non_kv)
-        worst = max(worst, non_kv)
+        if non_kv > worst:
+            worst, budget = non_kv, mem.budget_bytes
+            weights = sum(t.bytes for t in mem.non_kv if t.name.startswith("weights/"))
         if non_kv >= mem.budget_bytes or mem.kv_pool_bytes <= 0:
-            return None, worst, defaults, ()
+            return PoolBytes(None, worst, weights, mem.budget_bytes, defaults, ())
         pools.append(mem.kv_pool_bytes)
-    return tuple(pools), worst, defaults, tuple(st.spec for st in stages)
+    return PoolBytes(tuple(pools), worst, weights, budget, defaults, tuple(st.spec for st in stages))

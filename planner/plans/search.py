@@ -58,24 +58,25 @@ def plan_serving(request: PlanRequest, catalog: Catalog) -> PlanResult:
         scan_family(spec, fam, w, slo, c, prices[fam.gpu.id].usd_per_gpu_hour)
         for fam in enumerate_families(spec, gpus, c)
     ]
-    confirmed, simulated, misses = _confirm(request, catalog, scans, prices)
-    plans = list(confirmed)
+    confirmed, simulated = _confirm(request, catalog, scans, prices)
+    plans = [plan for _, plan in confirmed]
     if c.disaggregated:
         plans += disaggregated_plans(request, catalog, spec, scans, prices)
     plans.sort(key=lambda p: p.cost_per_million_output_tokens_usd)
     returned = [p.model_copy(update={"rank": i + 1}) for i, p in enumerate(plans[: request.max_plans])]
-    kept = {(p.label, p.mode) for p in returned}
+    returned_labels = {p.label for p in returned}
+    plan_of = {id(scan): plan for scan, plan in confirmed}
     reasons: Counter[str] = Counter()
     rejected = []
     for scan in scans:
-        scan.reasons.update(misses.get(id(scan), Counter()))
-        if any(p.label.startswith(scan.family.label + " ") and (p.label, p.mode) in kept for p in returned):
-            continue
-        unranked = len(scan.survivors)
-        if unranked:
-            scan.reasons["dearer_than_plans"] += unranked
+        scan.reasons["dearer_than_plans"] += len(scan.survivors)  # met the static bounds, never simulated
+        plan = plan_of.get(id(scan))
+        kept = plan is not None and plan.label in returned_labels
+        if plan is not None and not kept:
+            scan.reasons["dearer_than_plans"] += 1  # confirmed, but the plans returned are cheaper
         reasons.update(scan.reasons)
-        rejected.append(_rejected(scan))
+        if not kept:
+            rejected.append(_rejected(scan))
     frontier = pareto_frontier(scans, slo, returned)
     summary = PlanSummary(
         candidates=sum(s.candidates for s in scans),
@@ -84,7 +85,7 @@ def plan_serving(request: PlanRequest, catalog: Catalog) -> PlanResult:
         screened_by_static_bounds=sum(s.candidates for s in scans if not s.pruned),
         simulated=simulated,
         plans=len(returned),
-        reasons=dict(reasons),
+        reasons={k: v for k, v in reasons.items() if v},
         reason_text=REJECTION_TEXT,
     )
     warnings = list(model.warnings)
@@ -122,14 +123,14 @@ def _rejected(scan: FamilyScan) -> RejectedFamily:
 
 def _confirm(
     request: PlanRequest, catalog: Catalog, scans: list[FamilyScan], prices: dict[str, GpuPrice]
-) -> tuple[list[Plan], int, dict[int, Counter[str]]]:
+) -> tuple[list[tuple[FamilyScan, Plan]], int]:
     """Simulate the statically cheapest candidates in cost order until max_plans are confirmed or the simulation
-    budget is spent; a family whose candidate misses in simulation tries one more replica (RETRIES_PER_FAMILY)."""
+    budget is spent; a family whose candidate misses in simulation tries one more replica (RETRIES_PER_FAMILY).
+    Each simulated candidate leaves the family's survivors; a miss is counted in its reasons."""
     tie = count()
     heap = [(cand.cost_per_million, next(tie), scan, cand, 0) for scan in scans for cand in scan.survivors]
     heapq.heapify(heap)
-    confirmed: list[Plan] = []
-    misses: dict[int, Counter[str]] = {}
+    confirmed: list[tuple[FamilyScan, Plan]] = []
     done: set[int] = set()
     simulated = 0
     while heap and len(confirmed) < request.max_plans and simulated < request.max_simulations:
@@ -142,14 +143,18 @@ def _confirm(
         price = prices[cand.family.gpu.id]
         plan = _simulate(request, catalog, cand, price)
         if plan is not None:
-            confirmed.append(plan)
+            confirmed.append((scan, plan))
             done.add(id(scan))
+            scan.reasons["dominated"] += len(scan.survivors)  # its other batch limits: the confirmed one is cheaper
+            scan.survivors.clear()
             continue
-        misses.setdefault(id(scan), Counter())["simulated_misses_slo"] += 1
+        scan.reasons["simulated_misses_slo"] += 1
         nxt = _with_replicas(cand, cand.replicas + 1, request, price.usd_per_gpu_hour)
         if retry < RETRIES_PER_FAMILY and nxt is not None:
+            scan.reasons["dominated"] -= 1  # the retry was counted dominated by the scan
+            scan.survivors.append(nxt)
             heapq.heappush(heap, (nxt.cost_per_million, next(tie), scan, nxt, retry + 1))
-    return confirmed, simulated, misses
+    return confirmed, simulated
 
 
 def _with_replicas(cand: Candidate, replicas: int, request: PlanRequest, price: float) -> Candidate | None:

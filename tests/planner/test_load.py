@@ -20,7 +20,7 @@ def test_staggered_clients_do_not_start_bunched() -> None:
             "prompt_tokens": 2048,
             "output_tokens": 256,
             "concurrency": 256,
-        },  # fmt: skip
+        },
         load={"concurrency": 256, "client_start": "staggered", "num_requests": 1024},
     )
     load = estimate_inference(request, load_catalog()).load
