@@ -19,7 +19,7 @@ from service.metrics import Metrics, MetricsMiddleware
 from service.openapi import COMMON, drop_security
 from service.probes.db import connect
 from service.probes.executor import ProbeExecutor, make_executor
-from service.routers import estimates, gpus, health, models, probes
+from service.routers import estimates, gpus, health, models, plans, probes
 from service.settings import Settings, get_settings, is_loopback
 
 __all__ = ["InsecureBindError", "create_app", "run_server"]
@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_middleware(app, resolved, metrics)
     install_error_handlers(app)
     install_offline_docs(app)
-    for router in (health.router, models.router, gpus.router, estimates.router, probes.router):
+    for router in (health.router, models.router, gpus.router, estimates.router, plans.router, probes.router):
         app.include_router(router, responses=COMMON)
     if resolved.api_key is None:
         drop_security(app)

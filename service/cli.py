@@ -408,3 +408,6 @@ def probe(
         admit(request, load_catalog())
         result = _probe_result(request)
     typer.echo(result.model_dump_json(indent=2) if as_json else probe_table(result))
+
+
+import service.cli_plans  # noqa: E402, F401  (registers `memplan plan serving|training` and `memplan sweep`)

@@ -69,11 +69,18 @@ def plan_serving(request: PlanRequest, catalog: Catalog) -> PlanResult:
     reasons: Counter[str] = Counter()
     rejected = []
     for scan in scans:
-        scan.reasons["dearer_than_plans"] += len(scan.survivors)  # met the static bounds, never simulated
+        if scan.survivors:  # met the static bounds, never simulated: the plans returned are cheaper
+            cheapest = min(scan.survivors, key=lambda cand: cand.cost_per_million)
+            scan.closest = (
+                f"meets the SLO by the static model with max_num_seqs {cheapest.max_num_seqs} × {cheapest.replicas} "
+                f"replicas at ${cheapest.cost_per_million:.3f} per million output tokens (not simulated)"
+            )
+        scan.reasons["dearer_than_plans"] += len(scan.survivors)
         plan = plan_of.get(id(scan))
         kept = plan is not None and plan.label in returned_labels
         if plan is not None and not kept:
             scan.reasons["dearer_than_plans"] += 1  # confirmed, but the plans returned are cheaper
+            scan.closest = f"{plan.label}: ${plan.cost_per_million_output_tokens_usd:.3f} per million (simulated)"
         reasons.update(scan.reasons)
         if not kept:
             rejected.append(_rejected(scan))

@@ -103,6 +103,7 @@ def engine_profiles() -> tuple[EngineProfile, ...]:
     return tuple(EngineProfile.model_validate(p) for p in by_id.values())
 
 
+@lru_cache(maxsize=256)  # called several times per estimate (ServingSpec.engine_profile); pure in its arguments
 def resolve_profile(engine: str, version: str | None, field: tuple[str | int, ...] = ("serving",)) -> EngineProfile:
     """The profile of `engine` covering `version` (the newest profile when version is None)."""
     candidates = [p for p in engine_profiles() if p.engine == engine]
@@ -149,9 +150,23 @@ class EngineDefaults(FrozenSpec):
     admission: Literal["on_demand", "reserve_full"]
 
 
+_DEFAULTS: dict[tuple[str, int, int, str, int], EngineDefaults] = {}
+
+
 def engine_defaults(profile: EngineProfile, device_bytes: int, smi_mib: int, gpu_name: str, tp: int) -> EngineDefaults:
     """Evaluate `profile`'s GPU-dependent defaults: device memory as the CUDA driver reports it, nvidia-smi's
-    memory.total in MiB (SGLang reads that), the GPU's name (vLLM's A100 exception) and the TP size."""
+    memory.total in MiB (SGLang reads that), the GPU's name (vLLM's A100 exception) and the TP size (once per
+    combination: profiles are fixed by their id)."""
+    key = (profile.id, device_bytes, smi_mib, gpu_name, tp)
+    hit = _DEFAULTS.get(key)
+    if hit is None:
+        if len(_DEFAULTS) > 4096:
+            _DEFAULTS.clear()
+        hit = _DEFAULTS[key] = _engine_defaults(profile, device_bytes, smi_mib, gpu_name, tp)
+    return hit
+
+
+def _engine_defaults(profile: EngineProfile, device_bytes: int, smi_mib: int, gpu_name: str, tp: int) -> EngineDefaults:
     gib = device_bytes / GIB
 
     def tier(s: Sourced | None, fallback: int) -> int:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import Counter
-from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from planner._base import FrozenSpec
 from planner.catalog import Catalog
@@ -21,8 +20,9 @@ from planner.training.memory import training_phases
 from planner.training.parallel import check_training_parallel
 from planner.training.parallel_time import model_shard_fraction_for, parallel_times
 from planner.training.peft_params import TrainableParams, trainable_params
-from planner.training.spec import MAX_ACCUMULATION_STEPS, Checkpointing, Precision, TrainingSpec
+from planner.training.spec import Checkpointing, Precision, TrainingSpec
 from planner.training.state import train_shapes
+from planner.training.suggestions import Suggestion, combined_suggestion, suggestions
 
 __all__ = [
     "Suggestion",
@@ -94,16 +94,6 @@ class TrainingThroughput(FrozenSpec):
     )
 
 
-class Suggestion(FrozenSpec):
-    """One configuration change and what it does to the peak."""
-
-    change: str
-    training: dict[str, Any] = Field(description="The fields of `training` to change.")
-    peak_bytes: int
-    saves_bytes: int
-    fits: bool
-
-
 class TrainingEstimate(FrozenSpec):
     """The answer, per GPU."""
 
@@ -129,10 +119,6 @@ class TrainingEstimate(FrozenSpec):
     warnings: tuple[str, ...] = ()
 
 
-def _peak(spec: ModelSpec, training: TrainingSpec, tp: TrainableParams, micro_batch: int | None = None) -> int:
-    return training_phases(spec, training, tp, micro_batch).peak.total_bytes
-
-
 def max_micro_batch(spec: ModelSpec, training: TrainingSpec, tp: TrainableParams, budget: int) -> int:
     """Largest b with peak(b) ≤ budget. Saved activations grow linearly in b, so two evaluations suffice."""
     one, two = training_phases(spec, training, tp, 1), training_phases(spec, training, tp, 2)
@@ -144,71 +130,6 @@ def max_micro_batch(spec: ModelSpec, training: TrainingSpec, tp: TrainableParams
         if per_row > 0:
             best = min(best, (budget - (first.total_bytes - per_row)) // per_row)
     return best
-
-
-def _candidates(t: TrainingSpec) -> list[tuple[str, dict[str, Any]]]:
-    """Configuration changes in order of what they cost (throughput first, then model quality)."""
-    out: list[tuple[str, dict[str, Any]]] = []
-    if t.optimizer.kind == "adamw" and t.optimizer.implementation != "fused":
-        out.append(
-            (
-                "fused AdamW (no foreach temporaries)",
-                {"optimizer": {**t.optimizer.model_dump(), "implementation": "fused"}},
-            )
-        )
-    if t.attention != "sdpa":
-        out.append((f"SDPA/flash attention instead of {t.attention}", {"attention": "sdpa"}))
-    # halving the micro-batch doubles accumulation, which must stay within what a TrainingSpec accepts
-    if t.micro_batch_size > 1 and 2 * t.gradient_accumulation_steps <= MAX_ACCUMULATION_STEPS:
-        out.append(
-            (
-                f"micro-batch {t.micro_batch_size // 2} with twice the gradient accumulation",
-                {
-                    "micro_batch_size": t.micro_batch_size // 2,
-                    "gradient_accumulation_steps": t.gradient_accumulation_steps * 2,
-                },
-            )
-        )
-    if t.gradient_checkpointing is Checkpointing.NONE:
-        out.append(("selective activation recomputation", {"gradient_checkpointing": "selective"}))
-    if t.gradient_checkpointing is not Checkpointing.FULL:
-        out.append(("full gradient checkpointing", {"gradient_checkpointing": "full"}))
-    for stage in range(t.zero_stage + 1, 4) if t.data_parallel > 1 else ():
-        out.append((f"ZeRO stage {stage}", {"zero_stage": stage}))
-    if t.optimizer.kind == "adamw":
-        out.append(("8-bit AdamW", {"optimizer": {**t.optimizer.model_dump(), "kind": "adamw_8bit"}}))
-    if t.method.kind == "full":
-        out.append(
-            (
-                "LoRA r=16 on all linears instead of full fine-tuning",
-                {"method": {"kind": "lora", "rank": 16, "target_modules": "all-linear"}},
-            )
-        )
-    if t.method.kind == "lora":
-        out.append(("QLoRA (NF4 base) instead of LoRA", {"method": {**t.method.model_dump(), "kind": "qlora"}}))
-    return out
-
-
-def suggestions(spec: ModelSpec, t: TrainingSpec, peak: int, budget: int) -> tuple[Suggestion, ...]:
-    """Each candidate change that lowers the peak, with the bytes it saves and whether it then fits."""
-    out = []
-    for change, patch in _candidates(t):
-        try:
-            changed = TrainingSpec.model_validate({**t.model_dump(), **patch})
-        except ValidationError:  # a change the rest of the configuration rules out (8-bit AdamW with offload)
-            continue
-        new_peak = _peak(spec, changed, trainable_params(spec, changed.method))
-        if new_peak < peak:
-            out.append(
-                Suggestion(
-                    change=change,
-                    training=patch,
-                    peak_bytes=new_peak,
-                    saves_bytes=peak - new_peak,
-                    fits=new_peak <= budget,
-                )
-            )
-    return tuple(out)
 
 
 def _padding(t: TrainingSpec, seq: int) -> tuple[float, float]:
@@ -286,6 +207,15 @@ def _dp_communication_s(
     return volume / (gpu.interconnect_bandwidth_bytes_per_s * eff.interconnect)
 
 
+def _suggestions(spec: ModelSpec, t: TrainingSpec, peak: int, budget: int) -> tuple[Suggestion, ...]:
+    """The single changes, and when none of them fits alone, the smallest combination that does."""
+    singles = suggestions(spec, t, peak, budget)
+    if peak <= budget or any(s.fits for s in singles):
+        return singles
+    combined = combined_suggestion(spec, t, peak, budget)
+    return (*singles, combined) if combined else singles
+
+
 def estimate_training(request: TrainingRequest, catalog: Catalog) -> TrainingEstimate:
     """Memory phases, fit, largest micro-batch, suggestions and throughput for one fine-tuning setup."""
     model = resolve_model(request.model, catalog)
@@ -320,7 +250,7 @@ def estimate_training(request: TrainingRequest, catalog: Catalog) -> TrainingEst
         fits=fits,
         fit_reasons=reasons,
         max_micro_batch_size=max_micro_batch(spec, t, tp, budget),
-        suggestions=suggestions(spec, t, peak.total_bytes, budget),
+        suggestions=_suggestions(spec, t, peak.total_bytes, budget),
         throughput=training_throughput(spec, t, gpu, request.efficiency, tp),
         warnings=model.warnings + _target_warnings(spec, tp),
     )

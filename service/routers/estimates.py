@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Body, Header, Query, Request, Response
 
 from planner import InferenceEstimate, InferenceRequest, estimate_inference
+from planner.batch import BatchRequest, BatchResult
 from planner.training.estimate import TrainingEstimate, TrainingRequest, estimate_training
 from service.auth import check_write_access, credentials_of
+from service.batch_output import batch_response
 from service.deps import CatalogDep, ProbeExecutorDep, SettingsDep
-from service.examples import INFERENCE_EXAMPLES, TRAINING_EXAMPLES
+from service.examples import BATCH_EXAMPLES, INFERENCE_EXAMPLES, TRAINING_EXAMPLES
 from service.openapi import AUTH, BODY, QUEUE_FULL, UNAVAILABLE
 from service.probes.admission import probe_request_for
 from service.routers.probes import link_probe
@@ -62,3 +64,23 @@ def training(
         check_write_access(credentials_of(raw), settings)
         link_probe(response, executor.submit(probe_request_for(request), catalog))
     return estimate
+
+
+BATCH_FORMATS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": BatchResult,
+        "description": "Every item's answer in order (application/json); one JSON object per line as each item is "
+        "computed (Accept: application/x-ndjson); a flat table (Accept: text/csv).",
+        "content": {"application/x-ndjson": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.post("/batch", response_class=Response, responses=BATCH_FORMATS)
+def batch(
+    request: Annotated[BatchRequest, Body(openapi_examples=BATCH_EXAMPLES)],
+    catalog: CatalogDep,
+    accept: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Many estimates (items or a grid): results in order, an error per bad item; NDJSON or CSV by Accept."""
+    return batch_response(request, catalog, accept)
