@@ -115,7 +115,7 @@ def _pair(request: PlanRequest, spec: ModelSpec, p: FamilyScan, d: FamilyScan, p
             continue
         gpus = prefill_replicas * p.family.gpus_per_replica + decode_replicas * d.family.gpus_per_replica
         served = rate * w.mean_output
-        if gpus > c.max_gpus or served < w.min_output_tokens_per_s:
+        if gpus > c.max_gpus or served <= 0 or served < w.min_output_tokens_per_s:
             return None
         cost = cost_per_million(gpus, price, served)
         return DisaggCandidate(p, d, prefill_replicas, decode_replicas, batch, rate, ttft, wait, tpot, gpus, cost)

@@ -229,6 +229,36 @@ class _Cores:
         return st
 
 
+def _evaluate(
+    scan: FamilyScan,
+    cores: _Cores,
+    mns: int,
+    slots: int,
+    replicas: int,
+    workload: WorkloadSpec,
+    slo: SLOSpec,
+    price: float,
+) -> tuple[Candidate, str | None, float, int]:
+    """One candidate scored: (candidate, rejection or None, worst ratio to the SLO, batch the load reaches)."""
+    fam, rate = scan.family, workload.rate
+    if rate is not None:
+        st = cores.open_loop(rate / replicas, slots)
+        served = rate * workload.mean_output if not st.overloaded else 0.0
+        clients, per_rate = None, rate / replicas
+    else:
+        clients = ceil((workload.concurrency or 1) / replicas)
+        st = cores.closed(clients, slots)
+        served, per_rate = replicas * st.output_tokens_per_s, None
+    gpus = replicas * fam.gpus_per_replica
+    cand = Candidate(fam, mns, replicas, clients, per_rate, st, served, cost_per_million(gpus, price, served))
+    reason, ratio = judge(st, slo, STATIC_TOLERANCE, cores.ttft_offset_s)
+    floor = workload.min_output_tokens_per_s
+    if reason is None and served < floor:
+        reason, ratio = "below_tokens_per_day", floor / max(served, 1e-9)
+    reached = min(slots, clients) if clients is not None else (slots if st.running * 1.25 > slots else 0)
+    return cand, reason, ratio, reached
+
+
 def _scan_batch_limit(
     scan: FamilyScan,
     cores: _Cores,
@@ -239,34 +269,53 @@ def _scan_batch_limit(
     slo: SLOSpec,
     price: float,
 ) -> None:
-    """Walk the replica count up to the first that meets the SLO; the rest are dominated."""
-    fam = scan.family
-    rate = workload.rate
-    floor = workload.min_output_tokens_per_s
-    for replicas in range(1, r_max + 1):
-        if rate is not None:
-            st = cores.open_loop(rate / replicas, slots)
-            served = rate * workload.mean_output if not st.overloaded else 0.0
-            clients, per_rate = None, rate / replicas
+    """The fewest replicas that meet the SLO at this batch limit, found by galloping (1, 2, 4, …) and bisection:
+    more replicas only lower each one's load. Every replica count is counted once: the ones below the fewest that
+    pass with the reason of the nearest scored count below them (the same load or a heavier one), the ones above as
+    dominated (the same family, dearer)."""
+    scored: dict[int, tuple[Candidate, str | None, float, int]] = {}
+
+    def at(r: int) -> tuple[Candidate, str | None, float, int]:
+        if r not in scored:
+            scored[r] = _evaluate(scan, cores, mns, slots, r, workload, slo, price)
+        return scored[r]
+
+    failing, passing, r = 0, 0, 1
+    while r <= r_max and not passing:
+        if at(r)[1] is None:
+            passing = r
         else:
-            clients = ceil((workload.concurrency or 1) / replicas)
-            st = cores.closed(clients, slots)
-            served, per_rate = replicas * st.output_tokens_per_s, None
-        # a larger batch limit than the load reaches behaves as the smaller one already scanned: dominated
-        reached = min(slots, clients) if clients is not None else (slots if st.running * 1.25 > slots else 0)
-        if (replicas, reached) in scan.seen:
-            scan.reasons["dominated"] += r_max - replicas + 1
-            return
-        scan.seen.add((replicas, reached))
-        gpus = replicas * fam.gpus_per_replica
-        cand = Candidate(fam, mns, replicas, clients, per_rate, st, served, cost_per_million(gpus, price, served))
-        reason, ratio = judge(st, slo, STATIC_TOLERANCE, cores.ttft_offset_s)
-        if reason is None and served < floor:
-            reason, ratio = "below_tokens_per_day", floor / max(served, 1e-9)
-        if reason is None:
-            scan.survivors.append(cand)
-            scan.reasons["dominated"] += r_max - replicas
-            return
-        scan.reasons[reason] += 1
+            failing, r = r, r * 2
+    if not passing and failing < r_max and at(r_max)[1] is None:
+        passing = r_max
+    if passing:
+        lo, hi = failing + 1, passing - 1  # the first passing count lies in (failing, passing]
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            if at(mid)[1] is None:
+                passing, hi = mid, mid - 1
+            else:
+                failing, lo = mid, mid + 1
+    _count_failures(scan, scored, (passing - 1) if passing else r_max, slo)
+    if not passing:
+        return
+    cand, _, _, reached = scored[passing]
+    scan.reasons["dominated"] += r_max - passing
+    if (passing, reached) in scan.seen:  # a smaller batch limit already passes here: the same candidate, dominated
+        scan.reasons["dominated"] += 1
+        return
+    scan.seen.add((passing, reached))
+    scan.survivors.append(cand)
+
+
+def _count_failures(
+    scan: FamilyScan, scored: dict[int, tuple[Candidate, str | None, float, int]], upto: int, slo: SLOSpec
+) -> None:
+    """Count replica counts 1…upto, each by the reason of the nearest scored failing count at or below it."""
+    failing = sorted((r, v) for r, v in scored.items() if v[1] is not None and r <= upto)
+    for i, (r, (cand, reason, ratio, _)) in enumerate(failing):
+        end = failing[i + 1][0] - 1 if i + 1 < len(failing) else upto
+        assert reason is not None
+        scan.reasons[reason] += end - r + 1
         if ratio < scan.closest_ratio:
             scan.closest_ratio, scan.closest = ratio, _describe(cand, slo)

@@ -28,7 +28,7 @@ from planner.plans.scan import Candidate, FamilyScan, cost_per_million, quantile
 from planner.plans.spec import PlanRequest
 from planner.refs import resolve_gpu, resolve_model
 from planner.serving.inference import InferenceEstimate, InferenceRequest, estimate_inference
-from planner.serving.load import LengthSample, LoadEstimate, LoadSpec
+from planner.serving.load import MIN_REQUEST_RATE, LengthSample, LoadEstimate, LoadSpec
 
 __all__ = ["plan_serving"]
 
@@ -196,7 +196,9 @@ def _replica_request(request: PlanRequest, cand: Candidate) -> InferenceRequest:
         concurrency = min(c, cand.max_num_seqs)
     else:
         load = LoadSpec(
-            request_rate=cand.rate, input_lengths=_lengths(w.input_tokens), output_lengths=_lengths(w.output_tokens)
+            request_rate=max(cand.rate or MIN_REQUEST_RATE, MIN_REQUEST_RATE),
+            input_lengths=_lengths(w.input_tokens),
+            output_lengths=_lengths(w.output_tokens),
         )
         concurrency = max(1, min(cand.max_num_seqs, round(cand.static.running)))
     serving = fam.serving(
@@ -226,7 +228,7 @@ def _simulate(request: PlanRequest, catalog: Catalog, cand: Candidate, price: Gp
         if cand.clients is not None
         else (request.workload.rate or 0.0) * request.workload.mean_output
     )
-    if served < request.workload.min_output_tokens_per_s:
+    if served <= 0 or served < request.workload.min_output_tokens_per_s:
         return None
     return _plan(request, cand, e, replica, price, served, (ttft_ms, tpot_ms))
 

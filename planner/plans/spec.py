@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from math import prod
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from planner._base import FrozenSpec
+from planner.calibration.kernels import available_tables
 from planner.model.precision import DType, WeightFormat
 from planner.refs import CatalogId, ModelRef
-from planner.serving.load import LengthSample
+from planner.serving.load import MIN_REQUEST_RATE, LengthSample
 from planner.serving.spec import Engine
 
 __all__ = ["PlanConstraints", "PlanRequest", "SLOSpec", "WorkloadSpec"]
 
 SECONDS_PER_DAY = 86_400
+MAX_FAMILIES = 5_000  # the default search is 1,440 (720 without MoE); each costs up to a few ms
 Lengths = (
     Annotated[int, Field(ge=1, le=1 << 20)] | Annotated[tuple[LengthSample, ...], Field(min_length=1, max_length=256)]
 )
@@ -40,7 +43,7 @@ class WorkloadSpec(FrozenSpec):
     concurrency: Annotated[int, Field(ge=1, le=1 << 20)] | None = Field(
         default=None, description="Users with a request in flight at all times (closed loop), all replicas together."
     )
-    request_rate: Annotated[float, Field(gt=0, le=1e6)] | None = Field(
+    request_rate: Annotated[float, Field(ge=MIN_REQUEST_RATE, le=1e6)] | None = Field(
         default=None, description="Requests per second arriving (Poisson), all replicas together."
     )
     tokens_per_day: Annotated[float, Field(gt=0, le=1e15)] | None = Field(
@@ -198,3 +201,15 @@ class PlanRequest(FrozenSpec):
     max_simulations: Annotated[int, Field(ge=1, le=200)] = Field(
         default=16, description="Load simulations to confirm candidates with (each 5-100 ms)."
     )
+
+    @model_validator(mode="after")
+    def _bounded(self) -> PlanRequest:
+        c = self.constraints
+        gpus = len(c.gpus) if c.gpus else len({gpu for gpu, _ in available_tables()})
+        families = prod(
+            (gpus, len(c.engines), len(c.weight_formats), len(c.kv_cache_dtypes), len(c.tensor_parallel),
+             len(c.pipeline_parallel), 2 if c.expert_parallel else 1)
+        )  # fmt: skip
+        if families > MAX_FAMILIES:
+            raise ValueError(f"the constraints span {families:,} families; at most {MAX_FAMILIES:,} (narrow them)")
+        return self

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections import Counter
 from itertools import product
+from math import prod
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from planner._base import FrozenSpec
 from planner.catalog import Catalog
@@ -26,10 +27,11 @@ from planner.training.estimate import TrainingRequest, training_throughput
 from planner.training.memory import training_phases
 from planner.training.parallel import check_training_parallel
 from planner.training.peft_params import TrainableParams, trainable_params
-from planner.training.spec import Checkpointing, TrainingSpec
+from planner.training.spec import Checkpointing, QLoRASpec, TrainingSpec
 
 __all__ = ["FitOption", "FitSearchSpec", "TrainingFitRequest", "TrainingFitResult", "fit_training"]
 
+MAX_COMBINATIONS = 20_000  # about 20 s of memory evaluations; the default search is 2,160
 Degrees = Annotated[tuple[Annotated[int, Field(ge=1, le=1024)], ...], Field(min_length=1, max_length=16)]
 
 
@@ -66,6 +68,17 @@ class FitSearchSpec(FrozenSpec):
     )
     gpus_per_node: Annotated[int, Field(ge=1, le=64)] = Field(default=8, description="TP stays within a node.")
     top: Annotated[int, Field(ge=1, le=100)] = 10
+
+    @model_validator(mode="after")
+    def _bounded(self) -> FitSearchSpec:
+        methods = ("keep" in self.methods) + sum(m != "keep" for m in self.methods) * len(self.lora_ranks)
+        combinations = prod(
+            (methods, len(self.checkpointing), len(self.optimizers), len(self.zero_stages), len(self.tensor_parallel),
+             len(self.pipeline_parallel), len(self.offload_optimizer))
+        )  # fmt: skip
+        if combinations > MAX_COMBINATIONS:
+            raise ValueError(f"the search spans {combinations:,} combinations; at most {MAX_COMBINATIONS:,}")
+        return self
 
 
 class TrainingFitRequest(TrainingRequest):
@@ -207,7 +220,7 @@ def fit_training(request: TrainingFitRequest, catalog: Catalog) -> TrainingFitRe
             )
     # ties: LoRA before QLoRA (the NF4 dequantization QLoRA adds to every step is not in the throughput model), then
     # the fewest changes and the lowest peak
-    found.sort(key=lambda o: (-o.tokens_per_s, o.training.method.kind == "qlora", len(o.changes), o.peak_bytes))
+    found.sort(key=lambda o: (-o.tokens_per_s, isinstance(o.training.method, QLoRASpec), len(o.changes), o.peak_bytes))
     ranked = [o.model_copy(update={"rank": i + 1}) for i, o in enumerate(_distinct(found))]
     keeping = next((o for o in ranked if not o.changes_method), None)
     return TrainingFitResult(

@@ -24,9 +24,11 @@ from planner.serving.scheduler import Admission, EngineLimits, SchedulerPolicy, 
 from planner.serving.spec import ServingSpec
 from planner.serving.step_time import ServingShape, StepModel, build_step_model, kernel_format
 
-__all__ = ["LatencyPercentiles", "LoadEstimate", "LoadSpec", "estimate_load", "step_model_for"]
+__all__ = ["MIN_REQUEST_RATE", "LatencyPercentiles", "LoadEstimate", "LoadSpec", "estimate_load", "step_model_for"]
 
 Count = Annotated[int, Field(ge=1, le=1 << 16)]
+# below one request a day a Poisson arrival time overflows to inf (5e-324 requests/s did: found by schemathesis)
+MIN_REQUEST_RATE = 1e-5
 
 
 class LengthSample(FrozenSpec):
@@ -44,7 +46,7 @@ class LoadSpec(FrozenSpec):
         description="Clients that each send their next request when the last one finished "
         "(vllm bench serve --max-concurrency).",
     )
-    request_rate: Annotated[float, Field(gt=0, le=1e5)] | None = Field(
+    request_rate: Annotated[float, Field(ge=MIN_REQUEST_RATE, le=1e5)] | None = Field(
         default=None, description="Requests per second, Poisson arrivals (vllm bench serve --request-rate)."
     )
     num_requests: Count | None = Field(
