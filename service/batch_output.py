@@ -25,6 +25,7 @@ __all__ = ["CSV_COLUMNS", "batch_response", "csv_chunks", "item_line", "json_doc
 NDJSON = "application/x-ndjson"
 CSV = "text/csv"
 CSV_ROWS_PER_CHUNK = 256
+NDJSON_LINES_PER_CHUNK = 64
 COMMON = ("model.catalog_id", "gpu.id", "num_gpus", "fits", "allocated_peak_bytes", "device_bytes")
 INFERENCE = (
     "serving.engine", "serving.tensor_parallel", "serving.pipeline_parallel", "serving.expert_parallel",
@@ -112,8 +113,16 @@ def csv_chunks(items: Iterable[BatchItem], fields: Sequence[str] | None) -> Iter
 
 
 def ndjson_lines(items: Iterable[BatchItem], fields: Sequence[str] | None) -> Iterator[str]:
+    """One line per item, sent NDJSON_LINES_PER_CHUNK lines at a time (each chunk is one hop out of the worker
+    thread)."""
+    chunk: list[str] = []
     for item in items:
-        yield item_line(item, fields) + "\n"
+        chunk.append(item_line(item, fields))
+        if len(chunk) == NDJSON_LINES_PER_CHUNK:
+            yield "\n".join(chunk) + "\n"
+            chunk = []
+    if chunk:
+        yield "\n".join(chunk) + "\n"
 
 
 def batch_response(request: BatchRequest, catalog: Catalog, accept: str | None) -> Response:

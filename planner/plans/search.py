@@ -33,11 +33,11 @@ from planner.serving.load import MIN_REQUEST_RATE, LengthSample, LoadEstimate, L
 __all__ = ["plan_serving"]
 
 RETRIES_PER_FAMILY = 2  # a simulated miss tries the same family with one more replica, this many times
-# Requests per confirming simulation: 4 per client (the staggered closed loop is steady from its first cycle), at
+# Requests per confirming simulation: 2 per client (the staggered closed loop is steady from its first cycle), at
 # least 64 and at most 512 (a 512-client replica then sends one each); Poisson loads send LoadSpec's 512.
 MAX_REQUESTS_PER_SIMULATION = 512
 MIN_REQUESTS_PER_SIMULATION = 64
-REQUESTS_PER_CLIENT = 4
+REQUESTS_PER_CLIENT = 2
 
 
 def _gpus(request: PlanRequest, catalog: Catalog) -> tuple[GpuSpec, ...]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from pydantic import Field
 
 from planner._base import FrozenSpec
@@ -17,7 +19,7 @@ from planner.model.spec import AttentionKind, ModelSpec
 from planner.refs import GpuRef, ModelRef, ResolvedModel, resolve_gpu, resolve_model
 from planner.serving.capacity import KVCapacity, kv_capacity
 from planner.serving.engine_memory import EngineMemory, driver_memory_bytes, engine_memory
-from planner.serving.engines import EngineDefaults, EngineProfile, engine_defaults
+from planner.serving.engines import EngineDefaults, EngineProfile, engine_defaults, engine_profiles
 from planner.serving.load import LoadEstimate, LoadSpec, estimate_load
 from planner.serving.memory import activation_terms, overhead_terms, weight_terms
 from planner.serving.pipeline import Stage, pipeline_stages, replica_step_model
@@ -175,11 +177,19 @@ def resolve_engine(serving: ServingSpec, gpu: GpuSpec) -> tuple[ServingSpec, Eng
     return serving.model_copy(update=update), profile, defaults
 
 
+_SOURCE_FIELDS = ("kv_budget", "gpu_memory_utilization", "mem_fraction_static", "free_gpu_memory_fraction",
+                  "block_size", "max_num_seqs", "max_num_batched_tokens", "chunked_prefill_size", "cudagraph_sizes",
+                  "cudagraph_in_kv_budget", "sampler_bytes_per_logit", "non_torch_bytes", "scheduler")  # fmt: skip
+
+
+@lru_cache(maxsize=64)  # profiles are the catalog's (resolve_profile), fixed by their id
+def _sources_of(profile_id: str) -> tuple[tuple[str, str], ...]:
+    profile = next(p for p in engine_profiles() if p.id == profile_id)
+    return tuple((n, getattr(profile, n).source) for n in _SOURCE_FIELDS if getattr(profile, n) is not None)
+
+
 def _default_sources(profile: EngineProfile) -> dict[str, str]:
-    names = ("kv_budget", "gpu_memory_utilization", "mem_fraction_static", "free_gpu_memory_fraction", "block_size",
-             "max_num_seqs", "max_num_batched_tokens", "chunked_prefill_size", "cudagraph_sizes",
-             "cudagraph_in_kv_budget", "sampler_bytes_per_logit", "non_torch_bytes", "scheduler")  # fmt: skip
-    return {n: getattr(profile, n).source for n in names if getattr(profile, n) is not None}
+    return dict(_sources_of(profile.id))
 
 
 def _stages(spec: ModelSpec, serving: ServingSpec) -> tuple[Stage, ...]:
