@@ -91,6 +91,9 @@ def check_training_supported(training: TrainingSpec) -> None:
         )
     if training.data_parallel > 1 or training.zero_stage > 0:
         raise unsupported(("training", "data_parallel"), "probes run on one device: data_parallel 1, zero_stage 0")
+    for name in ("tensor_parallel", "pipeline_parallel", "context_parallel"):
+        if getattr(training, name) > 1:
+            raise unsupported(("training", name), f"probes run on one device: {name} 1")
     training_dtypes(training)
 
 

@@ -19,7 +19,7 @@ from service.metrics import Metrics, MetricsMiddleware
 from service.openapi import COMMON, drop_security
 from service.probes.db import connect
 from service.probes.executor import ProbeExecutor, make_executor
-from service.routers import engines, estimates, gpus, health, models, probes
+from service.routers import engines, estimates, gpus, health, models, plans, probes
 from service.routers.page import install_page
 from service.settings import Settings, get_settings, is_loopback
 
@@ -84,7 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_offline_docs(app)
     install_page(app)
-    for router in (health.router, models.router, gpus.router, engines.router, estimates.router, probes.router):
+    routers = (health, models, gpus, engines, estimates, plans, probes)
+    for router in (r.router for r in routers):
         app.include_router(router, responses=COMMON)
     if resolved.api_key is None:
         drop_security(app)

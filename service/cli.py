@@ -30,6 +30,7 @@ from service.cli_common import (
     user_errors,
 )
 from service.cli_inference import inference
+from service.cli_plans import plan_app, sweep
 from service.cli_probe import METHOD_KINDS_HELP, probe
 from service.hub import read_hub_config
 from service.render import gpus_table, import_table, models_table, training_table
@@ -49,6 +50,8 @@ estimate_app = typer.Typer(help="Estimate memory, capacity and speed for one con
 app.add_typer(estimate_app, name="estimate")
 estimate_app.command("inference", context_settings={"allow_extra_args": True})(inference)
 app.command("probe")(probe)
+app.add_typer(plan_app, name="plan")
+app.command("sweep")(sweep)
 
 DEFAULT_HOST: str = Settings.model_fields["host"].default
 DEFAULT_PORT: int = Settings.model_fields["port"].default

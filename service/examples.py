@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["IMPORT_EXAMPLES", "INFERENCE_EXAMPLES", "QWEN2_5_0_5B_CONFIG", "TRAINING_EXAMPLES"]
+__all__ = [
+    "BATCH_EXAMPLES",
+    "IMPORT_EXAMPLES",
+    "INFERENCE_EXAMPLES",
+    "PLAN_EXAMPLES",
+    "QWEN2_5_0_5B_CONFIG",
+    "TRAINING_EXAMPLES",
+    "TRAINING_FIT_EXAMPLES",
+]
 
 # Qwen/Qwen2.5-0.5B config.json as published on the Hugging Face Hub (keys memplan does not read trimmed).
 QWEN2_5_0_5B_CONFIG: dict[str, Any] = {
@@ -133,6 +141,66 @@ IMPORT_EXAMPLES: dict[str, Any] = {
             "vocab_size": 102400,
             "max_position_embeddings": 163840,
             "torch_dtype": "bfloat16",
+        },
+    ),
+}
+
+PLAN_EXAMPLES: dict[str, Any] = {
+    "chat": _example(
+        "Llama-3.1-8B chat: 256 users, TTFT ≤ 1 s and TPOT ≤ 40 ms at p90",
+        {
+            "model": "llama-3.1-8b",
+            "workload": {"input_tokens": 2048, "output_tokens": 256, "concurrency": 256},
+            "slo": {"ttft_ms": 1000, "tpot_ms": 40},
+        },
+    ),
+    "rate": _example(
+        "Llama-3-70B at 10 requests/s of mixed prompts, H100 or H200, disaggregated allowed",
+        {
+            "model": "llama-3-70b",
+            "workload": {
+                "input_tokens": [{"tokens": 1024, "weight": 3}, {"tokens": 4096, "weight": 1}],
+                "output_tokens": 512,
+                "request_rate": 10,
+            },
+            "slo": {"ttft_ms": 1000, "tpot_ms": 40},
+            "constraints": {"gpus": ["h100-sxm", "h200"], "disaggregated": True},
+        },
+    ),
+}
+TRAINING_FIT_EXAMPLES: dict[str, Any] = {
+    "zero3": _example(
+        "Full fine-tuning of Llama-3-70B on 8 × H100 with ZeRO-3 (does not fit as given)",
+        {
+            "model": "llama-3-70b",
+            "gpu": "h100-sxm",
+            "training": {"data_parallel": 8, "zero_stage": 3, "sequence_length": 4096, "micro_batch_size": 2},
+        },
+    ),
+}
+BATCH_EXAMPLES: dict[str, Any] = {
+    "items": _example(
+        "Two serving requests and a training request",
+        {
+            "items": [
+                {"model": "llama-3-8b", "gpu": "h100-sxm", "serving": {"concurrency": 32}},
+                {"model": "llama-3-70b", "gpu": "h200", "serving": {"tensor_parallel": 2}},
+                {"kind": "training", "model": "llama-3-8b", "training": {"method": {"kind": "lora"}}},
+            ]
+        },
+    ),
+    "grid": _example(
+        "A grid: 3 GPUs × 4 TP sizes × 3 concurrencies, a few fields each",
+        {
+            "grid": {
+                "base": {"model": "llama-3-70b", "serving": {"prompt_tokens": 2048}},
+                "axes": {
+                    "gpu": ["h100-sxm", "h200", "b200"],
+                    "serving.tensor_parallel": [1, 2, 4, 8],
+                    "serving.concurrency": [8, 64, 256],
+                },
+            },
+            "fields": ["fits", "capacity.max_concurrent_sequences", "decode.tpot_s"],
         },
     ),
 }

@@ -68,10 +68,31 @@ def driver_memory_bytes(gpu: GpuSpec) -> int:
     return gpu.driver_memory_bytes or gpu.memory_bytes - DRIVER_RESERVE_BYTES
 
 
+_MEMORY: dict[tuple[object, ...], EngineMemory] = {}
+_MEMORY_LIMIT = 8192
+# the request's workload: what a pooled engine's memory does not depend on (it allocates before any request)
+_WORKLOAD = {"prompt_tokens": 1, "output_tokens": 1, "concurrency": 1}
+
+
 def engine_memory(
     spec: ModelSpec, serving: ServingSpec, gpu: GpuSpec, profile: EngineProfile, defaults: EngineDefaults
 ) -> EngineMemory:
-    """The budget, the non-KV terms and the KV pool of one GPU for a pooled engine (vLLM, SGLang, TensorRT-LLM)."""
+    """The budget, the non-KV terms and the KV pool of one GPU for a pooled engine (vLLM, SGLang, TensorRT-LLM),
+    computed once per configuration: a pooled engine sizes its memory at start-up, before any request, so the
+    prompt, output and concurrency of the request are left out of the key (a batch of estimates repeats it)."""
+    key = (spec, serving.model_copy(update=_WORKLOAD), profile.id, defaults,
+           gpu.id, gpu.memory_bytes, gpu.driver_memory_bytes, gpu.smi_memory_mib, gpu.name)  # fmt: skip
+    hit = _MEMORY.get(key)
+    if hit is None:
+        if len(_MEMORY) > _MEMORY_LIMIT:
+            _MEMORY.clear()
+        hit = _MEMORY[key] = _engine_memory(spec, serving, gpu, profile, defaults)
+    return hit
+
+
+def _engine_memory(
+    spec: ModelSpec, serving: ServingSpec, gpu: GpuSpec, profile: EngineProfile, defaults: EngineDefaults
+) -> EngineMemory:
     budget_kind = profile.kv_budget.value
     weights = (*weight_terms(spec, serving), _rope_term(spec, serving))
     if budget_kind in ("vllm_profiled", "vllm_total_consumed"):

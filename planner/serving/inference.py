@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from pydantic import Field
 
 from planner._base import FrozenSpec
@@ -17,9 +19,10 @@ from planner.model.spec import AttentionKind, ModelSpec
 from planner.refs import GpuRef, ModelRef, ResolvedModel, resolve_gpu, resolve_model
 from planner.serving.capacity import KVCapacity, kv_capacity
 from planner.serving.engine_memory import EngineMemory, driver_memory_bytes, engine_memory
-from planner.serving.engines import EngineDefaults, EngineProfile, engine_defaults
-from planner.serving.load import LoadEstimate, LoadSpec, estimate_load, step_model_for
+from planner.serving.engines import EngineDefaults, EngineProfile, engine_defaults, engine_profiles
+from planner.serving.load import LoadEstimate, LoadSpec, estimate_load
 from planner.serving.memory import activation_terms, overhead_terms, weight_terms
+from planner.serving.pipeline import Stage, pipeline_stages, replica_step_model
 from planner.serving.spec import Efficiency, ServingSpec
 from planner.serving.throughput import (
     DecodeEstimate,
@@ -29,7 +32,7 @@ from planner.serving.throughput import (
     with_step_time,
 )
 
-__all__ = ["EngineReport", "InferenceEstimate", "InferenceRequest", "estimate_inference"]
+__all__ = ["EngineReport", "InferenceEstimate", "InferenceRequest", "StageMemory", "estimate_inference"]
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -65,12 +68,21 @@ class EngineReport(FrozenSpec):
     memory_validation: MemoryValidation
 
 
+class StageMemory(FrozenSpec):
+    """One pipeline stage of a replica."""
+
+    index: int
+    layers: tuple[int, int] = Field(description="Decoder layers [first, last + 1) on this stage.")
+    weight_bytes: int = Field(description="Weights one GPU of the stage holds.")
+    kv_pool_tokens: int = Field(description="Tokens the stage's own KV pool would hold.")
+
+
 class InferenceEstimate(FrozenSpec):
     """The answer, per GPU of one tensor-parallel replica."""
 
     model: ResolvedModel
     gpu: GpuSpec
-    num_gpus: int = Field(description="GPUs of one replica (= tensor_parallel).")
+    num_gpus: int = Field(description="GPUs of one replica (tensor_parallel × pipeline_parallel).")
     serving: ServingSpec = Field(description="The settings used, engine defaults filled in.")
     engine: EngineReport
     memory: MemoryBreakdown = Field(description="Per-GPU bytes: as the engine allocates them (pooled engines: the "
@@ -80,6 +92,11 @@ class InferenceEstimate(FrozenSpec):
     fits: bool
     fit_reasons: tuple[str, ...] = Field(description="Why it does not fit (empty when it fits).")
     capacity: KVCapacity
+    stages: tuple[StageMemory, ...] = Field(
+        default=(),
+        description="Pipeline parallel: each stage's layers, weights and KV pool; memory and capacity above are the "
+        "stage whose pool holds the fewest tokens (empty for one stage).",
+    )
     prefill: PrefillEstimate = Field(description="One prompt alone on the replica (static single batch).")
     decode: DecodeEstimate = Field(description="One decode iteration of `concurrency` sequences (static batch).")
     load: LoadEstimate | None = Field(default=None, description="Latency under the request's load, if asked.")
@@ -160,11 +177,42 @@ def resolve_engine(serving: ServingSpec, gpu: GpuSpec) -> tuple[ServingSpec, Eng
     return serving.model_copy(update=update), profile, defaults
 
 
+_SOURCE_FIELDS = ("kv_budget", "gpu_memory_utilization", "mem_fraction_static", "free_gpu_memory_fraction",
+                  "block_size", "max_num_seqs", "max_num_batched_tokens", "chunked_prefill_size", "cudagraph_sizes",
+                  "cudagraph_in_kv_budget", "sampler_bytes_per_logit", "non_torch_bytes", "scheduler")  # fmt: skip
+
+
+@lru_cache(maxsize=64)  # profiles are the catalog's (resolve_profile), fixed by their id
+def _sources_of(profile_id: str) -> tuple[tuple[str, str], ...]:
+    profile = next(p for p in engine_profiles() if p.id == profile_id)
+    return tuple((n, getattr(profile, n).source) for n in _SOURCE_FIELDS if getattr(profile, n) is not None)
+
+
 def _default_sources(profile: EngineProfile) -> dict[str, str]:
-    names = ("kv_budget", "gpu_memory_utilization", "mem_fraction_static", "free_gpu_memory_fraction", "block_size",
-             "max_num_seqs", "max_num_batched_tokens", "chunked_prefill_size", "cudagraph_sizes",
-             "cudagraph_in_kv_budget", "sampler_bytes_per_logit", "non_torch_bytes", "scheduler")  # fmt: skip
-    return {n: getattr(profile, n).source for n in names if getattr(profile, n) is not None}
+    return dict(_sources_of(profile.id))
+
+
+def _stages(spec: ModelSpec, serving: ServingSpec) -> tuple[Stage, ...]:
+    pp = serving.pipeline_parallel
+    if pp > 1 and not serving.pooled:
+        msg = f"engine '{serving.engine}' runs one process per model: pipeline_parallel must be 1"
+        raise SpecError([FieldProblem(("serving", "pipeline_parallel"), msg)])
+    try:
+        return pipeline_stages(spec, pp)
+    except ValueError as exc:
+        raise SpecError([FieldProblem(("serving", "pipeline_parallel"), str(exc))]) from None
+
+
+def _stage_reports(stages: tuple[Stage, ...], mems: list[EngineMemory]) -> tuple[StageMemory, ...]:
+    return tuple(
+        StageMemory(
+            index=st.index,
+            layers=(st.start, st.end),
+            weight_bytes=sum(t.bytes for t in m.non_kv if t.name.startswith("weights/")),
+            kv_pool_tokens=m.kv_pool_tokens,
+        )
+        for st, m in zip(stages, mems, strict=True)
+    )
 
 
 def estimate_inference(request: InferenceRequest, catalog: Catalog) -> InferenceEstimate:
@@ -174,13 +222,20 @@ def estimate_inference(request: InferenceRequest, catalog: Catalog) -> Inference
     spec = model.spec
     check_tensor_parallel(spec, request.serving.tensor_parallel)
     serving, profile, defaults = resolve_engine(request.serving, gpu)
+    stages = _stages(spec, serving)
     weights = weight_terms(spec, serving)
     b_kv = dtype_bytes(serving.kv_cache_dtype)
     layout, tp, block = serving.resolved_mla_layout, serving.tensor_parallel, serving.resolved_block_size
-    per_seq = kv_bytes_per_sequence(spec, serving.context_tokens, b_kv, layout, tp, block)
     mem: EngineMemory | None = None
+    stage_reports: tuple[StageMemory, ...] = ()
+    held = spec  # the layers whose memory is reported: the whole model, or the pipeline stage with the least KV room
     if serving.pooled:
-        mem = engine_memory(spec, serving, gpu, profile, defaults)
+        mems = [engine_memory(st.spec, serving, gpu, profile, defaults) for st in stages]
+        worst = min(range(len(mems)), key=lambda i: mems[i].kv_pool_tokens)
+        mem, held = mems[worst], stages[worst].spec
+        stage_reports = _stage_reports(stages, mems) if len(stages) > 1 else ()
+    per_seq = kv_bytes_per_sequence(held, serving.context_tokens, b_kv, layout, tp, block)
+    if mem is not None:
         non_kv_terms = mem.non_kv
         budget, capacity_bytes = mem.budget_bytes, mem.kv_pool_bytes
         terms = (*non_kv_terms, _pool_term(mem, serving, per_seq))
@@ -194,7 +249,7 @@ def estimate_inference(request: InferenceRequest, catalog: Catalog) -> Inference
         outside = 0
     non_kv = sum(t.bytes for t in non_kv_terms)
     cap = kv_capacity(
-        spec,
+        held,
         budget_bytes=budget,
         capacity_bytes=capacity_bytes,
         context=serving.context_tokens,
@@ -212,6 +267,12 @@ def estimate_inference(request: InferenceRequest, catalog: Catalog) -> Inference
         warnings.append(f"context {serving.context_tokens} exceeds the model's max_context {spec.max_context}")
     if gpu.driver_memory_bytes is None:
         warnings.append(f"{gpu.name}: driver-reported memory not measured; assumed the datasheet less 0.81 GiB")
+    if stage_reports:
+        worst_stage = min(stage_reports, key=lambda r: r.kv_pool_tokens)
+        warnings.append(
+            f"pipeline_parallel={serving.pipeline_parallel}: memory shown for stage {worst_stage.index} (layers "
+            f"{worst_stage.layers[0]}-{worst_stage.layers[1] - 1}), the stage whose KV pool holds the fewest tokens"
+        )
     non_torch = memory.get("overhead/non_torch") + memory.get("overhead/cuda_context")
     report = EngineReport(
         profile=profile.id,
@@ -229,7 +290,7 @@ def estimate_inference(request: InferenceRequest, catalog: Catalog) -> Inference
     table_engine = serving.engine.value if serving.pooled else "vllm"
     load = None
     if (gpu.id, table_engine) in available_tables():
-        steps = step_model_for(spec, serving, gpu.id, serving.expert_parallel)
+        steps = replica_step_model(spec, serving, gpu.id)
         ttft = steps.step(0, 0.0, [(serving.prompt_tokens, 0)]).total_s
         context = serving.prompt_tokens + serving.output_tokens // 2
         tpot = steps.step(serving.concurrency, float(context)).total_s
@@ -252,7 +313,7 @@ def estimate_inference(request: InferenceRequest, catalog: Catalog) -> Inference
     return InferenceEstimate(
         model=model,
         gpu=gpu,
-        num_gpus=serving.tensor_parallel,
+        num_gpus=serving.gpus_per_replica,
         serving=serving,
         engine=report,
         memory=memory,
@@ -261,6 +322,7 @@ def estimate_inference(request: InferenceRequest, catalog: Catalog) -> Inference
         fits=not reasons,
         fit_reasons=reasons,
         capacity=cap,
+        stages=stage_reports,
         prefill=prefill,
         decode=decode,
         load=load,

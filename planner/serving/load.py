@@ -25,15 +25,18 @@ from planner.serving.scheduler import (
     EngineLimits,
     SchedulerPolicy,
     SimulationTooLarge,
+    StepTimer,
     Workload,
     simulate,
 )
 from planner.serving.spec import ServingSpec
 from planner.serving.step_time import ServingShape, StepModel, build_step_model, kernel_format
 
-__all__ = ["LatencyPercentiles", "LoadEstimate", "LoadSpec", "estimate_load", "step_model_for"]
+__all__ = ["MIN_REQUEST_RATE", "LatencyPercentiles", "LoadEstimate", "LoadSpec", "estimate_load", "step_model_for"]
 
 Count = Annotated[int, Field(ge=1, le=1 << 16)]
+# below one request a day a Poisson arrival time overflows to inf (5e-324 requests/s did: found by schemathesis)
+MIN_REQUEST_RATE = 1e-5
 
 
 class LengthSample(FrozenSpec):
@@ -51,7 +54,7 @@ class LoadSpec(FrozenSpec):
         description="Clients that each send their next request when the last one finished "
         "(vllm bench serve --max-concurrency).",
     )
-    request_rate: Annotated[float, Field(ge=1e-6, le=1e5)] | None = Field(
+    request_rate: Annotated[float, Field(ge=MIN_REQUEST_RATE, le=1e5)] | None = Field(
         default=None, description="Requests per second, Poisson arrivals (vllm bench serve --request-rate)."
     )
     num_requests: Count | None = Field(
@@ -171,10 +174,16 @@ def _percentiles(values: list[float]) -> LatencyPercentiles:
     return LatencyPercentiles(mean_ms=sum(ordered) / n * 1e3, p50_ms=pct(0.5), p90_ms=pct(0.9), p99_ms=pct(0.99))
 
 
-def _lifetime_s(model: StepModel, prompt: int, output: int, concurrency: int) -> float:
-    """One request's prefill alone plus its decode steps at full concurrency: the period of a closed loop."""
+def _lifetime_s(model: StepTimer, prompt: int, output: int, concurrency: int) -> float:
+    """The period of a closed loop: one request's prefill alone plus its decode steps at full concurrency, and the
+    other c − 1 requests' prefills, each stalling those decode steps once (TPOT = t(c) + (c − 1)·stall/O,
+    planner.plans.static.closed_loop_at). Without the stalls the staggered clients start too close together and stay
+    bunched, as a closed loop keeps its phases."""
+    ctx = prompt + output / 2
     prefill = model.step(0, 0.0, [(prompt, 0)]).total_s
-    return prefill + output * model.step(concurrency, prompt + output / 2).total_s
+    others = concurrency - 1
+    stall = model.step(others, ctx, [(prompt, 0)]).total_s - model.step(others, ctx).total_s if others else 0.0
+    return prefill + output * model.step(concurrency, ctx).total_s + others * stall
 
 
 # The simulation's cost grows with the tokens it moves: 2^30 tokens is about 5 s on one core (32,768 requests of
@@ -187,7 +196,7 @@ def _load_problem(message: str) -> SpecError:
 
 
 def estimate_load(
-    model: StepModel,
+    model: StepTimer,
     serving: ServingSpec,
     defaults: EngineDefaults,
     kv_pool_tokens: int,

@@ -23,11 +23,14 @@ context, so the run is timed at its mean context), which keeps a 256-way simulat
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from math import ceil
+from typing import Protocol
 
-from planner.serving.step_time import StepModel
+from planner.calibration.kernels import KernelTables
+from planner.serving.step_time import StepCost
 
 __all__ = [
     "MAX_SIMULATION_WORK",
@@ -36,6 +39,7 @@ __all__ = [
     "SchedulerPolicy",
     "SimulationResult",
     "SimulationTooLarge",
+    "StepTimer",
     "Workload",
     "simulate",
 ]
@@ -49,6 +53,16 @@ MAX_SIMULATION_WORK = 8_000_000
 
 class SimulationTooLarge(ValueError):
     """The workload needs more engine events than one answer may simulate."""
+
+
+class StepTimer(Protocol):
+    """What the loop needs from a replica: the time of one iteration (planner.serving.step_time.StepModel, or
+    planner.serving.pipeline.PipelinedStepModel for a pipeline of stages) and the kernel tables behind it."""
+
+    @property
+    def tables(self) -> KernelTables: ...
+
+    def step(self, decode_seqs: int, decode_context: float, prefill: Sequence[tuple[int, int]] = ()) -> StepCost: ...
 
 
 class SchedulerPolicy(StrEnum):
@@ -123,13 +137,13 @@ def _blocks(tokens: int, block: int) -> int:
     return ceil(tokens / block)
 
 
-def simulate(model: StepModel, limits: EngineLimits, workload: Workload) -> SimulationResult:
+def simulate(model: StepTimer, limits: EngineLimits, workload: Workload) -> SimulationResult:
     """Run every request of `workload` through the engine loop; per-request TTFT, TPOT and end-to-end times."""
     return _Simulation(model, limits, workload).run()
 
 
 class _Simulation:
-    def __init__(self, model: StepModel, limits: EngineLimits, workload: Workload) -> None:
+    def __init__(self, model: StepTimer, limits: EngineLimits, workload: Workload) -> None:
         self.model, self.limits, self.w = model, limits, workload
         self.total_blocks = max(1, limits.kv_capacity_tokens // limits.block_size)
         self.free_blocks = self.total_blocks

@@ -128,6 +128,11 @@ class ServingSpec(FrozenSpec):
         description="MoE experts split across this many of the TP GPUs (EP); the rest of the TP group slices each "
         "expert (vLLM --enable-expert-parallel sets EP = TP). Must divide tensor_parallel.",
     )
+    pipeline_parallel: Annotated[int, Field(ge=1, le=256)] = Field(
+        default=1,
+        description="Pipeline stages per replica (PP): each stage holds its contiguous layers and their KV cache on "
+        "tensor_parallel GPUs, so a replica is TP × PP GPUs (vLLM --pipeline-parallel-size). Pooled engines only.",
+    )
     gpu_memory_utilization: Fraction | None = Field(
         default=None,
         description="vLLM --gpu-memory-utilization: share of the device memory (as the driver reports it) the engine "
@@ -217,6 +222,11 @@ class ServingSpec(FrozenSpec):
             other = "mem_fraction_static" if engine is Engine.SGLANG else "free_gpu_memory_fraction"
             raise ValueError(f"gpu_memory_utilization is a vLLM setting; {engine} sizes memory by {other}")
         return value
+
+    @property
+    def gpus_per_replica(self) -> int:
+        """GPUs one replica occupies: TP × PP."""
+        return self.tensor_parallel * self.pipeline_parallel
 
     @property
     def context_tokens(self) -> int:

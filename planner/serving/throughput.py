@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from pydantic import Field
 
 from planner._base import FrozenSpec
@@ -77,6 +79,7 @@ def peak_flops(gpu: GpuSpec, fmt: WeightFormat) -> float:
     return gpu.peak_flops_per_s.get(dtype) or gpu.peak_flops_per_s.get("bf16") or max(gpu.peak_flops_per_s.values())
 
 
+@lru_cache(maxsize=8192)  # pure; a batch or a plan asks the same shapes again
 def attention_flops(spec: ModelSpec, context: int, queries: int, layout: KVLayout) -> float:
     """Score and value FLOPs of `queries` new tokens attending to a cache ending at `context` tokens.
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import Counter
-from typing import Any
 
 from pydantic import Field
 
@@ -18,9 +17,12 @@ from planner.model.spec import ModelSpec
 from planner.refs import GpuRef, ModelRef, ResolvedModel, resolve_gpu, resolve_model
 from planner.serving.throughput import attention_flops
 from planner.training.memory import training_phases
+from planner.training.parallel import check_training_parallel
+from planner.training.parallel_time import model_shard_fraction_for, parallel_times
 from planner.training.peft_params import TrainableParams, trainable_params
-from planner.training.spec import MAX_ACCUMULATION_STEPS, Checkpointing, Precision, TrainingSpec
+from planner.training.spec import Checkpointing, Precision, TrainingSpec
 from planner.training.state import train_shapes
+from planner.training.suggestions import Suggestion, combined_suggestion, suggestions
 
 __all__ = [
     "Suggestion",
@@ -42,6 +44,18 @@ class TrainingEfficiency(FrozenSpec):
 
     compute: float = Field(default=0.45, ge=0.01, le=1.0, description="Hardware FLOPs utilization of the step.")
     interconnect: float = Field(default=0.7, ge=0.01, le=1.0, description="Achieved / peak link bandwidth.")
+    host_link_bytes_per_s: float = Field(
+        default=25e9,
+        gt=0,
+        le=1e13,
+        description="GPU↔CPU copy bandwidth for ZeRO-Offload (assumption: pinned copies on PCIe Gen4/Gen5 x16).",
+    )
+    cpu_adam_params_per_s: float = Field(
+        default=1e9,
+        gt=0,
+        le=1e13,
+        description="Parameters per second DeepSpeed's CPU Adam updates on one GPU's host share (assumption).",
+    )
 
 
 class TrainingRequest(FrozenSpec):
@@ -64,19 +78,20 @@ class TrainingThroughput(FrozenSpec):
     tokens_per_step: float = Field(description="Useful tokens per optimizer step (micro × accumulation × DP).")
     compute_s: float
     communication_s: float = Field(description="Gradient all-reduce (ZeRO-3: + weight all-gathers) per step.")
-    step_time_s: float = Field(description="max(compute, communication): communication overlaps backward.")
-    formula: str = "tokens/s = DP·P·η / F_hw; F_model = (1 + bwd)·(2·N + attention); F_hw adds recompute"
-    source: str = "Kaplan et al. 2020 §2.1; Chowdhery et al. 2022 App. B (MFU); Narayanan et al. 2021 §3"
-
-
-class Suggestion(FrozenSpec):
-    """One configuration change and what it does to the peak."""
-
-    change: str
-    training: dict[str, Any] = Field(description="The fields of `training` to change.")
-    peak_bytes: int
-    saves_bytes: int
-    fits: bool
+    pipeline_bubble_fraction: float = Field(default=0.0, description="(PP − 1)/micro-batches, added to compute.")
+    tensor_parallel_s: float = Field(default=0.0, description="Exposed TP all-reduces / all-gathers + reduce-scatters.")
+    pipeline_send_s: float = Field(default=0.0, description="Stage-boundary sends of activations and gradients.")
+    context_parallel_s: float = Field(default=0.0, description="Ring-attention transfers not hidden by attention.")
+    offload_s: float = Field(default=0.0, description="ZeRO-Offload copies and the CPU Adam step.")
+    step_time_s: float = Field(description="max(compute·(1 + bubble) + exposed model-parallel time, DP communication)")
+    formula: str = (
+        "tokens/s = rows·s / step; compute = rows·s·F_hw / (GPUs·P·η); F_model = (1 + bwd)·(2·N + attention); "
+        "F_hw adds recompute; step = max(compute·(1 + (p − 1)/m) + TP + PP + CP + offload, DP all-reduce)"
+    )
+    source: str = (
+        "Kaplan et al. 2020 §2.1; Chowdhery et al. 2022 App. B (MFU); Narayanan et al. 2021 §2.2, §3; Korthikanti "
+        "et al. 2022 §4.2; Ren et al. 2021 (ZeRO-Offload)"
+    )
 
 
 class TrainingEstimate(FrozenSpec):
@@ -104,10 +119,6 @@ class TrainingEstimate(FrozenSpec):
     warnings: tuple[str, ...] = ()
 
 
-def _peak(spec: ModelSpec, training: TrainingSpec, tp: TrainableParams, micro_batch: int | None = None) -> int:
-    return training_phases(spec, training, tp, micro_batch).peak.total_bytes
-
-
 def max_micro_batch(spec: ModelSpec, training: TrainingSpec, tp: TrainableParams, budget: int) -> int:
     """Largest b with peak(b) ≤ budget. Saved activations grow linearly in b, so two evaluations suffice."""
     one, two = training_phases(spec, training, tp, 1), training_phases(spec, training, tp, 2)
@@ -119,68 +130,6 @@ def max_micro_batch(spec: ModelSpec, training: TrainingSpec, tp: TrainableParams
         if per_row > 0:
             best = min(best, (budget - (first.total_bytes - per_row)) // per_row)
     return best
-
-
-def _candidates(t: TrainingSpec) -> list[tuple[str, dict[str, Any]]]:
-    """Configuration changes in order of what they cost (throughput first, then model quality)."""
-    out: list[tuple[str, dict[str, Any]]] = []
-    if t.optimizer.kind == "adamw" and t.optimizer.implementation != "fused":
-        out.append(
-            (
-                "fused AdamW (no foreach temporaries)",
-                {"optimizer": {**t.optimizer.model_dump(), "implementation": "fused"}},
-            )
-        )
-    if t.attention != "sdpa":
-        out.append((f"SDPA/flash attention instead of {t.attention}", {"attention": "sdpa"}))
-    # halving the micro-batch doubles accumulation, which must stay within what a TrainingSpec accepts
-    if t.micro_batch_size > 1 and 2 * t.gradient_accumulation_steps <= MAX_ACCUMULATION_STEPS:
-        out.append(
-            (
-                f"micro-batch {t.micro_batch_size // 2} with twice the gradient accumulation",
-                {
-                    "micro_batch_size": t.micro_batch_size // 2,
-                    "gradient_accumulation_steps": t.gradient_accumulation_steps * 2,
-                },
-            )
-        )
-    if t.gradient_checkpointing is Checkpointing.NONE:
-        out.append(("selective activation recomputation", {"gradient_checkpointing": "selective"}))
-    if t.gradient_checkpointing is not Checkpointing.FULL:
-        out.append(("full gradient checkpointing", {"gradient_checkpointing": "full"}))
-    for stage in range(t.zero_stage + 1, 4) if t.data_parallel > 1 else ():
-        out.append((f"ZeRO stage {stage}", {"zero_stage": stage}))
-    if t.optimizer.kind == "adamw":
-        out.append(("8-bit AdamW", {"optimizer": {**t.optimizer.model_dump(), "kind": "adamw_8bit"}}))
-    if t.method.kind == "full":
-        out.append(
-            (
-                "LoRA r=16 on all linears instead of full fine-tuning",
-                {"method": {"kind": "lora", "rank": 16, "target_modules": "all-linear"}},
-            )
-        )
-    if t.method.kind == "lora":
-        out.append(("QLoRA (NF4 base) instead of LoRA", {"method": {**t.method.model_dump(), "kind": "qlora"}}))
-    return out
-
-
-def suggestions(spec: ModelSpec, t: TrainingSpec, peak: int, budget: int) -> tuple[Suggestion, ...]:
-    """Each candidate change that lowers the peak, with the bytes it saves and whether it then fits."""
-    out = []
-    for change, patch in _candidates(t):
-        changed = TrainingSpec.model_validate({**t.model_dump(), **patch})
-        new_peak = _peak(spec, changed, trainable_params(spec, changed.method))
-        if new_peak < peak:
-            out.append(
-                Suggestion(
-                    change=change,
-                    training=patch,
-                    peak_bytes=new_peak,
-                    saves_bytes=peak - new_peak,
-                    fits=new_peak <= budget,
-                )
-            )
-    return tuple(out)
 
 
 def _padding(t: TrainingSpec, seq: int) -> tuple[float, float]:
@@ -203,7 +152,7 @@ def _padding(t: TrainingSpec, seq: int) -> tuple[float, float]:
 def training_throughput(
     spec: ModelSpec, t: TrainingSpec, gpu: GpuSpec, eff: TrainingEfficiency, tp: TrainableParams
 ) -> TrainingThroughput:
-    """FLOPs per token, tokens/s, MFU and step time on DP GPUs."""
+    """FLOPs per token, tokens/s, MFU and step time on DP × TP × PP × CP GPUs."""
     shp = train_shapes(spec, t)
     s = shp.seq
     attention = attention_flops(spec, s, s, KVLayout.MLA_EXPANDED) / s
@@ -217,32 +166,54 @@ def training_throughput(
     )
     computed_len, useful_len = _padding(t, s)
     rows = t.micro_batch_size * t.gradient_accumulation_steps * t.data_parallel
-    compute_s = rows * computed_len * hardware / (t.data_parallel * peak * eff.compute)
-    comm_s = _dp_communication_s(t, gpu, eff, tp)
-    step = max(compute_s, comm_s)
+    gpus = t.num_gpus
+    compute_s = rows * computed_len * hardware / (gpus * peak * eff.compute)
+    attention_layer_s = rows * computed_len * attention / spec.num_layers / (gpus * peak * eff.compute)
+    par = parallel_times(
+        spec, t, gpu, tp, eff.interconnect, attention_layer_s, eff.host_link_bytes_per_s, eff.cpu_adam_params_per_s
+    )
+    comm_s = _dp_communication_s(t, gpu, eff, tp, model_shard_fraction_for(spec, t))
+    step = max(compute_s * (1 + par.bubble_fraction) + par.exposed_s, comm_s)
     return TrainingThroughput(
         model_flops_per_token=model_flops,
         hardware_flops_per_token=hardware,
         tokens_per_s=rows * useful_len / step,
-        mfu=rows * computed_len * model_flops / (step * t.data_parallel * peak),
+        mfu=rows * computed_len * model_flops / (step * gpus * peak),
         useful_token_fraction=useful_len / computed_len,
         tokens_per_step=rows * useful_len,
         compute_s=compute_s,
         communication_s=comm_s,
+        pipeline_bubble_fraction=par.bubble_fraction,
+        tensor_parallel_s=par.tensor_parallel_s,
+        pipeline_send_s=par.pipeline_send_s,
+        context_parallel_s=par.context_parallel_s,
+        offload_s=par.offload_s,
         step_time_s=step,
     )
 
 
-def _dp_communication_s(t: TrainingSpec, gpu: GpuSpec, eff: TrainingEfficiency, tp: TrainableParams) -> float:
-    """Ring all-reduce of gradients, 2·(N−1)/N·bytes; ZeRO-3 adds two weight all-gathers (N−1)/N·bytes each."""
+def _dp_communication_s(
+    t: TrainingSpec, gpu: GpuSpec, eff: TrainingEfficiency, tp: TrainableParams, shard: float = 1.0
+) -> float:
+    """Ring all-reduce of gradients, 2·(N−1)/N·bytes; ZeRO-3 adds two weight all-gathers (N−1)/N·bytes each; each
+    GPU reduces its TP × PP shard (`shard`, planner.training.parallel.model_shard_fraction) over the DP group."""
     n = t.data_parallel
     if n == 1:
         return 0.0
-    grad_bytes = tp.trainable * (2 if t.precision in (Precision.BF16, Precision.BF16_FP32_MASTER) else 4)
+    grad_bytes = shard * tp.trainable * (2 if t.precision in (Precision.BF16, Precision.BF16_FP32_MASTER) else 4)
     volume = 2 * (n - 1) / n * grad_bytes
     if t.zero_stage == 3:
-        volume += 2 * (n - 1) / n * tp.base_params * 2
+        volume += 2 * (n - 1) / n * shard * tp.base_params * 2
     return volume / (gpu.interconnect_bandwidth_bytes_per_s * eff.interconnect)
+
+
+def _suggestions(spec: ModelSpec, t: TrainingSpec, peak: int, budget: int) -> tuple[Suggestion, ...]:
+    """The single changes, and when none of them fits alone, the smallest combination that does."""
+    singles = suggestions(spec, t, peak, budget)
+    if peak <= budget or any(s.fits for s in singles):
+        return singles
+    combined = combined_suggestion(spec, t, peak, budget)
+    return (*singles, combined) if combined else singles
 
 
 def estimate_training(request: TrainingRequest, catalog: Catalog) -> TrainingEstimate:
@@ -250,6 +221,7 @@ def estimate_training(request: TrainingRequest, catalog: Catalog) -> TrainingEst
     model = resolve_model(request.model, catalog)
     gpu = resolve_gpu(request.gpu, catalog)
     spec, t = model.spec, request.training
+    check_training_parallel(spec, t)
     tp = trainable_params(spec, t.method)
     phases = training_phases(spec, t, tp)
     peak = phases.peak
@@ -266,7 +238,7 @@ def estimate_training(request: TrainingRequest, catalog: Catalog) -> TrainingEst
     return TrainingEstimate(
         model=model,
         gpu=gpu,
-        num_gpus=t.data_parallel,
+        num_gpus=t.num_gpus,
         training=t,
         trainable_params=tp,
         memory=peak,
@@ -278,7 +250,7 @@ def estimate_training(request: TrainingRequest, catalog: Catalog) -> TrainingEst
         fits=fits,
         fit_reasons=reasons,
         max_micro_batch_size=max_micro_batch(spec, t, tp, budget),
-        suggestions=suggestions(spec, t, peak.total_bytes, budget),
+        suggestions=_suggestions(spec, t, peak.total_bytes, budget),
         throughput=training_throughput(spec, t, gpu, request.efficiency, tp),
         warnings=model.warnings + _target_warnings(spec, tp),
     )

@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.explain import MemoryBreakdown, Term, breakdown
-from planner.model.params import layer_kinds
+from planner.model.params import count_params, layer_kinds
 from planner.model.spec import ModelSpec
 from planner.training.backward_moments import backward_moments
+from planner.training.parallel import is_parallel, parallel_phases
 from planner.training.peft_params import PeftModule, TrainableParams
 from planner.training.spec import TrainingSpec
 from planner.training.state import ParamBytes, param_bytes, sharded
@@ -140,4 +141,19 @@ def training_phases(
         "optimizer/temporaries",
     )
     phases["optimizer_step"] = breakdown(states[k] for k in step if k in states)
+    if training.offload_optimizer:
+        phases = {name: _offloaded(p) for name, p in phases.items()}
+    if is_parallel(training):
+        phases = parallel_phases(count_params(spec), training, phases)
     return TrainingPhases(phases)
+
+
+OFFLOADED = frozenset({"optimizer/master_weights", "optimizer/states", "optimizer/temporaries"})
+
+
+def _offloaded(phase: MemoryBreakdown) -> MemoryBreakdown:
+    """ZeRO-Offload keeps the fp32 master weights and the Adam states in CPU memory and steps there; the GPU keeps
+    the 16-bit weights and gradients until they are copied out.
+    Source: Ren et al. 2021, ZeRO-Offload (arXiv:2101.06840) §4.1 (the offload strategy: fp32 parameters, momentum
+      and variance on the CPU, fp16 parameters and gradients on the GPU)."""
+    return breakdown(t for t in phase.terms if t.name not in OFFLOADED)

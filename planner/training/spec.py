@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from planner._base import FrozenSpec
 
@@ -183,6 +183,43 @@ class TrainingSpec(FrozenSpec):
     zero_stage: Literal[0, 1, 2, 3] = Field(
         default=0, description="ZeRO: 1 shards optimizer states, 2 + grads, 3 + weights."
     )
+    tensor_parallel: Annotated[int, Field(ge=1, le=1024)] = Field(
+        default=1,
+        description="Megatron tensor parallel: GPUs splitting every linear of a layer (column/row parallel) and the "
+        "vocabulary. GPUs in all: data_parallel × tensor_parallel × pipeline_parallel × context_parallel.",
+    )
+    sequence_parallel: bool = Field(
+        default=True,
+        description="With tensor_parallel > 1, split the norms, dropouts and residuals along the sequence too "
+        "(Korthikanti et al. 2022 §4.2.2); false keeps them replicated on every TP rank.",
+    )
+    pipeline_parallel: Annotated[int, Field(ge=1, le=1024)] = Field(
+        default=1,
+        description="Pipeline stages (1F1B schedule); gradient_accumulation_steps is the number of micro-batches "
+        "per step, so the bubble is (stages − 1)/micro-batches.",
+    )
+    context_parallel: Annotated[int, Field(ge=1, le=1024)] = Field(
+        default=1,
+        description="Context parallel (ring attention): each GPU holds sequence_length / CP tokens of every row.",
+    )
+    offload_optimizer: bool = Field(
+        default=False,
+        description="ZeRO-Offload: fp32 master weights and AdamW states live in CPU memory and the step runs on the "
+        "CPU (DeepSpeed offload_optimizer); needs zero_stage ≥ 1 and AdamW.",
+    )
     first_step: bool = Field(default=False, description="The first step: AdamW has not created its state yet.")
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 1.0
     cuda_context_bytes: Annotated[int, Field(ge=0, le=1 << 40)] = 512 << 20
+
+    @field_validator("offload_optimizer")
+    @classmethod
+    def _offload_needs_zero_and_adamw(cls, offload: bool, info: ValidationInfo) -> bool:
+        optimizer, stage = info.data.get("optimizer"), info.data.get("zero_stage")
+        if offload and (stage == 0 or (optimizer is not None and optimizer.kind != "adamw")):
+            raise ValueError("offload_optimizer needs zero_stage ≥ 1 and optimizer 'adamw' (DeepSpeed's CPU Adam)")
+        return offload
+
+    @property
+    def num_gpus(self) -> int:
+        """GPUs the configuration runs on: DP × TP × PP × CP."""
+        return self.data_parallel * self.tensor_parallel * self.pipeline_parallel * self.context_parallel

@@ -123,6 +123,8 @@ def _probe_serving(serving: ServingSpec) -> ServingSpec:
             "embedding_dtype": DType.BF16,
             "activation_dtype": DType.BF16,
             "tensor_parallel": 1,
+            "expert_parallel": 1,
+            "pipeline_parallel": 1,
             "mla_layout": None,
             "block_size": None,
             "logits_all_positions": None,

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 
 from planner import InferenceRequest, estimate_inference
+from planner.batch import BatchRequest, BatchResult
 from planner.training.estimate import TrainingRequest, estimate_training
 from service.answers import (
     CSV_MEDIA_TYPE,
@@ -21,8 +22,9 @@ from service.answers import (
     wants_csv,
 )
 from service.auth import check_write_access, credentials_of
+from service.batch_output import batch_response
 from service.deps import CatalogDep, ProbeExecutorDep, SettingsDep
-from service.examples import INFERENCE_EXAMPLES, TRAINING_EXAMPLES
+from service.examples import BATCH_EXAMPLES, INFERENCE_EXAMPLES, TRAINING_EXAMPLES
 from service.hub import with_hub_model
 from service.openapi import AUTH, BODY, QUEUE_FULL, UNAVAILABLE
 from service.probes.admission import probe_request_for
@@ -107,3 +109,25 @@ def training(
         check_write_access(credentials_of(raw), settings)
         headers = probe_link_headers(executor.submit(probe_request_for(request), catalog))
     return training_response(estimate, detail, wants_csv(output_format, accept), headers)
+
+
+BATCH_FORMATS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": BatchResult,
+        "description": "Every item's answer in order (application/json): the planner's exact estimate (the numbers "
+        "of /v1/estimates/inference or /training, without their summary and readable *_gib/*_ms siblings) or only "
+        "its `fields`; one JSON object per line as each item is computed (Accept: application/x-ndjson); a flat "
+        "table (Accept: text/csv).",
+        "content": {"application/x-ndjson": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.post("/batch", response_class=Response, responses=BATCH_FORMATS)
+def batch(
+    request: Annotated[BatchRequest, Body(openapi_examples=BATCH_EXAMPLES)],
+    catalog: CatalogDep,
+    accept: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Many estimates (items or a grid): results in order, an error per bad item; NDJSON or CSV by Accept."""
+    return batch_response(request, catalog, accept)

@@ -21,6 +21,7 @@ from tests.service import probe_runners
 KEY = "s" * 32
 SEED = 12
 MAX_EXAMPLES = 15  # per operation in the fuzzing phase (the coverage phase makes its own cases)
+PLAN_EXAMPLES = 3
 CONFIG = SchemathesisConfig.from_dict(
     {
         "seed": SEED,
@@ -32,6 +33,15 @@ CONFIG = SchemathesisConfig.from_dict(
             "positive_data_acceptance": {"expected-statuses": ["2xx", "401", "403", "404", "422", "429"]},
         },
         "headers": {"Authorization": f"Bearer {KEY}"},
+        # a plan or a make-it-fit search is a real search (about 0.5-3 s on 2 cores): a few fuzzed cases each, no
+        # coverage phase; tests/service/test_plans.py covers their inputs and answers
+        "operations": [
+            {
+                "include-tag": "plans",
+                "generation": {"max-examples": PLAN_EXAMPLES},
+                "phases": {"coverage": {"enabled": False}},
+            }
+        ],
     }
 )
 

@@ -1,0 +1,1 @@
+"""Plans: the search over deployments (serving plans under SLOs, training configurations that fit) and batches."""

@@ -1,0 +1,189 @@
+"""Candidate families — GPU × engine × weight and KV precision × TP × PP × EP — and the memory screen that prunes
+whole families before any latency is computed.
+
+A family fixes everything that decides memory; its candidates vary only max_num_seqs and the replica count. So the
+engine's memory model runs once per family (through planner.serving.engine_memory, exactly as an estimate does),
+and a family that does not fit rejects all its candidates at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from planner.calibration.kernels import load_kernel_tables
+from planner.gpu_spec import GpuSpec
+from planner.model.kv_cache import kv_split
+from planner.model.precision import DType, WeightFormat, dtype_bytes
+from planner.model.spec import ModelSpec
+from planner.plans.spec import PlanConstraints
+from planner.serving.engine_memory import engine_memory
+from planner.serving.engines import EngineDefaults
+from planner.serving.inference import resolve_engine
+from planner.serving.pipeline import pipeline_stages
+from planner.serving.spec import Engine, ServingSpec
+from planner.serving.step_time import kernel_format
+
+__all__ = ["Family", "FamilyMemory", "enumerate_families", "family_memory", "layout_problem"]
+
+GIB = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """Everything about a replica but its batch limit: what sizes its memory and its step time."""
+
+    gpu: GpuSpec
+    engine: Engine
+    weight_format: WeightFormat
+    kv_dtype: DType
+    tp: int
+    pp: int
+    ep: int
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.tp * self.pp
+
+    @property
+    def label(self) -> str:
+        return (
+            f"{self.gpu.id} {self.engine.value} {self.weight_format.value}/kv-{self.kv_dtype.value} "
+            f"TP{self.tp} PP{self.pp} EP{self.ep}"
+        )
+
+    def serving(self, **fields: object) -> ServingSpec:
+        """The ServingSpec of one replica of this family (engine defaults not yet filled)."""
+        return ServingSpec.model_validate(
+            {
+                "engine": self.engine,
+                "weight_format": self.weight_format,
+                "kv_cache_dtype": self.kv_dtype,
+                "tensor_parallel": self.tp,
+                "pipeline_parallel": self.pp,
+                "expert_parallel": self.ep,
+                **fields,
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyMemory:
+    """The memory screen's verdict on a family: its KV pool in tokens (the smallest stage's), or why it fails."""
+
+    fits: bool
+    pool_tokens: int
+    reason: str | None  # a Rejection code
+    detail: str
+    defaults: EngineDefaults | None = None
+    weight_bytes: int = 0  # per GPU, the fullest stage
+
+
+def layout_problem(spec: ModelSpec, fam: Family, constraints: PlanConstraints) -> tuple[str, str] | None:
+    """(rejection, detail) when the layout cannot run this model or these limits, else None."""
+    if fam.gpus_per_replica > constraints.gpus_per_node:
+        return "not_divisible", f"TP·PP = {fam.gpus_per_replica} exceeds gpus_per_node = {constraints.gpus_per_node}"
+    if fam.gpus_per_replica > constraints.max_gpus:
+        return "exceeds_max_gpus", f"one replica needs {fam.gpus_per_replica} GPUs > max_gpus {constraints.max_gpus}"
+    n_kv = spec.kv_heads
+    if spec.num_heads % fam.tp or (spec.mla is None and n_kv % fam.tp and fam.tp % n_kv):
+        return "not_divisible", f"TP {fam.tp} does not split {spec.num_heads} heads / {n_kv} KV heads"
+    if fam.pp > spec.num_layers:
+        return "not_divisible", f"PP {fam.pp} exceeds {spec.num_layers} layers"
+    tables = load_kernel_tables(fam.gpu.id, fam.engine.value)
+    if tables is None:
+        return "precision_not_measured", f"no kernel tables for {fam.gpu.id} with {fam.engine.value}"
+    fmt = kernel_format(fam.weight_format.value)
+    if fmt not in tables.gemm:
+        return "precision_not_measured", f"no measured {fmt} GEMMs for {fam.gpu.id}/{fam.engine.value}"
+    if spec.moe is not None and fmt not in tables.moe:
+        return "precision_not_measured", f"no measured {fmt} MoE kernels for {fam.gpu.id}/{fam.engine.value}"
+    return None
+
+
+def enumerate_families(spec: ModelSpec, gpus: tuple[GpuSpec, ...], c: PlanConstraints) -> Iterator[Family]:
+    """Every family the constraints allow: EP = 1, and EP = TP for MoE models when expert_parallel is on."""
+    for gpu in gpus:
+        for engine in c.engines:
+            for fmt in c.weight_formats:
+                for kv in c.kv_cache_dtypes:
+                    for tp in c.tensor_parallel:
+                        for pp in c.pipeline_parallel:
+                            eps = (1, tp) if spec.moe is not None and c.expert_parallel and tp > 1 else (1,)
+                            for ep in eps:
+                                yield Family(gpu, engine, fmt, kv, tp, pp, ep)
+
+
+def family_memory(spec: ModelSpec, fam: Family, longest_request: int) -> FamilyMemory:
+    """Run the engine's memory model for the family (every pipeline stage; the smallest pool counts) with the engine's
+    default max_num_seqs, and check that the pool holds the longest request.
+
+    Source: planner.serving.engine_memory (the same terms /v1/estimates/inference reports); vLLM keeps the smallest
+      stage's block count (planner.serving.pipeline.pipeline_kv_tokens).
+    Assumes: max_num_seqs moves the vLLM sampler warm-up by rows·V·c bytes; the plan's confirming estimate uses the
+      candidate's own max_num_seqs.
+    """
+    bf16 = fam.serving(kv_cache_dtype=DType.BF16)  # the non-KV terms do not depend on the KV dtype
+    mem = _pool_bytes(spec, bf16, fam.gpu)
+    if mem.pools is None:
+        detail = (
+            f"{mem.non_kv / GIB:.1f} GiB per GPU of weights ({mem.weights / GIB:.1f} GiB), activations and overhead; "
+            f"the engine's budget is {mem.budget / GIB:.1f} GiB"
+        )
+        return FamilyMemory(False, 0, "does_not_fit", detail, mem.defaults, mem.weights)
+    b_kv, block = dtype_bytes(fam.kv_dtype), mem.defaults.block_size
+    tokens = min(
+        (pool // (block * _kv_per_token(st, b_kv, bf16))) * block for pool, st in zip(mem.pools, mem.specs, strict=True)
+    )
+    if tokens < longest_request:
+        detail = f"the KV pool holds {tokens} tokens, the longest request needs {longest_request}"
+        return FamilyMemory(False, tokens, "kv_pool_too_small", detail, mem.defaults, mem.weights)
+    return FamilyMemory(True, tokens, None, "", mem.defaults, mem.weights)
+
+
+def _kv_per_token(spec: ModelSpec, b_kv: int, serving: ServingSpec) -> int:
+    split = kv_split(spec, b_kv, serving.resolved_mla_layout, serving.tensor_parallel)
+    return max(1, split.full + split.sliding)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolBytes:
+    """The engine's memory model over a replica's stages."""
+
+    pools: tuple[int, ...] | None  # KV pool bytes of each stage; None when a stage does not fit
+    non_kv: int  # the fullest stage's weights + activations + overhead, per GPU
+    weights: int  # that stage's weights
+    budget: int
+    defaults: EngineDefaults
+    specs: tuple[ModelSpec, ...]
+
+
+_POOLS: dict[tuple[ModelSpec, ServingSpec, str], PoolBytes] = {}  # GpuSpec holds dicts: keyed by its id
+_POOLS_LIMIT = 8192
+
+
+def _pool_bytes(spec: ModelSpec, serving: ServingSpec, gpu: GpuSpec) -> PoolBytes:
+    key = (spec, serving, gpu.model_dump_json())
+    hit = _POOLS.get(key)
+    if hit is None:
+        if len(_POOLS) > _POOLS_LIMIT:
+            _POOLS.clear()
+        hit = _POOLS[key] = _pool_bytes_uncached(spec, serving, gpu)
+    return hit
+
+
+def _pool_bytes_uncached(spec: ModelSpec, serving: ServingSpec, gpu: GpuSpec) -> PoolBytes:
+    """(KV pool bytes of each stage, or None when a stage does not fit; fullest stage's non-KV bytes; defaults)."""
+    resolved, profile, defaults = resolve_engine(serving, gpu)
+    stages = pipeline_stages(spec, serving.pipeline_parallel)
+    pools, worst, weights, budget = [], 0, 0, 0
+    for st in stages:
+        mem = engine_memory(st.spec, resolved, gpu, profile, defaults)
+        non_kv = sum(t.bytes for t in mem.non_kv)
+        if non_kv > worst:
+            worst, budget = non_kv, mem.budget_bytes
+            weights = sum(t.bytes for t in mem.non_kv if t.name.startswith("weights/"))
+        if non_kv >= mem.budget_bytes or mem.kv_pool_bytes <= 0:
+            return PoolBytes(None, worst, weights, mem.budget_bytes, defaults, ())
+        pools.append(mem.kv_pool_bytes)
+    return PoolBytes(tuple(pools), worst, weights, budget, defaults, tuple(st.spec for st in stages))
