@@ -74,3 +74,17 @@ def test_an_id_not_in_the_cache_is_a_422_naming_the_field(cache: Path, client: T
 def test_read_without_the_service_is_an_error(cache: Path) -> None:
     with pytest.raises(SpecError, match="not-here"):
         read_hub_config("someone/not-here")
+
+
+def test_plans_by_hugging_face_id(cache: Path, client: TestClient) -> None:
+    body = {
+        "workload": {"input_tokens": 512, "output_tokens": 64, "concurrency": 4},
+        "slo": {"ttft_ms": 2000, "tpot_ms": 100},
+        "constraints": {"gpus": ["h100-sxm"], "engines": ["vllm"], "max_gpus": 1},
+    }
+    by_id = client.post("/v1/plans", json={"model": REPO, **body})
+    assert by_id.status_code == 200, by_id.text
+    by_config = client.post("/v1/plans", json={"model": QWEN2_5_0_5B_CONFIG, **body})
+    assert by_id.json()["plans"] == by_config.json()["plans"] and by_id.json()["plans"]
+    fit = client.post("/v1/plans/training", json={"model": REPO, "gpu": "l4"})
+    assert fit.status_code == 200, fit.text
