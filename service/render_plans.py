@@ -51,9 +51,7 @@ def _rejected(result: PlanResult) -> str:
         "rejected candidates by reason: " + ", ".join(f"{k} {v:,}" for k, v in reasons.most_common()),
     ]
     for family in result.rejected[:REJECTED_SHOWN]:
-        telling = {k: v for k, v in family.reasons.items() if k != "dominated"} or family.reasons
-        top = max(telling, key=lambda k: telling[k]) if telling else "-"
-        lines.append(f"  {family.family}: {top} — {family.closest}")
+        lines.append(f"  {family.family}: {family.reason} — {family.closest}")
     if len(result.rejected) > REJECTED_SHOWN:
         lines.append(f"  … and {len(result.rejected) - REJECTED_SHOWN} more families (--json lists them all)")
     return "\n".join(lines)

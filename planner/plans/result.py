@@ -137,6 +137,10 @@ class RejectedFamily(FrozenSpec):
     pipeline_parallel: int
     expert_parallel: int
     candidates: int
+    reason: Rejection = Field(
+        description="Why the family has no plan: dearer_than_plans when some candidate met the SLO (the plans "
+        "returned are cheaper), else its most frequent failure besides `dominated`."
+    )
     reasons: dict[str, int] = Field(description="Candidates per rejection reason (see PlanSummary.reason_text).")
     closest: str = Field(description="The nearest miss, with its numbers.")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from itertools import count
+from typing import cast
 
 from planner.calibration.kernels import available_tables
 from planner.catalog import Catalog
@@ -23,6 +24,7 @@ from planner.plans.result import (
     PlanSummary,
     Pool,
     RejectedFamily,
+    Rejection,
 )
 from planner.plans.scan import Candidate, FamilyScan, cost_per_million, quantile, scan_family
 from planner.plans.spec import PlanRequest
@@ -123,9 +125,19 @@ def _rejected(scan: FamilyScan) -> RejectedFamily:
         pipeline_parallel=f.pp,
         expert_parallel=f.ep,
         candidates=scan.candidates,
+        reason=_family_reason(scan.reasons),
         reasons={k: v for k, v in scan.reasons.items() if v},
         closest=scan.closest,
     )
+
+
+def _family_reason(reasons: Counter[str]) -> Rejection:
+    """A family that met the SLO somewhere lost on price; otherwise its commonest failure (dominated candidates are
+    the family's own cheaper ones, not a failure)."""
+    if reasons["dearer_than_plans"]:
+        return "dearer_than_plans"
+    failures = {k: v for k, v in reasons.items() if v and k != "dominated"} or {k: v for k, v in reasons.items() if v}
+    return cast(Rejection, max(failures, key=lambda k: failures[k]))
 
 
 def _confirm(

@@ -123,7 +123,7 @@ def test_memory_prunes_whole_families_first() -> None:
         constraints={**ONE_FAMILY, "tensor_parallel": [1, 4]},
     )
     tp1 = next(f for f in r.rejected if f.tensor_parallel == 1)
-    assert tp1.reasons == {"does_not_fit": 8}
+    assert tp1.reasons == {"does_not_fit": 8} and tp1.reason == "does_not_fit"
     assert "(131.4 GiB)" in tp1.closest and "budget is 72.9 GiB" in tp1.closest
     assert r.summary.pruned_by_memory == 8
     assert r.plans and r.plans[0].pools[0].tensor_parallel == 4
@@ -157,6 +157,9 @@ def test_every_candidate_is_accounted_for_and_the_frontier_is_pareto() -> None:
     aggregated = sum(1 for p in r.plans if p.mode == "aggregated")
     assert sum(r.summary.reasons.values()) + aggregated == r.summary.candidates
     assert r.plans, r.rejected[:3]
+    for family in r.rejected:  # a family that met the SLO somewhere lost on price, whatever else its candidates did
+        assert (family.reason == "dearer_than_plans") == ("dearer_than_plans" in family.reasons), family
+        assert family.reason in family.reasons
     costs = [p.cost_per_million_output_tokens_usd for p in r.plans]
     assert costs == sorted(costs)
     for plan in r.plans:
