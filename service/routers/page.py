@@ -1,4 +1,4 @@
-"""The page for people at `/`: a form and charts over the estimate endpoints, served from the package (no CDN)."""
+"""The page for people at `/`: forms and charts over the estimate and plan endpoints, from the package (no CDN)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-// memplan page: a form over POST /v1/estimates/{inference,training}; every number drawn comes from those answers.
-// Charts: Chart.js (vendored under static/vendor/chart.js). Nothing here talks to any other host.
+// memplan page: a form over POST /v1/estimates/{inference,training} and POST /v1/plans; every number drawn comes
+// from those answers. Charts: Chart.js (vendored under static/vendor/chart.js). Nothing here talks to any other host.
+// Text from the server goes into the DOM through textContent only.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -8,7 +9,8 @@ const CONTEXTS = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 2621
 const CONCURRENCIES = [1, 2, 4, 8, 16, 32, 64, 128];
 const COLORS = ["#2f6fdb", "#e8833a", "#3aa55d", "#c4455b", "#8a5cd1", "#9a7b4f", "#d66bb0", "#7f8794",
   "#b9b32f", "#2fb3c4", "#1d3f8a", "#f2b8a0"];
-const state = { charts: {}, engines: [], drawn: false, requests: 0 };
+const POOLED = ["vllm", "sglang", "trtllm"]; // the engines a plan may choose (PlanConstraints.engines)
+const state = { charts: {}, engines: [], drawn: false, requests: 0, shown: null, plan: null };
 window.memplan = state; // the browser test reads the chart objects from here
 
 async function api(path, body) {
@@ -36,11 +38,20 @@ function option(select, value, text) {
   select.appendChild(o);
 }
 
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined) e.textContent = text;
+  if (cls) e.className = cls;
+  return e;
+}
+
 function showGroups() {
   const source = document.querySelector("input[name=source]:checked").value;
-  document.querySelectorAll("[data-source]").forEach((el) => { el.hidden = el.dataset.source !== source; });
+  document.querySelectorAll("[data-source]").forEach((e) => { e.hidden = e.dataset.source !== source; });
   const kind = $("kind").value;
-  document.querySelectorAll("[data-kind]").forEach((el) => { el.hidden = el.dataset.kind !== kind; });
+  document.querySelectorAll("[data-kind]").forEach((e) => { e.hidden = !e.dataset.kind.split(" ").includes(kind); });
+  $("submit").textContent = kind === "plan" ? "Plan" : "Estimate";
+  if (state.shown !== kind) $("results").hidden = true; // the answer drawn is for another question
 }
 
 function fillVersions() {
@@ -53,19 +64,23 @@ function fillVersions() {
 }
 
 async function init() {
-  const [models, gpus, engines, openapi] = await Promise.all(
-    [api("v1/models"), api("v1/gpus"), api("v1/engines"), api("openapi.json")]);
+  const [models, gpus, engines] = await Promise.all([api("v1/models"), api("v1/gpus"), api("v1/engines")]);
   models.forEach((m) => option($("model"), m.id, m.name));
   gpus.forEach((g) => option($("gpu"), g.id, g.name));
+  gpus.forEach((g) => option($("plan_gpus"), g.id, g.name));
   state.engines = engines;
   [...new Set(engines.map((e) => e.engine))].forEach((e) => option($("engine"), e));
+  for (const engine of POOLED.filter((p) => engines.some((e) => e.engine === p))) {
+    const box = el("input");
+    Object.assign(box, { type: "checkbox", name: "plan_engine", value: engine, checked: true });
+    const label = el("label");
+    label.append(box, ` ${engine}`);
+    $("plan_engines").appendChild(label);
+  }
   $("model").value = "llama-3-8b";
   $("gpu").value = "h100-sxm";
   $("engine").value = "vllm";
   fillVersions();
-  if (openapi.paths && openapi.paths["/v1/plans"]) {
-    $("plansNote").textContent = "This server has POST /v1/plans; drawing its Pareto frontier is the next step.";
-  }
   document.querySelectorAll("input[name=source]").forEach((r) => r.addEventListener("change", showGroups));
   $("kind").addEventListener("change", showGroups);
   $("engine").addEventListener("change", fillVersions);
@@ -117,6 +132,20 @@ function trainingSpec() {
   };
 }
 
+function planRequest() {
+  const workload = { input_tokens: number("plan_input"), output_tokens: number("plan_output") };
+  workload[$("traffic").value] = number("traffic_value");
+  const slo = { ttft_ms: number("slo_ttft"), tpot_ms: number("slo_tpot"), percentile: $("percentile").value };
+  const constraints = {
+    engines: [...document.querySelectorAll("input[name=plan_engine]:checked")].map((b) => b.value),
+    max_gpus: number("max_gpus"),
+    disaggregated: $("disaggregated").checked,
+  };
+  const gpus = [...$("plan_gpus").selectedOptions].map((o) => o.value);
+  if (gpus.length) constraints.gpus = gpus; // none selected: every GPU with measured kernel tables
+  return { model: modelRef(), workload, slo, constraints }; // empty fields are left out (JSON drops undefined)
+}
+
 function chart(id, config) {
   if (state.charts[id]) state.charts[id].destroy();
   state.charts[id] = new Chart($(id), { ...config, options: { animation: false, maintainAspectRatio: false,
@@ -128,19 +157,13 @@ const gib = (bytes) => bytes / GIB;
 const fmt = (x, digits = 2) => (x === null || x === undefined ? "–" : Number(x).toLocaleString("en", {
   maximumFractionDigits: digits }));
 
-function summary(s, kind) {
-  const cells = kind === "inference"
-    ? [["fits", s.fits ? "yes" : "NO", s.fits ? "yes" : "no"], ["GiB per GPU", fmt(s.gib_per_gpu)],
-      ["GPUs", s.gpus], ["max sequences", fmt(s.max_concurrent_sequences, 0)],
-      ["max context", fmt(s.max_context_tokens, 0)], [`TTFT ms (${s.latency_from})`, fmt(s.ttft_ms)],
-      [`TPOT ms (${s.latency_from})`, fmt(s.tpot_ms)], ["output tok/s", fmt(s.output_tokens_per_s, 0)]]
-    : [["fits", s.fits ? "yes" : "NO", s.fits ? "yes" : "no"], ["GiB per GPU", fmt(s.gib_per_gpu)],
-      ["peak phase", s.peak_phase], ["max micro-batch", s.max_micro_batch_size], ["tokens/s", fmt(s.tokens_per_s, 0)],
-      ["MFU %", fmt(s.mfu_pct)], ["step ms", fmt(s.step_time_ms)], ["trainable", fmt(s.trainable_params, 0)]];
+const pct = (x) => (x === null || x === undefined ? "–" : `${fmt(100 * x, 0)}%`);
+
+function summaryCells(model, cells) {
   $("summary").innerHTML = "";
   const title = document.createElement("div");
   title.innerHTML = `<span>model</span><b></b>`;
-  title.querySelector("b").textContent = s.model + (s.exact ? "" : " (inexact)");
+  title.querySelector("b").textContent = model;
   $("summary").appendChild(title);
   for (const [label, value, cls] of cells) {
     const cell = document.createElement("div");
@@ -150,6 +173,18 @@ function summary(s, kind) {
     cell.querySelector("b").textContent = value;
     $("summary").appendChild(cell);
   }
+}
+
+function summary(s, kind) {
+  const cells = kind === "inference"
+    ? [["fits", s.fits ? "yes" : "NO", s.fits ? "yes" : "no"], ["GiB per GPU", fmt(s.gib_per_gpu)],
+      ["GPUs", s.gpus], ["max sequences", fmt(s.max_concurrent_sequences, 0)],
+      ["max context", fmt(s.max_context_tokens, 0)], [`TTFT ms (${s.latency_from})`, fmt(s.ttft_ms)],
+      [`TPOT ms (${s.latency_from})`, fmt(s.tpot_ms)], ["output tok/s", fmt(s.output_tokens_per_s, 0)]]
+    : [["fits", s.fits ? "yes" : "NO", s.fits ? "yes" : "no"], ["GiB per GPU", fmt(s.gib_per_gpu)],
+      ["peak phase", s.peak_phase], ["max micro-batch", s.max_micro_batch_size], ["tokens/s", fmt(s.tokens_per_s, 0)],
+      ["MFU %", fmt(s.mfu_pct)], ["step ms", fmt(s.step_time_ms)], ["trainable", fmt(s.trainable_params, 0)]];
+  summaryCells(s.model + (s.exact ? "" : " (inexact)"), cells);
 }
 
 function termTooltip(terms) {
@@ -273,15 +308,152 @@ async function estimateWithLoad(base) {
   }
 }
 
+// --- plans: POST /v1/plans ---------------------------------------------------------------------------------------
+
+function cell(row, text, title) {
+  const td = el("td", text);
+  if (title) td.title = title;
+  row.appendChild(td);
+  return td;
+}
+
+function poolCell(row, plan, value) {
+  // One line per pool: the only pool of an aggregated plan, or its prefill and decode pools.
+  const td = cell(row);
+  for (const pool of plan.pools) {
+    td.appendChild(el("div", pool.role === "aggregated" ? value(pool) : `${pool.role} ${value(pool)}`));
+  }
+}
+
+function planRows(r) {
+  const p = r.slo.percentile;
+  $("ttftHead").textContent = `TTFT ms ${p}`;
+  $("tpotHead").textContent = `TPOT ms ${p}`;
+  const body = $("planTable").tBodies[0];
+  body.replaceChildren();
+  for (const plan of r.plans) {
+    const row = el("tr");
+    row.title = `${plan.label} (${plan.mode}; latency ${plan.latency_method})`;
+    cell(row, String(plan.rank));
+    const price = plan.price;
+    cell(row, plan.gpu, `$${fmt(price.usd_per_gpu_hour)} per GPU-hour: ${price.provider}, ${price.offer}, read on `
+      + `${price.read_on} (via ${price.via})`);
+    cell(row, plan.engine);
+    poolCell(row, plan, (q) => `${q.tensor_parallel}/${q.pipeline_parallel}/${q.expert_parallel}`);
+    poolCell(row, plan, (q) => String(q.replicas));
+    cell(row, String(plan.num_gpus));
+    cell(row, `${plan.weight_format} / ${plan.kv_cache_dtype}`);
+    poolCell(row, plan, (q) => String(q.max_num_seqs));
+    cell(row, fmt(plan.ttft[`${p}_ms`], 1));
+    cell(row, fmt(plan.tpot[`${p}_ms`], 1));
+    cell(row, fmt(plan.tokens_per_s_per_gpu, 0));
+    cell(row, `$${fmt(plan.cost_per_million_output_tokens_usd, 3)}`, `$${fmt(plan.cost_per_hour_usd)} per hour, `
+      + `${fmt(plan.output_tokens_per_s, 0)} output tokens/s`);
+    cell(row, `${pct(plan.headroom.ttft)} · ${pct(plan.headroom.tpot)} · ${pct(plan.headroom.kv_pool)}`);
+    body.appendChild(row);
+  }
+}
+
+function rejections(r) {
+  const text = r.summary.reason_text;
+  const list = $("reasons");
+  list.replaceChildren();
+  for (const [reason, count] of Object.entries(r.summary.reasons).sort((a, b) => b[1] - a[1])) {
+    const item = el("li");
+    item.append(el("b", fmt(count, 0)), ` ${text[reason] ?? reason} `, el("code", reason));
+    list.appendChild(item);
+  }
+  const body = $("rejectedTable").tBodies[0];
+  body.replaceChildren();
+  for (const f of r.rejected) {
+    const row = el("tr");
+    cell(row, f.family);
+    cell(row, fmt(f.candidates, 0));
+    const reasons = cell(row);
+    for (const [reason, count] of Object.entries(f.reasons).sort((a, b) => b[1] - a[1])) {
+      const tag = el("span", `${reason} ${fmt(count, 0)}`, "reason");
+      tag.title = text[reason] ?? reason;
+      reasons.appendChild(tag);
+    }
+    cell(row, f.closest);
+    body.appendChild(row);
+  }
+  $("rejectedSummary").textContent = `${fmt(r.rejected.length, 0)} families rejected outright, every candidate `
+    + "failing (counts per reason; hover a reason for its meaning)";
+  $("rejectedDetails").open = r.plans.length === 0;
+}
+
+function drawPareto(r) {
+  const frontier = [...r.frontier].sort((a, b) => a.tokens_per_s_per_user - b.tokens_per_s_per_user);
+  const point = (f) => ({ x: f.tokens_per_s_per_user, y: f.tokens_per_s_per_gpu, label: f.label,
+    detail: `TTFT ${fmt(f.ttft_ms, 1)} ms, TPOT ${fmt(f.tpot_ms, 1)} ms (${f.method}); `
+      + (f.meets_slo ? "meets the SLO" : "misses the SLO") });
+  chart("paretoChart", {
+    type: "scatter",
+    data: {
+      datasets: [
+        { label: "frontier (green: meets the SLO)", data: frontier.map(point), showLine: true,
+          borderColor: COLORS[0], backgroundColor: COLORS[0], pointRadius: 4,
+          pointBackgroundColor: frontier.map((f) => (f.meets_slo ? COLORS[2] : COLORS[7])) },
+        ...(r.plans.length === 0 ? [] : [{ label: "plans", data: r.plans.map((plan) => ({ x: plan.tokens_per_s_per_user, y: plan.tokens_per_s_per_gpu,
+          label: `#${plan.rank} ${plan.label}`,
+          detail: `$${fmt(plan.cost_per_million_output_tokens_usd, 3)} per million output tokens` })),
+        pointStyle: "triangle", pointRadius: 8, borderColor: COLORS[1], backgroundColor: COLORS[1] }]),
+      ],
+    },
+    options: {
+      scales: { x: { type: "linear", title: { display: true, text: "tokens/s per user (1000 / TPOT)" } },
+        y: { title: { display: true, text: "tokens/s per GPU" } } },
+      plugins: { tooltip: { callbacks: { label: (ctx) => ctx.raw.label, afterLabel: (ctx) => ctx.raw.detail } } },
+    },
+  });
+}
+
+function drawPlans(r) {
+  const s = r.summary;
+  const cheapest = r.plans[0];
+  summaryCells(r.model, [
+    ["plans", fmt(s.plans, 0), s.plans ? "yes" : "no"],
+    ["cheapest $/M output tokens", cheapest ? `$${fmt(cheapest.cost_per_million_output_tokens_usd, 3)}` : "–"],
+    ["cheapest GPUs", cheapest ? String(cheapest.num_gpus) : "–"],
+    ["candidates", fmt(s.candidates, 0)], ["families", fmt(s.families, 0)], ["simulated", fmt(s.simulated, 0)],
+  ]);
+  $("warnings").textContent = r.warnings.join(" · ");
+  $("plansNote").textContent = `${fmt(s.candidates, 0)} candidates in ${fmt(s.families, 0)} families: `
+    + `${fmt(s.pruned_by_memory, 0)} pruned by memory, ${fmt(s.screened_by_static_bounds, 0)} screened by the `
+    + `static bounds, ${fmt(s.simulated, 0)} load simulations. TTFT and TPOT at ${r.slo.percentile}; headroom is `
+    + "1 − predicted / limit. Hover a row for its label, the GPU for its price's source.";
+  const none = r.plans.length === 0;
+  $("planNone").hidden = !none;
+  const top = Object.entries(s.reasons).sort((a, b) => b[1] - a[1]).slice(0, 3)
+    .map(([reason, count]) => `${s.reason_text[reason] ?? reason} (${fmt(count, 0)})`);
+  $("planNone").textContent = none ? `No plan: no configuration meets the SLO within these constraints. Of the `
+    + `${fmt(s.candidates, 0)} candidates, most failed because: ${top.join("; ")}. Every reason is under Rejected `
+    + "below, and each family's nearest miss in its row." : "";
+  $("planTable").parentElement.hidden = none;
+  planRows(r);
+  rejections(r);
+  $("paretoChart").closest("figure").hidden = r.frontier.length === 0;
+  if (r.frontier.length) drawPareto(r);
+}
+
 async function submit() {
   state.drawn = false;
   document.body.dataset.state = "busy";
-  $("status").textContent = "estimating…";
   const kind = $("kind").value;
+  $("status").textContent = kind === "plan" ? "planning…" : "estimating…";
   try {
-    const base = { model: modelRef(), gpu: $("gpu").value };
-    if (kind === "inference") {
+    if (kind === "plan") {
+      const r = await api("v1/plans", planRequest());
+      state.plan = r; // the browser test compares the table with it
+      state.shown = kind;
+      $("results").hidden = false;
+      showGroups();
+      drawPlans(r);
+    } else if (kind === "inference") {
+      const base = { model: modelRef(), gpu: $("gpu").value };
       const e = await estimateWithLoad(base);
+      state.shown = kind;
       $("results").hidden = false;
       showGroups();
       summary(e.summary, kind);
@@ -289,7 +461,9 @@ async function submit() {
       drawMemory(e);
       await Promise.all([drawCapacity(base, e.model.spec.max_context), drawLatency(base)]);
     } else {
+      const base = { model: modelRef(), gpu: $("gpu").value };
       const e = await api("v1/estimates/training", { ...base, training: trainingSpec() });
+      state.shown = kind;
       $("results").hidden = false;
       showGroups();
       summary(e.summary, kind);

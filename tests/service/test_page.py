@@ -1,10 +1,12 @@
 """The page at `/`: served from the package with local assets only; in a real headless Chromium it loads with no
-request beyond 127.0.0.1 and a submitted form draws its charts.
+request beyond 127.0.0.1, a submitted form draws its charts, and the plan form draws POST /v1/plans's answer (the
+ranked plans, the Pareto frontier, the rejections; an impossible request's reasons; a 422's field and message).
 
 The browser tests need Debian's chromium (/usr/bin/chromium, or MEMPLAN_CHROMIUM) and the playwright package (the
 test extra; it drives the system chromium, it downloads no browser); they skip without chromium (`make test` on a
 bare machine). .ci/run installs chromium and sets MEMPLAN_REQUIRE_BROWSER=1, so there they fail rather than skip.
-They leave a screenshot at benchmarks/results/page.png (the CI artifact; docs/page.png is a copy for the README).
+They leave screenshots at benchmarks/results/page.png and page-plans.png (CI artifacts; docs/page.png and
+docs/page-plans.png are copies, made smaller with pngquant).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "benchmarks" / "results" / "page.png"
+PLANS_SCREENSHOT = ROOT / "benchmarks" / "results" / "page-plans.png"
 STATIC = resources.files("service").joinpath("static")
 VENDOR = STATIC.joinpath("vendor", "chart.js")
 # service/static/vendor/chart.js/VENDOR.md: chart.js 4.6.1 from the npm registry, files copied unchanged
@@ -66,6 +70,56 @@ def test_page_scripts_name_no_other_host() -> None:
     for name in ("page.js", "page.css", "index.html"):
         text = STATIC.joinpath(name).read_text(encoding="utf-8")
         assert not re.search(r"https?://", text), name
+
+
+class _Elements(HTMLParser):
+    """The attributes of every element with an id, and the values of every option."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: dict[str, dict[str, str | None]] = {}
+        self.options: list[str | None] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if found.get("id"):
+            self.ids[str(found["id"])] = {"tag": tag, **found}
+        if tag == "option":
+            self.options.append(found.get("value"))
+
+
+def test_page_has_the_plan_form_and_its_results(client: TestClient) -> None:
+    html = client.get("/").text
+    elements = _Elements()
+    elements.feed(html)
+    ids = elements.ids
+    assert "plan" in elements.options  # the question select: serving, fine-tuning, plans
+    # workload, SLO and constraints: the fields of PlanRequest the page sets
+    for field in ("plan_input", "plan_output", "traffic_value", "slo_ttft", "slo_tpot", "max_gpus", "disaggregated"):
+        assert ids[field]["tag"] == "input", field
+    assert {"concurrency", "request_rate"} <= set(elements.options)
+    percentile = re.search(r'<select id="percentile".*?</select>', html, re.DOTALL)
+    assert percentile, "no percentile select"
+    assert {"<option>p50</option>", "<option selected>p90</option>", "<option>p99</option>"} <= set(
+        re.findall(r"<option[^>]*>p\d+</option>", percentile.group())
+    )  # p90 selected: SLOSpec's default
+    assert ids["plan_gpus"]["tag"] == "select" and "multiple" in ids["plan_gpus"]
+    assert ids["disaggregated"]["type"] == "checkbox"
+    assert "plan_engines" in ids  # a checkbox per pooled engine, from GET /v1/engines
+    for result in ("planTable", "ttftHead", "tpotHead", "paretoChart", "planNone", "reasons", "rejectedTable"):
+        assert result in ids, result
+    assert ids["paretoChart"]["tag"] == "canvas"
+    script = STATIC.joinpath("page.js").read_text(encoding="utf-8")
+    assert 'api("v1/plans", planRequest())' in script
+
+
+def test_page_script_sets_no_server_text_as_html() -> None:
+    """Every innerHTML the script assigns is a literal with no interpolation: server text goes in as textContent."""
+    script = STATIC.joinpath("page.js").read_text(encoding="utf-8")
+    assignments = re.findall(r"innerHTML\s*=\s*(.+?);", script)
+    assert assignments
+    for value in assignments:
+        assert re.fullmatch(r"""(["'`])[^"'`$]*\1""", value), value
 
 
 def test_chart_js_is_vendored_unchanged_with_its_license() -> None:
@@ -210,7 +264,7 @@ def test_page_draws_the_serving_charts_with_no_external_request(browser: Any, se
     assert "kv_cache" in terms and "weights/linear" in terms
     latency = page.text_content("#latencyCaption") or ""
     assert "under load" in latency  # h100-sxm with vllm has measured kernel tables
-    assert page.text_content("#plansNote") and "POST /v1/plans" in (page.text_content("#plansNote") or "")
+    assert page.is_hidden("#plans")  # the plans section belongs to the plan question
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
     assert recorder.external == [], recorder.external
@@ -228,6 +282,82 @@ def test_page_draws_training_phases_and_takes_a_size(browser: Any, server: str) 
     _submit_and_wait(page)
     _assert_drawn(page, ["memoryChart", "phasesChart"])
     assert "(assumed)" in (page.text_content("#summary") or "")
+    assert recorder.external == [] and errors == []
+
+
+def _plan_form(page: Any, gpus: list[str], ttft: str, tpot: str, max_gpus: str) -> None:
+    page.select_option("#kind", "plan")
+    assert page.text_content("#submit") == "Plan"
+    page.select_option("#model", "llama-3-8b")
+    page.fill("#plan_input", "2048")
+    page.fill("#plan_output", "256")
+    page.select_option("#traffic", "concurrency")
+    page.fill("#traffic_value", "128")
+    page.fill("#slo_ttft", ttft)
+    page.fill("#slo_tpot", tpot)
+    page.select_option("#percentile", "p90")
+    page.select_option("#plan_gpus", gpus)
+    page.fill("#max_gpus", max_gpus)
+
+
+def test_page_draws_plans_and_the_pareto_frontier_with_no_external_request(browser: Any, server: str) -> None:
+    page, recorder, errors = _page(browser, server)
+    page.goto(server + "/")
+    page.wait_for_selector("body[data-state=ready]", timeout=30_000)
+    assert page.locator("#plan_gpus option").count() >= 10  # GET /v1/gpus
+    engines = page.eval_on_selector_all("input[name=plan_engine]", "boxes => boxes.map(b => b.value)")
+    assert engines == ["vllm", "sglang", "trtllm"]
+    _plan_form(page, ["h100-sxm", "h200"], ttft="1000", tpot="40", max_gpus="16")
+    _submit_and_wait(page)
+    answer = page.evaluate("window.memplan.plan")
+    assert answer["plans"], answer["warnings"]
+    rows = page.locator("#planTable tbody tr")
+    assert rows.count() == len(answer["plans"])
+    table = page.eval_on_selector_all(
+        "#planTable tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+    )
+    assert [row[0] for row in table] == [str(p["rank"]) for p in answer["plans"]]
+    assert {row[1] for row in table} <= {"h100-sxm", "h200"}
+    costs = [float(row[11].lstrip("$").replace(",", "")) for row in table]
+    assert costs == sorted(costs) and costs[0] > 0  # cheapest per million output tokens first
+    assert page.text_content("#ttftHead") == "TTFT ms p90"
+    assert page.is_hidden("#planNone")
+    _assert_drawn(page, ["paretoChart"])
+    frontier = page.evaluate("window.memplan.charts.paretoChart.data.datasets[0]")
+    assert frontier["showLine"] is True and len(frontier["data"]) == len(answer["frontier"])
+    xs = [point["x"] for point in frontier["data"]]
+    assert xs == sorted(xs)  # joined left to right: tokens/s per user on x
+    assert page.locator("#reasons li").count() == len(answer["summary"]["reasons"])
+    assert page.locator("#rejectedTable tbody tr").count() == len(answer["rejected"])
+    assert page.is_hidden("#memoryChart")  # the estimate charts belong to the other questions
+    PLANS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(PLANS_SCREENSHOT), full_page=True)
+    assert recorder.external == [], recorder.external
+    assert any(urlsplit(url).path == "/v1/plans" for url in recorder.urls)
+    assert errors == []
+
+
+def test_page_explains_an_impossible_plan_and_names_a_422s_field(browser: Any, server: str) -> None:
+    page, recorder, errors = _page(browser, server)
+    page.goto(server + "/")
+    page.wait_for_selector("body[data-state=ready]", timeout=30_000)
+    _plan_form(page, ["l40s"], ttft="1000", tpot="2", max_gpus="4")  # no L40S layout decodes in 2 ms
+    _submit_and_wait(page)
+    assert page.evaluate("window.memplan.plan.plans.length") == 0
+    assert page.is_visible("#planNone") and page.is_hidden("#planTable")
+    none = page.text_content("#planNone") or ""
+    assert "No plan" in none and "predicted TPOT above the SLO" in none
+    reasons = page.eval_on_selector_all("#reasons li code", "codes => codes.map(c => c.textContent)")
+    assert "misses_tpot" in reasons
+    assert page.get_attribute("#rejectedDetails", "open") is not None  # opened: the rows say why
+    assert page.locator("#rejectedTable tbody tr").count() > 0
+    assert "l40s" in (page.text_content("#rejectedTable tbody tr td") or "")
+    page.fill("#slo_ttft", "")
+    page.fill("#slo_tpot", "")  # no latency target at all: PlanRequest's SLO rejects it
+    page.click("#submit")
+    page.wait_for_selector("body[data-state=error]", timeout=DRAW_TIMEOUT_MS)
+    status = page.text_content("#status") or ""
+    assert "body.slo" in status and "give ttft_ms, tpot_ms or min_tokens_per_s_per_user" in status
     assert recorder.external == [] and errors == []
 
 
