@@ -3,10 +3,11 @@ values over a base request), answered in order with an error per bad item instea
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import product
 from math import prod
+from time import monotonic
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
@@ -84,7 +85,9 @@ class BatchRequest(FrozenSpec):
 class ItemError(FrozenSpec):
     """Why one item has no estimate: its status as a single request would have it, and the located problems."""
 
-    status: int = Field(description="422 invalid, 404 unknown id, 500 internal error.")
+    status: int = Field(
+        description="422 invalid, 404 unknown id, 500 internal error, 503 not estimated (the batch's time limit)."
+    )
     problems: tuple[dict[str, Any], ...]
 
 
@@ -161,13 +164,32 @@ def _estimate(kind: Kind, body: Any, catalog: Catalog) -> BaseModel:
     return estimate_inference(InferenceRequest.model_validate(body), catalog)
 
 
-def run_batch(request: BatchRequest, catalog: Catalog) -> Iterator[BatchItem]:
+def _out_of_time(index: int, time_limit_s: float) -> ItemError:
+    msg = (
+        f"not estimated: the batch ran past its time limit of {time_limit_s:g} s (items with `load` simulate the "
+        "engine and cost up to seconds each); send the items from this one on as another batch"
+    )
+    return ItemError(status=503, problems=({"loc": ["items", index], "msg": msg, "type": "batch_time_limit"},))
+
+
+def run_batch(
+    request: BatchRequest, catalog: Catalog, time_limit_s: float | None = None, clock: Callable[[], float] = monotonic
+) -> Iterator[BatchItem]:
     """Answer every item in order, lazily (a caller can stream them); a bad item yields its error, never raises.
+
+    `time_limit_s` bounds the whole batch: once it has passed (checked before each item, measured by `clock` from
+    the first item), every remaining item is answered with a 503 error saying so, still in order, so 100,000 items
+    with load simulations cannot hold a worker for hours.
 
     Assumes: an unexpected exception in one item is reported as that item's 500, so one bug cannot fail 10,000
       answers; the message names the exception type only.
     """
+    deadline = None if time_limit_s is None else clock() + time_limit_s
     for index, kind, body in expand(request):
+        if deadline is not None and clock() > deadline:
+            assert time_limit_s is not None
+            yield BatchItem(index, kind, None, _out_of_time(index, time_limit_s))
+            continue
         try:
             yield BatchItem(index, kind, _estimate(kind, body, catalog), None)
         except Exception as exc:

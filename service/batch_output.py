@@ -125,9 +125,10 @@ def ndjson_lines(items: Iterable[BatchItem], fields: Sequence[str] | None) -> It
         yield "\n".join(chunk) + "\n"
 
 
-def batch_response(request: BatchRequest, catalog: Catalog, accept: str | None) -> Response:
-    """The batch in the format the Accept header asks for: NDJSON and CSV stream as the items are computed."""
-    items = run_batch(request, catalog)
+def batch_response(request: BatchRequest, catalog: Catalog, accept: str | None, time_limit_s: float) -> Response:
+    """The batch in the format the Accept header asks for: NDJSON and CSV stream as the items are computed; items
+    not started within `time_limit_s` are answered with their 503 error."""
+    items = run_batch(request, catalog, time_limit_s)
     wanted = (accept or "").lower()
     if NDJSON in wanted:
         return StreamingResponse(ndjson_lines(items, request.fields), media_type=NDJSON)

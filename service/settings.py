@@ -107,6 +107,13 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(
         default=30.0, gt=0, le=3600, description="A request body that takes longer to arrive gets 408."
     )
+    batch_time_limit_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=86_400,
+        description="POST /v1/estimates/batch: items not started within this time of the first are answered with a "
+        "503 error each (the batch still answers every item, in order).",
+    )
     probe_executor_id: str = Field(
         default_factory=socket.gethostname,
         min_length=1,

@@ -127,7 +127,9 @@ BATCH_FORMATS: dict[int | str, dict[str, Any]] = {
 def batch(
     request: Annotated[BatchRequest, Body(openapi_examples=BATCH_EXAMPLES)],
     catalog: CatalogDep,
+    settings: SettingsDep,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """Many estimates (items or a grid): results in order, an error per bad item; NDJSON or CSV by Accept."""
-    return batch_response(request, catalog, accept)
+    """Many estimates (items or a grid): results in order, an error per bad item; NDJSON or CSV by Accept. Items not
+    started within MEMPLAN_BATCH_TIME_LIMIT_S (default 300 s) of the first get a 503 error each."""
+    return batch_response(request, catalog, accept, settings.batch_time_limit_s)

@@ -70,3 +70,18 @@ def test_batches_are_bounded_and_need_one_source() -> None:
         )
     with pytest.raises(ValidationError, match="items or a grid"):
         BatchRequest.model_validate({})
+
+
+def test_items_past_the_time_limit_are_answered_with_a_503_each_in_order() -> None:
+    ticks = iter(range(100))  # a clock that advances 1 s per reading: the deadline is 2.5 s after the first reading
+
+    def clock() -> float:
+        return float(next(ticks))
+
+    request = BatchRequest.model_validate({"items": [{"model": "llama-3-8b"}, {"model": "no-such-model"}] * 3})
+    items = list(run_batch(request, CATALOG, time_limit_s=2.5, clock=clock))
+    assert [i.index for i in items] == list(range(6))
+    assert [i.error.status if i.error else 200 for i in items] == [200, 422, 503, 503, 503, 503]
+    late = items[2].error
+    assert late is not None and late.problems[0]["loc"] == ["items", 2]
+    assert "time limit of 2.5 s" in late.problems[0]["msg"]

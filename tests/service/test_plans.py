@@ -11,6 +11,8 @@ from fastapi.testclient import TestClient
 from planner import InferenceRequest, estimate_inference, load_catalog
 from planner.batch import BatchResult
 from planner.plans.result import PlanResult
+from service.app import create_app
+from service.settings import Settings
 from tests.service.conftest import error_text
 
 SMALL = {
@@ -106,6 +108,19 @@ def test_batch_json_keeps_order_and_per_item_errors(client: TestClient) -> None:
     assert r.json()["results"][0]["result"] == exact.model_dump(mode="json")
     single = client.post("/v1/estimates/inference", json=BATCH["items"][0]).json()
     assert single["memory"]["total_bytes"] == exact.memory.total_bytes
+
+
+def test_a_batch_past_its_time_limit_still_answers_every_item(settings: Settings) -> None:
+    # MEMPLAN_BATCH_TIME_LIMIT_S: a limit far below one estimate's time leaves at most the first item estimated
+    body = {"grid": {"base": {"model": "llama-3-8b"}, "axes": {"serving.concurrency": list(range(1, 41))}}}
+    with TestClient(create_app(settings.model_copy(update={"batch_time_limit_s": 1e-6}))) as fast:
+        r = fast.post("/v1/estimates/batch", json=body, headers={"Accept": "application/x-ndjson"})
+    assert r.status_code == 200
+    lines = [json.loads(line) for line in r.text.splitlines()]
+    assert [line["index"] for line in lines] == list(range(40))
+    late = [line for line in lines if not line["ok"]]
+    assert len(late) >= 39 and {line["error"]["status"] for line in late} == {503}
+    assert "time limit" in late[-1]["error"]["problems"][0]["msg"]
 
 
 def test_batch_streams_ndjson_and_projects_fields(client: TestClient) -> None:
