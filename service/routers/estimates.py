@@ -117,7 +117,8 @@ BATCH_FORMATS: dict[int | str, dict[str, Any]] = {
         "description": "Every item's answer in order (application/json): the planner's exact estimate (the numbers "
         "of /v1/estimates/inference or /training, without their summary and readable *_gib/*_ms siblings) or only "
         "its `fields`; one JSON object per line as each item is computed (Accept: application/x-ndjson); a flat "
-        "table (Accept: text/csv).",
+        "table (Accept: text/csv). Items not started within MEMPLAN_BATCH_TIME_LIMIT_S (default 300 s) of the "
+        "first are answered with a 503 error each.",
         "content": {"application/x-ndjson": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}}},
     }
 }
@@ -130,6 +131,5 @@ def batch(
     settings: SettingsDep,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """Many estimates (items or a grid): results in order, an error per bad item; NDJSON or CSV by Accept. Items not
-    started within MEMPLAN_BATCH_TIME_LIMIT_S (default 300 s) of the first get a 503 error each."""
+    """Many estimates (items or a grid): in order, an error per bad item or late item; NDJSON or CSV by Accept."""
     return batch_response(request, catalog, accept, settings.batch_time_limit_s)
