@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from planner._base import FrozenSpec
+from planner.model.hf_families import FAMILIES
+from planner.model.hf_layouts import rotary_pct
 from planner.model.spec import MLASpec, ModelSpec, MoESpec
 from planner.refs import CatalogId, ModelRef
 from planner.serving.spec import Engine, ServingSpec
@@ -106,6 +108,7 @@ _ATTENTION_BIAS_FAMILIES = (
     "smollm3",
     "glm4",
     "cohere",
+    "gpt_neox",
 )
 _MLP_BIAS_FAMILIES = ("llama", "deepseek_v2", "granite", "smollm3")
 
@@ -168,6 +171,10 @@ def scale_down(spec: ModelSpec, scale: ProbeScale) -> ModelSpec:
             router_bias=spec.moe.router_bias,
             renormalize_top_k=spec.moe.renormalize_top_k,
         )
+    if _ignores_head_dim(spec):  # GPT-2, GPT-NeoX, Falcon: d_h is h / n_h, which the scaled h keeps
+        update["head_dim"] = None
+    if spec.rotary_dim and spec.mla is None:  # GPT-NeoX partial rotary: the same fraction of the narrower head
+        update["rotary_dim"] = int(d * spec.rotary_dim / spec.resolved_head_dim) or None
     if spec.sliding_window is not None:
         update["sliding_window"] = 64
         if spec.sliding_window_layers is not None:
@@ -177,8 +184,15 @@ def scale_down(spec: ModelSpec, scale: ProbeScale) -> ModelSpec:
     return ModelSpec.model_validate({**spec.model_dump(), **update})
 
 
+def _ignores_head_dim(spec: ModelSpec) -> bool:
+    family = FAMILIES.get(spec.family)
+    return family is not None and "head_dim" in family.ignored_keys
+
+
 def probe_hf_config(spec: ModelSpec) -> dict[str, Any]:
     """The config.json transformers builds `spec` from (the inverse of planner.model.hf_import for its families)."""
+    if spec.family in _GPT_STYLE:
+        return _gpt_style_config(spec)
     d_h = spec.resolved_head_dim
     config: dict[str, Any] = {
         "model_type": spec.family,
@@ -270,3 +284,58 @@ def _window_config(spec: ModelSpec) -> dict[str, Any]:
             "sliding_attention" if spec.uses_sliding_window(i) else "full_attention" for i in range(spec.num_layers)
         ]
     return config
+
+
+_GPT_STYLE = ("gpt2", "gpt_neox", "falcon", "starcoder2")
+
+
+def _gpt_style_config(spec: ModelSpec) -> dict[str, Any]:
+    """GPT-2, GPT-NeoX, Falcon, StarCoder2: canonical dimensions (GPT2Config maps hidden_size to n_embd, ...) and each
+    family's own keys; no head_dim or num_key_value_heads where the config class has none (peft would read them)."""
+    config: dict[str, Any] = {
+        "model_type": spec.family,
+        "hidden_size": spec.hidden_size,
+        "num_hidden_layers": spec.num_layers,
+        "num_attention_heads": spec.num_heads,
+        "vocab_size": spec.vocab_size,
+        "max_position_embeddings": spec.max_context,
+        "tie_word_embeddings": spec.tie_embeddings,
+        "pad_token_id": None,
+    }
+    if spec.family == "gpt2":
+        config |= {"n_inner": spec.ffn_dim, "bos_token_id": None, "eos_token_id": None}  # 50256: outside the vocab
+    elif spec.family == "gpt_neox":
+        rotary = spec.resolved_rotary_dim
+        config |= {"intermediate_size": spec.ffn_dim, "attention_bias": spec.qkv_bias}
+        config["rotary_pct"] = rotary_pct(rotary, spec.resolved_head_dim)
+    elif spec.family == "falcon":
+        config |= _falcon_config(spec)
+    else:  # starcoder2
+        config |= {
+            "intermediate_size": spec.ffn_dim,
+            "num_key_value_heads": spec.kv_heads,
+            "head_dim": spec.resolved_head_dim,  # Starcoder2Attention reads it (h / n_h when absent)
+            "use_bias": spec.qkv_bias,
+            "bos_token_id": None,
+            "eos_token_id": None,
+        }
+        config |= _window_config(spec)
+    return config
+
+
+def _falcon_config(spec: ModelSpec) -> dict[str, Any]:
+    """Falcon-7B's multi-query layout (one norm, one K/V head) as published; any other as the new architecture
+    (num_kv_heads K/V heads; ln_attn and ln_mlp, or one norm with num_ln_in_parallel_attn 1)."""
+    config: dict[str, Any] = {
+        "ffn_hidden_size": spec.ffn_dim,
+        "bias": spec.qkv_bias,
+        "alibi": spec.resolved_rotary_dim == 0,
+        "parallel_attn": True,
+    }
+    if spec.kv_heads == 1 and spec.norms_per_layer == 1:
+        return config | {"multi_query": True, "new_decoder_architecture": False}
+    return config | {
+        "new_decoder_architecture": True,
+        "num_kv_heads": spec.kv_heads,
+        "num_ln_in_parallel_attn": spec.norms_per_layer,
+    }

@@ -95,6 +95,30 @@ class HFConfig(StrictScalars):
     qk_norm_type: str | None = Field(default=None, max_length=32)
     shared_intermediate_size: Annotated[int, Field(ge=0, le=16_777_216)] | None = None
 
+    # GPT-2 (GPT2Config.attribute_map: hidden_size n_embd, num_hidden_layers n_layer, num_attention_heads n_head,
+    # max_position_embeddings n_positions; n_inner the FFN width, null = 4·h)
+    n_embd: Dim | None = None
+    n_layer: Annotated[int, Field(ge=1, le=1024)] | None = None
+    n_head: Annotated[int, Field(ge=1, le=16_384)] | None = None
+    n_positions: Annotated[int, Field(ge=1, le=1 << 30)] | None = None
+    n_inner: Dim | None = None
+    add_cross_attention: bool | None = None
+    # Falcon (FalconConfig: n_embed is its legacy hidden_size; ffn_hidden_size null = 4·h)
+    n_embed: Dim | None = None
+    num_kv_heads: Annotated[int, Field(ge=1, le=16_384)] | None = None
+    ffn_hidden_size: Dim | None = None
+    multi_query: bool | None = None
+    new_decoder_architecture: bool | None = None
+    parallel_attn: bool | None = None
+    num_ln_in_parallel_attn: Annotated[int, Field(ge=1, le=2)] | None = None
+    bias: bool | None = None
+    alibi: bool | None = None
+    # StarCoder2: one flag for every linear's bias
+    use_bias: bool | None = None
+    # GPT-NeoX partial rotary: rotary_pct, or partial_rotary_factor inside rope_parameters (transformers 5 saves it so)
+    rotary_pct: Annotated[float, Field(gt=0, le=1)] | None = None
+    rope_parameters: dict[str, Any] | None = None
+
     text_config: dict[str, Any] | None = Field(
         default=None, description="A vision-language model's language model; read in place of the top level."
     )

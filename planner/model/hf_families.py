@@ -32,6 +32,18 @@ class Family:
     window: str = "none"  # "all", "qwen", "qwen_moe", "all_if_enabled", "pattern", "smollm3", "none"
     window_pattern: int = 2  # "pattern": layer i slides unless (i + 1) % pattern == 0
     layout: str | None = None  # the model_type whose modules these are (ModelSpec.family), when not its own
+    # GPT-style blocks (planner.model.hf_layouts): a plain fc_in/fc_out MLP, LayerNorms with biases, learned positions
+    mlp: str = "gated"  # ModelSpec.mlp_kind
+    norm_bias: bool = False
+    learned_positions: bool = False
+    rotary: str = "full"  # "full" (d_h), "partial" (GPT-NeoX rotary_pct), "none" (learned positions), "falcon"
+    key_aliases: dict[str, str] = field(default_factory=dict)  # attribute_map: canonical key -> the family's name,
+    # read when the canonical key is absent (GPT2Config: a given hidden_size, null included, wins over n_embd)
+    legacy_keys: dict[str, str] = field(default_factory=dict)  # canonical key -> a legacy name that wins when not null
+    own_keys: dict[str, str] = field(default_factory=dict)  # canonical key -> the key read instead (canonical ignored)
+    ignored_keys: tuple[str, ...] = ()  # canonical keys the family's transformers classes never read
+    ffn_multiple: int | None = None  # f = multiple·h when the FFN width is absent or null (GPT-2 n_inner, Falcon)
+    falcon: bool = False  # KV heads, biases and norms from Falcon's multi_query / new_decoder_architecture flags
 
 
 _ATTN_BIAS = "attention_bias"  # llama-style: one flag for q, k, v and o biases
@@ -272,6 +284,72 @@ FAMILIES: dict[str, Family] = {
         qk_norm="use_qk_norm",
         qk_norm_type="per_layer",
         norms_per_layer=1,
+    ),
+    # GPT2Config: n_embd / n_layer / n_head / n_positions (attribute_map), Conv1D c_attn (q, k, v fused) and c_proj,
+    # c_fc / c_proj MLP n_inner wide (null: 4·h), every one biased; LayerNorms ln_1, ln_2, ln_f with biases; learned
+    # positions wpe (n_positions × h); lm_head tied by default. head_dim and num_key_value_heads are never read (MHA).
+    "gpt2": Family(
+        {"max_position_embeddings": 1024, "tie_word_embeddings": True},
+        qkv_bias=True,
+        o_bias=True,
+        mlp_bias=True,
+        mlp="plain",
+        norm_bias=True,
+        learned_positions=True,
+        rotary="none",
+        key_aliases={
+            "hidden_size": "n_embd",
+            "num_hidden_layers": "n_layer",
+            "num_attention_heads": "n_head",
+            "max_position_embeddings": "n_positions",
+        },
+        own_keys={"intermediate_size": "n_inner"},
+        ignored_keys=("head_dim", "num_key_value_heads"),
+        ffn_multiple=4,
+    ),
+    # GPTNeoXConfig: fused query_key_value h→3h and dense h→h (attention_bias, default True), MLP dense_h_to_4h /
+    # dense_4h_to_h always biased, LayerNorms with biases, partial RoPE (rotary_pct 0.25), an untied lm_head
+    # (embed_out in transformers 4); use_parallel_residual changes the dataflow, not the parameters (MHA only).
+    "gpt_neox": Family(
+        {"intermediate_size": 24576, "max_position_embeddings": 2048, "attention_bias": True},
+        qkv_bias=_ATTN_BIAS,
+        o_bias=_ATTN_BIAS,
+        mlp_bias=True,
+        mlp="plain",
+        norm_bias=True,
+        rotary="partial",
+        ignored_keys=("head_dim", "num_key_value_heads"),
+    ),
+    # FalconConfig: fused query_key_value (n_h + 2·n_kv)·d_h with n_kv 1 (multi_query), n_h, or num_kv_heads
+    # (new_decoder_architecture); `bias` on every linear; dense_h_to_4h / dense_4h_to_h ffn_hidden_size wide (4·h);
+    # one LayerNorm (parallel_attn), ln_attn + ln_mlp (new architecture, num_ln_in_parallel_attn 2) or two in series;
+    # RoPE or ALiBi (no parameters either way); tied by default. n_embed is a legacy name of hidden_size.
+    "falcon": Family(
+        {"max_position_embeddings": 2048, "tie_word_embeddings": True},
+        mlp="plain",
+        norm_bias=True,
+        legacy_keys={"hidden_size": "n_embed"},  # FalconConfig.__post_init__
+        own_keys={"num_key_value_heads": "num_kv_heads", "intermediate_size": "ffn_hidden_size"},
+        ignored_keys=("head_dim",),
+        ffn_multiple=4,
+        falcon=True,
+    ),
+    # Starcoder2Config: GQA q/k/v/o and c_fc / c_proj MLP, all biased with use_bias (default True), LayerNorms with
+    # biases (norm_epsilon), RoPE, every layer slides when sliding_window is set; tied by default.
+    "starcoder2": Family(
+        {
+            "num_key_value_heads": 2,
+            "intermediate_size": 12288,
+            "max_position_embeddings": 4096,
+            "use_bias": True,
+            "tie_word_embeddings": True,
+        },
+        qkv_bias="use_bias",
+        o_bias="use_bias",
+        mlp_bias="use_bias",
+        mlp="plain",
+        norm_bias=True,
+        window="all",
     ),
 }
 

@@ -16,6 +16,7 @@ from planner._base import FrozenSpec
 from planner.errors import FieldProblem, SpecError
 from planner.model.hf_config import HF_FIELD_OF_SPEC, HFConfig
 from planner.model.hf_families import COMPOSITES, DEEPSEEK_MLA, FAMILIES, MODEL_TYPE_ALIASES, TEXT_FAMILIES, Family
+from planner.model.hf_layouts import canonical_config, config_key, layout_fields
 from planner.model.hf_quant import CheckpointQuantization, checkpoint_quantization
 from planner.model.precision import WeightFormat
 from planner.model.spec import ModelSpec
@@ -79,7 +80,6 @@ def import_hf_config(raw: dict[str, Any] | HFConfig) -> ImportedModel:
 
 def _decoder_spec(cfg: HFConfig, warnings: list[str], in_text: bool) -> tuple[ModelSpec, bool, CheckpointQuantization]:
     """One decoder config: its ModelSpec, whether its family is one memplan builds exactly, its quantization."""
-    missing = [key for key in REQUIRED_FIELDS if getattr(cfg, key) is None]
     model_type = cfg.model_type or "unknown"
     name = MODEL_TYPE_ALIASES.get(model_type, model_type)
     family = FAMILIES.get(name) or (TEXT_FAMILIES.get(name) if in_text else None)
@@ -90,10 +90,13 @@ def _decoder_spec(cfg: HFConfig, warnings: list[str], in_text: bool) -> tuple[Mo
             f"model_type '{model_type}' is not one of the supported families ({', '.join(SUPPORTED_FAMILIES)}); "
             "read as a Llama-style decoder (gated MLP, RMSNorm, no biases): counts are approximate"
         )
-    if cfg.value("intermediate_size", family.defaults.get("intermediate_size")) is None:
+    cfg = canonical_config(cfg, family)  # GPT-2's n_embd, Falcon's num_kv_heads, ... under the canonical keys
+    missing = [key for key in REQUIRED_FIELDS if getattr(cfg, key) is None]
+    ffn = cfg.value("intermediate_size", family.defaults.get("intermediate_size"))
+    if ffn is None and not family.ffn_multiple:  # GPT-2, Falcon: 4·h, once hidden_size is known
         missing.append("intermediate_size")
     if missing:
-        raise SpecError([FieldProblem((key,), "field required", "missing") for key in missing])
+        raise SpecError([FieldProblem((config_key(family, key),), "field required", "missing") for key in missing])
     spec_fields = _spec_fields(cfg, family, family.layout or (name if exact else cfg.model_type or "llama"), warnings)
     quant = checkpoint_quantization(cfg.quantization_config, warnings)
     spec_fields["quantize_experts_only"] = quant.experts_only and spec_fields.get("moe") is not None
@@ -102,7 +105,8 @@ def _decoder_spec(cfg: HFConfig, warnings: list[str], in_text: bool) -> tuple[Mo
     except ValidationError as exc:
         # ModelSpec checks MoE layer ids on `moe`; in config.json they are first_k_dense_replace / mlp_only_layers.
         moe_key = {"deepseek": "first_k_dense_replace", "qwen": "mlp_only_layers"}.get(family.moe or "", "moe")
-        raise SpecError(_problems(exc, {**HF_FIELD_OF_SPEC, "moe": moe_key})) from None
+        keys = {spec_key: config_key(family, key) for spec_key, key in HF_FIELD_OF_SPEC.items()}
+        raise SpecError(_problems(exc, {**keys, "moe": moe_key})) from None
     return spec, exact, quant
 
 
@@ -176,12 +180,18 @@ def _spec_fields(cfg: HFConfig, family: Family, family_name: str, warnings: list
         fields["attention"] = "MLA"
     if family.moe:
         fields["moe"] = _moe_fields(cfg, family, warnings)
+    fields |= layout_fields(cfg, family)
     _not_built_warnings(cfg, family, warnings)
     return fields
 
 
 def _not_built_warnings(cfg: HFConfig, family: Family, warnings: list[str]) -> None:
     """Keys of a published config.json that transformers does not build: say what is not counted."""
+    if family.learned_positions and cfg.add_cross_attention:
+        warnings.append(
+            "add_cross_attention: the cross-attention and its LayerNorm each GPT-2 block adds for an encoder are not "
+            "counted (a decoder-only model has no encoder to attend to)"
+        )
     if cfg.num_nextn_predict_layers:
         warnings.append(
             f"num_nextn_predict_layers={cfg.num_nextn_predict_layers}: the multi-token-prediction module is "

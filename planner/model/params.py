@@ -150,8 +150,21 @@ def _gated_mlp(
     )
 
 
+def _plain_mlp(h: int, f: int, bias: bool, quantizable: bool = True) -> tuple[Linear, ...]:
+    """Non-gated MLP: fc_in h→f, activation, fc_out f→h (Vaswani et al. 2017 §3.3; GPT-2 c_fc/c_proj, GPT-NeoX
+    dense_h_to_4h/dense_4h_to_h, Falcon, StarCoder2 c_fc/c_proj): 2·h·f weights [+ f + h biases].
+
+    Named up_proj and down_proj here (the roles of a gated MLP's up and down), whatever the family calls them.
+    """
+    return (
+        Linear("up_proj", h, f, bias, quantizable=quantizable),
+        Linear("down_proj", f, h, bias, quantizable=quantizable, parallel="row"),
+    )
+
+
 def mlp_linears(spec: ModelSpec, moe_layer: bool) -> tuple[Linear, ...]:
-    """FFN of one block: dense gated MLP, or router h→E + E experts + shared expert(s) (+ Qwen shared gate h→1).
+    """FFN of one block: dense gated (or plain) MLP, or router h→E + E experts + shared expert(s) (+ Qwen shared
+    gate h→1).
 
     gpt-oss: the router and every expert's gate/up and down carry biases (MoESpec.router_bias, expert_bias).
     With `quantize_experts_only` only the routed experts take a quantized format (gpt-oss MXFP4, Kimi-K2.5 int4).
@@ -159,6 +172,8 @@ def mlp_linears(spec: ModelSpec, moe_layer: bool) -> tuple[Linear, ...]:
     h = spec.hidden_size
     moe = spec.moe
     dense_quantizable = not spec.quantize_experts_only
+    if (not moe_layer or moe is None) and spec.mlp_kind == "plain":
+        return _plain_mlp(h, spec.ffn_dim, spec.mlp_bias, quantizable=dense_quantizable)
     if not moe_layer or moe is None:
         return _gated_mlp("", h, spec.ffn_dim, spec.mlp_bias, quantizable=dense_quantizable)
     linears = (
@@ -176,8 +191,8 @@ def mlp_linears(spec: ModelSpec, moe_layer: bool) -> tuple[Linear, ...]:
 
 @lru_cache(maxsize=4096)
 def block_layout(spec: ModelSpec, moe_layer: bool) -> LayerParams:
-    """The linears and norms of one decoder block (dense or MoE)."""
-    norms = spec.norms_per_layer * spec.hidden_size + _attention_norm_params(spec)
+    """The linears and norms of one decoder block (dense or MoE); a LayerNorm with bias holds 2·h."""
+    norms = spec.norms_per_layer * spec.norm_params + _attention_norm_params(spec)
     return LayerParams(
         kind="moe" if moe_layer and spec.moe else "dense",
         attention=attention_linears(spec),
@@ -212,6 +227,7 @@ class ParamCounts(FrozenSpec):
 
     total: int
     embedding: int = Field(description="Input embedding V·h.")
+    position_embedding: int = Field(default=0, description="Learned absolute positions max_context·h (GPT-2 wpe).")
     lm_head: int = Field(description="Output projection V·h; 0 when tied to the embedding.")
     final_norm: int
     layers: tuple[LayerKindParams, ...]
@@ -239,17 +255,19 @@ def _active_matmul_weights(layout: LayerParams, spec: ModelSpec) -> int:
 def count_params(spec: ModelSpec) -> ParamCounts:
     """Total, embedding, lm_head, per-layer and active-per-token parameter counts.
 
-    Formula: V·h (embedding) + [V·h unless tied] + h (final norm)
+    Formula: V·h (embedding) + [V·h unless tied] + [n_pos·h learned positions] + h (final norm; 2·h with bias)
              + Σ_layers (attention projections [+ biases] [+ n_h sinks] + FFN + norms),
-             FFN = 3·h·f dense or h·E [+ E router bias] + E·(3·h·f_e [+ 2·f_e + h expert biases]) + shared.
+             FFN = 3·h·f gated (2·h·f plain [+ f + h biases])
+                   or h·E [+ E router bias] + E·(3·h·f_e [+ 2·f_e + h expert biases]) + shared.
     Source: derived here from the module shapes of the transformers implementations of each family;
       MoE active parameters as in DeepSeekMoE (arXiv:2401.06066 §2) — only the k routed experts count.
-    Assumes: gated (3-matrix) MLPs, which every supported family uses.
+    Assumes: norms, biases and embeddings as ModelSpec describes them; RoPE and ALiBi hold no parameters.
     """
     h, vocab = spec.hidden_size, spec.vocab_size
     embedding = vocab * h
     lm_head = 0 if spec.tie_embeddings else vocab * h
-    final_norm = h
+    positions = spec.max_context * h if spec.learned_positions else 0
+    final_norm = spec.norm_params
     kinds = tuple(
         LayerKindParams(
             kind=layout.kind,
@@ -262,10 +280,11 @@ def count_params(spec: ModelSpec) -> ParamCounts:
         )
         for layout, n in layer_kinds(spec)
     )
-    outer = embedding + lm_head + final_norm
+    outer = embedding + lm_head + positions + final_norm
     return ParamCounts(
         total=outer + sum(k.params_per_layer * k.layers for k in kinds),
         embedding=embedding,
+        position_embedding=positions,
         lm_head=lm_head,
         final_norm=final_norm,
         layers=kinds,

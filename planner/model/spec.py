@@ -122,6 +122,24 @@ class ModelSpec(FrozenSpec):
     norms_per_layer: Annotated[int, Field(ge=0, le=8)] = Field(
         default=2, description="Hidden-width norms per block (2 pre-norms; Gemma2 adds 2 post-norms)."
     )
+    norm_bias: bool = Field(
+        default=False,
+        description="Norms are LayerNorms with a bias (2·h parameters each, final norm too: GPT-2, GPT-NeoX, Falcon, "
+        "StarCoder2); false = RMSNorm or a weight-only LayerNorm (h each).",
+    )
+    mlp_kind: Literal["gated", "plain"] = Field(
+        default="gated",
+        description="Dense FFN: 'gated' gate and up h→f, down f→h (SwiGLU/GeGLU, 3·h·f weights); 'plain' fc_in h→f, "
+        "activation, fc_out f→h (GPT-2, GPT-NeoX, Falcon, StarCoder2: 2·h·f weights).",
+    )
+    learned_positions: bool = Field(
+        default=False, description="Learned absolute position embeddings, max_context × h (GPT-2 wpe)."
+    )
+    rotary_dim: Annotated[int, Field(ge=0, le=1_048_576)] | None = Field(
+        default=None,
+        description="d_R, rotary dimensions per head: null = all of d_h (MLA: qk_rope_head_dim); fewer with partial "
+        "rotary (GPT-NeoX rotary_pct); 0 = no RoPE (learned positions, ALiBi).",
+    )
     mla: MLASpec | None = None
     moe: MoESpec | None = None
     attention: AttentionKind | None = Field(
@@ -233,6 +251,18 @@ class ModelSpec(FrozenSpec):
         if self.sliding_window is None:
             return 0
         return self.num_layers if self.sliding_window_layers is None else len(self.sliding_window_layers)
+
+    @property
+    def resolved_rotary_dim(self) -> int:
+        """d_R: the rotated width of each query/key head (0 without RoPE)."""
+        if self.rotary_dim is not None:
+            return self.rotary_dim
+        return self.mla.qk_rope_head_dim if self.mla else self.resolved_head_dim
+
+    @property
+    def norm_params(self) -> int:
+        """Parameters of one hidden-width norm: h (RMSNorm, weight-only LayerNorm) or 2·h (LayerNorm with bias)."""
+        return (2 if self.norm_bias else 1) * self.hidden_size
 
     def uses_sliding_window(self, layer: int) -> bool:
         if self.sliding_window is None:

@@ -127,7 +127,7 @@ def _engine_memory(
 
 def _rope_term(spec: ModelSpec, serving: ServingSpec) -> Term:
     """vLLM and SGLang precompute cos/sin for every position: max_position × rotary width in the model dtype."""
-    width = spec.mla.qk_rope_head_dim if spec.mla else spec.resolved_head_dim
+    width = spec.resolved_rotary_dim  # MLA d_R, GPT-NeoX's partial rotary; 0 for learned positions and ALiBi
     b = dtype_bytes(serving.activation_dtype)
     return Term(
         name="weights/rope_cache",

@@ -19,6 +19,7 @@ __all__ = ["activation_terms", "fused_forward_bytes", "overhead_terms", "weight_
 FP32_BYTES = 4  # logits are upcast to fp32 before sampling (vLLM Sampler, transformers generate)
 GATE_UP = 2  # gate and up projections in one fused GEMM output
 ACT_OUT = 1  # act(gate) * up
+FC_IN = 1  # a plain (GPT-2-style) MLP's fc_in output, then act(fc_in)
 
 
 def _local_shape(lin: Linear, spec: ModelSpec, tp: int) -> tuple[int, int]:
@@ -55,9 +56,11 @@ def _weight_bytes(
         experts += n_layers * layer_e
         plain += n_layers * layer_p
         vectors += n_layers * (layer_v + layout.vector_params * b_emb)
-    vectors += spec.hidden_size * b_emb  # final norm
+    vectors += spec.norm_params * b_emb  # final norm (a LayerNorm with bias: 2·h)
     embedding = ceil(spec.vocab_size / tp) * spec.hidden_size * b_emb
     lm_head = 0 if spec.tie_embeddings else embedding
+    if spec.learned_positions:  # GPT-2 wpe, max_position × h, replicated
+        embedding += spec.max_context * spec.hidden_size * b_emb
     return quantized, experts, plain, vectors, embedding, lm_head
 
 
@@ -172,12 +175,14 @@ def _attention_activation_elems(spec: ModelSpec, tokens: int, tp: int) -> int:
 
 
 def _mlp_activation_elems(spec: ModelSpec, tokens: int, tp: int, split_gate_up: bool = False) -> int:
-    """Largest FFN intermediate of one layer: gated MLP (2f + f), or fused-MoE caches T·k·(3f_e + h).
+    """Largest FFN intermediate of one layer: gated MLP (2f + f), plain MLP (f + f), or fused-MoE caches
+    T·k·(3f_e + h).
 
     `split_gate_up`: transformers splits a fused gate_up_proj output (Phi-3) into views, so the 2f tensor stays
     alive with the activation and the product: 4f.
     """
-    dense = tokens * (GATE_UP + ACT_OUT + (ACT_OUT if split_gate_up else 0)) * ceil(spec.ffn_dim / tp)
+    fc_in = GATE_UP if spec.mlp_kind == "gated" else FC_IN
+    dense = tokens * (fc_in + ACT_OUT + (ACT_OUT if split_gate_up else 0)) * ceil(spec.ffn_dim / tp)
     if spec.moe is None:
         return dense
     moe = spec.moe

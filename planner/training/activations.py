@@ -132,7 +132,7 @@ class SavedActivations:
 def rope_table_bytes(spec: ModelSpec, shp: TrainShapes) -> int:
     """The RoPE table the blocks share: cos and sin, 2·p·s·d_R (fp32 under autocast); DeepSeek-V2's complex64
     table, 8·s·d_R/2, whatever the dtype."""
-    d_rope = spec.mla.qk_rope_head_dim if spec.mla else spec.resolved_head_dim
+    d_rope = spec.resolved_rotary_dim  # MLA d_R, GPT-NeoX's partial rotary; 0 for learned positions (GPT-2)
     if spec.family == "deepseek_v2":
         return COMPLEX64 * shp.seq * d_rope // 2
     return 2 * (FP32 if shp.autocast else shp.act_bytes) * shp.seq * d_rope
@@ -142,7 +142,8 @@ def rope_table_bytes(spec: ModelSpec, shp: TrainShapes) -> int:
 # and what it keeps varies with the routing (probe: ±1 %): its saved bytes are approximate, the others' exact.
 # Families imported exactly but whose block the ledger does not model yet (cpu probes of small configs, saved
 # activations): gpt_oss −24 % (sinks, clamped SwiGLU, expert biases), gemma3_text −11 %, olmo2 −11 % (norms after
-# the sublayers), glm4 −3 %, cohere −1.6 % (parallel block), minimax_m2 −0.8 %, olmoe +0.1 %.
+# the sublayers), glm4 −3 %, cohere −1.6 % (parallel block), minimax_m2 −0.8 %, olmoe +0.1 %. GPT-2, GPT-NeoX,
+# Falcon and StarCoder2 (plain GELU MLPs, LayerNorms with biases, fused qkv, parallel blocks) are not measured yet.
 APPROXIMATE_LEDGER_FAMILIES = frozenset(
     {"deepseek_v3", "gpt_oss", "gemma3_text", "olmo2", "glm4", "cohere", "minimax_m2", "olmoe"}
 )

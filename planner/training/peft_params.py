@@ -51,16 +51,24 @@ METHOD_LOC = ("training", "method")
 # default in peft. mixtral's LoRA default exists but never applies (see `_lora_targets`).
 _QV_FAMILIES = ("gemma", "gemma2", "gemma3_text", "qwen2", "qwen3")
 LORA_DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
-    family: ("q_proj", "v_proj") for family in ("llama", "mistral", "mixtral", *_QV_FAMILIES)
+    **{family: ("q_proj", "v_proj") for family in ("llama", "mistral", "mixtral", *_QV_FAMILIES)},
+    "gpt2": ("c_attn",),
+    "gpt_neox": ("query_key_value",),
+    "falcon": ("query_key_value",),
 }
 IA3_DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
     "llama": ("k_proj", "v_proj", "down_proj"),
     "mistral": ("k_proj", "v_proj", "down_proj"),
     "mixtral": ("k_proj", "v_proj", "w2"),  # w2 is a transformers-4 name: it matches nothing in transformers 5
     **{family: ("q_proj", "v_proj", "down_proj") for family in _QV_FAMILIES},
+    "gpt2": ("c_attn", "mlp.c_proj"),
+    "gpt_neox": ("query_key_value", "dense_4h_to_h"),
+    "falcon": ("query_key_value", "dense_4h_to_h"),
 }
+_IA3_FEEDFORWARD_OWN = {"mixtral": ("w2",), "gpt2": ("mlp.c_proj",), "gpt_neox": ("dense_4h_to_h",)}
 IA3_DEFAULT_FEEDFORWARD: dict[str, tuple[str, ...]] = {
-    family: ("w2",) if family == "mixtral" else ("down_proj",) for family in IA3_DEFAULT_TARGETS
+    family: _IA3_FEEDFORWARD_OWN.get(family, ("dense_4h_to_h",) if family == "falcon" else ("down_proj",))
+    for family in IA3_DEFAULT_TARGETS
 }
 # transformers_weight_conversion._MOE_TARGET_MODULE_MAPPING, keyed by transformers' _MODEL_TO_CONVERSION_PATTERN.
 _MIXTRAL_CONVERSION = {"gate": "gate.weight", "w1": "gate_up_proj", "w3": "gate_up_proj", "w2": "down_proj"}
@@ -78,8 +86,61 @@ FUSED_GATE_UP_FAMILIES = frozenset({"phi3", "glm4"})  # one gate_up_proj nn.Line
 FUSED_EXPERT_PARAM = "gate_up_proj"
 FUSED_RANK_FACTOR = 2  # peft sets rank_pattern and alpha_pattern of gate_up_proj to 2·r and 2·α
 SHARED_MLP_PREFIX = {"qwen2_moe": "shared_expert.", "deepseek_v2": "shared_experts.", "deepseek_v3": "shared_experts."}
+
+
+@dataclass(frozen=True, slots=True)
+class _ModuleNames:
+    """Where a family's transformers 5 model keeps the weights peft adapts (module keys, not planner names)."""
+
+    base: str = "model"  # the decoder stack under the causal LM
+    blocks: str = "layers"
+    embedding: str = "embed_tokens"
+    attention: str = "self_attn"
+    fused_qkv: str | None = None  # one nn.Linear (GPT-2: a Conv1D) h→(n_h + 2·n_kv)·d_h in place of q, k, v
+    o_proj: str = "o_proj"
+    plain_mlp: tuple[str, str] = ("up_proj", "down_proj")  # a non-gated MLP's h→f and f→h modules
+    positions: str | None = None  # learned absolute positions (an nn.Embedding)
+
+
+_LLAMA_NAMES = _ModuleNames()
+# GPT2Model (transformer.h.N.attn.c_attn/c_proj, mlp.c_fc/c_proj Conv1D, wte, wpe), GPTNeoXModel
+# (gpt_neox.layers.N.attention.query_key_value/dense, mlp.dense_h_to_4h/dense_4h_to_h, embed_in), FalconModel
+# (transformer.h.N.self_attention.query_key_value/dense, word_embeddings), Starcoder2 (q/k/v/o_proj, mlp.c_fc/c_proj).
+_GPT_NEOX_MLP = ("dense_h_to_4h", "dense_4h_to_h")
+MODULE_NAMES: dict[str, _ModuleNames] = {
+    "gpt2": _ModuleNames(
+        base="transformer",
+        blocks="h",
+        embedding="wte",
+        attention="attn",
+        fused_qkv="c_attn",
+        o_proj="c_proj",
+        plain_mlp=("c_fc", "c_proj"),
+        positions="wpe",
+    ),
+    "gpt_neox": _ModuleNames(
+        base="gpt_neox",
+        embedding="embed_in",
+        attention="attention",
+        fused_qkv="query_key_value",
+        o_proj="dense",
+        plain_mlp=_GPT_NEOX_MLP,
+    ),
+    "falcon": _ModuleNames(
+        base="transformer",
+        blocks="h",
+        embedding="word_embeddings",
+        attention="self_attention",
+        fused_qkv="query_key_value",
+        o_proj="dense",
+        plain_mlp=_GPT_NEOX_MLP,
+    ),
+    "starcoder2": _ModuleNames(plain_mlp=("c_fc", "c_proj")),
+}
 HOULSBY_ADAPTERS_PER_LAYER = 2  # after attention and after the FFN (Houlsby et al. 2019 §2.1, Figure 2)
 KEY_AND_VALUE = 2  # a prefix holds keys and values
+NO_KV_HEADS_KEY = frozenset({"gpt2", "gpt_neox", "falcon"})  # config classes without num_key_value_heads
+LM_HEAD = "lm_head"  # the output layer of every family built (GPT-NeoX too, in transformers 5)
 
 
 class PeftModule(FrozenSpec):
@@ -140,26 +201,36 @@ class _Hit:
 
 
 def _attention_sites(spec: ModelSpec) -> tuple[_Site, ...]:
-    """phi3 fuses q, k, v into qkv_proj h→(n_h + 2·n_kv)·d_h; every other family keeps planner.model.params' shapes."""
+    """phi3 fuses q, k, v into qkv_proj h→(n_h + 2·n_kv)·d_h, GPT-2 into c_attn and GPT-NeoX and Falcon into
+    query_key_value; every other family keeps planner.model.params' shapes and names."""
     linears = attention_linears(spec)
-    if spec.family != "phi3":
-        return tuple(_Site(f"self_attn.{lin.name}", lin.d_in, lin.d_out, (lin.name,)) for lin in linears)
+    names = MODULE_NAMES.get(spec.family, _LLAMA_NAMES)
+    fused = "qkv_proj" if spec.family == "phi3" else names.fused_qkv
+    prefix = f"{names.attention}."
+    if fused is None:
+        return tuple(_Site(f"{prefix}{lin.name}", lin.d_in, lin.d_out, (lin.name,)) for lin in linears)
     qkv = linears[:3]
     o = linears[3]
     return (
-        _Site("self_attn.qkv_proj", spec.hidden_size, sum(lin.d_out for lin in qkv), tuple(lin.name for lin in qkv)),
-        _Site("self_attn.o_proj", o.d_in, o.d_out, (o.name,)),
+        _Site(f"{prefix}{fused}", spec.hidden_size, sum(lin.d_out for lin in qkv), tuple(lin.name for lin in qkv)),
+        _Site(f"{prefix}{names.o_proj}", o.d_in, o.d_out, (o.name,)),
     )
 
 
 def _dense_mlp_sites(spec: ModelSpec) -> tuple[_Site, ...]:
-    """Gated MLP gate/up/down; phi3 and glm4 fuse gate and up into gate_up_proj h→2f."""
-    gate, up, down = mlp_linears(spec, moe_layer=False)
+    """Gated MLP gate/up/down (phi3 and glm4 fuse gate and up into gate_up_proj h→2f), or a plain MLP's two."""
+    linears = mlp_linears(spec, moe_layer=False)
+    if spec.mlp_kind == "plain":
+        names = MODULE_NAMES.get(spec.family, _LLAMA_NAMES).plain_mlp
+        return tuple(
+            _Site(f"mlp.{name}", lin.d_in, lin.d_out, (lin.name,)) for name, lin in zip(names, linears, strict=True)
+        )
+    gate, up, down = linears
     sites = (_Site(f"mlp.{lin.name}", lin.d_in, lin.d_out, (lin.name,)) for lin in (gate, up, down))
     if spec.family not in FUSED_GATE_UP_FAMILIES:
         return tuple(sites)
-    fused = _Site("mlp.gate_up_proj", gate.d_in, gate.d_out + up.d_out, (gate.name, up.name))
-    return fused, _Site("mlp.down_proj", down.d_in, down.d_out, (down.name,))
+    fused_gate_up = _Site("mlp.gate_up_proj", gate.d_in, gate.d_out + up.d_out, (gate.name, up.name))
+    return fused_gate_up, _Site("mlp.down_proj", down.d_in, down.d_out, (down.name,))
 
 
 def _moe_sites(spec: ModelSpec, moe: MoESpec) -> tuple[_Site, ...]:
@@ -191,14 +262,20 @@ def _block_sites(spec: ModelSpec, moe_layer: bool) -> tuple[_Site, ...]:
 
 
 def _model_sites(spec: ModelSpec) -> Iterator[tuple[str, _Site]]:
-    """(full key, site) for every adaptable weight: the embedding, each block's weights, lm_head."""
+    """(full key, site) for every adaptable weight: the embeddings, each block's weights, lm_head."""
     h, vocab = spec.hidden_size, spec.vocab_size
-    yield "model.embed_tokens", _Site("embed_tokens", vocab, h, ("embed_tokens",), "embedding")
+    names = MODULE_NAMES.get(spec.family, _LLAMA_NAMES)
+    yield f"{names.base}.{names.embedding}", _Site(names.embedding, vocab, h, ("embed_tokens",), "embedding")
+    if names.positions is not None and spec.learned_positions:
+        yield (
+            f"{names.base}.{names.positions}",
+            _Site(names.positions, spec.max_context, h, ("position_embeddings",), "embedding"),
+        )
     for i in range(spec.num_layers):
         moe_layer = spec.moe is not None and spec.moe.is_moe_layer(i)
         for site in _block_sites(spec, moe_layer):
-            yield f"model.layers.{i}.{site.path}", site
-    yield "lm_head", _Site("lm_head", h, vocab, ("lm_head",))
+            yield f"{names.base}.{names.blocks}.{i}.{site.path}", site
+    yield LM_HEAD, _Site(LM_HEAD, h, vocab, (LM_HEAD,))
 
 
 def _matching(key: str, names: frozenset[str]) -> set[str]:
@@ -212,7 +289,7 @@ def _problem(field: str, msg: str) -> SpecError:
 
 def _linear_names(spec: ModelSpec) -> list[str]:
     names = {site.name for _, site in _model_sites(spec) if site.kind == "linear"}
-    return sorted(names - {"lm_head"})
+    return sorted(names - {LM_HEAD})
 
 
 # --- LoRA ---------------------------------------------------------------------------------------------------
@@ -300,7 +377,7 @@ def _lora_hits(spec: ModelSpec, targets: _LoraTargets, rank: int) -> tuple[list[
             names = _matching(key, targets.parameters)
             used_parameters |= names
         elif targets.modules is None:
-            names = {"all-linear"} if site.kind == "linear" and key != "lm_head" else set()
+            names = {"all-linear"} if site.kind == "linear" and key != LM_HEAD else set()
         else:
             names = _matching(key, targets.modules)
             used_modules |= names
@@ -437,8 +514,12 @@ def prefix_token_dim(spec: ModelSpec) -> int:
 
     Source: peft 0.21.2 utils/other.py `_prepare_prompt_learning_config` (GQA, peft PR #1901): token_dim =
       config.head_dim·num_key_value_heads, head_dim defaulting to h / n_h. DeepSeek configs set head_dim =
-      qk_rope_head_dim, so for MLA this is d_rope·n_h, which matches no cached K/V shape.
+      qk_rope_head_dim, so for MLA this is d_rope·n_h, which matches no cached K/V shape. GPT-2, GPT-NeoX and
+      Falcon configs have no num_key_value_heads: peft then sizes the prefix hidden_size = n_h·d_h wide (Falcon
+      caches n_h heads with new_decoder_architecture, which broadcasts its n_kv K/V heads before the cache).
     """
+    if spec.family in NO_KV_HEADS_KEY:
+        return spec.hidden_size
     if spec.mla is not None:
         return spec.mla.qk_rope_head_dim * spec.kv_heads
     return spec.resolved_head_dim * spec.kv_heads
@@ -450,9 +531,17 @@ def _prefix_params(spec: ModelSpec, method: PrefixTuningSpec) -> TrainableParams
     Formula: no projection: n·L·2·t; projection: n·t + (t·e + e) + (e·L·2·t + L·2·t), t = d_h·n_kv, e = encoder
       hidden size (peft default: t).
     Source: Li & Liang 2021 (arXiv:2101.00190) §4.3; peft 0.21.2 tuners/prefix_tuning/model.py PrefixEncoder.
-    Assumes: a causal LM (one transformer submodule); not MLA, where peft builds a prefix the forward rejects.
+    Assumes: a causal LM (one transformer submodule); not MLA, nor multi-query Falcon, where peft builds a prefix
+      the forward rejects.
     """
     n, layers, t = method.num_virtual_tokens, spec.num_layers, prefix_token_dim(spec)
+    if spec.family == "falcon" and spec.kv_heads == 1 < spec.num_heads:
+        raise _problem(
+            "kind",
+            f"prefix tuning cannot run on multi-query Falcon (the Falcon-7B layout): peft 0.21.2 sizes each layer's "
+            f"prefix hidden_size = {t} wide, n_h = {spec.num_heads} heads, while FalconAttention caches one K/V head, "
+            "and the first forward fails",
+        )
     if spec.mla is not None:
         raise _problem(
             "kind",

@@ -10,6 +10,9 @@ __all__ = [
     "COMPOSITE_FAMILIES",
     "DEFAULTS_CASES",
     "FAMILIES",
+    "GPT_FAMILIES",
+    "PUBLISHED_CONFIGS",
+    "PUBLISHED_TOTALS",
     "SLIDING_FAMILIES",
     "random_composite_configs",
     "random_config",
@@ -38,6 +41,10 @@ FAMILIES = (
     "smollm3",
     "glm4",
     "cohere",
+    "gpt2",
+    "gpt_neox",
+    "falcon",
+    "starcoder2",
 )
 MOE_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "gpt_oss", "minimax_m2", "olmoe")
 # Vision-language wrappers and the text model types each is generated with (transformers reads "kimi_k2" as
@@ -63,12 +70,16 @@ SLIDING_FAMILIES = (
     "phi3",
     "gpt_oss",
     "gemma3_text",
+    "starcoder2",
 )
 # Families whose config class gives head_dim a default of its own (qwen3: 128, gemma/gemma2/gemma3: 256,
 # gpt-oss: 64, MiniMax-M2: 128).
 HEAD_DIM_DEFAULT = ("qwen3", "gemma", "gemma2", "qwen3_vl_text", "gpt_oss", "minimax_m2", "gemma3_text", "glm4")
 # Families whose layer_types (sliding / full per layer) config.json may give explicitly.
 LAYER_TYPES_FAMILIES = ("gpt_oss", "gemma3_text")
+# Families whose attention width is always h / n_h: they never read head_dim (FalconConfig.head_dim is a read-only
+# property, so the key cannot even be given) nor num_key_value_heads.
+NO_HEAD_DIM_FAMILIES = ("gpt2", "gpt_neox", "falcon")
 _OMIT = object()
 
 
@@ -99,6 +110,8 @@ def random_config(family: str, rng: random.Random) -> dict[str, Any]:
     }
     if family.startswith("deepseek"):
         _maybe(rng, cfg, "num_key_value_heads", n_heads)
+    elif family in NO_HEAD_DIM_FAMILIES:
+        pass  # no num_key_value_heads in their config classes (Falcon: num_kv_heads); peft would read a stray one
     else:
         cfg["num_key_value_heads"] = rng.choice(_divisors(n_heads))
         if family in HEAD_DIM_DEFAULT:
@@ -113,7 +126,8 @@ def random_config(family: str, rng: random.Random) -> dict[str, Any]:
     if family in SLIDING_FAMILIES:
         # null is "no window" only where the config class allows it; elsewhere transformers 5 marks layers
         # sliding and then fails to build a cache for them (a window of None).
-        windows = (None, rng.randint(4, 64)) if family in ("mistral", "mixtral", "phi3") else (rng.randint(4, 64),)
+        nullable = ("mistral", "mixtral", "phi3", "starcoder2")
+        windows = (None, rng.randint(4, 64)) if family in nullable else (rng.randint(4, 64),)
         _maybe(rng, cfg, "sliding_window", *windows)
         _maybe(rng, cfg, "use_sliding_window", False, True)
         _maybe(rng, cfg, "max_window_layers", *range(layers + 1))
@@ -138,7 +152,39 @@ def random_config(family: str, rng: random.Random) -> dict[str, Any]:
         cfg |= {"pad_token_id": None}  # likewise (128004, 151329)
     if family in MOE_FAMILIES:
         cfg.update(_random_moe(family, rng, layers))
+    if family in GPT_FAMILIES:
+        cfg.update(_random_gpt_keys(family, rng, cfg))
     return cfg
+
+
+GPT_FAMILIES = ("gpt2", "gpt_neox", "falcon", "starcoder2")
+_GPT2_NAMES = {"hidden_size": "n_embd", "num_hidden_layers": "n_layer", "num_attention_heads": "n_head"}
+
+
+def _random_gpt_keys(family: str, rng: random.Random, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The GPT-style families' own keys: GPT-2's n_* names, GPT-NeoX's partial rotary, Falcon's layout flags."""
+    out: dict[str, Any] = {}
+    if family in ("gpt2", "starcoder2"):
+        out |= {"bos_token_id": None, "eos_token_id": None}  # the defaults (50256) lie outside a tiny vocabulary
+    if family == "gpt2":
+        for key, name in _GPT2_NAMES.items():  # either spelling: GPT2Config.attribute_map
+            if rng.random() < 0.5:
+                out[name] = cfg.pop(key)
+        _maybe(rng, out, "n_inner", None, rng.randint(8, 160))
+        _maybe(rng, out, "n_positions", rng.randint(8, 256))
+    if family == "gpt_neox":
+        _maybe(rng, out, "rotary_pct", 0.5, 1.0)
+        _maybe(rng, out, "use_parallel_residual", False, True)
+    if family == "starcoder2":
+        _maybe(rng, out, "use_bias", False, True)
+    if family == "falcon":
+        n_heads = cfg["num_attention_heads"]
+        for flag in ("multi_query", "new_decoder_architecture", "parallel_attn", "bias", "alibi"):
+            _maybe(rng, out, flag, False, True)
+        _maybe(rng, out, "num_kv_heads", *_divisors(n_heads))
+        _maybe(rng, out, "num_ln_in_parallel_attn", 1, 2)
+        _maybe(rng, out, "ffn_hidden_size", None, rng.randint(8, 160))
+    return out
 
 
 def _random_moe(family: str, rng: random.Random, layers: int) -> dict[str, Any]:
@@ -202,6 +248,9 @@ def random_composite_configs(per_text_type: int, seed: int) -> list[tuple[str, d
     ]
 
 
+_NO_SPECIAL_TOKENS = {"bos_token_id": None, "eos_token_id": None}  # GPT-2's 50256 lies outside a tiny vocabulary
+
+
 def _base(family: str, hidden: int, heads: int, **extra: Any) -> dict[str, Any]:
     return {
         "model_type": family,
@@ -242,6 +291,17 @@ DEFAULTS_CASES: list[tuple[str, dict[str, Any]]] = [
     ("smollm3-tied-kv-default-4", _base("smollm3", 64, 8, intermediate_size=40, pad_token_id=None)),
     ("glm4-head_dim-128-kv-2", _base("glm4", 64, 8, intermediate_size=40, pad_token_id=None)),
     ("cohere-tied-kv-from-heads", _base("cohere", 64, 4, intermediate_size=40)),
+    (
+        "gpt2-n_embd-keys-tied-ffn-4h-1024-positions",
+        {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 96, **_NO_SPECIAL_TOKENS},
+    ),
+    ("gpt_neox-untied-biased-quarter-rotary", _base("gpt_neox", 64, 4, intermediate_size=40)),
+    ("falcon-multi-query-one-norm-ffn-4h", _base("falcon", 64, 4)),
+    ("falcon-new-architecture-kv-from-heads-two-norms", _base("falcon", 64, 4, new_decoder_architecture=True)),
+    (
+        "starcoder2-tied-kv-default-2-biased",
+        _base("starcoder2", 64, 8, intermediate_size=40, **_NO_SPECIAL_TOKENS),
+    ),
 ]
 
 
@@ -268,3 +328,85 @@ COMPOSITE_CASES: list[tuple[str, dict[str, Any]]] = [
         {"model_type": "mistral3", "text_config": _base("mistral", 64, 16, intermediate_size=40)},
     ),
 ]
+
+
+# Published config.json files of the GPT-style families, transcribed from the Hugging Face Hub (the URL of each;
+# keys as published, auto_map left out: transformers 5 has these classes natively). With the total parameter count
+# their model cards or papers give, where one is given to the parameter.
+_HUB = "https://huggingface.co/{}/blob/main/config.json"
+PUBLISHED_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "openai-community/gpt2": (_HUB.format("openai-community/gpt2"), {
+        "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "attn_pdrop": 0.1,
+        "bos_token_id": 50256, "embd_pdrop": 0.1, "eos_token_id": 50256, "initializer_range": 0.02,
+        "layer_norm_epsilon": 1e-05, "model_type": "gpt2", "n_ctx": 1024, "n_embd": 768, "n_head": 12, "n_layer": 12,
+        "n_positions": 1024, "resid_pdrop": 0.1, "summary_activation": None, "summary_first_dropout": 0.1,
+        "summary_proj_to_labels": True, "summary_type": "cls_index", "summary_use_proj": True,
+        "task_specific_params": {"text-generation": {"do_sample": True, "max_length": 50}}, "vocab_size": 50257,
+    }),
+    "EleutherAI/pythia-70m": (_HUB.format("EleutherAI/pythia-70m"), {
+        "architectures": ["GPTNeoXForCausalLM"], "bos_token_id": 0, "eos_token_id": 0, "hidden_act": "gelu",
+        "hidden_size": 512, "initializer_range": 0.02, "intermediate_size": 2048, "layer_norm_eps": 1e-05,
+        "max_position_embeddings": 2048, "model_type": "gpt_neox", "num_attention_heads": 8, "num_hidden_layers": 6,
+        "rotary_emb_base": 10000, "rotary_pct": 0.25, "tie_word_embeddings": False, "torch_dtype": "float16",
+        "transformers_version": "4.24.0", "use_cache": True, "use_parallel_residual": True, "vocab_size": 50304,
+    }),
+    "EleutherAI/gpt-neox-20b": (_HUB.format("EleutherAI/gpt-neox-20b"), {
+        "architectures": ["GPTNeoXForCausalLM"], "attention_probs_dropout_prob": 0, "bos_token_id": 0,
+        "eos_token_id": 0, "hidden_act": "gelu_fast", "hidden_dropout_prob": 0, "hidden_size": 6144,
+        "initializer_range": 0.02, "intermediate_size": 24576, "layer_norm_eps": 1e-05, "max_position_embeddings": 2048,
+        "model_type": "gpt_neox", "num_attention_heads": 64, "num_hidden_layers": 44, "rotary_emb_base": 10000,
+        "rotary_pct": 0.25, "tie_word_embeddings": False, "torch_dtype": "float16",
+        "transformers_version": "4.21.0.dev0", "use_cache": True, "use_parallel_residual": True, "vocab_size": 50432,
+    }),
+    "tiiuae/falcon-7b": (_HUB.format("tiiuae/falcon-7b"), {
+        "alibi": False, "apply_residual_connection_post_layernorm": False, "architectures": ["FalconForCausalLM"],
+        "attention_dropout": 0.0, "bias": False, "bos_token_id": 11, "eos_token_id": 11, "hidden_dropout": 0.0,
+        "hidden_size": 4544, "initializer_range": 0.02, "layer_norm_epsilon": 1e-05, "model_type": "falcon",
+        "multi_query": True, "new_decoder_architecture": False, "num_attention_heads": 71, "num_hidden_layers": 32,
+        "parallel_attn": True, "torch_dtype": "bfloat16", "transformers_version": "4.33.0.dev0", "use_cache": True,
+        "vocab_size": 65024,
+    }),
+    "tiiuae/falcon-40b": (_HUB.format("tiiuae/falcon-40b"), {
+        "alibi": False, "apply_residual_connection_post_layernorm": False, "architectures": ["FalconForCausalLM"],
+        "attention_dropout": 0.0, "bias": False, "bos_token_id": 11, "eos_token_id": 11, "hidden_dropout": 0.0,
+        "hidden_size": 8192, "initializer_range": 0.02, "layer_norm_epsilon": 1e-05, "model_type": "falcon",
+        "new_decoder_architecture": True, "num_attention_heads": 128, "num_hidden_layers": 60, "num_kv_heads": 8,
+        "parallel_attn": True, "torch_dtype": "bfloat16", "transformers_version": "4.33.0.dev0", "use_cache": True,
+        "vocab_size": 65024,
+    }),
+    "bigcode/starcoder2-3b": (_HUB.format("bigcode/starcoder2-3b"), {
+        "architectures": ["Starcoder2ForCausalLM"], "attention_dropout": 0.1, "residual_dropout": 0.1,
+        "embedding_dropout": 0.1, "bos_token_id": 0, "eos_token_id": 0, "hidden_act": "gelu_pytorch_tanh",
+        "hidden_size": 3072, "initializer_range": 0.018042, "intermediate_size": 12288, "layer_norm_epsilon": 1e-05,
+        "max_position_embeddings": 16384, "mlp_type": "default", "model_type": "starcoder2", "norm_type": "layer_norm",
+        "num_attention_heads": 24, "num_hidden_layers": 30, "num_key_value_heads": 2, "rope_theta": 999999.4420358813,
+        "sliding_window": 4096, "torch_dtype": "bfloat16", "transformers_version": "4.37.0.dev0", "use_bias": True,
+        "use_cache": True, "vocab_size": 49152,
+    }),
+    "bigcode/starcoder2-7b": (_HUB.format("bigcode/starcoder2-7b"), {
+        "architectures": ["Starcoder2ForCausalLM"], "attention_dropout": 0.1, "residual_dropout": 0.1,
+        "embedding_dropout": 0.1, "bos_token_id": 0, "eos_token_id": 0, "hidden_act": "gelu_pytorch_tanh",
+        "hidden_size": 4608, "initializer_range": 0.018042, "intermediate_size": 18432, "layer_norm_epsilon": 1e-05,
+        "max_position_embeddings": 16384, "mlp_type": "default", "model_type": "starcoder2", "norm_type": "layer_norm",
+        "num_attention_heads": 36, "num_hidden_layers": 32, "num_key_value_heads": 4, "rope_theta": 1000000,
+        "sliding_window": 4096, "torch_dtype": "bfloat16", "transformers_version": "4.37.0.dev0", "use_bias": True,
+        "use_cache": True, "vocab_size": 49152,
+    }),
+    "bigcode/starcoder2-15b": (_HUB.format("bigcode/starcoder2-15b"), {
+        "architectures": ["Starcoder2ForCausalLM"], "attention_dropout": 0.1, "residual_dropout": 0.1,
+        "embedding_dropout": 0.1, "bos_token_id": 0, "eos_token_id": 0, "hidden_act": "gelu_pytorch_tanh",
+        "hidden_size": 6144, "initializer_range": 0.01275, "intermediate_size": 24576, "layer_norm_epsilon": 1e-05,
+        "max_position_embeddings": 16384, "mlp_type": "default", "model_type": "starcoder2", "norm_type": "layer_norm",
+        "num_attention_heads": 48, "num_hidden_layers": 40, "num_key_value_heads": 4, "rope_theta": 100000,
+        "sliding_window": 4096, "torch_dtype": "float32", "transformers_version": "4.37.0.dev0", "use_bias": True,
+        "use_cache": True, "vocab_size": 49152,
+    }),
+}  # fmt: skip
+# Totals published to the parameter: GPT-2 small 124,439,808 (the count transformers' documentation and every
+# GPT2LMHeadModel report, tied); Pythia-70M 70,426,624 (Biderman et al. 2023, arXiv:2304.01373, Table 1, total
+# params); GPT-NeoX-20B 20,554,567,680 (Black et al. 2022, arXiv:2204.06745, §2 / Table 1).
+PUBLISHED_TOTALS = {
+    "openai-community/gpt2": 124_439_808,
+    "EleutherAI/pythia-70m": 70_426_624,
+    "EleutherAI/gpt-neox-20b": 20_554_567_680,
+}

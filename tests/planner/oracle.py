@@ -26,8 +26,10 @@ from transformers import (
 __all__ = [
     "LayerCounts",
     "OracleCounts",
+    "attention_dims",
     "build_meta_model",
     "cache_layer_windows",
+    "decoder_layers",
     "language_model",
     "oracle_counts",
     "prefill_cache",
@@ -86,6 +88,7 @@ class OracleCounts:
     total: int  # model.parameters() yields a tied weight once
     embedding: int
     lm_head: int  # 0 when the output embedding is the input embedding tensor
+    position_embedding: int  # GPT-2's learned positions (wpe); 0 elsewhere
     final_norm: int
     layers: tuple[LayerCounts, ...]
     left_out: tuple[tuple[str, int], ...] = ()  # (module, params) outside the language model: vision tower, projector
@@ -96,10 +99,21 @@ class OracleCounts:
         return outer + sum(layer.active for layer in self.layers)
 
 
+# What each family calls a block's attention (Llama self_attn, GPT-2 attn, GPT-NeoX attention, Falcon self_attention)
+_ATTENTION_MODULES = ("self_attn.", "attn.", "attention.", "self_attention.")
+_FINAL_NORMS = ("norm", "ln_f", "final_layer_norm")  # Llama, GPT-2 / Falcon, GPT-NeoX
+
+
+def _is_norm(name: str) -> bool:
+    return "norm" in name or name.startswith("ln_")  # GPT-2 ln_1 / ln_2, Falcon ln_attn / ln_mlp
+
+
 def _layer_counts(layer: nn.Module) -> LayerCounts:
     named = dict(layer.named_parameters())
-    norms = sum(p.numel() for name, p in named.items() if "norm" in name)
-    attention = sum(p.numel() for name, p in named.items() if name.startswith("self_attn.") and "norm" not in name)
+    norms = sum(p.numel() for name, p in named.items() if _is_norm(name))
+    attention = sum(
+        p.numel() for name, p in named.items() if name.startswith(_ATTENTION_MODULES) and not _is_norm(name)
+    )
     mlp = sum(p.numel() for name, p in named.items() if name.startswith("mlp."))
     total = sum(p.numel() for p in named.values())
     assert attention + mlp + norms == total, f"unclassified parameters in {sorted(named)}"
@@ -116,9 +130,35 @@ def _layer_counts(layer: nn.Module) -> LayerCounts:
 
 
 def language_model(model: PreTrainedModel) -> nn.Module:
-    """The decoder stack: `model.model`, or the `language_model` inside a vision-language model."""
-    inner: nn.Module = model.model
+    """The decoder stack: the base model (`model.model`, GPT-2's `transformer`, `gpt_neox`), or the `language_model`
+    inside a vision-language model."""
+    inner: nn.Module = getattr(model, model.base_model_prefix)
     return getattr(inner, "language_model", inner)
+
+
+def decoder_layers(decoder: nn.Module) -> nn.ModuleList:
+    """The blocks of a decoder stack (`layers`; GPT-2 and Falcon call them `h`)."""
+    layers = getattr(decoder, "layers", None)
+    return layers if layers is not None else decoder.h
+
+
+def attention_dims(model: PreTrainedModel) -> tuple[int, int]:
+    """(KV heads, head dim) of the first block's attention as transformers built it (Falcon's num_kv_heads is 1 with
+    multi_query; GPT-2 and GPT-NeoX are MHA and name the head width head_dim / head_size)."""
+    block = decoder_layers(language_model(model))[0]
+    attention = next(
+        getattr(block, name.rstrip(".")) for name in _ATTENTION_MODULES if hasattr(block, name.rstrip("."))
+    )
+    head_dim = getattr(attention, "head_dim", None) or attention.head_size
+    n_kv = getattr(attention, "num_kv_heads", None)
+    if n_kv is None:
+        config = model.config.get_text_config()
+        n_kv = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return n_kv, head_dim
+
+
+def _final_norm(decoder: nn.Module) -> nn.Module:
+    return next(getattr(decoder, name) for name in _FINAL_NORMS if hasattr(decoder, name))
 
 
 def oracle_counts(config_dict: dict[str, Any]) -> OracleCounts:
@@ -134,17 +174,20 @@ def _oracle_counts(config_json: str) -> OracleCounts:
     lm_head = 0 if output is embedding else output.numel()
     # A vision-language model: only its language model (and lm_head) is counted; the rest is named.
     decoder = language_model(model)
+    base = getattr(model, model.base_model_prefix)
     left_out = tuple(
         (name, _numel(child))
-        for name, child in model.model.named_children()
-        if decoder is not model.model and child is not decoder and _numel(child)
+        for name, child in base.named_children()
+        if decoder is not base and child is not decoder and _numel(child)
     )
+    wpe = getattr(decoder, "wpe", None)
     return OracleCounts(
         total=_numel(decoder) + lm_head if left_out else _numel(model),
         embedding=embedding.numel(),
         lm_head=lm_head,
-        final_norm=_numel(decoder.norm),
-        layers=tuple(_layer_counts(layer) for layer in decoder.layers),
+        position_embedding=0 if wpe is None else _numel(wpe),
+        final_norm=_numel(_final_norm(decoder)),
+        layers=tuple(_layer_counts(layer) for layer in decoder_layers(decoder)),
         left_out=left_out,
     )
 

@@ -36,6 +36,8 @@ PEFT_WARNINGS = (
     (UserWarning, r"Model has `tie_word_embeddings=True` and a tied layer is part of the adapter"),
     # LoRA on a 0-wide shared expert (qwen2_moe with shared_expert_intermediate_size 0): torch's kaiming init warns
     (UserWarning, r"Initializing zero-element tensors is a no-op"),
+    # LoRA on GPT-2's Conv1D modules: peft sets fan_in_fan_out itself (the adapter's shape does not change)
+    (UserWarning, r"fan_in_fan_out is set to False but the target module is `Conv1D`"),
 )
 
 
@@ -64,10 +66,17 @@ class PeftCounts:
     per_module: dict[str, int]  # adapter parameters per module name, named like PeftModule.name
 
 
+# The decoder stack under the causal LM (Llama model, GPT-2 and Falcon transformer, GPT-NeoX gpt_neox) and its blocks
+# (layers; GPT-2 and Falcon h).
+_BASE = re.compile(r"^(model|transformer|gpt_neox)\.")
+_BLOCK = re.compile(r"^(layers|h)\.\d+\.(self_attn\.|mlp\.)?")
+
+
 def _module_name(key: str, wrapper: BaseTunerLayer) -> str:
-    """'base_model.model.model.layers.3.mlp.experts.base_layer' → 'experts.gate_up_proj' (PeftModule naming)."""
-    key = key.replace(".base_layer", "").removeprefix("base_model.model.").removeprefix("model.")
-    key = re.sub(r"^layers\.\d+\.(self_attn\.|mlp\.)?", "", key)
+    """'base_model.model.model.layers.3.mlp.experts.base_layer' → 'experts.gate_up_proj', 'base_model.model.
+    transformer.h.0.attn.c_attn' → 'attn.c_attn' (PeftModule naming)."""
+    key = _BASE.sub("", key.replace(".base_layer", "").removeprefix("base_model.model."))
+    key = _BLOCK.sub("", key)
     parameter = getattr(wrapper, "parameter_name", None)  # lora.ParamWrapper adapts one nn.Parameter
     return f"{key}.{parameter}" if parameter else key
 

@@ -44,7 +44,18 @@ KV_CASES = [
     ("mla-v3", AttentionKind.MLA, _tiny("deepseek_v3", q_lora_rank=None, n_group=1, topk_group=1, **_MLA, **_MOE)),
     ("mistral-window", AttentionKind.GQA, _tiny("mistral", num_key_value_heads=2, sliding_window=32)),
     ("gemma2-alternating", AttentionKind.GQA, _tiny("gemma2", num_hidden_layers=3, num_key_value_heads=2, head_dim=16)),
+    ("gpt2", AttentionKind.MHA, _tiny("gpt2", bos_token_id=None, eos_token_id=None)),
+    ("gpt_neox-partial-rotary", AttentionKind.MHA, _tiny("gpt_neox", rotary_pct=0.25)),
+    ("falcon-7b-multi-query", AttentionKind.MQA, _tiny("falcon")),
+    ("falcon-mha", AttentionKind.MHA, _tiny("falcon", multi_query=False)),
+    (
+        "starcoder2-gqa",
+        AttentionKind.GQA,
+        _tiny("starcoder2", num_key_value_heads=2, bos_token_id=None, eos_token_id=None),
+    ),
 ]
+# Not here: Falcon's new_decoder_architecture (Falcon-40B/180B). FalconAttention broadcasts its num_kv_heads K/V heads
+# to n_h before the transformers cache stores them; memplan counts the num_kv_heads that vLLM, SGLang and TRT-LLM cache.
 SLIDING_CASES = [
     ("mistral", _tiny("mistral", num_key_value_heads=2, sliding_window=WINDOW)),
     ("gemma2", _tiny("gemma2", num_hidden_layers=3, num_key_value_heads=2, head_dim=16, sliding_window=WINDOW)),

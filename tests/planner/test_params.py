@@ -17,10 +17,13 @@ from tests.planner.hf_configs import (
     COMPOSITE_FAMILIES,
     DEFAULTS_CASES,
     FAMILIES,
+    GPT_FAMILIES,
+    PUBLISHED_CONFIGS,
+    PUBLISHED_TOTALS,
     random_composite_configs,
     random_configs,
 )
-from tests.planner.oracle import OracleCounts, build_meta_model, language_model, oracle_counts
+from tests.planner.oracle import OracleCounts, attention_dims, build_meta_model, oracle_counts
 
 CATALOG = load_catalog().models
 RANDOM_CASES = random_configs(per_family=6, seed=20_240_507)
@@ -32,6 +35,7 @@ def _summary(counts: ParamCounts | OracleCounts) -> dict[str, int]:
         "total": counts.total,
         "embedding": counts.embedding,
         "lm_head": counts.lm_head,
+        "position_embedding": counts.position_embedding,
         "final_norm": counts.final_norm,
         "active_per_token": counts.active_per_token,
     }
@@ -101,6 +105,36 @@ def test_catalog_covers_dense_moe_and_mla() -> None:
     assert specs["kimi-k2.5"].mla is not None and specs["kimi-k2.5"].family == "deepseek_v3"
 
 
+# --- published config.json files of the GPT-style families (tests/planner/hf_configs.py, with their URLs) ---------
+
+
+@pytest.mark.parametrize("model_id", PUBLISHED_CONFIGS)
+def test_published_gpt_style_configs_count_exactly_as_transformers(model_id: str) -> None:
+    _, config = PUBLISHED_CONFIGS[model_id]
+    imported = import_hf_config(config)
+    assert imported.exact and imported.warnings == ()
+    spec, counts = imported.spec, count_params(imported.spec)
+    oracle = oracle_counts(config)
+    assert _summary(counts) == _summary(oracle)
+    assert _planner_layers(spec, counts) == _oracle_layers(oracle)
+    assert counts.total == PUBLISHED_TOTALS.get(model_id, counts.total)
+
+
+def test_published_gpt_style_configs_keep_their_architecture() -> None:
+    specs = {model_id: import_hf_config(config).spec for model_id, (_, config) in PUBLISHED_CONFIGS.items()}
+    gpt2, neox = specs["openai-community/gpt2"], specs["EleutherAI/gpt-neox-20b"]
+    assert (gpt2.learned_positions, gpt2.max_context, gpt2.tie_embeddings, gpt2.ffn_dim) == (True, 1024, True, 3072)
+    assert (neox.rotary_dim, neox.resolved_head_dim, neox.tie_embeddings, neox.mlp_kind) == (24, 96, False, "plain")
+    falcon_7b, falcon_40b = specs["tiiuae/falcon-7b"], specs["tiiuae/falcon-40b"]
+    assert (falcon_7b.attention_kind.value, falcon_7b.kv_heads, falcon_7b.norms_per_layer) == ("MQA", 1, 1)
+    assert (falcon_40b.attention_kind.value, falcon_40b.kv_heads, falcon_40b.norms_per_layer) == ("GQA", 8, 2)
+    assert (falcon_7b.ffn_dim, falcon_7b.qkv_bias, falcon_7b.tie_embeddings) == (4 * 4544, False, True)
+    starcoder = specs["bigcode/starcoder2-15b"]
+    assert (starcoder.kv_heads, starcoder.sliding_window, starcoder.sliding_window_layers) == (4, 4096, None)
+    assert starcoder.qkv_bias and starcoder.o_bias and starcoder.mlp_bias and starcoder.norm_bias
+    assert all(s.norm_bias and s.mlp_kind == "plain" for s in specs.values())
+
+
 # --- random tiny configs of every family --------------------------------------------------------------------------
 
 
@@ -127,6 +161,10 @@ def test_random_configs_exercise_every_branch() -> None:
     assert any(s.mla is not None and s.mla.q_lora_rank is not None for s in specs)
     assert any(s.attention_sinks for s in specs) and any(s.qk_norm_type == "per_layer" for s in specs)
     assert any(m.expert_bias and m.router_bias for m in moes)
+    gpt = [s for s in specs if s.family in GPT_FAMILIES]
+    assert all(s.mlp_kind == "plain" and s.norm_bias for s in gpt) and any(s.learned_positions for s in gpt)
+    assert {s.norms_per_layer for s in gpt if s.family == "falcon"} == {1, 2}
+    assert any(s.rotary_dim for s in gpt) and any(s.rotary_dim is None for s in gpt if s.family == "gpt_neox")
     patterned = [s for s in specs if s.family in ("gpt_oss", "gemma3_text")]
     assert any(s.sliding_window_layers for s in patterned) and any(s.sliding_window is None for s in patterned)
 
@@ -163,11 +201,7 @@ def test_family_defaults_match_transformers(config: dict[str, Any]) -> None:
     spec, counts = _imported_counts(config)
     model = build_meta_model(config)
     if spec.mla is None:  # name the resolved dimension first: a bare count mismatch says little
-        resolved = {"num_kv_heads": spec.kv_heads, "head_dim": spec.resolved_head_dim}
-        assert resolved == {
-            "num_kv_heads": model.config.get_text_config().num_key_value_heads,
-            "head_dim": language_model(model).layers[0].self_attn.head_dim,
-        }
+        assert (spec.kv_heads, spec.resolved_head_dim) == attention_dims(model)
     tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
     assert spec.tie_embeddings is tied  # a wrapper's own tie_word_embeddings default, not text_config's
     assert _summary(counts) == _summary(oracle_counts(config))
@@ -209,7 +243,8 @@ _CONSISTENCY_CASES = [(m.id, m.spec) for m in CATALOG] + [
 def test_components_sum_to_total(spec: ModelSpec) -> None:
     counts = count_params(spec)
     layers = sum(kind.params_per_layer * kind.layers for kind in counts.layers)
-    assert counts.total == counts.embedding + counts.lm_head + counts.final_norm + layers
+    outer = counts.embedding + counts.lm_head + counts.position_embedding + counts.final_norm
+    assert counts.total == outer + layers
     assert sum(kind.layers for kind in counts.layers) == spec.num_layers
     for kind in counts.layers:
         parts = kind.attention_params_per_layer + kind.mlp_params_per_layer + kind.norm_params_per_layer

@@ -170,6 +170,35 @@ def test_prefix_tuning_on_mla_is_refused_although_peft_builds_it() -> None:
         model(input_ids=torch.zeros(1, 3, dtype=torch.long))
 
 
+def test_prefix_tuning_on_multi_query_falcon_is_refused_although_peft_builds_it() -> None:
+    # peft reads no num_key_value_heads in FalconConfig and sizes the prefix h wide (n_h heads); falcon-7b's
+    # multi-query attention caches one K/V head, so the forward fails. The new architecture broadcasts its K/V heads
+    # to n_h before the cache, and there the prefix fits.
+    tiny = {
+        "model_type": "falcon",
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 4,
+        "vocab_size": 64,
+    }
+    method = PrefixTuningSpec(num_virtual_tokens=3)
+    with pytest.raises(SpecError, match="multi-query Falcon") as err:
+        trainable_params(_spec(tiny), method)
+    assert _locs(err) == [("training", "method", "kind")]
+    new_arch = {**tiny, "new_decoder_architecture": True, "num_kv_heads": 2}
+    _assert_equals_peft(_spec(new_arch), new_arch, method)
+    for config, fails in ((tiny, True), (new_arch, False)):
+        with peft_warnings_silenced():  # real (CPU) models: peft only fails once it runs
+            model = peft.get_peft_model(
+                AutoModelForCausalLM.from_config(AutoConfig.for_model(**config)), peft_config(method)
+            )
+        if fails:
+            with pytest.raises(RuntimeError, match="Sizes of tensors must match"):
+                model(input_ids=torch.zeros(1, 3, dtype=torch.long))
+        else:
+            model(input_ids=torch.zeros(1, 3, dtype=torch.long))
+
+
 # --- tiny random configs of every family --------------------------------------------------------------------
 
 # One tiny model per MoE layout peft treats differently: a qwen2_moe with dense, MoE and shared-expert layers
@@ -210,7 +239,8 @@ def test_all_linear_lora_equals_peft(case_id: str, config: dict[str, Any]) -> No
 def test_q_v_lora_equals_peft(case_id: str, config: dict[str, Any]) -> None:
     method = LoRASpec(rank=2, target_modules=("q_proj", "v_proj"))
     spec = _spec(config)
-    if spec.family == "phi3" or (spec.mla is not None and spec.mla.q_lora_rank):  # fused qkv_proj; q_a/q_b
+    fused_qkv = ("phi3", "gpt2", "gpt_neox", "falcon")  # qkv_proj, c_attn, query_key_value
+    if spec.family in fused_qkv or (spec.mla is not None and spec.mla.q_lora_rank):  # q_a/q_b
         with pytest.raises(SpecError):
             trainable_params(spec, method)
         return
@@ -239,11 +269,20 @@ NON_MLA_CASES = [(case_id, config) for case_id, config in TINY_CASES if _spec(co
 @pytest.mark.parametrize(("case_id", "config"), NON_MLA_CASES, ids=[c for c, _ in NON_MLA_CASES])
 def test_prefix_tuning_equals_peft(case_id: str, config: dict[str, Any], projection: bool, encoder: int | None) -> None:
     method = PrefixTuningSpec(num_virtual_tokens=3, prefix_projection=projection, encoder_hidden_size=encoder)
-    _assert_equals_peft(_spec(config), config, method)
+    spec = _spec(config)
+    if spec.family == "falcon" and spec.kv_heads == 1 < spec.num_heads:  # test_prefix_tuning_on_multi_query_falcon
+        with pytest.raises(SpecError, match="multi-query Falcon"):
+            trainable_params(spec, method)
+        return
+    _assert_equals_peft(spec, config, method)
 
 
 IA3_TARGETS = {  # every layer MoE: no nn.Linear down_proj
-    family: ("k_proj", "o_proj") for family in ("mixtral", "qwen3_moe", "gpt_oss", "minimax_m2", "olmoe")
+    **{family: ("k_proj", "o_proj") for family in ("mixtral", "qwen3_moe", "gpt_oss", "minimax_m2", "olmoe")},
+    "gpt2": ("c_proj", "c_fc"),  # attn.c_proj and mlp.c_proj: both Conv1D, both selected by "c_proj"
+    "gpt_neox": ("dense", "dense_h_to_4h"),  # "dense" selects attention.dense alone
+    "falcon": ("query_key_value", "dense_4h_to_h"),
+    "starcoder2": ("o_proj", "c_proj"),
 }
 
 

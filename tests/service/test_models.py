@@ -5,6 +5,7 @@ from fastapi.testclient import TestClient
 from planner import CatalogModel, load_catalog
 from planner.model.describe import ImportDescription
 from service.examples import IMPORT_EXAMPLES, QWEN2_5_0_5B_CONFIG
+from tests.planner.hf_configs import PUBLISHED_CONFIGS
 
 
 def test_lists_every_catalog_model(client: TestClient) -> None:
@@ -82,3 +83,18 @@ def test_import_suggests_the_checkpoint_weight_format(client: TestClient) -> Non
     config = {**QWEN2_5_0_5B_CONFIG, "quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 128}}
     body = client.post("/v1/models/import", json=config).json()
     assert (body["suggested_weight_format"], body["suggested_quant_group_size"]) == ("int4_awq", 128)
+
+
+def test_import_gpt2_by_its_own_keys(client: TestClient) -> None:
+    # GPT-2's config.json names its dimensions n_embd / n_layer / n_head / n_positions: before the GPT-style families
+    # this was a 422 (hidden_size, num_hidden_layers, num_attention_heads missing); now it imports exactly.
+    _, config = PUBLISHED_CONFIGS["openai-community/gpt2"]
+    response = client.post("/v1/models/import", json=config)
+    assert response.status_code == 200
+    d = ImportDescription.model_validate(response.json())
+    assert (d.family, d.exact, d.warnings) == ("gpt2", True, ())
+    assert (d.spec.hidden_size, d.spec.num_layers, d.spec.max_context, d.spec.tie_embeddings) == (768, 12, 1024, True)
+    # GPT2LMHeadModel: 124,439,808 parameters (tied; wte 38,597,376 + wpe 786,432 + 12 blocks + ln_f)
+    assert d.params.total == 124_439_808
+    # MHA: 2 · L · n_h · d_h · b = 2 · 12 · 768 · 2 B
+    assert [(kv.kv_cache_dtype, kv.bytes) for kv in d.kv_bytes_per_token] == [("bf16", 36_864), ("fp8", 18_432)]
