@@ -519,7 +519,7 @@ def _moe_routing(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, weights
     (8·T·k) and three int64 permutation vectors (24·k·T), routing weights (k·T in fp32, in p for Qwen-MoE;
     + fp32 4·T·k + 4·T where the router renormalizes its top-k), a gated shared expert's output and gate
     (p·T·(h + 1), Qwen2-MoE), int32 expert offsets (4·E); DeepSeek's router runs in fp32 and keeps an fp32
-    copy of its input (when it trains) and of its weight (when the input needs grad).
+    copy of its input (when it trains) and of its weight (when the input needs grad), none in fp32 training.
     Source: measured by the probe grid (models/, live storages at the peak) on Mixtral and DeepSeek-V2 layouts.
     """
     assert spec.moe is not None
@@ -538,7 +538,9 @@ def _moe_routing(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, weights
     if spec.moe.shared_expert_gate:  # Qwen2-MoE: sigmoid(gate(x)) · shared(x) keeps both factors
         ledger.add("moe/shared_expert_gated", p * t * (h + 1))
     ledger.add("moe/expert_offsets", INT32 * e)
-    if spec.family.startswith("deepseek"):  # F.linear(x.float(), w.float()): x for w's gradient, w for x's
+    # DeepSeek: F.linear(x.float(), w.float()) keeps x for w's gradient, w for x's; in fp32 both casts are no-ops,
+    # w is the parameter and x the MoE input, kept already by the linears reading it (mlp_in/input)
+    if spec.family.startswith("deepseek") and (shp.act_bytes != FP32 or shp.autocast):
         ledger.add("moe/router_fp32_copies", FP32 * ((t * h if weights_train else 0) + (h * e if x_grad else 0)))
 
 
