@@ -85,12 +85,13 @@ class LayerGrads:
     lora_rank: int = 0
     lora_dropout: bool = False
     ia3: frozenset[str] = frozenset()
+    ia3_feedforward: frozenset[str] = frozenset()  # IA3 targets scaled on their input (peft feedforward_modules)
     adapter_bottleneck: int = 0
 
 
 RELEASED_BEFORE_SOFTMAX_BACKWARD = ("attention/probs", "attention/v", "attention/v_fp32")  # kept by probs·v only
 PRE_MLP_PREFIXES = (
-    "input_norm/", "attention_in/", "mla/", "attention/", "lora/q", "lora/k", "lora/v", "ia3/k", "ia3/v",
+    "input_norm/", "attention_in/", "mla/", "attention/", "lora/q", "lora/k", "lora/v", "ia3/q", "ia3/k", "ia3/v",
 )  # fmt: skip
 
 
@@ -226,11 +227,13 @@ def _autocast_weights(
 ) -> None:
     """The bf16 weight casts torch.autocast's matmuls keep for backward: a weight's cast is kept for its input's
     gradient, so a frozen linear keeps one only when its input needs grad, a trained one always (2·d_in·d_out);
-    LoRA's lora_A cast when x needs grad (2·r·d_in), lora_B's always (2·d_out·r).
+    LoRA's lora_A cast when x needs grad (2·r·d_in), lora_B's always (2·d_out·r). A linear whose input IA3 scales
+    (peft feedforward_modules) reads x · l, which needs grad: it keeps its weight cast.
     Source: PyTorch automatic mixed precision (autocast casts matmul inputs to bf16; mm saves the operand the other's
       gradient needs); measured by the probe campaign (models.campaign)."""
     r, present = grads.lora_rank, [n for n in names if n in d_outs]  # an MoE layer's FFN: `_moe_autocast_weights`
-    weights = sum(d_in * d_outs[n] for n in present if grads.weights or input_grad)
+    # an IA3 vector scaling a linear's input makes that input need grad
+    weights = sum(d_in * d_outs[n] for n in present if grads.weights or input_grad or n in grads.ia3_feedforward)
     lora = sum((r * d_in if input_grad else 0) + d_outs[n] * r for n in present if n in grads.lora)
     ledger.add(f"{where}/autocast_weights", AUTOCAST_BYTES * (weights + lora))
 
@@ -243,8 +246,14 @@ def _as_built(spec: ModelSpec, grads: LayerGrads) -> tuple[LayerGrads, tuple[str
     """The block's linears as transformers builds them: grads with LoRA/IA3 names of the fused modules added, the
     linears reading the normed input of attention, and those reading the MLP's input."""
     if spec.family in FUSED_QKV_FAMILIES:
-        fused = frozenset(name for name, parts in FUSED_LINEARS.items() if set(parts) & grads.lora)
-        return replace(grads, lora=grads.lora | fused), ("qkv_proj",), ("gate_up_proj",)
+
+        def fused(names: frozenset[str]) -> frozenset[str]:
+            return names | {name for name, parts in FUSED_LINEARS.items() if set(parts) & names}
+
+        built = replace(
+            grads, lora=fused(grads.lora), ia3=fused(grads.ia3), ia3_feedforward=fused(grads.ia3_feedforward)
+        )
+        return built, ("qkv_proj",), ("gate_up_proj",)
     if spec.mla is None:
         return grads, ("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj")
     q = ("q_a_proj",) if spec.mla.q_lora_rank else ("q_proj",)
@@ -296,6 +305,7 @@ def layer_saved_bytes(
     gemma = spec.family in FP32_SCALED_NORM_FAMILIES
     _norm(ledger, shp, h, x_grad, grads.weights, "input_norm", fp32_scale=gemma)
     _linear_inputs(ledger, shp, grads, attention_readers, h, "attention_in", x_grad or grads.weights, d_outs=outs)
+    _ia3(ledger, shp, grads, attention_readers, h, outs, x_grad, input_bytes=_normed_bytes(shp))
     if spec.mla is not None:
         _mla_latents(ledger, shp, spec, grads, x_grad)
     q_grad, k_grad, v_grad = _qkv_grads(spec, grads, x_grad)
@@ -308,13 +318,13 @@ def layer_saved_bytes(
         _norm(ledger, shp, spec.kv_heads * d, k_grad, grads.weights, "k_norm", rows=spec.kv_heads)
     if attn_grad:
         attention_core(ledger, shp, spec, q_grad, k_grad, v_grad, masked)
-    _ia3_outputs(ledger, shp, spec, grads, x_grad)
     d_o = spec.num_heads * (spec.mla.v_head_dim if spec.mla else spec.resolved_head_dim)
     # fused SDPA's output is o_proj's input; eager and math copy theirs, as does SDPA on Phi-3's split q
     fused = shp.attention is AttentionImpl.SDPA and spec.family not in FUSED_QKV_FAMILIES
     _linear_inputs(
         ledger, shp, grads, ("o_proj",), d_o, "o_proj_in", attn_grad, already_saved=fused and attn_grad, d_outs=outs
     )
+    _ia3(ledger, shp, grads, ("o_proj",), d_o, outs, attn_grad, input_bytes=shp.act_bytes, saved=fused and attn_grad)
     mid_grad = attn_grad or grads.weights or bool(trained & {"o_proj"})
     if grads.adapter_bottleneck:
         _adapter(ledger, shp, h, grads.adapter_bottleneck, "adapter_attention")
@@ -323,6 +333,8 @@ def layer_saved_bytes(
         _norm(ledger, shp, h, mid_grad, grads.weights, f"extra_norm_{extra}", fp32_scale=gemma)
     _norm(ledger, shp, h, mid_grad, grads.weights, "post_attention_norm", fp32_scale=gemma)
     _linear_inputs(ledger, shp, grads, mlp_readers, h, "mlp_in", mid_grad or grads.weights, d_outs=outs)
+    if not moe_layer or spec.moe is None:  # (IA3 on an MoE layer's shared expert is not modelled)
+        _ia3(ledger, shp, grads, mlp_readers, h, outs, mid_grad, input_bytes=_normed_bytes(shp))
     _mlp(ledger, shp, spec, grads, mid_grad, moe_layer, outs)
     ffn_trained = {"gate_proj", "up_proj", "down_proj", "shared_expert_gate"} | {
         f"{SHARED}{name}" for name in ("gate_proj", "up_proj", "down_proj")
@@ -346,22 +358,54 @@ def _mla_latents(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grads: 
     for norm, down, up, width in widths:
         latent_grad = base or down in trained
         _norm(ledger, shp, width, latent_grad, grads.weights, f"mla/{norm}")
-        _linear_inputs(
-            ledger, shp, grads, (up,), width, f"mla/{up}_in", latent_grad or grads.weights, d_outs=_d_outs(spec, False)
-        )
+        outs = _d_outs(spec, False)
+        _linear_inputs(ledger, shp, grads, (up,), width, f"mla/{up}_in", latent_grad or grads.weights, d_outs=outs)
+        _ia3(ledger, shp, grads, (up,), width, outs, latent_grad, input_bytes=_normed_bytes(shp))
         # .float() is a no-op in fp32: the norm keeps a view of kv_a's whole d_c + d_R output
         if norm == "kv_a_norm" and shp.act_bytes == FP32 and latent_grad:
             ledger.add("mla/kv_a_norm/rope_columns", FP32 * shp.tokens * spec.mla.qk_rope_head_dim)
 
 
-def _ia3_outputs(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grads: LayerGrads, x_grad: bool) -> None:
-    """IA3 on k/v (peft): output · l keeps the projection output (T·n_kv·d_h·p) for l's gradient and, when the
-    output needs grad too, the fp32 scaling vector peft builds as 1 · l (4·n_kv·d_h)."""
-    d = spec.kv_heads * spec.resolved_head_dim
-    for name in sorted(grads.ia3 & {"k_proj", "v_proj"}):
-        ledger.add(f"ia3/{name}/output", shp.act_bytes * shp.tokens * d)
-        if x_grad:
-            ledger.add(f"ia3/{name}/scaling_fp32", FP32 * d)
+def _normed_bytes(shp: TrainShapes) -> int:
+    """Bytes per element of an RMSNorm's output: p; fp32 under autocast, where the fp32 weight promotes w · x."""
+    return FP32 if shp.autocast else shp.act_bytes
+
+
+def _ia3(
+    ledger: SavedLedger,
+    shp: TrainShapes,
+    grads: LayerGrads,
+    names: tuple[str, ...],
+    d_in: int,
+    d_outs: dict[str, int],
+    input_grad: bool,
+    *,
+    input_bytes: int,
+    saved: bool = False,
+) -> None:
+    """peft IA3 on the linears reading one tensor x (d_in wide, `input_bytes` per element), l an fp32 vector.
+
+    Output scaling, (W·x · l).to(p): the mul keeps W·x (p·T·d_out) for l's gradient and, when x needs grad
+    (`input_grad`; W is frozen), the fp32 vector peft builds as 1 · l (4·d_out); the cast back keeps nothing.
+    Input scaling (feedforward_modules), W·(x.to(fp32) · l).to(p): the mul keeps the fp32 x (4·T·d_in) and, when x
+    needs grad, 1 · l (4·d_in). The cast of a p-byte x is a copy per linear; an fp32 x (fp32 training, the normed
+    residual under autocast) is kept itself, once for the linears that share it, and not at all where the ledger
+    holds it already (`saved`: fused SDPA's output, read by o_proj).
+    Source: peft 0.21.2 tuners/ia3/layer.py Linear.forward; measured with saved_tensors_hooks
+      (tests/planner/test_activations.py) and by the probe campaign (models.campaign).
+    """
+    tokens, shared = shp.tokens, saved
+    for name in names:
+        if name not in grads.ia3:
+            continue
+        width = d_in if name in grads.ia3_feedforward else d_outs[name]
+        if name not in grads.ia3_feedforward:
+            ledger.add(f"ia3/{name}/output", shp.act_bytes * tokens * width)
+        elif input_bytes != FP32 or not shared:
+            ledger.add(f"ia3/{name}/input_fp32", FP32 * tokens * width)
+            shared = input_bytes == FP32
+        if input_grad:
+            ledger.add(f"ia3/{name}/scaling_fp32", FP32 * width)
 
 
 def _mlp(
@@ -376,8 +420,9 @@ def _mlp(
     """SwiGLU: silu keeps gate(x), the product keeps silu(gate(x)) and up(x); down_proj keeps the product."""
     p, tokens = shp.act_bytes, shp.tokens
     f = mlp_width(spec, moe_layer)
-    gate_grad = x_grad or grads.weights or "gate_proj" in grads.lora
-    up_grad = x_grad or grads.weights or "up_proj" in grads.lora
+    adapted = grads.lora | grads.ia3  # an adapted linear's output needs grad
+    gate_grad = x_grad or grads.weights or "gate_proj" in adapted
+    up_grad = x_grad or grads.weights or "up_proj" in adapted
     if moe_layer and spec.moe is not None and shp.autocast:
         _moe_autocast_mlp(ledger, shp, spec, grads, x_grad, gate_grad or up_grad, d_outs)
         return
@@ -390,10 +435,7 @@ def _mlp(
     if up_grad:
         ledger.add("mlp/act_output", p * tokens * f)
     _linear_inputs(ledger, shp, grads, ("down_proj",), f, "mlp_down_in", gate_grad or up_grad, d_outs=d_outs)
-    if "down_proj" in grads.ia3:  # feed-forward IA3 (peft) casts the input to fp32, scales it, keeps the copy
-        ledger.add("ia3/down_proj/input_fp32", FP32 * tokens * f)
-        if gate_grad or up_grad:  # and the fp32 scaling vector 1 · l, for the input's gradient
-            ledger.add("ia3/down_proj/scaling_fp32", FP32 * f)
+    _ia3(ledger, shp, grads, ("down_proj",), f, d_outs, gate_grad or up_grad, input_bytes=p)
     if moe_layer and spec.moe is not None and (x_grad or grads.weights):
         _moe_routing(ledger, shp, spec, grads.weights, x_grad)
 
@@ -478,7 +520,7 @@ def _moe_routing(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, weights
     (8·T·k) and three int64 permutation vectors (24·k·T), routing weights (k·T in fp32, in p for Qwen-MoE;
     + fp32 4·T·k + 4·T where the router renormalizes its top-k), a gated shared expert's output and gate
     (p·T·(h + 1), Qwen2-MoE), int32 expert offsets (4·E); DeepSeek's router runs in fp32 and keeps an fp32
-    copy of its input (when it trains) and of its weight (when the input needs grad).
+    copy of its input (when it trains) and of its weight (when the input needs grad), none in fp32 training.
     Source: measured by the probe grid (models/, live storages at the peak) on Mixtral and DeepSeek-V2 layouts.
     """
     assert spec.moe is not None
@@ -497,7 +539,9 @@ def _moe_routing(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, weights
     if spec.moe.shared_expert_gate:  # Qwen2-MoE: sigmoid(gate(x)) · shared(x) keeps both factors
         ledger.add("moe/shared_expert_gated", p * t * (h + 1))
     ledger.add("moe/expert_offsets", INT32 * e)
-    if spec.family.startswith("deepseek"):  # F.linear(x.float(), w.float()): x for w's gradient, w for x's
+    # DeepSeek: F.linear(x.float(), w.float()) keeps x for w's gradient, w for x's; in fp32 both casts are no-ops,
+    # w is the parameter and x the MoE input, kept already by the linears reading it (mlp_in/input)
+    if spec.family.startswith("deepseek") and (shp.act_bytes != FP32 or shp.autocast):
         ledger.add("moe/router_fp32_copies", FP32 * ((t * h if weights_train else 0) + (h * e if x_grad else 0)))
 
 

@@ -154,6 +154,10 @@ def attention_core(
     math = shp.attention is AttentionImpl.SDPA_MATH
     if math:
         qkv_bytes, suffix, (k_width, v_width) = FP32, "_fp32", (n_h * d_q, n_h * d_v)
+        # in fp32 the upcast is a no-op, and v, neither repeated (n_kv = n_h) nor copied by the matmul's reshape
+        # (one row), is a view of the tensor it was split from: Phi-3's qkv output, MLA's kv_b output
+        if p == FP32 and not shp.autocast and b == 1 and attention_head_dims(spec)[2] == n_h:
+            v_width = _v_source_width(spec, shp)
     else:
         qkv_bytes, suffix, (k_width, v_width) = p, "", _eager_kv_widths(spec, shp)
     # q·kᵀ keeps q for k's grad and k for q's; probs·v keeps probs for v's grad and v for the probs' grad.

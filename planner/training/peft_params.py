@@ -169,6 +169,11 @@ class TrainableParams(FrozenSpec):
         "'experts.gate_proj', 'router'), plus 'lm_head'/'embed_tokens' when targeted."
     )
     ia3_targets: frozenset[str] = Field(description="The same for IA3.")
+    ia3_feedforward: frozenset[str] = Field(
+        default=frozenset(),
+        description="The IA3 targets peft scales on their input (feedforward_modules), by planner name; the "
+        "others are scaled on their output.",
+    )
     unmatched_targets: tuple[str, ...] = Field(
         default=(),
         description="Target names given that match no module (peft adapts the others); e.g. v_proj on MLA.",
@@ -458,6 +463,7 @@ def _ia3_params(spec: ModelSpec, method: IA3Spec) -> TrainableParams:
     names, feedforward = _ia3_names(spec, method)
     hits: list[_Hit] = []
     used: set[str] = set()
+    scaled_inputs: set[str] = set()
     for key, site in _model_sites(spec):
         matched = _matching(key, names) if site.kind != "parameter" else set()  # parameters are no module keys
         if matched and site.kind != "linear":
@@ -466,10 +472,13 @@ def _ia3_params(spec: ModelSpec, method: IA3Spec) -> TrainableParams:
             used |= matched
             is_feedforward = any(key.endswith(name) for name in feedforward)
             hits.append(_Hit(site, 0, site.d_in if is_feedforward else site.d_out))
+            if is_feedforward:
+                scaled_inputs.update(site.planner_names)
     unmatched = sorted(names - used) if method.target_modules is not None else []
     if not hits:
         raise _problem("target_modules", _unmatched_message(spec, unmatched))
-    return _summarize(spec, hits, lora=False, unmatched=tuple(unmatched))
+    result = _summarize(spec, hits, lora=False, unmatched=tuple(unmatched))
+    return result.model_copy(update={"ia3_feedforward": frozenset(scaled_inputs)})
 
 
 # --- results ------------------------------------------------------------------------------------------------

@@ -111,7 +111,7 @@ def layer_grads(training: TrainingSpec, trainable: TrainableParams) -> LayerGrad
     if isinstance(method, LoRASpec):
         return LayerGrads(lora=trainable.lora_targets, lora_rank=method.rank, lora_dropout=method.dropout > 0)
     if isinstance(method, IA3Spec):
-        return LayerGrads(ia3=trainable.ia3_targets)
+        return LayerGrads(ia3=trainable.ia3_targets, ia3_feedforward=trainable.ia3_feedforward)
     if method.kind == "adapter":
         return LayerGrads(adapter_bottleneck=method.bottleneck)
     return LayerGrads()

@@ -20,6 +20,16 @@ SMALL = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2, "
 MQA = {"num_layers": 32, "hidden_size": 4096, "num_heads": 32, "num_kv_heads": 1, "ffn_dim": 11008, "vocab_size": 32000}
 LORA_QKV = {"kind": "lora", "rank": 8, "dropout": 0.1, "target_modules": ["q_proj", "k_proj", "v_proj"]}
 ALL_LINEAR = {"kind": "lora", "rank": 8, "target_modules": "all-linear"}
+IA3_Q_O = {"kind": "ia3", "target_modules": ["q_proj", "o_proj"]}
+IA3_FF_QK = {
+    "kind": "ia3",
+    "target_modules": ["q_proj", "k_proj", "up_proj"],
+    "feedforward_modules": ["q_proj", "k_proj"],
+}
+IA3_PHI3 = {"kind": "ia3", "target_modules": ["qkv_proj", "gate_up_proj", "down_proj"],
+            "feedforward_modules": ["qkv_proj", "down_proj"]}  # fmt: skip
+IA3_MLA = {"kind": "ia3", "target_modules": ["q_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj"],
+           "feedforward_modules": ["kv_b_proj", "o_proj"]}  # fmt: skip
 WINDOW = {**SMALL, "model_type": "mistral", "sliding_window": 64, "num_attention_heads": 2, "num_key_value_heads": 1}
 
 CASES: dict[str, tuple[Any, dict[str, Any], dict[str, Any]]] = {
@@ -55,6 +65,33 @@ CASES: dict[str, tuple[Any, dict[str, Any], dict[str, Any]]] = {
         {"gradient_checkpointing": "full", "method": {"kind": "lora", "rank": 4, "target_modules": ["q_proj"]}},
         {"sequence_length": 256},
     ),
+    # 8. IA3 beyond k, v (output-scaled) and down_proj (input-scaled): the ledger scaled only those three. Saved / peak
+    # before: gate/up fp32 −50.5 % / −24.8 %; q, o (o input-scaled) eager −9.7 % / −5.7 %; q, k input-scaled and up
+    # under autocast (the fp32 normed input kept once) −14.2 % / −6.9 %; Phi-3's fused qkv/gate_up −20.8 % / −12.2 %,
+    # in fp32 on SDPA math with one row (v a view of the whole qkv output, also without IA3) −20.4 % / −9.3 %; MLA
+    # projections in fp32 (and DeepSeek's fp32 router casts, no-ops) −11.9 % / −4.6 %. After: exact / within 0.09 %
+    "ia3/gate-up/fp32": (
+        "llama-3-8b",
+        {"precision": "fp32", "method": {"kind": "ia3", "target_modules": ["gate_proj", "up_proj"]}},
+        {},
+    ),
+    "ia3/q-o-ff/eager": (
+        "llama-3-8b",
+        {"attention": "eager", "method": {**IA3_Q_O, "feedforward_modules": ["o_proj"]}},
+        {},
+    ),
+    "ia3/ff-shared-input/autocast": (
+        "llama-3-8b",
+        {"precision": "bf16_autocast", "method": IA3_FF_QK},
+        {},
+    ),
+    "ia3/phi3-fused": ({**SMALL, "model_type": "phi3"}, {"method": IA3_PHI3}, {}),
+    "ia3/phi3-fused/fp32-math-one-row": (
+        {**SMALL, "model_type": "phi3"},
+        {"precision": "fp32", "attention": "sdpa_math", "method": IA3_PHI3},
+        {"micro_batch_size": 1},
+    ),
+    "ia3/mla-ff/fp32": ("deepseek-v2-lite", {"precision": "fp32", "method": IA3_MLA}, {"sequence_length": 64}),
 }
 
 
