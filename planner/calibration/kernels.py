@@ -34,6 +34,9 @@ __all__ = ["KernelTable", "KernelTables", "available_tables", "load_kernel_table
 US = 1e-6
 
 
+_EFFICIENCY_MEMO_LIMIT = 1 << 16  # shapes remembered per table (a plan asks ~25,000 distinct ones of 170,000 lookups)
+
+
 @dataclass(frozen=True, slots=True)
 class KernelTable:
     """One operator class at one key (e.g. GEMM in fp8): a log-efficiency grid and its floor."""
@@ -42,9 +45,17 @@ class KernelTable:
     grid: LogGrid
     floor_s: float
     key: tuple[float, ...] = ()
+    # efficiency by shape: the grid is read-only, and a plan search or a load simulation asks the same shapes again
+    _efficiency: dict[tuple[float, ...], float] = field(default_factory=dict, compare=False, repr=False)
 
     def latency_s(self, roofline_s: float, *coords: float) -> float:
-        return max(roofline_s / self.grid.exp_at(*coords), self.floor_s)
+        memo = self._efficiency
+        eff = memo.get(coords)
+        if eff is None:
+            if len(memo) > _EFFICIENCY_MEMO_LIMIT:
+                memo.clear()
+            eff = memo[coords] = self.grid.exp_at(*coords)
+        return max(roofline_s / eff, self.floor_s)
 
 
 def _table(raw: dict[str, Any], key: tuple[float, ...] = (), kernel: str = "") -> KernelTable:
