@@ -106,9 +106,9 @@ def family_timer(spec: ModelSpec, fam: Family) -> StepTimer:
 def _with_kv(timer: StepTimer, kv: DType) -> StepTimer:
     kv_kernel = "fp8" if kv is DType.FP8 else "bf16"  # as planner.serving.load.step_model_for maps it
     if isinstance(timer, StepModel):
-        return replace(timer, kv_dtype=kv_kernel, _memo={})
+        return timer.with_kv_dtype(kv_kernel)
     if isinstance(timer, PipelinedStepModel):
-        stages = tuple(replace(st, kv_dtype=kv_kernel, _memo={}) for st in timer.stages)
+        stages = tuple(st.with_kv_dtype(kv_kernel) for st in timer.stages)
         return PipelinedStepModel(stages, timer.hidden)
     return timer
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from math import ceil
+from typing import Any
 
 from planner.calibration.kernels import KernelTables
 from planner.model.kv_cache import local_kv_heads
@@ -110,6 +111,12 @@ class StepModel:
     tp: int
     # memo of the repeated, context-dependent pieces: a simulation times thousands of iterations of few shapes
     _memo: dict[tuple[int, int, int], float] = field(default_factory=dict, compare=False, repr=False)
+    _steps: dict[tuple[Any, ...], StepCost] = field(default_factory=dict, compare=False, repr=False)
+
+    def with_kv_dtype(self, kv_dtype: str) -> StepModel:
+        """The same model reading its KV cache in `kv_dtype`: the same GEMM, MoE and collective grids, fresh memos
+        (attention times change)."""
+        return replace(self, kv_dtype=kv_dtype, _memo={}, _steps={})
 
     def _dense_s(self, tokens: int) -> float:
         if tokens <= 0:
@@ -136,6 +143,18 @@ class StepModel:
         memo = self._memo
         if len(memo) > _MEMO_LIMIT:
             memo.clear()
+        whole_key = (decode_seqs, decode_context, *prefill)  # a plan's static screen asks the same steps again
+        whole = self._steps.get(whole_key)
+        if whole is not None:
+            return whole
+        if len(self._steps) > _MEMO_LIMIT:
+            self._steps.clear()
+        cost = self._step(decode_seqs, decode_context, prefill)
+        self._steps[whole_key] = cost
+        return cost
+
+    def _step(self, decode_seqs: int, decode_context: float, prefill: Sequence[tuple[int, int]]) -> StepCost:
+        memo = self._memo
         new_tokens = sum(q for q, _ in prefill)
         tokens = decode_seqs + new_tokens
         dense = self._dense_s(tokens)
