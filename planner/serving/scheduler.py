@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from math import ceil
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from planner.calibration.kernels import KernelTables
 from planner.serving.step_time import StepCost
@@ -115,8 +115,9 @@ class _Req:
         self.output_orig = self.output
 
 
-@dataclass(frozen=True, slots=True)
-class RequestTiming:
+class RequestTiming(NamedTuple):
+    """One request's latencies (a tuple: a simulation makes thousands of them)."""
+
     ttft_s: float
     tpot_s: float
     e2e_s: float
@@ -134,7 +135,7 @@ class SimulationResult:
 
 
 def _blocks(tokens: int, block: int) -> int:
-    return ceil(tokens / block)
+    return -(-tokens // block)  # ⌈tokens / block⌉ in integers
 
 
 def simulate(model: StepTimer, limits: EngineLimits, workload: Workload) -> SimulationResult:
@@ -233,8 +234,15 @@ class _Simulation:
         if self.limits.admission is Admission.RESERVE_FULL:
             return decoding
         bs = self.limits.block_size
+        # a request needs a block when its next token passes its last one: ⌈(t + 1)/bs⌉ > blocks ⟺ t + 1 > blocks·bs
+        growing = [r for r in decoding if r.prompt + r.generated + 1 > r.blocks * bs]
+        if len(growing) <= self.free_blocks:  # every one gets its block, nobody is preempted
+            self.free_blocks -= len(growing)
+            for r in growing:
+                r.blocks += 1
+            return decoding
         kept = list(decoding)
-        needing = {id(r) for r in kept if _blocks(r.prompt + r.generated + 1, bs) > r.blocks}
+        needing = {id(r) for r in growing}
         while len(needing) > self.free_blocks and len(kept) > 1:
             victim = kept.pop()  # the newest admitted
             self._preempt(victim)
