@@ -8,6 +8,7 @@ from collections import Counter
 from itertools import count
 from typing import cast
 
+from planner._gc import collector_paused
 from planner.calibration.kernels import available_tables
 from planner.catalog import Catalog
 from planner.errors import SpecError
@@ -52,6 +53,11 @@ def _gpus(request: PlanRequest, catalog: Catalog) -> tuple[GpuSpec, ...]:
 
 def plan_serving(request: PlanRequest, catalog: Catalog) -> PlanResult:
     """Plans that meet the SLO, cheapest per million output tokens first (see the module docstring)."""
+    with collector_paused():  # tens of thousands of candidates and step costs, no cycles (planner._gc)
+        return _plan_serving(request, catalog)
+
+
+def _plan_serving(request: PlanRequest, catalog: Catalog) -> PlanResult:
     model = resolve_model(request.model, catalog)
     spec, w, slo, c = model.spec, request.workload, request.slo, request.constraints
     gpus = _gpus(request, catalog)

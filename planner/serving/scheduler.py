@@ -29,6 +29,7 @@ from enum import StrEnum
 from math import ceil
 from typing import NamedTuple, Protocol
 
+from planner._gc import collector_paused
 from planner.calibration.kernels import KernelTables
 from planner.serving.step_time import StepCost
 
@@ -140,7 +141,8 @@ def _blocks(tokens: int, block: int) -> int:
 
 def simulate(model: StepTimer, limits: EngineLimits, workload: Workload) -> SimulationResult:
     """Run every request of `workload` through the engine loop; per-request TTFT, TPOT and end-to-end times."""
-    return _Simulation(model, limits, workload).run()
+    with collector_paused():  # thousands of short-lived objects, no cycles (planner._gc)
+        return _Simulation(model, limits, workload).run()
 
 
 class _Simulation:
