@@ -153,6 +153,7 @@ class _Simulation:
         self.now = 0.0
         self.waiting: deque[_Req] = deque()
         self.running: list[_Req] = []  # admitted: prefilling or decoding, in admission order
+        self.prefilling = 0  # how many of them are still prefilling (none: every running request decodes)
         self.finished: list[_Req] = []
         self.iterations = self.events = self.preemptions = 0
         self.decode_batch_sum = 0.0
@@ -199,11 +200,14 @@ class _Simulation:
             self.free_blocks -= need
             req.blocks = need
             self.running.append(req)
+            self.prefilling += 1  # admitted with its prompt (or, after a preemption, prompt + output) to compute
 
     # one iteration ------------------------------------------------------------------------------------------------
     def _batch(self) -> tuple[list[_Req], list[tuple[_Req, int]]]:
         """(decoding requests, [(prefilling request, tokens this iteration)]) under the engine's policy."""
         lim = self.limits
+        if not self.prefilling:
+            return list(self.running), []
         prefilling = [r for r in self.running if r.prefilled < r.prompt]
         decoding = [r for r in self.running if r.prefilled >= r.prompt]
         if lim.policy is SchedulerPolicy.PREFILL_FIRST and prefilling:
@@ -325,6 +329,7 @@ class _Simulation:
         for r, q in chunks:
             r.prefilled += q
             if r.prefilled >= r.prompt:
+                self.prefilling -= 1
                 if r.first_token < 0:
                     r.first_token = self.now
                 r.generated += 1  # the iteration that finishes the prompt samples a token
