@@ -166,6 +166,37 @@ def _lora_down_backward(
     return nbytes, " + ".join(parts) + " (LoRA on down_proj)"
 
 
+def _ia3_gate_up_backward(
+    shp: TrainShapes, grads: LayerGrads, saved: Mapping[str, int], f: int, h: int, recomputed: bool
+) -> int:
+    """IA3 scaling gate_proj's or up_proj's output in a dense SwiGLU MLP, (W·x · l).to(p): each one's backward,
+    once the product's backward has released silu(gate(x)) and up(x) and down_proj's backward its own saved
+    tensors, holds k fp32 T·f tensors at once: the output gradient cast to fp32 (ToCopyBackward, p != 4), its
+    product with l (W·x's gradient) and its product with W·x (for l's gradient, summed), k = 3 (2 in fp32).
+    up_proj (differentiated first, its nodes being the later): silu's output gradient waits (p·T·f). gate_proj:
+    silu's backward has released gate's output, up's backward its W·x and left the MLP input's gradient (p·T·h).
+    Without checkpointing W·x's gradient is then cast to p (p·T·f, p != 4) with all of them alive (the peak op);
+    in a recomputed block the cast adds nothing: the peak is the second fp32 product (measured: the recomputed
+    W·x, unpacked through checkpoint's hook, is gone by the cast).
+    Bytes beyond the block's saved tensors, at the larger of the two (0 without such a target).
+    Source: peft 0.21.2 tuners/ia3/layer.py Linear.forward; transformers 5.23 LlamaMLP.forward; torch autograd
+      (a node's saved tensors are released once it has run, nodes run latest-created first); measured by the
+      cpu probe (tests/models/test_training_misses.py).
+    """
+    p, t = shp.act_bytes, shp.tokens
+    fp32_grads = (3 if p != FP32 else 2) * FP32 * t * f + (p * t * f if p != FP32 and not recomputed else 0)
+    released = saved.get("mlp/act_output", 0) + saved.get("mlp/up_output", 0)
+    released += sum(v for k, v in saved.items() if k.startswith(("mlp_down_in/", "lora/down_proj/", "ia3/down_proj/")))
+    scaled = grads.ia3 - grads.ia3_feedforward
+    moments = []
+    if "up_proj" in scaled:
+        moments.append(p * t * f + fp32_grads - released)
+    if "gate_proj" in scaled:
+        released += saved.get("mlp/gate_output", 0) + saved.get("ia3/up_proj/output", 0)
+        moments.append(p * t * h + fp32_grads - released)
+    return max(moments, default=0)
+
+
 def _mlp_backward(
     spec: ModelSpec,
     shp: TrainShapes,
@@ -197,10 +228,18 @@ def _mlp_backward(
         nbytes, formula = _lora_down_backward(spec, shp, grads, grad_bytes, accumulating)
     elif "down_proj" in grads.ia3:
         nbytes, formula = IA3_DOWN_GRAD_FP32 * FP32 * t * f, "3·4·T·f (IA3 on down_proj)"
+        if "down_proj" in grads.ia3_feedforward and "mlp_down_in/autocast_weights" in saved:
+            # input-scaled, the mul runs before the matmul: under autocast the matmul's bf16 weight cast, kept for
+            # its input's gradient, is released by its MmBackward before the IA3 backward (measured at the peak op)
+            nbytes -= saved["mlp_down_in/autocast_weights"]
+            formula += " − down_proj's bf16 weight cast, released"
     elif "mlp_down_in/input" in saved:  # the product, kept for down_proj's weight, is released by then
         nbytes, formula = (SWIGLU_GRADS - 1) * p * t * f, "2·p·T·f"
     else:
         nbytes, formula = SWIGLU_GRADS * p * t * f, "3·p·T·f"
+    ia3 = _ia3_gate_up_backward(shp, grads, saved, f, h, recomputed) if not shp.autocast else 0
+    if ia3 > nbytes:
+        nbytes, formula = ia3, "k·4·T·f IA3 gate/up gradients (k = 3, 2 in fp32) + p·T·f cast + pending − released"
     if grads.weights:
         down = next(lin for lin in block_layout(spec, False).mlp if lin.name == "down_proj")
         nbytes += down.weight_params * grad_bytes

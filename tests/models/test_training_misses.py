@@ -11,6 +11,7 @@ import pytest
 
 pytest.importorskip("torch")
 
+from models.campaign import Draw
 from models.runner import run_probe
 from planner.probe import ProbeRequest
 
@@ -117,7 +118,44 @@ CASES: dict[str, tuple[Any, dict[str, Any], dict[str, Any]]] = {
         {"method": LORA_DOWN},
         {"sequence_length": 64, "micro_batch_size": 1, "scale": {"ffn_multiple": 3.0, "vocab_size": 256}},
     ),
+    # 10. IA3 scaling gate_proj's or up_proj's output, (W·x · l).to(p): its backward holds the fp32 output gradient,
+    # its products with l and with W·x, and W·x's gradient cast to p (3·4·T·f + p·T·f, the peak op), where the
+    # planner had SwiGLU's 3·p·T·f. Peak before: gate −2.81 %, up −6.65 %. After: within 0.01 %
+    "ia3/gate": (
+        {**SMALL, "model_type": "llama"},
+        {"method": {"kind": "ia3", "target_modules": ["gate_proj"]}},
+        {"sequence_length": 64, "micro_batch_size": 1, "scale": {"ffn_multiple": 4.0, "vocab_size": 256}},
+    ),
+    "ia3/up": (
+        {**SMALL, "model_type": "llama"},
+        {"method": {"kind": "ia3", "target_modules": ["up_proj"]}},
+        {"sequence_length": 64, "micro_batch_size": 1, "scale": {"ffn_multiple": 4.0, "vocab_size": 256}},
+    ),
 }
+
+# The campaign's two checkpointed IA3 draws that still missed on the peak with exact saved activations (seed 2026):
+# Qwen3 IA3 on gate/up/v in bf16 −5.37 % (the gate/up backward above, in a recomputed block) and Gemma IA3 on
+# down/gate/up under autocast +2.01 % (down_proj's bf16 weight cast, released before its IA3 backward). After:
+# −0.005 % and −0.003 %
+CAMPAIGN_IA3 = {
+    "qwen3/ia3-gate-up-v/ckpt": Draw(family="qwen3", heads=5, kv="mha", head_dim=16, ffn_multiple=3.5, layers=4,
+                                     vocab=312, method="ia3", targets=("gate_proj", "up_proj", "v_proj"),
+                                     checkpointing="full", batch=1, seq=70),
+    "gemma/ia3-down-gate-up/autocast-ckpt": Draw(family="gemma", heads=4, kv="mqa", head_dim=28, ffn_multiple=3.0,
+                                                 layers=3, vocab=538, method="ia3",
+                                                 targets=("down_proj", "gate_proj", "up_proj"),
+                                                 precision="bf16_autocast", implementation="fused",
+                                                 checkpointing="full", batch=3, seq=44),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CAMPAIGN_IA3))
+def test_campaign_ia3_peak_is_fixed(case: str) -> None:
+    r = run_probe(CAMPAIGN_IA3[case].request())
+    by_name = {c.name: c for c in r.comparisons}
+    assert by_name["saved_activations"].measured_bytes == by_name["saved_activations"].estimated_bytes
+    for name in ("peak/first_step", "peak/steady"):
+        assert abs(by_name[name].rel_error) <= PEAK_TOLERANCE, (name, by_name[name].rel_error)
 
 
 @pytest.mark.parametrize("case", list(CASES))
