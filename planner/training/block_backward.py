@@ -70,6 +70,38 @@ def _lora_down_recompute(spec: ModelSpec, shp: TrainShapes, grads: LayerGrads) -
     return nbytes, parts
 
 
+GATE_UP_NOT_YET = {  # saved tensors a SwiGLU MLP has not made yet while gate_proj's / up_proj's LoRA runs
+    "gate_proj": ("mlp/gate_output", "mlp/act_output", "mlp/up_output", "lora/up_proj/", "ia3/up_proj/"),
+    "up_proj": ("mlp/up_output",),
+}
+DOWN_SAVED = ("mlp_down_in/", "lora/down_proj/", "ia3/down_proj/")
+
+
+def _lora_gate_up_moments(
+    spec: ModelSpec, shp: TrainShapes, grads: LayerGrads, saved: Mapping[str, int]
+) -> list[tuple[int, str]]:
+    """LoRA on a dense gate_proj or up_proj, at the scaling of lora_B's output (the forward's, or the
+    recompute's, peak op): the base output (p·T·f), lora_B's fp32 output and its scaled copy (2·4·T·f, both
+    alive in `lora_B(lora_A(dropout(x))) * scaling`) and, with dropout and p ≠ 4, x cast to fp32 (4·T·h, read
+    by dropout only), less the saved tensors the MLP makes later (its products, down_proj's).
+    Source: peft 0.21.2 tuners/lora/layer.py Linear.forward; transformers 5.23 LlamaMLP.forward; measured by
+      the cpu probe (tests/models/test_training_misses.py, the storages live at the peak op).
+    """
+    p, t, h, f = shp.act_bytes, shp.tokens, spec.hidden_size, spec.ffn_dim
+    moments = []
+    for name in ("gate_proj", "up_proj"):
+        if name not in grads.lora:
+            continue
+        later = GATE_UP_NOT_YET[name] + DOWN_SAVED
+        nbytes = p * t * f + 2 * FP32 * t * f - sum(v for k, v in saved.items() if k.startswith(later))
+        formula = f"p·T·f + 2·4·T·f ({name}'s base and LoRA outputs) − later saved tensors"
+        if p != FP32 and grads.lora_dropout:
+            nbytes += FP32 * t * h
+            formula += " + 4·T·h adapter input cast"
+        moments.append((nbytes, formula))
+    return moments
+
+
 def _recompute_locals(
     spec: ModelSpec,
     shp: TrainShapes,
@@ -98,6 +130,16 @@ def _recompute_locals(
         lora_bytes, lora_parts = _lora_down_recompute(spec, shp, grads)
         nbytes += lora_bytes
         parts += lora_parts
+    if lora_down and not moe_layer and not shp.autocast:  # the recompute passes gate/up's LoRA first
+        pending = 0
+        if "down_proj" in grads.lora:  # gradients backward made before it needed the block
+            pending = FP32 * t * h + (p * t * h if p != FP32 else 0)
+        base = sum(p * t * h for part in parts[:2] if part in ("p·T·h residual", "p·T·h MLP input"))
+        for extra, formula in _lora_gate_up_moments(spec, shp, grads, saved):
+            if base + pending + extra > nbytes:
+                nbytes = base + pending + extra
+                parts = [p for p in parts[:2] if p in ("p·T·h residual", "p·T·h MLP input")] + [formula]
+                parts += ["4·T·h + p·T·h down_proj's LoRA gradients"] if pending else []
     if moe_layer and spec.moe is not None:
         rows = spec.moe.experts_per_token * t
         if "moe/gathered_tokens" not in saved:
@@ -270,9 +312,9 @@ def block_backward(
 def forward_peak(
     spec: ModelSpec, shp: TrainShapes, grads: LayerGrads, saved: Mapping[str, int], *, moe_layer: bool, layers: int
 ) -> BlockBackward | None:
-    """The forward's own peak, in the last block's down_proj when a dense down_proj carries LoRA: every saved
-    tensor of every block is alive (down_proj's adapter saves last), with the forward's locals at the scaling
-    of lora_B's output. Beyond the saved tensors:
+    """The forward's own peak, in the last block's LoRA-adapted dense gate_proj, up_proj or down_proj: every
+    saved tensor of every block is alive (less what the MLP saves later: _lora_gate_up_moments), with the
+    forward's locals at the scaling of lora_B's output. Beyond the saved tensors, in down_proj:
 
     - the embedding output, held by the model's `inputs_embeds` through the loop, and the last block's input,
       held by the loop's `hidden_states` (one tensor with one block), p·T·h each unless a norm keeps them (an
@@ -281,12 +323,14 @@ def forward_peak(
     - peft's Linear.forward: the base output (p·T·h), x cast to the adapter's fp32 (4·T·f, when dropout reads it
       and p ≠ 4; else lora_A keeps it, in the ledger), lora_B's fp32 output and its copy scaled by α/r
       (2·4·T·h, both alive in `lora_B(lora_A(dropout(x))) * scaling`).
-    None when no such moment is modelled (no LoRA on a dense down_proj, autocast).
+    In gate_proj or up_proj: their base and LoRA outputs (_lora_gate_up_moments). None when no such moment is
+    modelled (no LoRA on a dense MLP linear, autocast).
     Source: transformers 5.23 models/llama/modeling_llama.py LlamaModel.forward, LlamaDecoderLayer.forward;
       peft 0.21.2 tuners/lora/layer.py Linear.forward; measured by the cpu probe (the storages live at the
       forward's peak op, tests/models/test_training_misses.py).
     """
-    if moe_layer or "down_proj" not in grads.lora or shp.autocast:
+    gate_up = _lora_gate_up_moments(spec, shp, grads, saved) if not (moe_layer or shp.autocast) else []
+    if moe_layer or shp.autocast or ("down_proj" not in grads.lora and not gate_up):
         return None
     p, t, h, f = shp.act_bytes, shp.tokens, spec.hidden_size, spec.ffn_dim
     nbytes, parts = 0, []
@@ -294,12 +338,20 @@ def forward_peak(
         held = 1 if layers == 1 else 2
         nbytes += held * p * t * h
         parts.append(f"{held}·p·T·h embedding output and block input")
-    residual = _recompute_locals(spec, shp, grads, saved, moe_layer=False, lora_down=False)
-    nbytes += residual.bytes
-    parts.append(residual.formula)
-    nbytes += p * t * h + 2 * FP32 * t * h
-    parts += ["p·T·h base down_proj output", "2·4·T·h lora_B output and its scaled copy"]
-    if p != FP32 and grads.lora_dropout:
-        nbytes += FP32 * t * f
-        parts.append("4·T·f adapter input cast")
-    return BlockBackward("forward", nbytes, " + ".join(p for p in parts if p))
+    mlp_in = 0 if "mlp_in/input" in saved else p * t * h
+    residual = 0 if shp.residual_bytes == FP32 and "post_attention_norm/input_fp32" in saved else p * t * h
+    nbytes += residual + mlp_in
+    parts.append("p·T·h residual and MLP input unless kept")
+    best, best_formula = max(gate_up, default=(0, ""))
+    if "down_proj" in grads.lora:
+        down = p * t * h + 2 * FP32 * t * h
+        down_formula = "p·T·h base down_proj output + 2·4·T·h lora_B output and its scaled copy"
+        if "mlp_down_in/input" not in saved:
+            down += p * t * f
+            down_formula += " + p·T·f down_proj input"
+        if p != FP32 and grads.lora_dropout:
+            down += FP32 * t * f
+            down_formula += " + 4·T·f adapter input cast"
+        if down > best:
+            best, best_formula = down, down_formula
+    return BlockBackward("forward", nbytes + best, " + ".join([*parts, best_formula]))
