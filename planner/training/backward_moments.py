@@ -379,6 +379,7 @@ def backward_moments(
       recomputed with every later gradient produced.
     attention_backward (eager): the block's tensors up to attention + fp32 s² gradients.
     embedding_backward (full fine-tuning): every gradient + the gradient entering the embedding.
+    forward (no checkpointing, LoRA on a dense MLP linear): every saved tensor + the last block's forward locals.
     Source: derived here; checked with torch.distributed._tools.mem_tracker on tiny transformers Llamas and by
     the probe grid (models/).
     """

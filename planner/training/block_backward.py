@@ -11,6 +11,9 @@ saves has been rebuilt (torch.utils.checkpoint, early stop). Two moments bound t
   (3·p·T·f, less the product once down_proj's backward releases it), fp32 ones with an adapter on
   down_proj, the routing-weights backward of an MoE layer, and down_proj's weight gradient when it trains.
 
+The forward's own peak (no checkpointing; forward_peak) is the last block's LoRA-adapted MLP linear at the
+scaling of lora_B's output, with every block's saved tensors alive.
+
 Source: derived here from the transformers 5 block code (LlamaMLP, grouped-mm experts) and peft's LoRA/IA3
 layers; measured by the probe grid (models/: live storages and the op at the peak of each step).
 """
@@ -114,7 +117,9 @@ def _recompute_locals(
     fp32 residual stream's); the MLP input, an MoE layer's gathered
     tokens and the product unless a trainable weight keeps them (they are then in the ledger); an MoE layer's
     fp32 k·T·h output gradient, materialized by backward before it needed the block; LoRA on a dense down_proj:
-    its locals and the gradients backward made before it needed the block (_lora_down_recompute)."""
+    its locals and the gradients backward made before it needed the block (_lora_down_recompute); LoRA on
+    gate_proj / up_proj: the moment at its lora_B scaling where larger (_lora_gate_up_moments). `lora_down`
+    False: the MLP's own locals only."""
     p, t, h = shp.act_bytes, shp.tokens, spec.hidden_size
     nbytes, parts = p * t * h, ["p·T·h residual"]
     if shp.residual_bytes == FP32 and "post_attention_norm/input_fp32" in saved:
@@ -134,12 +139,12 @@ def _recompute_locals(
         pending = 0
         if "down_proj" in grads.lora:  # gradients backward made before it needed the block
             pending = FP32 * t * h + (p * t * h if p != FP32 else 0)
-        base = sum(p * t * h for part in parts[:2] if part in ("p·T·h residual", "p·T·h MLP input"))
+        kept = [part for part in parts[:2] if part in ("p·T·h residual", "p·T·h MLP input")]
+        base = p * t * h * len(kept)
         for extra, formula in _lora_gate_up_moments(spec, shp, grads, saved):
             if base + pending + extra > nbytes:
                 nbytes = base + pending + extra
-                parts = [p for p in parts[:2] if p in ("p·T·h residual", "p·T·h MLP input")] + [formula]
-                parts += ["4·T·h + p·T·h down_proj's LoRA gradients"] if pending else []
+                parts = [*kept, formula, *(["4·T·h + p·T·h down_proj's LoRA gradients"] if pending else [])]
     if moe_layer and spec.moe is not None:
         rows = spec.moe.experts_per_token * t
         if "moe/gathered_tokens" not in saved:
