@@ -19,7 +19,7 @@ from planner.training.activations import (
     recomputed_bytes,
     rope_table_bytes,
 )
-from planner.training.block_backward import block_backward
+from planner.training.block_backward import block_backward, forward_peak
 from planner.training.peft_params import TrainableParams
 from planner.training.spec import AttentionImpl, Checkpointing, TrainingSpec
 from planner.training.state import layer_grads, param_bytes, sharded, train_shapes
@@ -84,15 +84,10 @@ def _checkpoint_inputs(spec: ModelSpec, t: TrainingSpec, shp: TrainShapes) -> Te
     """
     if t.gradient_checkpointing is not Checkpointing.FULL:
         return None
-    p, s_k = shp.act_bytes, shp.seq + shp.prefix_tokens
+    p = shp.act_bytes
     rope = rope_table_bytes(spec, shp)
     positions = INT64_BYTES * shp.seq
-    full_layers, window_layers = _mask_kinds(spec, shp)
-    if shp.attention is AttentionImpl.EAGER:
-        kinds = int(full_layers) + int(any(spec.uses_sliding_window(i) for i in range(spec.num_layers)))
-        mask, mask_formula = kinds * p * shp.batch * shp.seq * s_k, f" + {kinds}·p·b·s·s_k"
-    else:
-        mask, mask_formula = (shp.seq * s_k, " + s·s_k") if window_layers else (0, "")
+    mask, mask_formula = _attention_masks(spec, shp)
     # peft methods make the input embeddings require grad: a graph leaf; prompt tuning then concatenates
     prompt = t.method.kind == "prompt"
     words = p * _text_tokens(t, shp) * spec.hidden_size if prompt else 0
@@ -107,6 +102,62 @@ def _checkpoint_inputs(spec: ModelSpec, t: TrainingSpec, shp: TrainShapes) -> Te
     )
 
 
+def _attention_masks(spec: ModelSpec, shp: TrainShapes) -> tuple[int, str]:
+    """The masks the model builds once for its layers: eager's 4-D additive masks, p·b·s·s_k for each kind its
+    layers use; SDPA's one boolean s·s_k mask for window layers shorter than the keys (none for full layers)."""
+    p, s_k = shp.act_bytes, shp.seq + shp.prefix_tokens
+    full_layers, window_layers = _mask_kinds(spec, shp)
+    if shp.attention is AttentionImpl.EAGER:
+        kinds = int(full_layers) + int(any(spec.uses_sliding_window(i) for i in range(spec.num_layers)))
+        return kinds * p * shp.batch * shp.seq * s_k, f" + {kinds}·p·b·s·s_k"
+    return (shp.seq * s_k, " + s·s_k") if window_layers else (0, "")
+
+
+def _forward_moment(
+    spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, shp: TrainShapes, a: SavedActivations, blocks: Term
+) -> list[Term] | None:
+    """The forward's own peak inside the last block (planner.training.block_backward.forward_peak), without
+    checkpointing: every block's saved tensors, what outside the blocks is saved before them (RoPE tables, a
+    soft prompt's indices, a prefix MLP's), the position ids (8·s) and attention masks the model holds through
+    its layers, and the block's live locals. None where block_backward models no such moment.
+    Source: transformers 5.23 LlamaModel.forward (position_ids, the causal mask and the rotary tables are made
+      once before the layers); measured by the cpu probe (tests/models/test_training_misses.py).
+    """
+    if t.gradient_checkpointing is not Checkpointing.NONE:
+        return None
+    peak = forward_peak(spec, shp, layer_grads(t, tp), a.last_ledger, moe_layer=a.last_moe, layers=spec.num_layers)
+    if peak is None:
+        return None
+    before = {k: v for k, v in a.outer.items() if k in OUTER_THROUGH_BLOCKS and not k.startswith("loss/")}
+    mask, mask_formula = _attention_masks(spec, shp)
+    positions = INT64_BYTES * shp.seq
+    src = "derived here (planner.training.block_backward.forward_peak); measured by the cpu probe (models/)"
+    return [
+        blocks,
+        Term(
+            name="activations/outside_blocks_before",
+            bytes=sum(before.values()),
+            formula="RoPE tables, soft-prompt indices, prefix MLP",
+            detail=_top(before),
+            source="derived here from the tensors autograd saves (planner.training.activations)",
+        ),
+        Term(
+            name="activations/forward_inputs",
+            bytes=positions + mask,
+            formula="8·s" + mask_formula,
+            detail=f"position ids {positions:,} B" + (f", attention masks {mask:,} B" if mask else ""),
+            source=src,
+        ),
+        Term(
+            name="activations/forward_temporaries",
+            bytes=peak.bytes,
+            formula=peak.formula,
+            detail="the last block's down_proj, at lora_B's scaled output",
+            source=src,
+        ),
+    ]
+
+
 def _text_tokens(t: TrainingSpec, shp: TrainShapes) -> int:
     """Tokens of the batch itself: prompt tuning's rows also hold the virtual tokens."""
     return shp.batch * (shp.seq - (shp.virtual_tokens if t.method.kind == "prompt" else 0))
@@ -119,7 +170,14 @@ def _block_backward_terms(
     grad_bytes = param_bytes(spec, t, tp).grad
     recomputed = t.gradient_checkpointing is Checkpointing.FULL
     peak = block_backward(
-        spec, shp, layer_grads(t, tp), saved, moe_layer=moe, recomputed=recomputed, grad_bytes=grad_bytes
+        spec,
+        shp,
+        layer_grads(t, tp),
+        saved,
+        moe_layer=moe,
+        recomputed=recomputed,
+        grad_bytes=grad_bytes,
+        accumulating=t.gradient_accumulation_steps > 1,
     )
     src = "derived here (planner.training.block_backward); measured by the probe grid (models/)"
     return [
@@ -321,6 +379,7 @@ def backward_moments(
       recomputed with every later gradient produced.
     attention_backward (eager): the block's tensors up to attention + fp32 s² gradients.
     embedding_backward (full fine-tuning): every gradient + the gradient entering the embedding.
+    forward (no checkpointing, LoRA on a dense MLP linear): every saved tensor + the last block's forward locals.
     Source: derived here; checked with torch.distributed._tools.mem_tracker on tiny transformers Llamas and by
     the probe grid (models/).
     """
@@ -365,6 +424,9 @@ def backward_moments(
         moments["first_block_backward"] = _first_block_backward(spec, t, tp, shp, a)
     if t.method.kind == "full":
         moments["embedding_backward"] = _embedding_backward(spec, t, tp, shp)
+    forward = _forward_moment(spec, t, tp, shp, a, blocks)
+    if forward:
+        moments["forward"] = forward
     temps = attention_backward_temporaries(spec, shp)
     if temps:  # eager, SDPA math: the softmax backward of the block processed last (block 0 when checkpointed)
         held = (

@@ -11,6 +11,9 @@ saves has been rebuilt (torch.utils.checkpoint, early stop). Two moments bound t
   (3·p·T·f, less the product once down_proj's backward releases it), fp32 ones with an adapter on
   down_proj, the routing-weights backward of an MoE layer, and down_proj's weight gradient when it trains.
 
+The forward's own peak (no checkpointing; forward_peak) is the last block's LoRA-adapted MLP linear at the
+scaling of lora_B's output, with every block's saved tensors alive.
+
 Source: derived here from the transformers 5 block code (LlamaMLP, grouped-mm experts) and peft's LoRA/IA3
 layers; measured by the probe grid (models/: live storages and the op at the peak of each step).
 """
@@ -24,13 +27,12 @@ from planner.model.params import block_layout
 from planner.model.spec import ModelSpec
 from planner.training.activations import FP32, LayerGrads, TrainShapes, mlp_width, moe_combine_bytes
 
-__all__ = ["BlockBackward", "block_backward"]
+__all__ = ["BlockBackward", "block_backward", "forward_peak"]
 
 # fp32 [k·T, h] tensors alive in the routing-weights backward of a grouped-mm MoE layer: the gradient scattered
 # back to expert order, its product with the routing weights and its product with the expert outputs
 # (transformers sums the k weighted outputs in fp32); the expert-output gradient is then cast to p.
 MOE_ROUTING_GRADS = 3
-LORA_DOWN_GRAD_FP32 = 2  # peft LoRA on down_proj: fp32 gradients of the adapted input and of the product
 IA3_DOWN_GRAD_FP32 = 3  # peft IA3 on down_proj: the fp32 gradient, its scaled copy, and its product with x
 SWIGLU_SAVED = ("mlp/gate_output", "mlp/up_output", "mlp/act_output", "mlp_down_in/input")  # p·T·f wide each
 SWIGLU_GRADS = 3  # gradients of the product and of both factors, live at once
@@ -45,18 +47,104 @@ class BlockBackward:
     formula: str
 
 
-def _recompute_locals(spec: ModelSpec, shp: TrainShapes, saved: Mapping[str, int], moe_layer: bool) -> BlockBackward:
-    """The recomputed forward at the down projection: the residual; the MLP input, an MoE layer's gathered
+def _lora_down_recompute(spec: ModelSpec, shp: TrainShapes, grads: LayerGrads) -> tuple[int, list[str]]:
+    """LoRA on a dense down_proj: the recompute's peak is at lora_A's output inside down_proj, and backward has
+    already run the nodes of the block that keep no saved tensor.
+
+    peft's Linear.forward: `result = base_layer(x)` (p·T·h, alive to the sum), `x = x.to(lora_A.weight.dtype)`:
+    with dropout and a p ≠ 4 input the cast is a new 4·T·f tensor that only dropout reads (dropout keeps its
+    output and mask, in the ledger); without dropout lora_A keeps the cast itself (the ledger's input_fp32).
+    Backward, before lora_B's MmBackward unpacks a_output and so triggers the recompute: the cast of the result
+    back to p (ToCopyBackward, when p ≠ 4: the sum base + 4-byte lora output is fp32), the sum's AddBackward (the
+    base branch's gradient cast to p, p·T·h, when p ≠ 4; in fp32 the block output gradient itself) and the
+    scaling's MulBackward (the scaled gradient, 4·T·h).
+    Source: peft 0.21.2 tuners/lora/layer.py Linear.forward; torch/utils/checkpoint.py (non-reentrant recompute
+      on the first unpack, early stop after the last saved tensor); measured by the cpu probe
+      (tests/models/test_training_misses.py, the storages live at the peak op).
+    """
+    p, t, h, f = shp.act_bytes, shp.tokens, spec.hidden_size, spec.ffn_dim
+    nbytes, parts = p * t * h + FP32 * t * h, ["p·T·h base down_proj output", "4·T·h scaled LoRA gradient"]
+    if p != FP32:
+        nbytes += p * t * h
+        parts.append("p·T·h base branch gradient")
+        if grads.lora_dropout:
+            nbytes += FP32 * t * f
+            parts.append("4·T·f adapter input cast")
+    return nbytes, parts
+
+
+GATE_UP_NOT_YET = {  # saved tensors a SwiGLU MLP has not made yet while gate_proj's / up_proj's LoRA runs
+    "gate_proj": ("mlp/gate_output", "mlp/act_output", "mlp/up_output", "lora/up_proj/", "ia3/up_proj/"),
+    "up_proj": ("mlp/up_output",),
+}
+DOWN_SAVED = ("mlp_down_in/", "lora/down_proj/", "ia3/down_proj/")
+
+
+def _lora_gate_up_moments(
+    spec: ModelSpec, shp: TrainShapes, grads: LayerGrads, saved: Mapping[str, int]
+) -> list[tuple[int, str]]:
+    """LoRA on a dense gate_proj or up_proj, at the scaling of lora_B's output (the forward's, or the
+    recompute's, peak op): the base output (p·T·f), lora_B's fp32 output and its scaled copy (2·4·T·f, both
+    alive in `lora_B(lora_A(dropout(x))) * scaling`) and, with dropout and p ≠ 4, x cast to fp32 (4·T·h, read
+    by dropout only), less the saved tensors the MLP makes later (its products, down_proj's).
+    Source: peft 0.21.2 tuners/lora/layer.py Linear.forward; transformers 5.23 LlamaMLP.forward; measured by
+      the cpu probe (tests/models/test_training_misses.py, the storages live at the peak op).
+    """
+    p, t, h, f = shp.act_bytes, shp.tokens, spec.hidden_size, spec.ffn_dim
+    moments = []
+    for name in ("gate_proj", "up_proj"):
+        if name not in grads.lora:
+            continue
+        later = GATE_UP_NOT_YET[name] + DOWN_SAVED
+        nbytes = p * t * f + 2 * FP32 * t * f - sum(v for k, v in saved.items() if k.startswith(later))
+        formula = f"p·T·f + 2·4·T·f ({name}'s base and LoRA outputs) − later saved tensors"
+        if p != FP32 and grads.lora_dropout:
+            nbytes += FP32 * t * h
+            formula += " + 4·T·h adapter input cast"
+        moments.append((nbytes, formula))
+    return moments
+
+
+def _recompute_locals(
+    spec: ModelSpec,
+    shp: TrainShapes,
+    grads: LayerGrads,
+    saved: Mapping[str, int],
+    moe_layer: bool,
+    lora_down: bool = True,
+) -> BlockBackward:
+    """The recomputed forward at the down projection: the residual (unless the post-attention norm keeps it, an
+    fp32 residual stream's); the MLP input, an MoE layer's gathered
     tokens and the product unless a trainable weight keeps them (they are then in the ledger); an MoE layer's
-    fp32 k·T·h output gradient, materialized by backward before it needed the block."""
+    fp32 k·T·h output gradient, materialized by backward before it needed the block; LoRA on a dense down_proj:
+    its locals and the gradients backward made before it needed the block (_lora_down_recompute); LoRA on
+    gate_proj / up_proj: the moment at its lora_B scaling where larger (_lora_gate_up_moments). `lora_down`
+    False: the MLP's own locals only."""
     p, t, h = shp.act_bytes, shp.tokens, spec.hidden_size
     nbytes, parts = p * t * h, ["p·T·h residual"]
+    if shp.residual_bytes == FP32 and "post_attention_norm/input_fp32" in saved:
+        # an fp32 residual stream (fp32, autocast): `.float()` is a no-op, the norm keeps the residual itself
+        nbytes, parts = 0, []
     if "mlp_in/input" not in saved:
         nbytes += p * t * h
         parts.append("p·T·h MLP input")
     if "mlp_down_in/input" not in saved:
         nbytes += p * t * mlp_width(spec, moe_layer)
         parts.append("p·T·f down_proj input")
+    if lora_down and not moe_layer and "down_proj" in grads.lora and not shp.autocast:
+        lora_bytes, lora_parts = _lora_down_recompute(spec, shp, grads)
+        nbytes += lora_bytes
+        parts += lora_parts
+    if lora_down and not moe_layer and not shp.autocast:  # the recompute passes gate/up's LoRA first
+        pending = 0
+        if "down_proj" in grads.lora:  # gradients backward made before it needed the block
+            pending = FP32 * t * h + (p * t * h if p != FP32 else 0)
+        kept = [part for part in parts[:2] if part in ("p·T·h residual", "p·T·h MLP input")]
+        base = p * t * h * len(kept)
+        for extra, formula in _lora_gate_up_moments(spec, shp, grads, saved):
+            if base + pending + extra > nbytes:
+                nbytes = base + pending + extra
+                parts = [*kept, formula, *(["4·T·h + p·T·h down_proj's LoRA gradients"] if pending else [])]
     if moe_layer and spec.moe is not None:
         rows = spec.moe.experts_per_token * t
         if "moe/gathered_tokens" not in saved:
@@ -102,6 +190,60 @@ def _experts_done(
     )
 
 
+def _lora_down_backward(
+    spec: ModelSpec, shp: TrainShapes, grads: LayerGrads, grad_bytes: int, accumulating: bool
+) -> tuple[int, str]:
+    """LoRA on a dense down_proj, in lora_A's MmBackward (the MLP backward's peak): the gradient of lora_A's fp32
+    input (4·T·f) is allocated while lora_A still keeps that input; the base branch's gradient of the summed
+    output waits (p·T·h, a cast when p ≠ 4: base + 4-byte lora output is fp32; in fp32 it is the block output
+    gradient itself); lora_A's new weight gradient (r·f·b_g) and lora_B's, already produced (h·r·b_g; added in
+    place into the held one when accumulating). With dropout, dropout's backward next frees lora_A's input (the
+    dropout output) as it allocates the masked gradient: no higher.
+    Source: peft 0.21.2 tuners/lora/layer.py Linear.forward; torch autograd (MmBackward keeps its saved tensors
+      until it has run); measured by the cpu probe (tests/models/test_training_misses.py).
+    """
+    p, t, h, f, r = shp.act_bytes, shp.tokens, spec.hidden_size, spec.ffn_dim, grads.lora_rank
+    nbytes, parts = FP32 * t * f + r * f * grad_bytes, ["4·T·f lora_A input gradient", "r·f·b_g lora_A gradient"]
+    if p != FP32:
+        nbytes += p * t * h
+        parts.append("p·T·h base branch gradient")
+    if not accumulating:
+        nbytes += h * r * grad_bytes
+        parts.append("h·r·b_g lora_B gradient")
+    return nbytes, " + ".join(parts) + " (LoRA on down_proj)"
+
+
+def _ia3_gate_up_backward(
+    shp: TrainShapes, grads: LayerGrads, saved: Mapping[str, int], f: int, h: int, recomputed: bool
+) -> int:
+    """IA3 scaling gate_proj's or up_proj's output in a dense SwiGLU MLP, (W·x · l).to(p): each one's backward,
+    once the product's backward has released silu(gate(x)) and up(x) and down_proj's backward its own saved
+    tensors, holds k fp32 T·f tensors at once: the output gradient cast to fp32 (ToCopyBackward, p != 4), its
+    product with l (W·x's gradient) and its product with W·x (for l's gradient, summed), k = 3 (2 in fp32).
+    up_proj (differentiated first, its nodes being the later): silu's output gradient waits (p·T·f). gate_proj:
+    silu's backward has released gate's output, up's backward its W·x and left the MLP input's gradient (p·T·h).
+    Without checkpointing W·x's gradient is then cast to p (p·T·f, p != 4) with all of them alive (the peak op);
+    in a recomputed block the cast adds nothing: the peak is the second fp32 product (measured: the recomputed
+    W·x, unpacked through checkpoint's hook, is gone by the cast).
+    Bytes beyond the block's saved tensors, at the larger of the two (0 without such a target).
+    Source: peft 0.21.2 tuners/ia3/layer.py Linear.forward; transformers 5.23 LlamaMLP.forward; torch autograd
+      (a node's saved tensors are released once it has run, nodes run latest-created first); measured by the
+      cpu probe (tests/models/test_training_misses.py).
+    """
+    p, t = shp.act_bytes, shp.tokens
+    fp32_grads = (3 if p != FP32 else 2) * FP32 * t * f + (p * t * f if p != FP32 and not recomputed else 0)
+    released = saved.get("mlp/act_output", 0) + saved.get("mlp/up_output", 0)
+    released += sum(v for k, v in saved.items() if k.startswith(("mlp_down_in/", "lora/down_proj/", "ia3/down_proj/")))
+    scaled = grads.ia3 - grads.ia3_feedforward
+    moments = []
+    if "up_proj" in scaled:
+        moments.append(p * t * f + fp32_grads - released)
+    if "gate_proj" in scaled:
+        released += saved.get("mlp/gate_output", 0) + saved.get("ia3/up_proj/output", 0)
+        moments.append(p * t * h + fp32_grads - released)
+    return max(moments, default=0)
+
+
 def _mlp_backward(
     spec: ModelSpec,
     shp: TrainShapes,
@@ -110,6 +252,7 @@ def _mlp_backward(
     grad_bytes: int,
     moe_layer: bool,
     recomputed: bool,
+    accumulating: bool = False,
 ) -> BlockBackward:
     """The first gradients of the MLP's backward, with the down projection's weight gradient (full training)."""
     p, t, h = shp.act_bytes, shp.tokens, spec.hidden_size
@@ -129,13 +272,21 @@ def _mlp_backward(
         return max(routing, _experts_done(spec, shp, grads, saved, grad_bytes), key=lambda m: m.bytes)
     f = spec.ffn_dim
     if "down_proj" in grads.lora:
-        nbytes, formula = LORA_DOWN_GRAD_FP32 * FP32 * t * f, "2·4·T·f (LoRA on down_proj)"
+        nbytes, formula = _lora_down_backward(spec, shp, grads, grad_bytes, accumulating)
     elif "down_proj" in grads.ia3:
         nbytes, formula = IA3_DOWN_GRAD_FP32 * FP32 * t * f, "3·4·T·f (IA3 on down_proj)"
+        if "down_proj" in grads.ia3_feedforward and "mlp_down_in/autocast_weights" in saved:
+            # input-scaled, the mul runs before the matmul: under autocast the matmul's bf16 weight cast, kept for
+            # its input's gradient, is released by its MmBackward before the IA3 backward (measured at the peak op)
+            nbytes -= saved["mlp_down_in/autocast_weights"]
+            formula += " − down_proj's bf16 weight cast, released"
     elif "mlp_down_in/input" in saved:  # the product, kept for down_proj's weight, is released by then
         nbytes, formula = (SWIGLU_GRADS - 1) * p * t * f, "2·p·T·f"
     else:
         nbytes, formula = SWIGLU_GRADS * p * t * f, "3·p·T·f"
+    ia3 = _ia3_gate_up_backward(shp, grads, saved, f, h, recomputed) if not shp.autocast else 0
+    if ia3 > nbytes:
+        nbytes, formula = ia3, "k·4·T·f IA3 gate/up gradients (k = 3, 2 in fp32) + p·T·f cast + pending − released"
     if grads.weights:
         down = next(lin for lin in block_layout(spec, False).mlp if lin.name == "down_proj")
         nbytes += down.weight_params * grad_bytes
@@ -152,10 +303,60 @@ def block_backward(
     moe_layer: bool,
     recomputed: bool,
     grad_bytes: int,
+    accumulating: bool = False,
 ) -> BlockBackward:
-    """The larger of the block's two candidate moments (the recompute only under full checkpointing)."""
-    mlp = _mlp_backward(spec, shp, grads, saved, grad_bytes, moe_layer, recomputed)
+    """The larger of the block's two candidate moments (the recompute only under full checkpointing);
+    `accumulating`: gradients from earlier micro-batches are held (new ones are added into them in place)."""
+    mlp = _mlp_backward(spec, shp, grads, saved, grad_bytes, moe_layer, recomputed, accumulating)
     if not recomputed:
         return mlp
-    forward = _recompute_locals(spec, shp, saved, moe_layer)
+    forward = _recompute_locals(spec, shp, grads, saved, moe_layer)
     return max(mlp, forward, key=lambda m: m.bytes)
+
+
+def forward_peak(
+    spec: ModelSpec, shp: TrainShapes, grads: LayerGrads, saved: Mapping[str, int], *, moe_layer: bool, layers: int
+) -> BlockBackward | None:
+    """The forward's own peak, in the last block's LoRA-adapted dense gate_proj, up_proj or down_proj: every
+    saved tensor of every block is alive (less what the MLP saves later: _lora_gate_up_moments), with the
+    forward's locals at the scaling of lora_B's output. Beyond the saved tensors, in down_proj:
+
+    - the embedding output, held by the model's `inputs_embeds` through the loop, and the last block's input,
+      held by the loop's `hidden_states` (one tensor with one block), p·T·h each unless a norm keeps them (an
+      fp32 residual stream: `.float()` is a no-op);
+    - the residual, the MLP input and the product (down_proj's input) unless the ledger holds them;
+    - peft's Linear.forward: the base output (p·T·h), x cast to the adapter's fp32 (4·T·f, when dropout reads it
+      and p ≠ 4; else lora_A keeps it, in the ledger), lora_B's fp32 output and its copy scaled by α/r
+      (2·4·T·h, both alive in `lora_B(lora_A(dropout(x))) * scaling`).
+    In gate_proj or up_proj: their base and LoRA outputs (_lora_gate_up_moments). None when no such moment is
+    modelled (no LoRA on a dense MLP linear, autocast).
+    Source: transformers 5.23 models/llama/modeling_llama.py LlamaModel.forward, LlamaDecoderLayer.forward;
+      peft 0.21.2 tuners/lora/layer.py Linear.forward; measured by the cpu probe (the storages live at the
+      forward's peak op, tests/models/test_training_misses.py).
+    """
+    gate_up = _lora_gate_up_moments(spec, shp, grads, saved) if not (moe_layer or shp.autocast) else []
+    if moe_layer or shp.autocast or ("down_proj" not in grads.lora and not gate_up):
+        return None
+    p, t, h, f = shp.act_bytes, shp.tokens, spec.hidden_size, spec.ffn_dim
+    nbytes, parts = 0, []
+    if shp.residual_bytes != FP32:
+        held = 1 if layers == 1 else 2
+        nbytes += held * p * t * h
+        parts.append(f"{held}·p·T·h embedding output and block input")
+    mlp_in = 0 if "mlp_in/input" in saved else p * t * h
+    residual = 0 if shp.residual_bytes == FP32 and "post_attention_norm/input_fp32" in saved else p * t * h
+    nbytes += residual + mlp_in
+    parts.append("p·T·h residual and MLP input unless kept")
+    best, best_formula = max(gate_up, default=(0, ""))
+    if "down_proj" in grads.lora:
+        down = p * t * h + 2 * FP32 * t * h
+        down_formula = "p·T·h base down_proj output + 2·4·T·h lora_B output and its scaled copy"
+        if "mlp_down_in/input" not in saved:
+            down += p * t * f
+            down_formula += " + p·T·f down_proj input"
+        if p != FP32 and grads.lora_dropout:
+            down += FP32 * t * f
+            down_formula += " + 4·T·f adapter input cast"
+        if down > best:
+            best, best_formula = down, down_formula
+    return BlockBackward("forward", nbytes + best, " + ".join([*parts, best_formula]))

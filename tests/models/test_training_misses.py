@@ -11,6 +11,7 @@ import pytest
 
 pytest.importorskip("torch")
 
+from models.campaign import Draw
 from models.runner import run_probe
 from planner.probe import ProbeRequest
 
@@ -30,6 +31,7 @@ IA3_PHI3 = {"kind": "ia3", "target_modules": ["qkv_proj", "gate_up_proj", "down_
             "feedforward_modules": ["qkv_proj", "down_proj"]}  # fmt: skip
 IA3_MLA = {"kind": "ia3", "target_modules": ["q_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj"],
            "feedforward_modules": ["kv_b_proj", "o_proj"]}  # fmt: skip
+LORA_DOWN = {"kind": "lora", "rank": 4, "dropout": 0.1, "target_modules": ["down_proj"]}
 WINDOW = {**SMALL, "model_type": "mistral", "sliding_window": 64, "num_attention_heads": 2, "num_key_value_heads": 1}
 
 CASES: dict[str, tuple[Any, dict[str, Any], dict[str, Any]]] = {
@@ -92,14 +94,91 @@ CASES: dict[str, tuple[Any, dict[str, Any], dict[str, Any]]] = {
         {"micro_batch_size": 1},
     ),
     "ia3/mla-ff/fp32": ("deepseek-v2-lite", {"precision": "fp32", "method": IA3_MLA}, {"sequence_length": 64}),
+    # 9. LoRA on down_proj, measured at the peak op (the storages live there). Under full checkpointing the peak is
+    # the recompute at lora_A's output: backward has already cast and scaled the output gradient (4·T·h, p·T·h)
+    # and the forward holds the base output and, with dropout, the fp32 cast of the product (4·T·f); before, the
+    # MLP backward's 2·4·T·f overestimated without dropout. Without checkpointing the forward peaks in the last
+    # block's down_proj (lora_B's fp32 output and its scaled copy, the embedding output and block input held by
+    # the model's loop). Peak before (bf16 unless said): recompute with dropout −5.07 %, fp32 −0.95 % (and the fp32
+    # residual counted beside the norm that keeps it), without dropout at f = 8·h +11.4 %; the forward −3.27 %
+    # (f = 3·h, V = 256); the campaign's Mistral all-linear draw (seed 7 #56) −1.14 %. After: within 0.01 %
+    "lora-down/ckpt-dropout": ("llama-3-8b", {"gradient_checkpointing": "full", "method": LORA_DOWN}, {}),
+    "lora-down/ckpt-dropout/fp32": (
+        "llama-3-8b",
+        {"precision": "fp32", "gradient_checkpointing": "full", "method": LORA_DOWN},
+        {},
+    ),
+    "lora-down/ckpt/wide": (
+        "llama-3-8b",
+        {"gradient_checkpointing": "full", "method": {**LORA_DOWN, "dropout": 0.0}},
+        {"scale": {"ffn_multiple": 8.0}},
+    ),
+    "lora-down/forward": (
+        {**SMALL, "model_type": "llama"},
+        {"method": LORA_DOWN},
+        {"sequence_length": 64, "micro_batch_size": 1, "scale": {"ffn_multiple": 3.0, "vocab_size": 256}},
+    ),
+    # 10. IA3 scaling gate_proj's or up_proj's output, (W·x · l).to(p): its backward holds the fp32 output gradient,
+    # its products with l and with W·x, and W·x's gradient cast to p (3·4·T·f + p·T·f, the peak op), where the
+    # planner had SwiGLU's 3·p·T·f. Peak before: gate −2.81 %, up −6.65 %. After: within 0.01 %
+    "ia3/gate": (
+        {**SMALL, "model_type": "llama"},
+        {"method": {"kind": "ia3", "target_modules": ["gate_proj"]}},
+        {"sequence_length": 64, "micro_batch_size": 1, "scale": {"ffn_multiple": 4.0, "vocab_size": 256}},
+    ),
+    "ia3/up": (
+        {**SMALL, "model_type": "llama"},
+        {"method": {"kind": "ia3", "target_modules": ["up_proj"]}},
+        {"sequence_length": 64, "micro_batch_size": 1, "scale": {"ffn_multiple": 4.0, "vocab_size": 256}},
+    ),
+    # 11. LoRA on gate_proj / up_proj with dropout: at the scaling of lora_B's output the base output (p·T·f), lora_B's
+    # fp32 output and its scaled copy (2·4·T·f) and the fp32 cast of the MLP input (4·T·h) are alive, in the forward
+    # (no checkpointing) and in the recompute; the planner had no such moment. Peak before: forward (up) −5.56 %,
+    # recompute (gate, up) −4.53 %. After: within 0.01 %
+    "lora-up/forward": (
+        {**SMALL, "model_type": "llama"},
+        {"method": {**LORA_DOWN, "target_modules": ["up_proj"]}},
+        {"sequence_length": 64, "micro_batch_size": 1, "scale": {"ffn_multiple": 3.0, "vocab_size": 256}},
+    ),
+    "lora-gate-up/ckpt": (
+        {**SMALL, "model_type": "llama"},
+        {"gradient_checkpointing": "full", "method": {**LORA_DOWN, "target_modules": ["gate_proj", "up_proj"]}},
+        {"sequence_length": 64, "micro_batch_size": 1, "scale": {"ffn_multiple": 4.0, "vocab_size": 256}},
+    ),
 }
+
+# The campaign's two checkpointed IA3 draws that still missed on the peak with exact saved activations (seed 2026):
+# Qwen3 IA3 on gate/up/v in bf16 −5.37 % (the gate/up backward above, in a recomputed block) and Gemma IA3 on
+# down/gate/up under autocast +2.01 % (down_proj's bf16 weight cast, released before its IA3 backward). After:
+# −0.005 % and −0.003 %
+CAMPAIGN_IA3 = {
+    "qwen3/ia3-gate-up-v/ckpt": Draw(family="qwen3", heads=5, kv="mha", head_dim=16, ffn_multiple=3.5, layers=4,
+                                     vocab=312, method="ia3", targets=("gate_proj", "up_proj", "v_proj"),
+                                     checkpointing="full", batch=1, seq=70),
+    "gemma/ia3-down-gate-up/autocast-ckpt": Draw(family="gemma", heads=4, kv="mqa", head_dim=28, ffn_multiple=3.0,
+                                                 layers=3, vocab=538, method="ia3",
+                                                 targets=("down_proj", "gate_proj", "up_proj"),
+                                                 precision="bf16_autocast", implementation="fused",
+                                                 checkpointing="full", batch=3, seq=44),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CAMPAIGN_IA3))
+def test_campaign_ia3_peak_is_fixed(case: str) -> None:
+    r = run_probe(CAMPAIGN_IA3[case].request())
+    by_name = {c.name: c for c in r.comparisons}
+    assert by_name["saved_activations"].measured_bytes == by_name["saved_activations"].estimated_bytes
+    for name in ("peak/first_step", "peak/steady"):
+        assert abs(by_name[name].rel_error) <= PEAK_TOLERANCE, (name, by_name[name].rel_error)
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_class_of_miss_is_fixed(case: str) -> None:
     model, training, shape = CASES[case]
+    scale = {"scale": shape["scale"]} if "scale" in shape else {}
+    shape = {k: v for k, v in shape.items() if k != "scale"}
     run = {"sequence_length": 128, "micro_batch_size": 2, **training, **shape}
-    request = ProbeRequest.model_validate({"model": model, "backend": "cpu", "training": run})
+    request = ProbeRequest.model_validate({"model": model, "backend": "cpu", "training": run, **scale})
     r = run_probe(request)
     assert r.training is not None and r.training.device == "cpu"  # compared with the device it ran on
     by_name = {c.name: c for c in r.comparisons}
