@@ -59,9 +59,18 @@ ONE_BLOCK = frozenset(
         "activations/block_through_attention",
         "activations/attention_grad_temporaries",
         "activations/outside_blocks_kept",
+        "activations/forward_temporaries",  # the last block's live locals at the forward's own peak
     }
 )
-OUTSIDE_BLOCKS = frozenset({"activations/outside_blocks", "activations/embedding_backward", "inputs/input_ids"})
+OUTSIDE_BLOCKS = frozenset(
+    {
+        "activations/outside_blocks",
+        "activations/outside_blocks_before",  # the forward moment: RoPE tables, soft-prompt indices, prefix MLP
+        "activations/forward_inputs",  # the forward moment: position ids and attention masks
+        "activations/embedding_backward",
+        "inputs/input_ids",
+    }
+)
 LOGITS = frozenset({"activations/logits_grads"})
 LAST_STAGE_ONLY = frozenset({"activations/logits_grads", "gradients/lm_head_and_final_norm"})
 PARAMETER_PREFIXES = ("weights/", "gradients", "optimizer/")

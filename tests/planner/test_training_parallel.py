@@ -102,6 +102,7 @@ def test_pipeline_stages_are_both_candidate_peaks() -> None:
     [
         {"kind": "full"},
         {"kind": "lora", "rank": 8},
+        {"kind": "lora", "rank": 8, "target_modules": "all-linear", "dropout": 0.1},  # the forward's own moment
         {"kind": "qlora", "rank": 8},
         {"kind": "prefix"},
         {"kind": "prompt"},
@@ -118,9 +119,12 @@ def test_every_ledger_term_has_a_parallel_rule(method: dict[str, object], checkp
             attention=attention,
             tensor_parallel=2,
             pipeline_parallel=2,
+            context_parallel=2,
             gradient_accumulation_steps=2,
         )
         assert all(v > 0 for v in phases.values())
+        if method.get("target_modules") == "all-linear" and checkpointing == "none":
+            assert {"first_stage/forward", "last_stage/forward"} <= set(phases)
 
 
 def test_offload_moves_the_optimizer_to_the_cpu() -> None:
