@@ -44,13 +44,22 @@ TRAINING = (
 CSV_COLUMNS = (*COMMON, *INFERENCE, *TRAINING)
 
 
-def pick(obj: Any, path: str) -> Any:
-    """The value at a dotted path of an estimate (attributes, then dict keys); None where the path ends early."""
-    for name in path.split("."):
+def pick(obj: Any, path: str | Sequence[str]) -> Any:
+    """The value at a dotted path (or its split parts) of an estimate: fields, then other attributes, then dict
+    keys; None where the path ends early."""
+    for name in path.split(".") if isinstance(path, str) else path:
         if obj is None:
             return None
-        obj = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+        if isinstance(obj, dict):
+            obj = obj.get(name)
+            continue
+        fields = getattr(obj, "__dict__", None)  # a pydantic model keeps its fields there: no __getattr__ detour
+        obj = fields[name] if fields is not None and name in fields else getattr(obj, name, None)
     return obj
+
+
+# the default columns that can hold a value for each kind of item (the others are blank without looking)
+_KIND_COLUMNS = {"inference": frozenset((*COMMON, *INFERENCE)), "training": frozenset((*COMMON, *TRAINING))}
 
 
 def _result_json(estimate: BaseModel, fields: Sequence[str] | None) -> str:
@@ -99,11 +108,19 @@ def _error_cell(item: BatchItem) -> str:
 
 def csv_chunks(items: Iterable[BatchItem], fields: Sequence[str] | None) -> Iterator[str]:
     columns = tuple(fields) if fields is not None else CSV_COLUMNS
+    split = [c.split(".") for c in columns]
+    per_kind = {
+        kind: [parts if fields is not None or c in wanted else None for c, parts in zip(columns, split, strict=True)]
+        for kind, wanted in _KIND_COLUMNS.items()
+    }
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(("index", "kind", "ok", "error", *columns))
     for n, item in enumerate(items, 1):
-        values = [_cell(pick(item.estimate, c)) for c in columns] if item.estimate is not None else [""] * len(columns)
+        if item.estimate is None:
+            values = [""] * len(columns)
+        else:
+            values = [_cell(pick(item.estimate, p)) if p is not None else "" for p in per_kind[item.kind]]
         writer.writerow((item.index, item.kind, _cell(item.ok), _error_cell(item), *values))
         if n % CSV_ROWS_PER_CHUNK == 0:
             yield buffer.getvalue()
