@@ -17,6 +17,7 @@ from planner.plans.spec import PlanRequest
 from planner.plans.training_fit import TrainingFitRequest, fit_training
 from service.batch_output import csv_chunks, json_document, ndjson_lines
 from service.cli_common import JsonFlag, given, model_ref, read_json, request_data, user_errors
+from service.hub import with_hub_items
 from service.render_plans import plan_table, training_fit_table
 
 __all__ = ["plan_app", "sweep"]
@@ -131,7 +132,7 @@ def sweep(
 ) -> None:
     """Many estimates at once, as POST /v1/estimates/batch answers them (in-process, no server)."""
     with user_errors():
-        request = BatchRequest.model_validate(read_json(request_file))
+        request = with_hub_items(BatchRequest.model_validate(read_json(request_file)))
         fmt = _format(output_format)
     items = run_batch(request, load_catalog())
     if fmt == "json":

@@ -19,8 +19,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel
 
 from planner import FieldProblem, HFConfig, SpecError
+from planner.batch import BatchRequest
 
-__all__ = ["cached_config_path", "hub_cache_dir", "read_hub_config", "with_hub_model"]
+__all__ = ["cached_config_path", "hub_cache_dir", "read_hub_config", "with_hub_items", "with_hub_model"]
 
 CONFIG_NAME = "config.json"
 DOWNLOAD_TIMEOUT_S = 10.0
@@ -98,3 +99,29 @@ def with_hub_model(request: Request) -> Request:
         return request
     config = HFConfig.model_validate(read_hub_config(model))
     return request.model_copy(update={"model": config})
+
+
+def with_hub_items(request: BatchRequest) -> BatchRequest:
+    """The batch with every Hugging Face id in an item's `model` (or the grid's base and `model` axis) replaced by
+    its config.json, each id read once. An id that cannot be read is left as it is: that item alone answers with
+    its error (an unknown model), the rest of the batch is estimated."""
+    resolved: dict[str, Any] = {}
+
+    def swap(model: Any) -> Any:
+        if not (isinstance(model, str) and "/" in model):
+            return model
+        if model not in resolved:
+            try:
+                resolved[model] = read_hub_config(model)
+            except SpecError:
+                resolved[model] = model
+        return resolved[model]
+
+    if request.items is not None:
+        items = [{**i, "model": swap(i["model"])} if isinstance(i, dict) and "model" in i else i for i in request.items]
+        return request.model_copy(update={"items": items})
+    grid = request.grid
+    assert grid is not None
+    base = {**grid.base, "model": swap(grid.base["model"])} if "model" in grid.base else grid.base
+    axes = {name: [swap(v) for v in values] if name == "model" else values for name, values in grid.axes.items()}
+    return request.model_copy(update={"grid": grid.model_copy(update={"base": base, "axes": axes})})

@@ -25,7 +25,7 @@ from service.auth import check_write_access, credentials_of
 from service.batch_output import batch_response
 from service.deps import CatalogDep, ProbeExecutorDep, SettingsDep
 from service.examples import BATCH_EXAMPLES, INFERENCE_EXAMPLES, TRAINING_EXAMPLES
-from service.hub import with_hub_model
+from service.hub import with_hub_items, with_hub_model
 from service.openapi import AUTH, BODY, QUEUE_FULL, UNAVAILABLE
 from service.probes.admission import probe_request_for
 from service.routers.probes import probe_link_headers
@@ -132,4 +132,4 @@ def batch(
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Many estimates (items or a grid): in order, an error per bad item or late item; NDJSON or CSV by Accept."""
-    return batch_response(request, catalog, accept, settings.batch_time_limit_s)
+    return batch_response(with_hub_items(request), catalog, accept, settings.batch_time_limit_s)

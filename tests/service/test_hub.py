@@ -88,3 +88,17 @@ def test_plans_by_hugging_face_id(cache: Path, client: TestClient) -> None:
     assert by_id.json()["plans"] == by_config.json()["plans"] and by_id.json()["plans"]
     fit = client.post("/v1/plans/training", json={"model": REPO, "gpu": "l4"})
     assert fit.status_code == 200, fit.text
+
+
+def test_batch_items_and_grids_by_hugging_face_id(cache: Path, client: TestClient) -> None:
+    items = {"items": [{"model": REPO, "gpu": "l4"}, {"model": "someone/not-here"}, {"model": "llama-3-8b"}]}
+    r = client.post("/v1/estimates/batch", json=items)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    expected = estimate_inference(InferenceRequest.model_validate({"model": QWEN2_5_0_5B_CONFIG, "gpu": "l4"}),
+                                  load_catalog())  # fmt: skip
+    assert results[0]["result"] == expected.model_dump(mode="json")
+    assert not results[1]["ok"] and results[2]["ok"]  # an id that is not there fails its own item only
+    grid = {"grid": {"base": {"gpu": "l4"}, "axes": {"model": [REPO, "llama-3-8b"]}}, "fields": ["fits"]}
+    lines = client.post("/v1/estimates/batch", json=grid).json()["results"]
+    assert [line["ok"] for line in lines] == [True, True]
