@@ -18,7 +18,9 @@ from planner.training.spec import AttentionImpl, Checkpointing, OptimizerSpec, P
 from service import __version__
 from service.app import InsecureBindError, run_server
 from service.cli_common import (
+    GpuOption,
     JsonFlag,
+    ModelOption,
     dump_all,
     fail,
     given,
@@ -32,7 +34,7 @@ from service.cli_common import (
 from service.cli_inference import inference
 from service.cli_plans import plan_app, sweep
 from service.cli_probe import METHOD_KINDS_HELP, probe
-from service.hub import read_hub_config
+from service.hub import read_hub_config, with_hub_model
 from service.render import gpus_table, import_table, models_table, training_table
 from service.settings import Settings
 
@@ -158,7 +160,7 @@ def _training_request(
         if (laid_optimizer := overlay(section.get("optimizer"), given(optimizer))) is not None:
             section["optimizer"] = laid_optimizer
         data["training"] = section
-    return TrainingRequest.model_validate(data)
+    return with_hub_model(TrainingRequest.model_validate(data))
 
 
 def _t(field: str) -> str:
@@ -177,11 +179,8 @@ def training(
             "--request", help="A TrainingRequest as JSON (as POSTed to /v1/estimates/training).", dir_okay=False
         ),
     ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(help="Catalog id (llama-3-8b), Hugging Face id (Qwen/Qwen2.5-7B), config.json or its directory."),
-    ] = None,
-    gpu: Annotated[str | None, typer.Option(help="Catalog GPU id.", show_default="h100-sxm")] = None,
+    model: ModelOption = None,
+    gpu: GpuOption = None,
     method: Annotated[
         str | None, typer.Option(help=f"Fine-tuning method: {METHOD_KINDS_HELP}.", show_default=DEFAULT_METHOD)
     ] = None,

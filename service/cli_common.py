@@ -16,7 +16,9 @@ from planner.training.spec import TrainingSpec
 
 __all__ = [
     "USER_ERROR_EXIT",
+    "GpuOption",
     "JsonFlag",
+    "ModelOption",
     "dump_all",
     "fail",
     "given",
@@ -33,6 +35,11 @@ USER_ERROR_EXIT = 2  # as for a usage error: the input, not the program, is wron
 DEFAULT_METHOD_KIND: str = TrainingSpec().method.kind
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (the HTTP API's response body) instead of a table.")]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(help="Catalog id (llama-3-8b), Hugging Face id (Qwen/Qwen2.5-7B), config.json or its directory."),
+]
+GpuOption = Annotated[str | None, typer.Option(help="Catalog GPU id.", show_default="h100-sxm")]
 
 
 def fail(message: str) -> NoReturn:

@@ -25,7 +25,16 @@ from planner import (
     load_catalog,
 )
 from planner.calibration.kernels import available_tables
-from service.cli_common import JsonFlag, given, overlay, planner_default, request_data, user_errors
+from service.cli_common import (
+    GpuOption,
+    JsonFlag,
+    ModelOption,
+    given,
+    overlay,
+    planner_default,
+    request_data,
+    user_errors,
+)
 from service.hub import with_hub_model
 from service.render import dtype_table, estimate_table
 
@@ -131,11 +140,8 @@ def inference(
             "--request", help="An InferenceRequest as JSON (as POSTed to /v1/estimates/inference).", dir_okay=False
         ),
     ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(help="Catalog id (llama-3-8b), Hugging Face id (Qwen/Qwen2.5-7B), config.json or its directory."),
-    ] = None,
-    gpu: Annotated[str | None, typer.Option(help="Catalog GPU id.", show_default="h100-sxm")] = None,
+    model: ModelOption = None,
+    gpu: GpuOption = None,
     tp: Annotated[
         int | None,
         typer.Option(

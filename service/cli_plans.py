@@ -16,8 +16,8 @@ from planner.plans.search import plan_serving
 from planner.plans.spec import PlanRequest
 from planner.plans.training_fit import TrainingFitRequest, fit_training
 from service.batch_output import csv_chunks, json_document, ndjson_lines
-from service.cli_common import JsonFlag, given, model_ref, read_json, request_data, user_errors
-from service.hub import with_hub_items
+from service.cli_common import GpuOption, JsonFlag, ModelOption, given, model_ref, read_json, request_data, user_errors
+from service.hub import with_hub_items, with_hub_model
 from service.render_plans import plan_table, training_fit_table
 
 __all__ = ["plan_app", "sweep"]
@@ -39,13 +39,13 @@ def _plan_request(request_file: Path | None, model: str | None, sections: dict[s
         if laid := given(options):
             section = data.get(name)
             data[name] = {**section, **laid} if isinstance(section, dict) else laid
-    return PlanRequest.model_validate(data)
+    return with_hub_model(PlanRequest.model_validate(data))
 
 
 @plan_app.command("serving")
 def plan_serving_command(
     request_file: RequestFile = None,
-    model: Annotated[str | None, typer.Option(help="Catalog model id or path to a config.json.")] = None,
+    model: ModelOption = None,
     input_tokens: Annotated[int | None, typer.Option(help="Prompt tokens per request.")] = None,
     output_tokens: Annotated[int | None, typer.Option(help="Generated tokens per request.")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Users with a request in flight.")] = None,
@@ -97,8 +97,8 @@ def plan_serving_command(
 @plan_app.command("training")
 def plan_training_command(
     request_file: RequestFile = None,
-    model: Annotated[str | None, typer.Option(help="Catalog model id or path to a config.json.")] = None,
-    gpu: Annotated[str | None, typer.Option(help="Catalog GPU id (default: h100-sxm).")] = None,
+    model: ModelOption = None,
+    gpu: GpuOption = None,
     dp: Annotated[int | None, typer.Option("--dp", help="Data-parallel GPUs of the request.")] = None,
     zero: Annotated[int | None, typer.Option(help="ZeRO stage of the request.")] = None,
     seq_len: Annotated[int | None, typer.Option(help="Tokens per row.")] = None,
@@ -119,7 +119,7 @@ def plan_training_command(
             data["training"] = {**training, **laid}
         if top is not None:
             data["search"] = {**data.get("search", {}), "top": top}
-        result = fit_training(TrainingFitRequest.model_validate(data), load_catalog())
+        result = fit_training(with_hub_model(TrainingFitRequest.model_validate(data)), load_catalog())
     typer.echo(result.model_dump_json(indent=2) if as_json else training_fit_table(result))
 
 

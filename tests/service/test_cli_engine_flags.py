@@ -191,3 +191,22 @@ def test_run_probe_passes_progress_to_a_runner_that_takes_it(monkeypatch: pytest
     result = service.cli_probe.run_probe(ProbeRequest(), progress=heard.append)
     assert heard == ["importing the probe runner (torch)", "measuring a canned step"]
     assert result == probe_runners.canned(ProbeRequest())
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["estimate", "training"],
+        ["plan", "training"],
+        ["plan", "serving", "--input-tokens", "256", "--output-tokens", "16", "--concurrency", "2", "--tpot-ms", "100",
+         "--gpus", "h100-sxm", "--engines", "vllm", "--max-gpus", "1"],
+    ],
+)  # fmt: skip
+def test_every_model_option_takes_a_hugging_face_id(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the training and plan commands passed the id on unread: a 422 "read its config.json first"
+    monkeypatch.setenv("HF_HUB_CACHE", str(fake_cache(tmp_path / "hub")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = runner.invoke(app, [*command, "--model", "Qwen/Qwen2.5-0.5B", "--json"])
+    assert result.exit_code == 0, result.output
