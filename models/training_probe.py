@@ -41,6 +41,7 @@ __all__ = ["TrainingMeasurement", "measure_training", "planner_phases", "trainin
 INPUT_TERM_PREFIX = "inputs/"  # a planner term under this name counts the batch itself
 BACKWARD_PHASES = (
     "loss_backward", "last_block_backward", "first_block_backward", "attention_backward", "embedding_backward",
+    "final_norm_backward",
 )  # fmt: skip
 LOGITS_GRADS_TERM = "activations/logits_grads"
 

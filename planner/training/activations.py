@@ -162,11 +162,14 @@ def _norm(
     *,
     fp32_scale: bool = False,
     rows: int = 1,
+    input_bytes: int | None = None,
 ) -> None:
     """RMSNorm (transformers): x.float() and rsqrt(mean(x²)+ε) if x needs grad; the normalized x if w trains.
 
     `fp32_scale` (Gemma): the normalized x is kept in fp32 and, for x's gradient, the fp32 (1 + w); `rows`:
-    normalized vectors per token (a per-head q/k norm: one per head, of width h / rows).
+    normalized vectors per token (a per-head q/k norm: one per head, of width h / rows). The normalized x is cast
+    back to x's dtype before w scales it (`input_bytes`; default the residual stream's, fp32 under autocast): Qwen3's
+    q/k norms read a linear's output, bf16 under autocast.
     """
     if x_grad:
         ledger.add(f"{name}/input_fp32", FP32 * shp.tokens * h)
@@ -174,7 +177,8 @@ def _norm(
         if fp32_scale:
             ledger.add(f"{name}/weight_plus_one_fp32", FP32 * h)
     if weight_grad:  # under autocast the residual stream, and so the normalized x, is fp32
-        ledger.add(f"{name}/normalized", (FP32 if shp.autocast or fp32_scale else shp.act_bytes) * shp.tokens * h)
+        x_bytes = (FP32 if shp.autocast else shp.act_bytes) if input_bytes is None else input_bytes
+        ledger.add(f"{name}/normalized", (FP32 if fp32_scale else x_bytes) * shp.tokens * h)
 
 
 def _linear_inputs(
@@ -314,8 +318,9 @@ def layer_saved_bytes(
     attn_grad = q_grad or k_grad or v_grad
     if spec.qk_norm:  # Qwen3: an RMSNorm per head on q and on k, before RoPE
         d = spec.resolved_head_dim
-        _norm(ledger, shp, spec.num_heads * d, q_grad, grads.weights, "q_norm", rows=spec.num_heads)
-        _norm(ledger, shp, spec.kv_heads * d, k_grad, grads.weights, "k_norm", rows=spec.kv_heads)
+        proj = AUTOCAST_BYTES if shp.autocast else shp.act_bytes  # q_proj's / k_proj's output
+        _norm(ledger, shp, spec.num_heads * d, q_grad, grads.weights, "q_norm", rows=spec.num_heads, input_bytes=proj)
+        _norm(ledger, shp, spec.kv_heads * d, k_grad, grads.weights, "k_norm", rows=spec.kv_heads, input_bytes=proj)
     if attn_grad:
         attention_core(ledger, shp, spec, q_grad, k_grad, v_grad, masked)
     d_o = spec.num_heads * (spec.mla.v_head_dim if spec.mla else spec.resolved_head_dim)

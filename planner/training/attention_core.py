@@ -13,6 +13,7 @@ saved_tensors_hooks and the probes (tests/planner/test_activations.py, tests/mod
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from planner.model.spec import ModelSpec
@@ -27,6 +28,7 @@ __all__ = [
     "attention_backward_temporaries",
     "attention_core",
     "attention_head_dims",
+    "attention_kernel_locals",
     "sdpa_kernel",
 ]
 
@@ -174,3 +176,36 @@ def attention_core(
         ledger.add("attention/probs", p * b * n_h * s * s_k)
     if not math and scores_grad and spec.family in SOFTCAPPED_FAMILIES:  # tanh(scores / c) · c keeps the tanh
         ledger.add("attention/softcap_tanh", p * b * n_h * s * s_k)
+
+
+def attention_kernel_locals(spec: ModelSpec, shp: TrainShapes, saved: Mapping[str, int]) -> tuple[int, str]:
+    """Bytes alive at the end of SDPA's math kernel besides the saved tensors, and the formula (0 for the other
+    kernels, MLA, prefix tuning and autocast, not modelled). In a recomputed block this is the recompute's peak op.
+
+    The attention module holds the normed input (p·T·h, unless a trained weight saves it), q and k after RoPE and v
+    (p·T·(n_h + n_kv)·d + p·T·w_v, w_v the width of the tensor v is a view of; in fp32 without repeated heads v is
+    the saved value itself). The math kernel's C++ locals live until it returns: the fp32 casts of q, k, v
+    (4·T·(n_h + 2·n_kv)·d when p ≠ 4; v's is the saved value when n_kv = n_h), k repeated to n_h heads
+    (enable_gqa, 4·T·n_h·d when n_kv < n_h; the repeated v is saved), the causal mask converted to an additive fp32
+    s·s_k matrix, the fp32 output (4·T·n_h·d) and, when p ≠ 4, its cast and the probabilities' (p·T·n_h·d +
+    p·b·n_h·s·s_k; the kernel returns both).
+    Source: torch 2.13 aten/src/ATen/native/transformers/attention.cpp `_scaled_dot_product_attention_math`
+      (query_acc/key_acc/value_acc, convert_boolean_attn_mask, pre_process_group_query_attention_input, the
+      returned `matmul(attn, value).to(origin_dtype), attn.to(origin_dtype)`); transformers 5.23
+      integrations/sdpa_attention.py (enable_gqa when no mask); measured by the cpu probe at the recompute's peak op
+      (tests/models/test_training_misses.py).
+    """
+    if shp.attention is not AttentionImpl.SDPA_MATH or spec.mla is not None or shp.prefix_tokens or shp.autocast:
+        return 0, ""
+    b, s, p, t = shp.batch, shp.seq, shp.act_bytes, shp.tokens
+    n_h, n_kv, d = spec.num_heads, spec.kv_heads, spec.resolved_head_dim
+    repeated = n_kv < n_h
+    normed = 0 if "attention_in/input" in saved else p * t * spec.hidden_size
+    v_local = p * t * _v_source_width(spec, shp) if p != FP32 or repeated else 0
+    module = normed + p * t * (n_h + n_kv) * d + v_local
+    casts = FP32 * t * (n_h + n_kv + (n_kv if repeated else 0)) * d if p != FP32 else 0
+    expanded = FP32 * t * n_h * d if repeated else 0
+    mask = FP32 * s * s
+    output = FP32 * t * n_h * d + (p * t * n_h * d + p * b * n_h * s * s if p != FP32 else 0)
+    formula = "p·T·h + p·T·(n_h + n_kv)·d + p·T·w_v + 4·T·(n_h + 2·n_kv)·d + 4·T·n_h·d + 4·s² + 4·T·n_h·d"
+    return module + casts + expanded + mask + output, formula + " + p·T·n_h·d + p·b·n_h·s² (SDPA math's end)"

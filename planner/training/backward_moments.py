@@ -20,6 +20,7 @@ from planner.training.activations import (
     rope_table_bytes,
 )
 from planner.training.block_backward import block_backward, forward_peak
+from planner.training.norm_backward import norm_backward_bytes
 from planner.training.peft_params import TrainableParams
 from planner.training.spec import AttentionImpl, Checkpointing, TrainingSpec
 from planner.training.state import layer_grads, param_bytes, sharded, train_shapes
@@ -345,10 +346,43 @@ def _embedding_backward(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, s
     return terms
 
 
-# outside-block tensors still alive when backward reaches the blocks (the loss's and lm_head's are freed)
-OUTER_THROUGH_BLOCKS = frozenset(
-    {"rope/cos_sin", "loss/labels", "prompt_encoder/indices", "loss/scalar", "prefix_encoder/mlp"}
-)
+# outside-block tensors still alive when backward reaches the blocks (the loss's and lm_head's are freed, the
+# shifted labels with the cross-entropy's node: transformers 5.23 loss/loss_utils.py ForCausalLMLoss)
+OUTER_THROUGH_BLOCKS = frozenset({"rope/cos_sin", "prompt_encoder/indices", "loss/scalar", "prefix_encoder/mlp"})
+
+
+def _final_norm_backward(
+    spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, shp: TrainShapes, a: SavedActivations, blocks: Term
+) -> list[Term] | None:
+    """The final norm's backward, once the loss and lm_head backward have released theirs: every block's saved
+    tensors (or checkpoint inputs), what outside the blocks is kept, the norm's fp32 input, lm_head's and the
+    norm's gradients (full fine-tuning) and the RMSNorm backward's five fp32 T·h tensors
+    (planner.training.norm_backward). None where the norm's input needs no grad. Sets the peak when the vocabulary
+    is small next to the hidden size (5·4·T·h against the loss's 2·4·T·V).
+    Source: derived here (planner.training.norm_backward); measured by the cpu probe (models/)."""
+    if "final_norm/input_fp32" not in a.outer:
+        return None
+    kept = {k: v for k, v in a.outer.items() if k in OUTER_THROUGH_BLOCKS or k == "final_norm/input_fp32"}
+    head_grads = _head_gradients(spec, t, tp)
+    temps = norm_backward_bytes(shp, spec.hidden_size)
+    return [
+        blocks,
+        *([head_grads] if head_grads else []),
+        Term(
+            name="activations/outside_blocks_kept",
+            bytes=sum(kept.values()),
+            formula="the final norm's fp32 input, RoPE tables, soft-prompt indices",
+            detail=_top(kept),
+            source="derived here from the tensors autograd saves (planner.training.activations)",
+        ),
+        Term(
+            name="activations/norm_backward_temporaries",
+            bytes=temps,
+            formula="5·4·T·h",
+            detail="the final RMSNorm's PowBackward: five fp32 T·h tensors",
+            source="derived here (planner.training.norm_backward); measured by the cpu probe (models/)",
+        ),
+    ]
 
 
 def _mlp_and_o_proj_grads(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, moe: bool) -> Term | None:
@@ -424,6 +458,9 @@ def backward_moments(
         moments["first_block_backward"] = _first_block_backward(spec, t, tp, shp, a)
     if t.method.kind == "full":
         moments["embedding_backward"] = _embedding_backward(spec, t, tp, shp)
+    final_norm = _final_norm_backward(spec, t, tp, shp, a, blocks)
+    if final_norm:
+        moments["final_norm_backward"] = final_norm
     forward = _forward_moment(spec, t, tp, shp, a, blocks)
     if forward:
         moments["forward"] = forward

@@ -25,7 +25,16 @@ from dataclasses import dataclass
 
 from planner.model.params import block_layout
 from planner.model.spec import ModelSpec
-from planner.training.activations import FP32, LayerGrads, TrainShapes, mlp_width, moe_combine_bytes
+from planner.training.activations import (
+    FP32,
+    PRE_MLP_PREFIXES,
+    LayerGrads,
+    TrainShapes,
+    mlp_width,
+    moe_combine_bytes,
+)
+from planner.training.attention_core import attention_kernel_locals
+from planner.training.norm_backward import block_norm_backward
 
 __all__ = ["BlockBackward", "block_backward", "forward_peak"]
 
@@ -294,6 +303,17 @@ def _mlp_backward(
     return BlockBackward("mlp_backward", nbytes, formula)
 
 
+def _attention_recompute(spec: ModelSpec, shp: TrainShapes, saved: Mapping[str, int]) -> BlockBackward:
+    """The recompute at the end of the attention kernel (SDPA math): the saved tensors rebuilt up to it, and the
+    kernel's and the attention module's locals (attention_core.attention_kernel_locals); what the block saves after
+    attention is not rebuilt yet. Bytes beyond the block's saved tensors."""
+    local_bytes, formula = attention_kernel_locals(spec, shp, saved)
+    if not local_bytes:
+        return BlockBackward("recompute_attention", 0, "")
+    later = sum(v for k, v in saved.items() if not k.startswith(PRE_MLP_PREFIXES))
+    return BlockBackward("recompute_attention", local_bytes - later, formula + " − saved tensors after attention")
+
+
 def block_backward(
     spec: ModelSpec,
     shp: TrainShapes,
@@ -305,13 +325,17 @@ def block_backward(
     grad_bytes: int,
     accumulating: bool = False,
 ) -> BlockBackward:
-    """The larger of the block's two candidate moments (the recompute only under full checkpointing);
+    """The largest of the block's candidate moments: the MLP's backward, its norms' (planner.training.norm_backward)
+    and, under full checkpointing, the recompute at the down projection and at the attention kernel's end;
     `accumulating`: gradients from earlier micro-batches are held (new ones are added into them in place)."""
     mlp = _mlp_backward(spec, shp, grads, saved, grad_bytes, moe_layer, recomputed, accumulating)
-    if not recomputed:
-        return mlp
-    forward = _recompute_locals(spec, shp, grads, saved, moe_layer)
-    return max(mlp, forward, key=lambda m: m.bytes)
+    made_grad_bytes = 0 if accumulating else grad_bytes  # accumulating: new gradients are added in place
+    norm_bytes, norm_formula = block_norm_backward(spec, shp, grads, saved, made_grad_bytes, moe_layer)
+    moments = [mlp, BlockBackward("norm_backward", norm_bytes, norm_formula)]
+    if recomputed:
+        moments.append(_recompute_locals(spec, shp, grads, saved, moe_layer))
+        moments.append(_attention_recompute(spec, shp, saved))
+    return max(moments, key=lambda m: m.bytes)
 
 
 def forward_peak(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.explain import MemoryBreakdown, Term, breakdown
-from planner.model.params import count_params, layer_kinds
+from planner.model.params import block_layout, count_params
 from planner.model.spec import ModelSpec
 from planner.training.backward_moments import backward_moments
 from planner.training.parallel import is_parallel, parallel_phases
@@ -27,8 +27,8 @@ ZERO_SOURCE = "ZeRO (Rajbhandari et al. 2020, arXiv:1910.02054) §3, §5: P_os, 
 @dataclass(frozen=True, slots=True)
 class TrainingPhases:
     """Candidate peaks by moment ('loss_backward', 'last_block_backward', 'first_block_backward', 'embedding_backward',
-    'attention_backward', 'forward' (the last block's LoRA MLP linear, no checkpointing), 'optimizer_step'), each
-    a breakdown of bytes per GPU."""
+    'attention_backward', 'final_norm_backward', 'forward' (the last block's LoRA MLP linear, no checkpointing),
+    'optimizer_step'), each a breakdown of bytes per GPU."""
 
     phases: dict[str, MemoryBreakdown]
 
@@ -54,19 +54,62 @@ def _module_largest_tensor(m: PeftModule) -> int:
     return per_layer if m.layers > 1 and m.name != "prefix_encoder" else m.trainable_params
 
 
-def _largest_trainable_tensor(spec: ModelSpec, full: bool, trainable: TrainableParams) -> int:
-    """Elements of the biggest trainable tensor (the for-loop optimizer's transient)."""
+# transformers builds these linears as one parameter: Phi-3's qkv_proj and gate_up_proj (Phi3Attention registers
+# o_proj first), every grouped-mm MoE's experts.gate_up_proj [E, 2·f_e, h] (MixtralExperts and the like)
+FUSED_PARAMETERS = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj"),
+                    "experts.gate_up_proj": ("experts.gate_proj", "experts.up_proj")}  # fmt: skip
+FUSED_PARAMETER_FAMILIES = frozenset({"phi3"})
+
+
+def _block_tensors(spec: ModelSpec, moe_layer: bool) -> list[int]:
+    """Elements of a block's parameter tensors in transformers' registration order: attention, MLP, norms."""
+    layout = block_layout(spec, moe_layer)
+    fused = {
+        name: parts
+        for name, parts in FUSED_PARAMETERS.items()
+        if name.startswith("experts.") or spec.family in FUSED_PARAMETER_FAMILIES
+    }
+    attention = list(layout.attention)
+    if spec.family in FUSED_PARAMETER_FAMILIES:
+        attention = [lin for lin in attention if lin.name == "o_proj"] + [
+            lin for lin in attention if lin.name != "o_proj"
+        ]
+    out: list[int] = []
+    pending = 0  # the parts of a fused parameter seen so far
+    for lin in (*attention, *layout.mlp):
+        group = next((parts for parts in fused.values() if lin.name in parts), None)
+        pending += lin.weight_params
+        if group is not None and lin.name != group[-1]:
+            continue
+        out += [pending, *([lin.bias_params] if lin.bias else [])]
+        pending = 0
+    return out + [spec.hidden_size] * spec.norms_per_layer
+
+
+def _for_loop_temporaries(spec: ModelSpec, full: bool, trainable: TrainableParams) -> int:
+    """Elements alive at once in the for-loop AdamW: the square root and the quotient of one tensor's denominator
+    while the previous tensor's `denom` is still bound, max over the tensors of 2·n_i + n_(i−1) (full fine-tuning,
+    in transformers' parameter order: embedding, blocks, final norm, lm_head); 2·the largest adapter tensor for
+    peft methods.
+    Source: torch 2.13 torch/optim/adam.py `_single_tensor_adam` (`denom = (exp_avg_sq.sqrt() / ...).add_(...)`, a
+      local rebound per tensor); transformers 5.23 Phi3Attention, Phi3MLP, MixtralExperts (fused parameters);
+      measured by the cpu probe (tests/models/test_training_misses.py)."""
     if not full:
-        return max((_module_largest_tensor(m) for m in trainable.modules), default=0)
-    linears = (lin.d_in * lin.d_out * lin.count for layout, _ in layer_kinds(spec) for lin in layout.linears)
-    return max(spec.vocab_size * spec.hidden_size, *linears)
+        return 2 * max((_module_largest_tensor(m) for m in trainable.modules), default=0)
+    table = spec.vocab_size * spec.hidden_size
+    tensors = [table]
+    for layer in range(spec.num_layers):
+        tensors += _block_tensors(spec, bool(spec.moe and spec.moe.is_moe_layer(layer)))
+    tensors += [spec.hidden_size, *([] if spec.tie_embeddings else [table])]
+    return max(2 * n + previous for n, previous in zip(tensors, [0, *tensors[:-1]], strict=True))
 
 
 def _optimizer_temporaries(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams) -> int:
     """Elements of the temporaries the optimizer step allocates beside its state.
 
     torch AdamW foreach: one tensor per parameter (the denominator exp_avg_sq.sqrt() / bias correction + ε); for-loop:
-    the denominator and the quotient of the largest tensor at once (measured by the probe grid); fused: none.
+    the square root and the quotient of one tensor beside the previous tensor's denominator (_for_loop_temporaries,
+    measured by the probe grid and campaign); fused: none.
     torch SGD updates in place (foreach or not, ± momentum: param.add_(buf or grad, alpha=−lr)): none. 8-bit AdamW
     (bitsandbytes) updates block-wise in its kernel: none.
     Source: torch/optim/adamw.py `_multi_tensor_adamw`, `_single_tensor_adamw`; torch/optim/sgd.py
@@ -78,7 +121,7 @@ def _optimizer_temporaries(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams
     impl = t.optimizer.implementation
     if impl == "foreach":
         return tp.trainable
-    return 2 * _largest_trainable_tensor(spec, t.method.kind == "full", tp) if impl == "for_loop" else 0
+    return _for_loop_temporaries(spec, t.method.kind == "full", tp) if impl == "for_loop" else 0
 
 
 def _state_terms(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, pb: ParamBytes) -> dict[str, Term]:
@@ -95,7 +138,7 @@ def _state_terms(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, pb: Para
         "optimizer/temporaries": (
             temp,
             z >= 1,
-            "AdamW foreach: N_train·b_s; for-loop: 2·largest tensor·b_s; fused, SGD, 8-bit: 0",
+            "AdamW foreach: N_train·b_s; for-loop: max(2·n_i + n_(i−1))·b_s; fused, SGD, 8-bit: 0",
             f"{t.optimizer.implementation} implementation",
         ),
     }

@@ -68,11 +68,14 @@ OUTSIDE_BLOCKS = frozenset(
         "activations/outside_blocks_before",  # the forward moment: RoPE tables, soft-prompt indices, prefix MLP
         "activations/forward_inputs",  # the forward moment: position ids and attention masks
         "activations/embedding_backward",
+        "activations/norm_backward_temporaries",  # the final norm's backward
         "inputs/input_ids",
     }
 )
 LOGITS = frozenset({"activations/logits_grads"})
-LAST_STAGE_ONLY = frozenset({"activations/logits_grads", "gradients/lm_head_and_final_norm"})
+LAST_STAGE_ONLY = frozenset(
+    {"activations/logits_grads", "gradients/lm_head_and_final_norm", "activations/norm_backward_temporaries"}
+)
 PARAMETER_PREFIXES = ("weights/", "gradients", "optimizer/")
 
 
