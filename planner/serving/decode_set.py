@@ -114,9 +114,10 @@ class DecodeSet:
         """Take `count` of c's requests out of the sums; write back their generated tokens and held blocks."""
         self.requests -= count
         self.base_sum -= count * c.base
-        c.generated = self.tokens(c) - c.prompt
+        tokens = c.base + self.clock
+        c.generated = tokens - c.prompt
         if self.on_demand:
-            c.blocks = self.held_blocks(c)
+            c.blocks = blocks_for(tokens, self.bs) - c.debt  # held_blocks(c)
             rho = c.base % self.bs
             left = self.residues[rho] - count
             if left:
@@ -128,7 +129,8 @@ class DecodeSet:
         """Stop decoding all of c (finished)."""
         self._forget(c, c.count)
         del self.cohorts[c.first]
-        self.short.pop(c.first, None)
+        if self.short:
+            self.short.pop(c.first, None)
 
     def newest(self) -> Cohort:
         """The cohort that started decoding last: its last request is the engine's newest admitted running one."""
@@ -162,8 +164,8 @@ class DecodeSet:
         heap, done = self.finish_heap, []
         while heap and heap[0][0] <= self.clock:
             finish_at, first = heapq.heappop(heap)
-            if self._current(finish_at, first):
-                c = self.cohorts[first]
+            c = self.cohorts.get(first)
+            if c is not None and c.finish_at == finish_at:  # else stale, as in _current
                 self.remove(c)
                 done.append(c)
         return done

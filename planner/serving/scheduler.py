@@ -112,6 +112,9 @@ class RequestTiming(NamedTuple):
     e2e_s: float
 
 
+_UNFINISHED = RequestTiming(float("nan"), float("nan"), float("nan"))
+
+
 @dataclass(frozen=True)
 class SimulationResult:
     timings: tuple[RequestTiming, ...]
@@ -143,7 +146,7 @@ class _Simulation:
         self.prefilling_requests = 0
         self.decoding = DecodeSet(limits.block_size, self.on_demand)
         n = len(workload.prompt_tokens)
-        self.timings: list[RequestTiming | None] = [None] * n  # by request index, set when it finishes
+        self.timings = [_UNFINISHED] * n  # by request index, set when it finishes
         self.finished = 0
         self.iterations = self.events = self.preemptions = 0
         self.decode_batch_sum = 0
@@ -159,20 +162,26 @@ class _Simulation:
 
     # arrivals -----------------------------------------------------------------------------------------------------
     def _send(self, count: int, at: float) -> None:
-        """Send the next `count` requests at `at`: cohorts of equal lengths, the first joining the last waiting
-        cohort if that one was sent at `at` too."""
-        prompts, outputs = self.w.prompt_tokens, self.w.output_tokens
-        end = min(self.sent + count, len(prompts))
-        i = self.sent
-        while i < end:
-            j = end if self.uniform else self._same_lengths_until(i, end)
-            if self.waiting and self._joins(self.waiting[-1], i, at):
-                self.waiting[-1].count += j - i
-            else:
-                self.waiting.append(Cohort(i, j - i, prompts[i], outputs[i], at, outputs[i]))
-            i = j
+        """Send the next `count` requests (or as many as are left) at `at`, as cohorts of equal lengths."""
+        end = min(self.sent + count, len(self.w.prompt_tokens))
+        if self.uniform:
+            self._queue(self.sent, end, at)
+        else:
+            i = self.sent
+            while i < end:
+                j = self._same_lengths_until(i, end)
+                self._queue(i, j, at)
+                i = j
         self.unsent -= end - self.sent
         self.sent = end
+
+    def _queue(self, i: int, j: int, at: float) -> None:
+        """Requests i .. j − 1, of equal lengths, join the waiting queue: as a cohort, or with the last one."""
+        if self.waiting and self._joins(self.waiting[-1], i, at):
+            self.waiting[-1].count += j - i
+        else:
+            out = self.w.output_tokens[i]
+            self.waiting.append(Cohort(i, j - i, self.w.prompt_tokens[i], out, at, out))
 
     def _joins(self, last: Cohort, i: int, at: float) -> bool:
         """Whether request i, sent at `at`, is in the state of the waiting cohort `last` and follows it."""
@@ -206,7 +215,11 @@ class _Simulation:
         """Send every scheduled request (open-loop arrivals, closed-loop clients' first requests) due by `until`."""
         scheduled = self.scheduled
         while scheduled and self.unsent and scheduled[0] <= until:
-            self._send(1, scheduled.popleft())
+            at, count = scheduled.popleft(), 1
+            while scheduled and scheduled[0] == at:  # a burst: clients that start together
+                scheduled.popleft()
+                count += 1
+            self._send(count, at)
 
     def _next_arrival(self) -> float | None:
         return self.scheduled[0] if self.scheduled and self.unsent else None
@@ -214,21 +227,23 @@ class _Simulation:
     # admission ----------------------------------------------------------------------------------------------------
     def _admit(self) -> None:
         """Admit waiting requests in order while max_num_seqs and the KV pool allow."""
-        lim = self.limits
-        while self.waiting and self.running() < lim.max_num_seqs:
-            c = self.waiting[0]
+        lim, waiting = self.limits, self.waiting
+        running = self.running()
+        while waiting and running < lim.max_num_seqs:
+            c = waiting[0]
             need_tokens = c.prompt + (1 if self.on_demand else c.output)
             need = blocks_for(need_tokens, lim.block_size)  # per request, ≥ 1
-            fit = min(c.count, lim.max_num_seqs - self.running(), self.free_blocks // need)
-            if fit <= 0:
-                if not self.running() and need > self.total_blocks:
+            if need > self.free_blocks:
+                if not running and need > self.total_blocks:
                     raise ValueError("a single request does not fit in the KV pool")
                 return
-            part = self.waiting.popleft() if fit == c.count else c.split_front(fit)
+            fit = min(c.count, lim.max_num_seqs - running, self.free_blocks // need)
+            part = waiting.popleft() if fit == c.count else c.split_front(fit)
             self.free_blocks -= fit * need
             part.blocks = need
             self.prefilling.append(part)  # with its prompt (or, after a preemption, prompt + output) to compute
             self.prefilling_requests += fit
+            running += fit
 
     # one iteration ------------------------------------------------------------------------------------------------
     def _chunks(self) -> tuple[bool, list[tuple[Cohort, int, int]]]:
@@ -294,17 +309,19 @@ class _Simulation:
         c.prefilled, c.generated = 0, 0
         self.waiting.appendleft(c)
 
-    def _finish(self, c: Cohort) -> None:
-        self.free_blocks += c.count * c.blocks
-        self.finished += c.count
-        timing = RequestTiming(
-            ttft_s=c.first_token - c.arrival,
-            tpot_s=(self.now - c.first_token) / (c.output_orig - 1) if c.output_orig > 1 else 0.0,
-            e2e_s=self.now - c.arrival,
-        )
-        self.timings[c.first : c.first + c.count] = [timing] * c.count
-        if self.w.concurrency is not None and self.unsent:
-            self._send(c.count, self.now)
+    def _finish(self, cohorts: list[Cohort]) -> None:
+        """The cohorts got their last token now: their latencies, their blocks back, and (closed loop) as many
+        requests sent."""
+        done = 0
+        for c in cohorts:
+            self.free_blocks += c.count * c.blocks
+            ttft_s, e2e_s = c.first_token - c.arrival, self.now - c.arrival
+            tpot_s = (self.now - c.first_token) / (c.output_orig - 1) if c.output_orig > 1 else 0.0
+            self.timings[c.first : c.first + c.count] = [RequestTiming(ttft_s, tpot_s, e2e_s)] * c.count
+            done += c.count
+        self.finished += done
+        if done and self.w.concurrency is not None and self.unsent:
+            self._send(done, self.now)
 
     def _decode_run_length(self) -> int:
         """Identical decode-only iterations until a request finishes (or, open loop, the next arrival)."""
@@ -331,8 +348,7 @@ class _Simulation:
         self.decode_batch_sum += n * run
         self.decode_iterations += run
         dec.advance(run)
-        for c in dec.pop_finished():
-            self._finish(c)
+        self._finish(dec.pop_finished())
 
     def _mixed_step(self, decodes: bool, chunks: list[tuple[Cohort, int, int]]) -> None:
         """One iteration of prompt chunks, with the decoding requests' tokens unless the policy pauses them."""
@@ -360,8 +376,7 @@ class _Simulation:
                 part.first_token = self.now
             part.generated = 1  # the iteration that finishes the prompt samples a token
             dec.add(part)
-        for c in dec.pop_finished():
-            self._finish(c)
+        self._finish(dec.pop_finished())
 
     def _step(self) -> None:
         decodes, chunks = self._chunks()
@@ -375,18 +390,16 @@ class _Simulation:
         else:
             self._decode_run()
 
-    def _charge_work(self) -> None:
-        self.work += 1 + self.running()
-        if self.work > MAX_SIMULATION_WORK:
-            total = len(self.w.prompt_tokens)
-            raise SimulationTooLarge(
-                f"{self.events:,} engine events for {self.finished:,} of {total:,} requests reached the "
-                f"bound of {MAX_SIMULATION_WORK:,} request-events"
-            )
+    def _too_large(self) -> SimulationTooLarge:
+        return SimulationTooLarge(
+            f"{self.events:,} engine events for {self.finished:,} of {len(self.w.prompt_tokens):,} requests "
+            f"reached the bound of {MAX_SIMULATION_WORK:,} request-events"
+        )
 
     def _tick(self) -> None:
         """Admit what fits, then run one engine event (or wait for the next arrival)."""
-        self._admit()
+        if self.waiting:
+            self._admit()
         if not self.running():
             nxt = self._next_arrival()
             if nxt is None:
@@ -395,16 +408,19 @@ class _Simulation:
             self._release_open_loop(self.now)
             return
         self._step()
-        self._release_open_loop(self.now)
+        if self.scheduled:
+            self._release_open_loop(self.now)
 
     def run(self) -> SimulationResult:
         self._initial_arrivals()
         total = len(self.w.prompt_tokens)
         while self.finished < total:
-            self._charge_work()
+            self.work += 1 + self.prefilling_requests + self.decoding.requests  # the requests an event concerns
+            if self.work > MAX_SIMULATION_WORK:
+                raise self._too_large()
             self._tick()
         return SimulationResult(
-            timings=tuple(t for t in self.timings if t is not None),
+            timings=tuple(self.timings),
             iterations=self.iterations,
             events=self.events,
             makespan_s=self.now,
