@@ -50,10 +50,11 @@ __all__ = [
     "simulate",
 ]
 
-# Work = Σ over engine events of the requests running at it (each event walks them). 8·10^6 took 5.2 s on one
-# core of the CI machine kind (shared): an overloaded open loop (arrivals faster than the engine drains them) or a
-# preempting KV pool splits decode runs at every block and would otherwise run for minutes (236 s measured for
-# 65,536 requests of 16K tokens at 2/s on one H200).
+# Work = Σ over engine events of the requests running at it (what a loop walking them would do; this one moves
+# cohorts and costs less per event, but the bound is counted as before so the same loads are refused). 8·10^6 took
+# 5.2 s on one core of the CI machine kind (shared) with the per-request loop: an overloaded open loop (arrivals
+# faster than the engine drains them) or a preempting KV pool splits decode runs at every block and would otherwise
+# run for minutes (236 s measured for 65,536 requests of 16K tokens at 2/s on one H200).
 MAX_SIMULATION_WORK = 8_000_000
 
 
