@@ -9,9 +9,19 @@ import pytest
 
 from planner import load_catalog
 from planner.calibration.kernels import load_kernel_tables
+from planner.serving import scheduler
 from planner.serving.decode_set import Cohort, DecodeSet, blocks_for
-from planner.serving.scheduler import Admission, EngineLimits, SchedulerPolicy, Workload, _Simulation, simulate
+from planner.serving.scheduler import (
+    Admission,
+    EngineLimits,
+    SchedulerPolicy,
+    SimulationTooLarge,
+    Workload,
+    _Simulation,
+    simulate,
+)
 from planner.serving.step_time import ServingShape, StepModel, build_step_model
+from tests.planner import scheduler_reference
 from tests.planner.scheduler_reference import simulate_reference
 
 
@@ -182,3 +192,22 @@ def test_runs_take_the_blocks_their_tokens_open() -> None:
                 c.count * (blocks_for(dec.tokens(c) + run, bs) - blocks_for(dec.tokens(c) + 1, bs)) for c in cohorts
             )
         assert dec.steps_to_block() == min(bs - dec.tokens(c) % bs for c in cohorts)
+
+
+@pytest.mark.parametrize("seed", [3, 11, 1000])
+def test_the_work_bound_refuses_where_the_per_request_loop_did(
+    model: StepModel, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MAX_SIMULATION_WORK counts the requests each event concerns, as the per-request loop walked them: a lowered
+    # bound stops both loops at the same event, with the same report
+    limits, workload = _random_case(random.Random(seed))
+    whole = _Simulation(model, limits, workload)
+    whole.run()
+    for bound in (whole.work // 10, whole.work // 2, whole.work - 1):
+        monkeypatch.setattr(scheduler, "MAX_SIMULATION_WORK", bound)
+        monkeypatch.setattr(scheduler_reference, "MAX_SIMULATION_WORK", bound)
+        with pytest.raises(SimulationTooLarge) as new:
+            simulate(model, limits, workload)
+        with pytest.raises(SimulationTooLarge) as old:
+            simulate_reference(model, limits, workload)
+        assert str(new.value) == str(old.value)
