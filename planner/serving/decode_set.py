@@ -1,10 +1,13 @@
-"""The requests of the engine loop, grouped into cohorts, and the decoding ones kept so an iteration costs O(1).
+"""The requests of the engine loop, grouped into cohorts, and the decoding ones kept so an event costs what it changes.
 
 A cohort is consecutive requests in one state: sent at the same instant with the same lengths (a closed loop's
 clients that finished in one iteration, a burst of clients), they are admitted, prefilled, decoded and finished
 together, and their latencies are equal. The loop moves a cohort as one and splits it where the engine would treat
 its requests apart: a token budget or a KV pool that takes only some of them, a partial prompt chunk, a preemption
 of the newest. Every split keeps each part's indices consecutive and in the order the engine's queues hold them.
+That is why the results equal those of a loop over single requests: the members of a cohort sit next to each other
+in every queue, and each decision the engine makes about a request depends on its state and on what comes before
+it, so a per-request loop makes the same decision for each member in turn.
 
 Every iteration either adds one token to every decoding request (a decode or mixed iteration), `run` tokens to
 every one (a run of identical decode iterations), or none (SGLang's prefill-only iteration): they advance together.
@@ -86,7 +89,9 @@ class DecodeSet:
         self.cohorts: dict[int, Cohort] = {}  # by first index; insertion order = order they started decoding
         self.requests = 0  # decoding requests (Σ count)
         self.base_sum = 0  # Σ count · base
-        self.finish_heap: list[tuple[int, int]] = []  # (finish_at, first); entries of departed cohorts are stale
+        # (finish_at, first): an entry counts while its cohort decodes with that finish_at; those of cohorts that left
+        # are stale and dropped when they reach the top (a cohort re-entering with the same key finishes then anyway)
+        self.finish_heap: list[tuple[int, int]] = []
         self.residues: dict[int, int] = {}  # base mod bs -> requests (on demand; no zero counts kept)
         self.short: dict[int, Cohort] = {}  # cohorts (of one request) with debt > 0
 
