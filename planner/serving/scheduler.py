@@ -247,42 +247,37 @@ class _Simulation:
             running += fit
 
     # one iteration ------------------------------------------------------------------------------------------------
-    def _chunks(self) -> tuple[bool, list[tuple[Cohort, int, int]]]:
-        """(whether the decoding requests take part, [(prefilling cohort, its first requests served, tokens each)])
-        under the engine's policy. They are the oldest prefilling requests, every one but the last whole."""
+    def _chunks(self) -> tuple[bool, list[tuple[Cohort, int, int]], list[tuple[int, int]]]:
+        """Whether the decoding requests take part, the prompt chunks [(prefilling cohort, its first requests served,
+        tokens each)] under the engine's policy, and the chunks as the step model takes them [(tokens, cached)]."""
         lim = self.limits
         if not self.prefilling:
-            return True, []
+            return True, [], []
         if lim.policy is SchedulerPolicy.PREFILL_FIRST:
-            return False, self._fill(lim.token_budget, whole=False)
+            return False, *self._fill(lim.token_budget, whole=False)
         budget = lim.token_budget - self.decoding.requests
-        return True, self._fill(budget, whole=lim.policy is SchedulerPolicy.MIXED_WHOLE)
+        return True, *self._fill(budget, whole=lim.policy is SchedulerPolicy.MIXED_WHOLE)
 
-    def _fill(self, budget: int, whole: bool) -> list[tuple[Cohort, int, int]]:
+    def _fill(self, budget: int, whole: bool) -> tuple[list[tuple[Cohort, int, int]], list[tuple[int, int]]]:
         """Prompt tokens for the oldest prefilling requests within `budget`: chunked (the last one split where the
         budget ends), or `whole` prompts only (TensorRT-LLM; the first one even past the budget)."""
         chunks: list[tuple[Cohort, int, int]] = []
+        prefill: list[tuple[int, int]] = []
         for c in self.prefilling:
             left = c.prompt - c.prefilled
-            if whole and not chunks:  # the first prompt goes in whole, whatever the budget
-                chunks.append((c, 1, left))
-                budget -= left
-                served = min(c.count - 1, max(0, budget) // left)
-                if served:
-                    chunks[-1] = (c, 1 + served, left)
-                    budget -= served * left
-                if served < c.count - 1:
-                    break
-                continue
             served = min(c.count, max(0, budget) // left)
+            if whole and not chunks:
+                served = max(served, 1)  # the first prompt goes in whole, whatever the budget
             if served:
                 chunks.append((c, served, left))
+                prefill += [(left, c.prefilled)] * served
                 budget -= served * left
             if served < c.count:
                 if not whole and budget > 0:  # the next request gets the rest of the budget
                     chunks.append((c, 1, budget))
+                    prefill.append((budget, c.prefilled))
                 break
-        return chunks
+        return chunks, prefill
 
     def _grow_kv(self) -> None:
         """Blocks for the token each decoding request adds; preempt the newest requests when the pool runs dry."""
@@ -351,14 +346,11 @@ class _Simulation:
         dec.advance(run)
         self._finish(dec.pop_finished())
 
-    def _mixed_step(self, decodes: bool, chunks: list[tuple[Cohort, int, int]]) -> None:
+    def _mixed_step(self, decodes: bool, chunks: list[tuple[Cohort, int, int]], prefill: list[tuple[int, int]]) -> None:
         """One iteration of prompt chunks, with the decoding requests' tokens unless the policy pauses them."""
         dec = self.decoding
         n = dec.requests if decodes else 0
         ctx = dec.context_sum() / n if n else 0.0
-        prefill: list[tuple[int, int]] = []
-        for c, served, q in chunks:
-            prefill += [(q, c.prefilled)] * served
         step_s = self.model.step(n, ctx, prefill).total_s
         self.now += step_s
         self.iterations += 1
@@ -380,14 +372,14 @@ class _Simulation:
         self._finish(dec.pop_finished())
 
     def _step(self) -> None:
-        decodes, chunks = self._chunks()
+        decodes, chunks, prefill = self._chunks()
         if decodes and self.on_demand and self.decoding.requests:
             self._grow_kv()
         if not (decodes and self.decoding.requests) and not chunks:
             raise RuntimeError("scheduler made no progress")
         self.events += 1
         if chunks:
-            self._mixed_step(decodes, chunks)
+            self._mixed_step(decodes, chunks, prefill)
         else:
             self._decode_run()
 
