@@ -18,6 +18,10 @@ finishes its prompt; its TPOT is (finish − first token) / (output − 1), as `
 
 Runs of identical decode-only iterations are advanced in one step (their attention cost grows linearly with the
 context, so the run is timed at its mean context), which keeps a 256-way simulation to a few thousand events.
+No event walks the running requests: they move in cohorts (consecutive requests in one state, split where the engine
+treats them apart) and the decoding ones advance on one clock with their sums kept incrementally
+(planner.serving.decode_set), so an event costs the cohorts it changes. The results are those of the per-request
+loop, exactly (tests/planner/test_scheduler.py checks them against it, tests/planner/scheduler_reference.py).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import NamedTuple, Protocol
 
 from planner._gc import collector_paused
 from planner.calibration.kernels import KernelTables
+from planner.serving.decode_set import Cohort, DecodeSet, blocks_for
 from planner.serving.step_time import StepCost
 
 __all__ = [
@@ -45,10 +50,11 @@ __all__ = [
     "simulate",
 ]
 
-# Work = Σ over engine events of the requests running at it (each event walks them). 8·10^6 took 5.2 s on one
-# core of the CI machine kind (shared): an overloaded open loop (arrivals faster than the engine drains them) or a
-# preempting KV pool splits decode runs at every block and would otherwise run for minutes (236 s measured for
-# 65,536 requests of 16K tokens at 2/s on one H200).
+# Work = Σ over engine events of the requests running at it (what a loop walking them would do; this one moves
+# cohorts and costs less per event, but the bound is counted as before so the same loads are refused). 8·10^6 took
+# 5.2 s on one core of the CI machine kind (shared) with the per-request loop: an overloaded open loop (arrivals
+# faster than the engine drains them) or a preempting KV pool splits decode runs at every block and would otherwise
+# run for minutes (236 s measured for 65,536 requests of 16K tokens at 2/s on one H200).
 MAX_SIMULATION_WORK = 8_000_000
 
 
@@ -99,29 +105,15 @@ class Workload:
     client_start_s: tuple[float, ...] | None = None  # closed loop: when each client sends its first request
 
 
-@dataclass(slots=True)
-class _Req:
-    index: int
-    prompt: int
-    output: int
-    arrival: float
-    prefilled: int = 0  # prompt tokens computed so far
-    generated: int = 0
-    first_token: float = -1.0
-    done: float = -1.0
-    blocks: int = 0
-    output_orig: int = 0
-
-    def __post_init__(self) -> None:
-        self.output_orig = self.output
-
-
 class RequestTiming(NamedTuple):
     """One request's latencies (a tuple: a simulation makes thousands of them)."""
 
     ttft_s: float
     tpot_s: float
     e2e_s: float
+
+
+_UNFINISHED = RequestTiming(float("nan"), float("nan"), float("nan"))
 
 
 @dataclass(frozen=True)
@@ -135,10 +127,6 @@ class SimulationResult:
     notes: tuple[str, ...] = field(default=())
 
 
-def _blocks(tokens: int, block: int) -> int:
-    return -(-tokens // block)  # ⌈tokens / block⌉ in integers
-
-
 def simulate(model: StepTimer, limits: EngineLimits, workload: Workload) -> SimulationResult:
     """Run every request of `workload` through the engine loop; per-request TTFT, TPOT and end-to-end times."""
     with collector_paused():  # thousands of short-lived objects, no cycles (planner._gc)
@@ -148,29 +136,76 @@ def simulate(model: StepTimer, limits: EngineLimits, workload: Workload) -> Simu
 class _Simulation:
     def __init__(self, model: StepTimer, limits: EngineLimits, workload: Workload) -> None:
         self.model, self.limits, self.w = model, limits, workload
+        self.on_demand = limits.admission is Admission.ON_DEMAND
         self.total_blocks = max(1, limits.kv_capacity_tokens // limits.block_size)
-        self.free_blocks = self.total_blocks
+        self.free_blocks = self.total_blocks  # total − held; a long decode run may take it below zero (as before)
         self.now = 0.0
-        self.waiting: deque[_Req] = deque()
-        self.running: list[_Req] = []  # admitted: prefilling or decoding, in admission order
-        self.prefilling = 0  # how many of them are still prefilling (none: every running request decodes)
-        self.finished: list[_Req] = []
-        self.iterations = self.events = self.preemptions = 0
-        self.decode_batch_sum = 0.0
-        self.decode_iterations = 0
+        self.waiting: deque[Cohort] = deque()
+        # the running requests, in admission order: those prefilling (FIFO: chunks go to the oldest first) and those
+        # decoding, which all started decoding after every older one
+        self.prefilling: deque[Cohort] = deque()
+        self.prefilling_requests = 0
+        self.decoding = DecodeSet(limits.block_size, self.on_demand)
         n = len(workload.prompt_tokens)
-        self.pending = deque(range(n))  # requests not yet sent
+        self.timings = [_UNFINISHED] * n  # by request index, set when it finishes
+        self.finished = 0
+        self.iterations = self.events = self.preemptions = 0
+        self.decode_batch_sum = 0
+        self.decode_iterations = 0
+        self.sent = 0  # requests sent, in index order
+        self.unsent = n
         self.scheduled: deque[float] = deque()  # send times not yet reached
-        self.clients_busy = 0
+        self.uniform = len(set(workload.prompt_tokens)) <= 1 and len(set(workload.output_tokens)) <= 1
+        self.work = 0
+
+    def running(self) -> int:
+        return self.prefilling_requests + self.decoding.requests
 
     # arrivals -----------------------------------------------------------------------------------------------------
-    def _send(self, at: float) -> None:
-        i = self.pending.popleft()
-        self.waiting.append(_Req(i, self.w.prompt_tokens[i], self.w.output_tokens[i], at))
+    def _send(self, count: int, at: float) -> None:
+        """Send the next `count` requests (or as many as are left) at `at`, as cohorts of equal lengths."""
+        end = min(self.sent + count, len(self.w.prompt_tokens))
+        if self.uniform:
+            self._queue(self.sent, end, at)
+        else:
+            i = self.sent
+            while i < end:
+                j = self._same_lengths_until(i, end)
+                self._queue(i, j, at)
+                i = j
+        self.unsent -= end - self.sent
+        self.sent = end
+
+    def _queue(self, i: int, j: int, at: float) -> None:
+        """Requests i .. j − 1, of equal lengths, join the waiting queue: as a cohort, or with the last one."""
+        if self.waiting and self._joins(self.waiting[-1], i, at):
+            self.waiting[-1].count += j - i
+        else:
+            out = self.w.output_tokens[i]
+            self.waiting.append(Cohort(i, j - i, self.w.prompt_tokens[i], out, at, out))
+
+    def _joins(self, last: Cohort, i: int, at: float) -> bool:
+        """Whether request i, sent at `at`, is in the state of the waiting cohort `last` and follows it."""
+        fresh = last.prefilled == 0 and last.first_token < 0  # never admitted (a preempted cohort has a first token)
+        return (
+            fresh
+            and last.first + last.count == i
+            and last.arrival == at
+            and last.prompt == self.w.prompt_tokens[i]
+            and last.output == self.w.output_tokens[i]
+        )
+
+    def _same_lengths_until(self, i: int, end: int) -> int:
+        """The end of the run of requests from i (before `end`) with request i's prompt and output lengths."""
+        prompts, outputs = self.w.prompt_tokens, self.w.output_tokens
+        j = i + 1
+        while j < end and prompts[j] == prompts[i] and outputs[j] == outputs[i]:
+            j += 1
+        return j
 
     def _initial_arrivals(self) -> None:
         if self.w.concurrency is not None:
-            clients = min(self.w.concurrency, len(self.pending))
+            clients = min(self.w.concurrency, len(self.w.prompt_tokens))
             starts = self.w.client_start_s or (0.0,) * clients
             self.scheduled = deque(sorted(starts[:clients]))
         else:
@@ -179,195 +214,206 @@ class _Simulation:
 
     def _release_open_loop(self, until: float) -> None:
         """Send every scheduled request (open-loop arrivals, closed-loop clients' first requests) due by `until`."""
-        while self.scheduled and self.pending and self.scheduled[0] <= until:
-            self._send(self.scheduled.popleft())
+        scheduled = self.scheduled
+        while scheduled and self.unsent and scheduled[0] <= until:
+            at, count = scheduled.popleft(), 1
+            while scheduled and scheduled[0] == at:  # a burst: clients that start together
+                scheduled.popleft()
+                count += 1
+            self._send(count, at)
 
     def _next_arrival(self) -> float | None:
-        return self.scheduled[0] if self.scheduled and self.pending else None
+        return self.scheduled[0] if self.scheduled and self.unsent else None
 
     # admission ----------------------------------------------------------------------------------------------------
     def _admit(self) -> None:
-        lim = self.limits
-        while self.waiting and len(self.running) < lim.max_num_seqs:
-            req = self.waiting[0]
-            need_tokens = req.prompt + (req.output if lim.admission is Admission.RESERVE_FULL else 1)
-            need = _blocks(need_tokens, lim.block_size)
+        """Admit waiting requests in order while max_num_seqs and the KV pool allow."""
+        lim, waiting = self.limits, self.waiting
+        running = self.running()
+        while waiting and running < lim.max_num_seqs:
+            c = waiting[0]
+            need_tokens = c.prompt + (1 if self.on_demand else c.output)
+            need = blocks_for(need_tokens, lim.block_size)  # per request, ≥ 1
             if need > self.free_blocks:
-                if not self.running and need > self.total_blocks:
+                if not running and need > self.total_blocks:
                     raise ValueError("a single request does not fit in the KV pool")
                 return
-            self.waiting.popleft()
-            self.free_blocks -= need
-            req.blocks = need
-            self.running.append(req)
-            self.prefilling += 1  # admitted with its prompt (or, after a preemption, prompt + output) to compute
+            fit = min(c.count, lim.max_num_seqs - running, self.free_blocks // need)
+            part = waiting.popleft() if fit == c.count else c.split_front(fit)
+            self.free_blocks -= fit * need
+            part.blocks = need
+            self.prefilling.append(part)  # with its prompt (or, after a preemption, prompt + output) to compute
+            self.prefilling_requests += fit
+            running += fit
 
     # one iteration ------------------------------------------------------------------------------------------------
-    def _batch(self) -> tuple[list[_Req], list[tuple[_Req, int]]]:
-        """(decoding requests, [(prefilling request, tokens this iteration)]) under the engine's policy."""
+    def _chunks(self) -> tuple[bool, list[tuple[Cohort, int, int]], list[tuple[int, int]]]:
+        """Whether the decoding requests take part, the prompt chunks [(prefilling cohort, its first requests served,
+        tokens each)] under the engine's policy, and the chunks as the step model takes them [(tokens, cached)]."""
         lim = self.limits
         if not self.prefilling:
-            return list(self.running), []
-        prefilling = [r for r in self.running if r.prefilled < r.prompt]
-        decoding = [r for r in self.running if r.prefilled >= r.prompt]
-        if lim.policy is SchedulerPolicy.PREFILL_FIRST and prefilling:
-            budget, chunks = lim.token_budget, []
-            for r in prefilling:
-                if budget <= 0:
-                    break
-                q = min(r.prompt - r.prefilled, budget)
-                chunks.append((r, q))
-                budget -= q
-            return [], chunks
-        budget = lim.token_budget - len(decoding)
-        chunks = []
-        for r in prefilling:
-            left = r.prompt - r.prefilled
-            if lim.policy is SchedulerPolicy.MIXED_WHOLE:
-                if left > budget and chunks:
-                    break
-                q = left if left <= budget or not chunks else 0
-            else:
-                q = min(left, budget)
-            if q <= 0:
+            return True, [], []
+        if lim.policy is SchedulerPolicy.PREFILL_FIRST:
+            return False, *self._fill(lim.token_budget, whole=False)
+        budget = lim.token_budget - self.decoding.requests
+        return True, *self._fill(budget, whole=lim.policy is SchedulerPolicy.MIXED_WHOLE)
+
+    def _fill(self, budget: int, whole: bool) -> tuple[list[tuple[Cohort, int, int]], list[tuple[int, int]]]:
+        """Prompt tokens for the oldest prefilling requests within `budget`: chunked (the last one split where the
+        budget ends), or `whole` prompts only (TensorRT-LLM; the first one even past the budget)."""
+        chunks: list[tuple[Cohort, int, int]] = []
+        prefill: list[tuple[int, int]] = []
+        for c in self.prefilling:
+            left = c.prompt - c.prefilled
+            served = min(c.count, max(0, budget) // left)
+            if whole and not chunks:
+                served = max(served, 1)  # the first prompt goes in whole, whatever the budget
+            if served:
+                chunks.append((c, served, left))
+                prefill += [(left, c.prefilled)] * served
+                budget -= served * left
+            if served < c.count:
+                if not whole and budget > 0:  # the next request gets the rest of the budget
+                    chunks.append((c, 1, budget))
+                    prefill.append((budget, c.prefilled))
                 break
-            chunks.append((r, q))
-            budget -= q
-        return decoding, chunks
+        return chunks, prefill
 
-    def _grow_kv(self, decoding: list[_Req]) -> list[_Req]:
+    def _grow_kv(self) -> None:
         """Blocks for the token each decoding request adds; preempt the newest requests when the pool runs dry."""
-        if self.limits.admission is Admission.RESERVE_FULL:
-            return decoding
-        bs = self.limits.block_size
-        # a request needs a block when its next token passes its last one: ⌈(t + 1)/bs⌉ > blocks ⟺ t + 1 > blocks·bs
-        growing = [r for r in decoding if r.prompt + r.generated + 1 > r.blocks * bs]
-        if len(growing) <= self.free_blocks:  # every one gets its block, nobody is preempted
-            self.free_blocks -= len(growing)
-            for r in growing:
-                r.blocks += 1
-            return decoding
-        kept = list(decoding)
-        needing = {id(r) for r in growing}
-        while len(needing) > self.free_blocks and len(kept) > 1:
-            victim = kept.pop()  # the newest admitted
-            self._preempt(victim)
-            needing.discard(id(victim))
-        for r in kept:
-            if id(r) in needing and self.free_blocks > 0:
-                self.free_blocks -= 1
-                r.blocks += 1
-        return kept
+        dec = self.decoding
+        needing = dec.growing()
+        while needing > self.free_blocks and dec.requests > 1:
+            c = dec.newest()  # its last requests are the newest admitted
+            grows, held = int(dec.grows(c)), dec.held_blocks(c)
+            # the engine preempts one at a time until the blocks suffice or one request is left
+            victims = min(c.count, dec.requests - 1, -(-(needing - self.free_blocks) // (grows + held)))
+            needing -= victims * grows
+            self._preempt(dec.take_newest(victims))
+        if needing <= self.free_blocks:  # every one gets its block
+            self.free_blocks -= needing
+            dec.grant_all()
+        else:  # one request is left and no block is free: it decodes on without one
+            dec.deny(dec.newest())
 
-    def _preempt(self, r: _Req) -> None:
-        self.preemptions += 1
-        self.free_blocks += r.blocks
-        r.blocks = 0
-        self.running.remove(r)
+    def _preempt(self, c: Cohort) -> None:
+        self.preemptions += c.count
+        self.free_blocks += c.count * c.blocks
+        c.blocks = 0
         # recompute: the prompt and the tokens generated so far are prefilled again on readmission
-        r.prompt, r.output = r.prompt + r.generated, r.output - r.generated
-        r.prefilled, r.generated = 0, 0
-        self.waiting.appendleft(r)
+        c.prompt, c.output = c.prompt + c.generated, c.output - c.generated
+        c.prefilled, c.generated = 0, 0
+        self.waiting.appendleft(c)
 
-    def _finish(self, r: _Req) -> None:
-        r.done = self.now
-        self.running.remove(r)
-        self.free_blocks += r.blocks
-        self.finished.append(r)
-        if self.w.concurrency is not None and self.pending:
-            self._send(self.now)
+    def _finish(self, cohorts: list[Cohort]) -> None:
+        """The cohorts got their last token now: their latencies, their blocks back, and (closed loop) as many
+        requests sent."""
+        done = 0
+        for c in cohorts:
+            self.free_blocks += c.count * c.blocks
+            ttft_s, e2e_s = c.first_token - c.arrival, self.now - c.arrival
+            tpot_s = (self.now - c.first_token) / (c.output_orig - 1) if c.output_orig > 1 else 0.0
+            self.timings[c.first : c.first + c.count] = [RequestTiming(ttft_s, tpot_s, e2e_s)] * c.count
+            done += c.count
+        self.finished += done
+        if done and self.w.concurrency is not None and self.unsent:
+            self._send(done, self.now)
 
-    def _decode_run_length(self, decoding: list[_Req]) -> int:
+    def _decode_run_length(self) -> int:
         """Identical decode-only iterations until a request finishes (or, open loop, the next arrival)."""
-        steps = min(r.output - r.generated for r in decoding)
-        if self.limits.admission is Admission.ON_DEMAND:
-            bs = self.limits.block_size
+        steps = self.decoding.steps_to_finish()
+        if self.on_demand and self.free_blocks < self.decoding.requests:
             # iterations before some request needs a new block while none is free
-            if self.free_blocks < len(decoding):
-                steps = min(steps, min(bs - (r.prompt + r.generated) % bs for r in decoding) or 1)
+            steps = min(steps, self.decoding.steps_to_block())
         return max(1, steps)
 
-    def _step(self) -> None:
-        decoding, chunks = self._batch()
-        decoding = self._grow_kv(decoding)
-        if not decoding and not chunks:
-            raise RuntimeError("scheduler made no progress")
-        self.events += 1
-        if not chunks:
-            run = self._decode_run_length(decoding)
-            arrival = self._next_arrival()
-            n = len(decoding)
-            ctx = sum(r.prompt + r.generated for r in decoding) / n
-            step_s = self.model.step(n, ctx + (run - 1) / 2).total_s
-            if arrival is not None and arrival < self.now + run * step_s:
-                run = max(1, ceil((arrival - self.now) / step_s))
-            if self.limits.admission is Admission.ON_DEMAND and run > 1:
-                for r in decoding:  # the blocks the run needs beyond its first token (checked above)
-                    need = _blocks(r.prompt + r.generated + run, self.limits.block_size) - r.blocks
-                    if need > 0:
-                        self.free_blocks -= need
-                        r.blocks += need
-            self.now += run * step_s
-            self.iterations += run
-            self.decode_batch_sum += n * run
-            self.decode_iterations += run
-            for r in decoding:
-                r.generated += run
-                if r.generated >= r.output:
-                    self._finish(r)
-            return
-        n = len(decoding)
-        ctx = sum(r.prompt + r.generated for r in decoding) / n if n else 0.0
-        step_s = self.model.step(n, ctx, [(q, r.prefilled) for r, q in chunks]).total_s
+    def _decode_run(self) -> None:
+        """A run of identical decode-only iterations, timed at the run's mean context."""
+        dec = self.decoding
+        run = self._decode_run_length()
+        arrival = self._next_arrival()
+        n = dec.requests
+        ctx = dec.context_sum() / n
+        step_s = self.model.step(n, ctx + (run - 1) / 2).total_s
+        if arrival is not None and arrival < self.now + run * step_s:
+            run = max(1, ceil((arrival - self.now) / step_s))
+        if self.on_demand and run > 1:
+            self.free_blocks -= dec.blocks_for_run(run)  # the blocks the run needs beyond its first token
+        self.now += run * step_s
+        self.iterations += run
+        self.decode_batch_sum += n * run
+        self.decode_iterations += run
+        dec.advance(run)
+        self._finish(dec.pop_finished())
+
+    def _mixed_step(self, decodes: bool, chunks: list[tuple[Cohort, int, int]], prefill: list[tuple[int, int]]) -> None:
+        """One iteration of prompt chunks, with the decoding requests' tokens unless the policy pauses them."""
+        dec = self.decoding
+        n = dec.requests if decodes else 0
+        ctx = dec.context_sum() / n if n else 0.0
+        step_s = self.model.step(n, ctx, prefill).total_s
         self.now += step_s
         self.iterations += 1
         if n:
             self.decode_batch_sum += n
             self.decode_iterations += 1
-        for r in decoding:
-            r.generated += 1
-        for r, q in chunks:
-            r.prefilled += q
-            if r.prefilled >= r.prompt:
-                self.prefilling -= 1
-                if r.first_token < 0:
-                    r.first_token = self.now
-                r.generated += 1  # the iteration that finishes the prompt samples a token
-        for r in [*decoding, *(r for r, _ in chunks)]:
-            if r.generated >= r.output and r.done < 0 and r in self.running:
-                self._finish(r)
+            dec.advance(1)
+        for c, served, q in chunks:  # c is the oldest prefilling cohort
+            part = self.prefilling.popleft() if served == c.count else c.split_front(served)
+            part.prefilled += q
+            if part.prefilled < part.prompt:
+                self.prefilling.appendleft(part)  # a prompt split across iterations
+                continue
+            self.prefilling_requests -= part.count
+            if part.first_token < 0:
+                part.first_token = self.now
+            part.generated = 1  # the iteration that finishes the prompt samples a token
+            dec.add(part)
+        self._finish(dec.pop_finished())
+
+    def _step(self) -> None:
+        decodes, chunks, prefill = self._chunks()
+        if decodes and self.on_demand and self.decoding.requests:
+            self._grow_kv()
+        if not (decodes and self.decoding.requests) and not chunks:
+            raise RuntimeError("scheduler made no progress")
+        self.events += 1
+        if chunks:
+            self._mixed_step(decodes, chunks, prefill)
+        else:
+            self._decode_run()
+
+    def _too_large(self) -> SimulationTooLarge:
+        return SimulationTooLarge(
+            f"{self.events:,} engine events for {self.finished:,} of {len(self.w.prompt_tokens):,} requests "
+            f"reached the bound of {MAX_SIMULATION_WORK:,} request-events"
+        )
+
+    def _tick(self) -> None:
+        """Admit what fits, then run one engine event (or wait for the next arrival)."""
+        if self.waiting:
+            self._admit()
+        if not self.running():
+            nxt = self._next_arrival()
+            if nxt is None:
+                raise RuntimeError("requests wait but none can run")
+            self.now = max(self.now, nxt)
+            self._release_open_loop(self.now)
+            return
+        self._step()
+        if self.scheduled:
+            self._release_open_loop(self.now)
 
     def run(self) -> SimulationResult:
         self._initial_arrivals()
         total = len(self.w.prompt_tokens)
-        work = 0
-        while len(self.finished) < total:
-            work += 1 + len(self.running)
-            if work > MAX_SIMULATION_WORK:
-                raise SimulationTooLarge(
-                    f"{self.events:,} engine events for {len(self.finished):,} of {total:,} requests reached the "
-                    f"bound of {MAX_SIMULATION_WORK:,} request-events"
-                )
-            self._admit()
-            if not self.running:
-                nxt = self._next_arrival()
-                if nxt is None:
-                    raise RuntimeError("requests wait but none can run")
-                self.now = max(self.now, nxt)
-                self._release_open_loop(self.now)
-                continue
-            self._step()
-            self._release_open_loop(self.now)
-        timings = tuple(
-            RequestTiming(
-                ttft_s=r.first_token - r.arrival,
-                tpot_s=(r.done - r.first_token) / (r.output_orig - 1) if r.output_orig > 1 else 0.0,
-                e2e_s=r.done - r.arrival,
-            )
-            for r in sorted(self.finished, key=lambda r: r.index)
-        )
+        while self.finished < total:
+            self.work += 1 + self.prefilling_requests + self.decoding.requests  # the requests an event concerns
+            if self.work > MAX_SIMULATION_WORK:
+                raise self._too_large()
+            self._tick()
         return SimulationResult(
-            timings=timings,
+            timings=tuple(self.timings),
             iterations=self.iterations,
             events=self.events,
             makespan_s=self.now,
