@@ -9,6 +9,7 @@ engine sizes it (planner.serving.engine_memory). The figures are those a serving
 
 from __future__ import annotations
 
+import operator
 import random
 from typing import Annotated, Literal
 
@@ -236,7 +237,7 @@ def estimate_load(
         c = load.concurrency or 1
         life = _lifetime_s(model, serving.prompt_tokens, serving.output_tokens, c)
         starts = tuple(i * life / c for i in range(c))
-    longest = max(p + o for p, o in zip(prompts, outputs, strict=True))
+    longest = max(map(operator.add, prompts, outputs))  # the longest request (prompts and outputs pair up)
     if longest > kv_pool_tokens:
         raise _load_problem(
             f"a request of {longest} tokens does not fit in the KV pool of {kv_pool_tokens} "
