@@ -32,7 +32,7 @@ from planner import MemoryBreakdown, ModelSpec, TrainingSpec
 from planner.probe import Comparison
 from planner.probe_size import probe_training_spec
 from planner.training.activations import APPROXIMATE_LEDGER_FAMILIES
-from planner.training.backward_moments import CHECKPOINT_INPUTS_TERM
+from planner.training.backward_moments import CHECKPOINT_INPUTS_TERM, LOSS_TERM
 from planner.training.memory import training_phases
 from planner.training.peft_params import trainable_params
 
@@ -227,10 +227,11 @@ def _step_comparisons(
 
 
 def _saved_estimate(phases: dict[str, MemoryBreakdown]) -> int:
-    """Every activation term of the loss_backward moment but the logits gradients (not saved tensors): the blocks,
-    the tensors outside them and, under autocast, the bf16 weight copies autograd keeps."""
+    """Every activation term of the loss_backward moment but the logits gradients, the checkpoints' inputs and the
+    loss (not saved tensors): the blocks, the tensors outside them and, under autocast, the bf16 weight copies
+    autograd keeps."""
     terms = phases["loss_backward"].terms
-    skip = (LOGITS_GRADS_TERM, CHECKPOINT_INPUTS_TERM)
+    skip = (LOGITS_GRADS_TERM, CHECKPOINT_INPUTS_TERM, LOSS_TERM)
     return sum(t.bytes for t in terms if t.name.startswith("activations/") and t.name not in skip)
 
 

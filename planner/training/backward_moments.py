@@ -25,11 +25,13 @@ from planner.training.peft_params import TrainableParams
 from planner.training.spec import AttentionImpl, Checkpointing, TrainingSpec
 from planner.training.state import layer_grads, param_bytes, sharded, train_shapes
 
-__all__ = ["CHECKPOINT_INPUTS_TERM", "backward_moments"]
+__all__ = ["CHECKPOINT_INPUTS_TERM", "LOSS_TERM", "backward_moments"]
 
 INT64_BYTES = 8
 FP32_BYTES = 4
 CHECKPOINT_INPUTS_TERM = "activations/checkpoint_inputs"  # held by checkpoints, not saved by autograd
+LOSS_TERM = "activations/loss"  # the loss scalar and backward's seed gradient, not saved by autograd
+LOSS_TENSORS = 2  # the fp32 loss and its ones_like seed
 LOGITS_GRAD_BUFFERS = 2  # fp32 gradients of log-probs and of the upcast logits, live at once in backward
 
 
@@ -347,8 +349,9 @@ def _embedding_backward(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, s
 
 
 # outside-block tensors still alive when backward reaches the blocks (the loss's and lm_head's are freed, the
-# shifted labels with the cross-entropy's node: transformers 5.23 loss/loss_utils.py ForCausalLMLoss)
-OUTER_THROUGH_BLOCKS = frozenset({"rope/cos_sin", "prompt_encoder/indices", "loss/scalar", "prefix_encoder/mlp"})
+# shifted labels with the cross-entropy's node: transformers 5.23 loss/loss_utils.py ForCausalLMLoss; so is
+# nll_loss's saved total_weight, `loss/scalar`: the loss itself and its seed are LOSS_TERM)
+OUTER_THROUGH_BLOCKS = frozenset({"rope/cos_sin", "prompt_encoder/indices", "prefix_encoder/mlp"})
 
 
 def _final_norm_backward(
@@ -501,10 +504,20 @@ def backward_moments(
         detail="the batch's token ids, alive through backward",
         source="derived here",
     )
+    loss = Term(
+        name=LOSS_TERM,
+        bytes=LOSS_TENSORS * 4,
+        formula="2·4",
+        detail="the fp32 loss and the ones_like gradient backward() seeds it with, alive through backward",
+        source="transformers 5.23 loss_utils.py ForCausalLMLoss (logits.float()); torch 2.13 "
+        "torch/autograd/__init__.py `_make_grads` (torch.ones_like(out))",
+    )
     ckpt_inputs = _checkpoint_inputs(spec, t, shp)
     for name, terms in moments.items():
         if not (name == "loss_backward" and "embedding/input_ids" in a.outer):  # else saved by the embedding
             terms.append(ids)
+        if name != "forward":
+            terms.append(loss)
         if ckpt_inputs:
             terms.append(ckpt_inputs)
     return moments

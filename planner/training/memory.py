@@ -16,8 +16,8 @@ from planner.model.spec import ModelSpec
 from planner.training.backward_moments import backward_moments
 from planner.training.parallel import is_parallel, parallel_phases
 from planner.training.peft_params import PeftModule, TrainableParams
-from planner.training.spec import TrainingSpec
-from planner.training.state import ParamBytes, param_bytes, sharded
+from planner.training.spec import KernelDevice, TrainingSpec
+from planner.training.state import ParamBytes, buffer_bytes, param_bytes, sharded
 
 __all__ = ["TrainingPhases", "training_phases"]
 
@@ -86,6 +86,51 @@ def _block_tensors(spec: ModelSpec, moe_layer: bool) -> list[int]:
     return out + [spec.hidden_size] * spec.norms_per_layer
 
 
+def _block_tensor_count(spec: ModelSpec, moe_layer: bool) -> int:
+    """Parameter tensors of one block: its (fused) weights and biases, each hidden-width norm's weight [and bias],
+    the q/k norms (Qwen3: q_norm, k_norm) or MLA's q_a/kv_a norms, and gpt-oss's sinks."""
+    attention_norms = (1 + bool(spec.mla.q_lora_rank)) if spec.mla is not None else 2 if spec.qk_norm else 0
+    norm_biases = spec.norms_per_layer if spec.norm_bias else 0
+    return (
+        len(_block_tensors(spec, moe_layer))
+        + norm_biases
+        + attention_norms
+        + int(spec.attention_sinks)
+        + _empty_shared_mlp_tensors(spec, moe_layer)
+    )
+
+
+# transformers 5.23 builds these MoE blocks' shared MLP whatever its width (DeepseekV2Moe, DeepseekV3MoE
+# `self.shared_experts = ...MLP(intermediate_size=moe_intermediate_size·n_shared_experts)`, Qwen2MoeSparseMoeBlock
+# `self.shared_expert`, `self.shared_expert_gate`): 0 wide, its three weights are empty tensors, which AdamW
+# still gives a step counter
+ALWAYS_SHARED_MLP = frozenset({"deepseek_v2", "deepseek_v3", "qwen2_moe"})
+GATED_MLP_WEIGHTS = 3  # gate_proj, up_proj, down_proj
+
+
+def _empty_shared_mlp_tensors(spec: ModelSpec, moe_layer: bool) -> int:
+    """Parameter tensors of a 0-wide shared MLP the planner's layout leaves out (no parameters)."""
+    moe = spec.moe
+    if moe is None or not moe_layer or spec.family not in ALWAYS_SHARED_MLP or moe.shared_expert_ffn_dim:
+        return 0
+    empty = 0 if spec.mlp_bias else GATED_MLP_WEIGHTS  # with biases the layout keeps the 0-wide MLP
+    gate = int(spec.family == "qwen2_moe" and not moe.shared_expert_gate)
+    return empty + gate
+
+
+def parameter_tensors(spec: ModelSpec, full: bool, trainable: TrainableParams) -> int:
+    """Trainable parameter tensors, as torch.optim holds them: every tensor of the model for full fine-tuning
+    (embedding, [learned positions], blocks, final norm [+ bias], lm_head unless tied), else peft's adapter tensors
+    (PeftModule.tensors)."""
+    if not full:
+        return sum(m.tensors for m in trainable.modules)
+    blocks = sum(
+        _block_tensor_count(spec, bool(spec.moe and spec.moe.is_moe_layer(layer))) for layer in range(spec.num_layers)
+    )
+    outer = 1 + int(spec.learned_positions) + 1 + int(spec.norm_bias) + int(not spec.tie_embeddings)
+    return outer + blocks
+
+
 def _for_loop_temporaries(spec: ModelSpec, full: bool, trainable: TrainableParams) -> int:
     """Elements alive at once in the for-loop AdamW: the square root and the quotient of one tensor's denominator
     while the previous tensor's `denom` is still bound, max over the tensors of 2·n_i + n_(i−1) (full fine-tuning,
@@ -124,17 +169,48 @@ def _optimizer_temporaries(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams
     return _for_loop_temporaries(spec, t.method.kind == "full", tp) if impl == "for_loop" else 0
 
 
+STEP_COUNT_BYTES = 4  # torch.optim's `step` is a 0-d fp32 tensor (optimizer.py `_get_scalar_dtype`)
+
+
+def _step_count_bytes(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams) -> int:
+    """AdamW's step counters on the device: one 0-d fp32 tensor per parameter tensor, on the parameter's device when
+    fused (or capturable), on the CPU otherwise; SGD and bitsandbytes' 8-bit AdamW (a Python int) keep none.
+
+    Formula: n_tensors·4 where the counters live on the device, else 0.
+    Source: torch 2.13 torch/optim/adam.py `Adam._init_group` ("Deliberately host `step` on CPU if both capturable
+      and fused are off": torch.tensor(0.0, device="cpu"), else torch.zeros((), device=p.device)).
+    Assumes: not capturable (torch's default).
+    """
+    on_device = t.device is KernelDevice.CPU or t.optimizer.implementation == "fused"
+    if t.optimizer.kind != "adamw" or not on_device:
+        return 0
+    return parameter_tensors(spec, t.method.kind == "full", tp) * STEP_COUNT_BYTES
+
+
 def _state_terms(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, pb: ParamBytes) -> dict[str, Term]:
-    """Weights, gradients, optimizer states and temporaries on one GPU, with ZeRO sharding."""
+    """Weights, buffers, gradients, optimizer states, step counters and temporaries on one GPU, with ZeRO sharding."""
     n, dp, z = tp.trainable, t.data_parallel, t.zero_stage
     temp = _optimizer_temporaries(spec, t, tp) * pb.state_elem
+    steps = _step_count_bytes(spec, t, tp)
     shard = f" ÷ DP={dp}" if dp > 1 else ""
     rows = {
         "weights/trainable": (n * pb.weight, z >= 3, "N_train·b_w", f"{n:,} params × {pb.weight} B"),
         "weights/frozen": (pb.frozen_bytes, z >= 3, "N_frozen·b_w (NF4 linears for QLoRA)", "frozen base"),
+        "weights/buffers": (
+            buffer_bytes(spec, t),
+            False,
+            "RoPE inv_freq + original_inv_freq (fp32) [+ embed_scale, router biases]",
+            "the model's buffers",
+        ),
         "gradients": (n * pb.grad, z >= 2, "N_train·b_g", f"{n:,} × {pb.grad} B"),
         "optimizer/master_weights": (n * pb.master, z >= 1, "N_train·4", f"fp32 master copy, {pb.master} B/param"),
         "optimizer/states": (n * pb.state, z >= 1, "N_train·states·b_s", f"{t.optimizer.kind}: {pb.state:g} B/param"),
+        "optimizer/step_counts": (
+            steps,
+            z >= 1,
+            "n_tensors·4 (one fp32 step per parameter tensor, on the device when fused or on the CPU)",
+            f"{steps // STEP_COUNT_BYTES:,} step tensors",
+        ),
         "optimizer/temporaries": (
             temp,
             z >= 1,
@@ -166,9 +242,9 @@ def training_phases(
     """
     pb = param_bytes(spec, training, trainable)
     states = _state_terms(spec, training, trainable, pb)
-    held = ["weights/trainable", "weights/frozen", "optimizer/master_weights"]
+    held = ["weights/trainable", "weights/frozen", "weights/buffers", "optimizer/master_weights"]
     if not training.first_step:
-        held.append("optimizer/states")
+        held += ["optimizer/states", "optimizer/step_counts"]
     if training.gradient_accumulation_steps > 1:
         held.append("gradients")
     base = [states[k] for k in held if k in states]
@@ -179,9 +255,11 @@ def training_phases(
     step = (
         "weights/trainable",
         "weights/frozen",
+        "weights/buffers",
         "gradients",
         "optimizer/master_weights",
         "optimizer/states",
+        "optimizer/step_counts",
         "optimizer/temporaries",
     )
     phases["optimizer_step"] = breakdown(states[k] for k in step if k in states)
@@ -192,7 +270,9 @@ def training_phases(
     return TrainingPhases(phases)
 
 
-OFFLOADED = frozenset({"optimizer/master_weights", "optimizer/states", "optimizer/temporaries"})
+OFFLOADED = frozenset(
+    {"optimizer/master_weights", "optimizer/states", "optimizer/step_counts", "optimizer/temporaries"}
+)
 
 
 def _offloaded(phase: MemoryBreakdown) -> MemoryBreakdown:

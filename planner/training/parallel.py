@@ -69,12 +69,18 @@ OUTSIDE_BLOCKS = frozenset(
         "activations/forward_inputs",  # the forward moment: position ids and attention masks
         "activations/embedding_backward",
         "activations/norm_backward_temporaries",  # the final norm's backward
+        "activations/loss",  # the loss scalar and backward's seed
         "inputs/input_ids",
     }
 )
 LOGITS = frozenset({"activations/logits_grads"})
 LAST_STAGE_ONLY = frozenset(
-    {"activations/logits_grads", "gradients/lm_head_and_final_norm", "activations/norm_backward_temporaries"}
+    {
+        "activations/logits_grads",
+        "gradients/lm_head_and_final_norm",
+        "activations/norm_backward_temporaries",
+        "activations/loss",
+    }
 )
 PARAMETER_PREFIXES = ("weights/", "gradients", "optimizer/")
 

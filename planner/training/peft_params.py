@@ -139,6 +139,8 @@ MODULE_NAMES: dict[str, _ModuleNames] = {
 }
 HOULSBY_ADAPTERS_PER_LAYER = 2  # after attention and after the FFN (Houlsby et al. 2019 §2.1, Figure 2)
 KEY_AND_VALUE = 2  # a prefix holds keys and values
+LORA_MATRICES = 2  # A and B
+LINEAR_WITH_BIAS = 2  # an nn.Linear's weight and bias tensors
 NO_KV_HEADS_KEY = frozenset({"gpt2", "gpt_neox", "falcon"})  # config classes without num_key_value_heads
 LM_HEAD = "lm_head"  # the output layer of every family built (GPT-NeoX too, in transformers 5)
 
@@ -156,6 +158,23 @@ class PeftModule(FrozenSpec):
     per_layer: int = Field(description="How many per layer (2 for prefix keys+values and Houlsby adapters).")
     layers: int = Field(description="Decoder layers holding it; 1 for a module outside the blocks.")
     trainable_params: int = Field(description="Total over all layers.")
+
+    @property
+    def tensors(self) -> int:
+        """Parameter tensors peft creates for it: LoRA's A and B per layer (nn.Linear without bias, ParamWrapper's
+        [E·r, ·] ones too), an IA3 vector per layer, one embedding for a prefix or a prompt, weight and bias of each
+        prefix-MLP linear, two weights and two biases per Houlsby adapter.
+        Source: peft 0.21.2 tuners/lora/layer.py `LoraLayer.update_layer`, `ParamWrapper.update_layer`;
+          tuners/ia3/layer.py; tuners/prefix_tuning/model.py PrefixEncoder; tuners/prompt_tuning/model.py."""
+        if self.rank:
+            return LORA_MATRICES * self.layers
+        if self.name.startswith("prefix_encoder.transform"):
+            return LINEAR_WITH_BIAS
+        if self.name == "adapter":
+            return 2 * LINEAR_WITH_BIAS * self.per_layer * self.layers
+        if self.name in ("prefix_encoder", "prefix_encoder.embedding", "prompt_embeddings"):
+            return 1
+        return self.layers
 
 
 class TrainableParams(FrozenSpec):

@@ -18,10 +18,17 @@ from planner.training.attention_core import sdpa_kernel
 from planner.training.peft_params import TrainableParams, prefix_token_dim
 from planner.training.spec import IA3Spec, LoRASpec, Precision, QLoRASpec, TrainingSpec
 
-__all__ = ["ParamBytes", "layer_grads", "param_bytes", "sharded", "train_shapes"]
+__all__ = ["ParamBytes", "buffer_bytes", "layer_grads", "param_bytes", "sharded", "train_shapes"]
 
 ADAPTER_DTYPE_BYTES = 4  # peft keeps adapter weights in fp32 (autocast_adapter_dtype=True)
 BNB_8BIT_BLOCK = 2048  # 8-bit optimizer state blocks (Dettmers et al. 2021, arXiv:2110.02861 §2)
+ROPE_TABLE_BYTES = 4  # inv_freq is computed and kept in fp32 (transformers `_compute_default_rope_parameters`)
+ROPE_TABLES = 2  # inv_freq and its clone original_inv_freq (for dynamic RoPE scaling to reset to)
+# transformers 5.23 families whose rotary embedding keeps a table per distinct layer type (Gemma3RotaryEmbedding:
+# f"{layer_type}_inv_freq" for sliding_attention and full_attention)
+ROPE_PER_LAYER_TYPE = frozenset({"gemma3_text"})
+EMBED_SCALE_FAMILIES = frozenset({"gemma", "gemma2", "gemma3_text"})  # ScaledWordEmbedding.embed_scale, a 0-d buffer
+ROUTER_BIAS_BUFFER_FAMILIES = frozenset({"deepseek_v3", "minimax_m2"})  # router e_score_correction_bias, E wide
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +84,30 @@ def param_bytes(spec: ModelSpec, training: TrainingSpec, trainable: TrainablePar
         state = state_elem if opt.momentum > 0 else 0
     frozen = 0 if full else _frozen_base_bytes(spec, training)
     return ParamBytes(weight=w, grad=w, master=master, state=state, state_elem=state_elem, frozen_bytes=frozen)
+
+
+def buffer_bytes(spec: ModelSpec, training: TrainingSpec) -> int:
+    """The model's buffers: RoPE's frequency tables, Gemma's embedding scale, DeepSeek-V3's router bias.
+
+    Formula: R·2·⌈d_R/2⌉·4 (inv_freq and original_inv_freq, fp32; R = 1, or Gemma3's distinct layer types)
+             + p (Gemma's 0-d embed_scale) + L_moe·E·p (DeepSeek-V3 / MiniMax-M2 e_score_correction_bias),
+             p = the parameter dtype's bytes (the buffers are built in it).
+    Source: transformers 5.23 modeling_llama.py LlamaRotaryEmbedding (`self.inv_freq = nn.Buffer(inv_freq)`,
+      `self.original_inv_freq = nn.Buffer(inv_freq.clone())`, the same in every RoPE family),
+      modeling_gemma3.py Gemma3RotaryEmbedding, modeling_gemma.py GemmaScaledWordEmbedding,
+      modeling_deepseek_v3.py DeepseekV3TopkRouter; measured by the cpu probe (the 'buffers' it holds).
+    Assumes: a QLoRA base keeps its buffers in bf16, as it computes.
+    """
+    rotary = spec.resolved_rotary_dim
+    tables = 0
+    if rotary:
+        windowed = {spec.uses_sliding_window(layer) for layer in range(spec.num_layers)}
+        tables = len(windowed) if spec.family in ROPE_PER_LAYER_TYPE else 1
+    p = 4 if training.precision in (Precision.FP32, Precision.BF16_AUTOCAST) else 2
+    moe_layers = sum(1 for layer in range(spec.num_layers) if spec.moe and spec.moe.is_moe_layer(layer))
+    experts = spec.moe.num_experts if spec.moe and spec.family in ROUTER_BIAS_BUFFER_FAMILIES else 0
+    rope = tables * ROPE_TABLES * ceil(rotary / 2) * ROPE_TABLE_BYTES
+    return rope + (p if spec.family in EMBED_SCALE_FAMILIES else 0) + moe_layers * experts * p
 
 
 def train_shapes(spec: ModelSpec, training: TrainingSpec, micro_batch: int | None = None) -> TrainShapes:

@@ -57,9 +57,10 @@ def _phases(**training: object) -> dict[str, int]:
 
 def test_tensor_parallel_divides_weights_and_states_by_the_shard() -> None:
     # full fine-tuning, bf16, torch AdamW (bf16 states): the optimizer step holds weights 2 + grads 2 + m, v 4 +
-    # foreach temporaries 2 = 10 B per parameter; TP 8 keeps 1/8 of the shard (less the replicated final norm)
+    # foreach temporaries 2 = 10 B per parameter, and RoPE's inv_freq and original_inv_freq (2 · 4·64 B); TP 8 keeps
+    # 1/8 of the shard (less the replicated final norm)
     one = _phases()["optimizer_step"]
-    assert one == 10 * LLAMA_70B.params.total
+    assert one == 10 * LLAMA_70B.params.total + 2 * 4 * 64
     eight = _phases(tensor_parallel=8)["optimizer_step"]
     assert eight == pytest.approx(one / 8, rel=1e-6)
 
