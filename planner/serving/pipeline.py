@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from planner.calibration.kernels import KernelTables
 from planner.model.spec import ModelSpec
@@ -155,6 +155,22 @@ class PipelinedStepModel:
     def tables(self) -> KernelTables:
         return self.stages[-1].tables
 
+    @cached_property
+    def _twins(self) -> tuple[int, ...]:
+        """Each stage's first stage before the last with the same layers, tables and KV dtype (the stage itself for
+        the last): stages before the last answer their layers' time only, so twins answer the same."""
+        last = len(self.stages) - 1
+        twins = []
+        for s, st in enumerate(self.stages):
+            same = (
+                t
+                for t in range(s)
+                if (self.stages[t].layers, self.stages[t].kv_dtype) == (st.layers, st.kv_dtype)
+                and self.stages[t].tables is st.tables
+            )
+            twins.append(s if s == last else next(same, s))
+        return tuple(twins)
+
     def _stage_s(self, s: int, decode_seqs: int, ctx: float, prefill: Sequence[tuple[int, int]]) -> StepCost:
         cost = self.stages[s].step(decode_seqs, ctx, prefill)
         if s == len(self.stages) - 1:
@@ -171,7 +187,9 @@ class PipelinedStepModel:
         if len(self._memo) > _MEMO_LIMIT:
             self._memo.clear()
         mbs = micro_batches(decode_seqs, prefill, len(self.stages))
-        times = [[self._stage_s(s, d, decode_context, chunks) for d, chunks in mbs] for s in range(len(self.stages))]
+        times: list[list[StepCost]] = []
+        for s, twin in enumerate(self._twins):  # a twin's row is the earlier stage's, the same values
+            times.append(times[twin] if twin < s else [self._stage_s(s, d, decode_context, c) for d, c in mbs])
         sends = [p2p_s(self.tables, (d + sum(q for q, _ in chunks)) * self.hidden) for d, chunks in mbs]
         total = pipeline_rotation_s([[c.total_s for c in row] for row in times], sends)
         dense = sum(row[0].dense_s for row in times)
