@@ -150,6 +150,7 @@ class PipelinedStepModel:
     _memo: dict[tuple[int, int, tuple[tuple[int, int], ...]], StepCost] = field(
         default_factory=dict, compare=False, repr=False
     )
+    _sends: dict[int, float] = field(default_factory=dict, compare=False, repr=False)  # p2p_s by elements
 
     @property
     def tables(self) -> KernelTables:
@@ -177,6 +178,14 @@ class PipelinedStepModel:
             return cost  # the last stage runs the lm_head and the sampler
         return StepCost(cost.dense_s + cost.attention_s, cost.dense_s, cost.attention_s, 0.0)
 
+    def _send_s(self, elements: int) -> float:
+        sent = self._sends.get(elements)
+        if sent is None:
+            if len(self._sends) > _MEMO_LIMIT:
+                self._sends.clear()
+            sent = self._sends[elements] = p2p_s(self.tables, elements)
+        return sent
+
     def step(self, decode_seqs: int, decode_context: float, prefill: Sequence[tuple[int, int]] = ()) -> StepCost:
         """One rotation: `decode_seqs` sequences at mean context `decode_context` and the prompt chunks, split into
         at most PP micro-batches (micro_batches) and timed by pipeline_rotation_s."""
@@ -190,7 +199,7 @@ class PipelinedStepModel:
         times: list[list[StepCost]] = []
         for s, twin in enumerate(self._twins):  # a twin's row is the earlier stage's, the same values
             times.append(times[twin] if twin < s else [self._stage_s(s, d, decode_context, c) for d, c in mbs])
-        sends = [p2p_s(self.tables, (d + sum(q for q, _ in chunks)) * self.hidden) for d, chunks in mbs]
+        sends = [self._send_s((d + sum(q for q, _ in chunks)) * self.hidden) for d, chunks in mbs]
         total = pipeline_rotation_s([[c.total_s for c in row] for row in times], sends)
         dense = sum(row[0].dense_s for row in times)
         attention = sum(row[0].attention_s for row in times)
