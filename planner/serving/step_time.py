@@ -364,27 +364,21 @@ def _layer_cost(
         n_kv, d = local_kv_heads(spec.kv_heads, tp), spec.resolved_head_dim
         prefill_only = decode_only = ()
     moe = spec.moe if moe_layer else None
-    grid = []
-    for tokens in _T_GRID:
-        s = sum(tables.gemm_s(tokens, g.n, g.k, g.fmt) for g in gemms)
-        if moe is not None:
-            s += tables.moe_s(
-                tokens, h, moe.expert_ffn_dim, moe.experts_per_token, moe.num_experts,
-                shape.moe_tp, shape.moe_ep, shape.expert_fmt,
-            )  # fmt: skip
-            s += tables.elementwise_s(tokens * moe.num_experts * FP32_BYTES * 2)  # router softmax / top-k
-        ffn_local = ceil((moe.shared_expert_ffn_dim if moe else spec.ffn_dim) / tp)
-        qk_local = (n_h + n_kv) * d
-        s += tables.elementwise_s(tokens * h * ACT_BYTES * NORM_PASSES)
-        s += tables.elementwise_s(tokens * 3 * ffn_local * ACT_BYTES)  # SiLU(gate)·up: read 2f, write f
-        s += tables.elementwise_s(tokens * qk_local * ACT_BYTES * 2)  # RoPE on q and k (read + write)
-        s += tables.elementwise_s(tokens * 2 * n_kv * d * ACT_BYTES)  # write k and v into the paged cache
-        if tp > 1:
-            s += 2 * tables.allreduce_s(tokens * h, tp)
-        grid.append(s)
+    experts = None
+    if moe is not None:
+        experts = (
+            moe.expert_ffn_dim,
+            moe.experts_per_token,
+            moe.num_experts,
+            shape.moe_tp,
+            shape.moe_ep,
+            shape.expert_fmt,
+        )
+    ffn_local = ceil((moe.shared_expert_ffn_dim if moe else spec.ffn_dim) / tp)
+    grid = _token_grid(tables, gemms, experts, h, ffn_local, (n_h + n_kv) * d, n_kv * d, tp)
     return LayerCost(
         count=count,
-        token_grid=tuple(grid),
+        token_grid=grid,
         n_h=n_h,
         n_kv=n_kv,
         head_dim=d,
@@ -393,3 +387,32 @@ def _layer_cost(
         prefill_only=prefill_only,
         decode_only=decode_only,
     )
+
+
+@lru_cache(maxsize=4096)  # pipeline stages and the whole model share a layer's grid (it does not depend on the count)
+def _token_grid(
+    tables: KernelTables,
+    gemms: tuple[Gemm, ...],
+    experts: tuple[int, int, int, int, int, str] | None,  # (f, k, E, MoE TP, MoE EP, format) of a MoE layer
+    h: int,
+    ffn_local: int,
+    qk_local: int,
+    kv_local: int,
+    tp: int,
+) -> tuple[float, ...]:
+    """One layer's token-proportional seconds at each _T_GRID point: GEMMs, MoE, memory-bound kernels, all-reduces."""
+    grid = []
+    for tokens in _T_GRID:
+        s = sum(tables.gemm_s(tokens, g.n, g.k, g.fmt) for g in gemms)
+        if experts is not None:
+            f, k, num_experts, moe_tp, moe_ep, fmt = experts
+            s += tables.moe_s(tokens, h, f, k, num_experts, moe_tp, moe_ep, fmt)
+            s += tables.elementwise_s(tokens * num_experts * FP32_BYTES * 2)  # router softmax / top-k
+        s += tables.elementwise_s(tokens * h * ACT_BYTES * NORM_PASSES)
+        s += tables.elementwise_s(tokens * 3 * ffn_local * ACT_BYTES)  # SiLU(gate)·up: read 2f, write f
+        s += tables.elementwise_s(tokens * qk_local * ACT_BYTES * 2)  # RoPE on q and k (read + write)
+        s += tables.elementwise_s(tokens * 2 * kv_local * ACT_BYTES)  # write k and v into the paged cache
+        if tp > 1:
+            s += 2 * tables.allreduce_s(tokens * h, tp)
+        grid.append(s)
+    return tuple(grid)
