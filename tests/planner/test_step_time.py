@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -102,3 +103,20 @@ def test_moe_and_mla_models_time_their_own_operators() -> None:
     assert step.attention_s > 0 and math.isfinite(step.total_s)
     # 58 MoE layers and 3 dense ones: the MLA decode core sits in attention, MoE in the dense part
     assert step.dense_s > step.attention_s
+
+
+def test_models_sharing_piece_memos_answer_as_models_of_their_own() -> None:
+    # bf16 and fp8 weights of one shape share the attention and outside memos (same tables, KV dtype and attention
+    # shapes; only the GEMM grids differ); the fp8 model warms them, and the bf16 one still answers exactly what a
+    # model with private memos answers
+    bf16, fp8 = _llama8b(), _llama8b(fmt="fp8")
+    assert bf16._memo is fp8._memo and bf16._outside is fp8._outside
+    steps = [(8, 1024.0, ()), (64, 3000.0, ((512, 0),)), (0, 0.0, ((2048, 6144),)), (300, 700.5, ((96, 40),))]
+    for d, ctx, chunks in steps:
+        fp8.step(d, ctx, chunks)
+    private = replace(bf16, _memo={}, _steps={}, _outside={})
+    assert [bf16.step(*s) for s in steps] == [private.step(*s) for s in steps]
+    # the fp8-cache twin keeps the outside memo (embedding, lm_head, sampler) and takes the fp8 attention one
+    kv8 = bf16.with_kv_dtype("fp8")
+    assert kv8._outside is bf16._outside and kv8._memo is not bf16._memo
+    assert [kv8.step(*s) for s in steps] == [replace(kv8, _memo={}, _steps={}, _outside={}).step(*s) for s in steps]
