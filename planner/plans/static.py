@@ -105,18 +105,21 @@ class BatchCore:
 def batch_core(
     timer: StepTimer, batch: int, prompt: int, output: int, budget: int, prefill_first: bool = False
 ) -> BatchCore:
-    """The BatchCore of `batch` running sequences (prefill_stall_s, mixed_prefill_s at B − 1 decodes). An engine that
-    runs prompts in prefill-only iterations (SGLang's default) stalls the decodes for the whole prefill."""
+    """The BatchCore of `batch` running sequences (prefill_stall_s, mixed_prefill_s at B − 1 decodes, from the same
+    chunk steps). An engine that runs prompts in prefill-only iterations (SGLang's default) stalls the decodes for the
+    whole prefill."""
     ctx = prompt + output / 2
-    alone = prefill_alone_s(timer, prompt, budget)
+    step_s = timer.step(batch, ctx).total_s
     if prefill_first:
-        return BatchCore(batch, timer.step(batch, ctx).total_s, alone, alone)
-    return BatchCore(
-        batch,
-        timer.step(batch, ctx).total_s,
-        prefill_stall_s(timer, prompt, budget, batch - 1, ctx),
-        mixed_prefill_s(timer, prompt, budget, batch - 1, ctx),
-    )
+        alone = prefill_alone_s(timer, prompt, budget)
+        return BatchCore(batch, step_s, alone, alone)
+    decoding = batch - 1
+    if decoding == 0:
+        own_s = mixed_prefill_s(timer, prompt, budget, 0, ctx)
+        return BatchCore(batch, step_s, prefill_stall_s(timer, prompt, budget, 0, ctx), own_s)
+    base = timer.step(decoding, ctx).total_s
+    chunks_s = [timer.step(decoding, ctx, [chunk]).total_s for chunk in prefill_chunks(prompt, budget)]
+    return BatchCore(batch, step_s, sum(t - base for t in chunks_s), sum(chunks_s))
 
 
 def mean_core(weighted: list[tuple[BatchCore, float]]) -> BatchCore:
