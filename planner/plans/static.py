@@ -186,11 +186,18 @@ def open_loop(core_at: Callable[[int], BatchCore], rate: float, slots: int, outp
       running count of an M/G/∞ system is Poisson with mean B).
     Source: derived here: Little's law (B = λ·W); the M/D/1 mean wait (Pollaczek-Khinchine with deterministic
       service); the Poisson occupancy of M/G/∞.
+    Assumes: core_at is a function of B; an iteration that lands on the batch of the one before repeats it exactly
+      (every value is a function of the core), so the loop stops there.
     """
     b = 1.0
     own = tpot = queue = stall = 0.0
+    last = 0
     for _ in range(LITTLE_ITERATIONS):
-        core = core_at(max(1, min(slots, round(b))))
+        batch = max(1, min(slots, round(b)))
+        if batch == last:  # the fixed point: the same core, the same values
+            break
+        last = batch
+        core = core_at(batch)
         stall = core.stall_s
         rho = rate * stall
         if rho >= OVERLOAD_UTILIZATION:
