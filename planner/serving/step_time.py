@@ -40,7 +40,7 @@ NORM_PASSES = 8
 _T_GRID = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096,
            6144, 8192, 12288, 16384, 24576, 32768, 65536)  # fmt: skip
 _MEMO_LIMIT = 20_000  # cached step pieces per StepModel before the memo starts afresh (~3 MiB)
-_SHARED_LIMIT = 4096  # piece memos kept for sharing, one per attention or outside signature
+_SHARED_LIMIT = 2048  # piece memos kept for sharing: an attention and an outside one for each of _build's 1,024 models
 _FUSED = {"q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv", "gate_proj": "gate_up", "up_proj": "gate_up",
           "q_a_proj": "qkv_a", "kv_a_proj_with_mqa": "qkv_a", "shared_experts.gate_proj": "shared_gate_up",
           "shared_experts.up_proj": "shared_gate_up"}  # fmt: skip
