@@ -1,11 +1,12 @@
 """How fast is a plan, and how cheap is an item of a batch?
 
-Run: .venv/bin/python benchmarks/bench_plans.py [--batch-items 10000] [--single 300] [--skip-http]
+Run: .venv/bin/python benchmarks/bench_plans.py [--batch-items 10000] [--single 300] [--skip-http] [--runs 1]
 
 1. Plans on one core (the process pins itself to one CPU): the first plan of a fresh process (the kernel tables are
    read and every family's step model is built) and the same plan again, for three workloads; each reports its
    candidates (GPU × engine × precisions × TP × PP × EP × max_num_seqs × replicas), how many were pruned before
-   any latency was computed, and how many load simulations confirmed the plans.
+   any latency was computed, and how many load simulations confirmed the plans. --runs N times them in N fresh
+   processes and reports each time's minimum and median (a shared machine's load moves single runs by ±30 %).
 2. The batch endpoint over loopback HTTP against one uvicorn worker: the median round trip of single
    POST /v1/estimates/inference requests drawn from a grid, then one POST /v1/estimates/batch of the whole grid as
    JSON (whole estimates), JSON with a few fields, NDJSON and CSV; the cost per item is the batch's wall time,
@@ -109,6 +110,26 @@ def time_plans() -> list[dict[str, Any]]:
     return rows
 
 
+def time_plans_fresh(runs: int) -> list[dict[str, Any]]:
+    """time_plans in `runs` fresh processes: each case's rows with its times as the minimum over the runs, and the
+    medians beside them."""
+    samples = []
+    for _ in range(runs):
+        out = subprocess.run(
+            [sys.executable, __file__, "--plans-json"], check=True, capture_output=True, text=True, cwd=ROOT
+        ).stdout
+        samples.append(json.loads(out))
+    rows = []
+    for i, row in enumerate(samples[0]):
+        merged = dict(row)
+        for field in ("first_s", "again_s", "first_cpu_s", "again_cpu_s"):
+            values = [sample[i][field] for sample in samples]
+            merged[field] = min(values)
+            merged[field.replace("_s", "_median_s")] = statistics.median(values)
+        rows.append(merged)
+    return rows
+
+
 def grid_items(n: int) -> dict[str, Any]:
     """The grid, cut to n points by dropping values from the last axes."""
     grid = json.loads(json.dumps(GRID))
@@ -195,15 +216,22 @@ def main() -> None:
     parser.add_argument("--batch-items", type=int, default=10_000)
     parser.add_argument("--single", type=int, default=300)
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--runs", type=int, default=1, help="fresh processes to time the plans in (min, median)")
+    parser.add_argument("--plans-json", action="store_true", help=argparse.SUPPRESS)  # one run of --runs
     args = parser.parse_args()
     cpu = pin_to_one_core()
-    plans = time_plans()
-    print(f"plans on one core (cpu {cpu}), Python {platform.python_version()}, {platform.machine()}")
+    if args.plans_json:
+        print(json.dumps(time_plans()))
+        return
+    plans = time_plans() if args.runs == 1 else time_plans_fresh(args.runs)
+    runs = "" if args.runs == 1 else f", the minimum of {args.runs} fresh processes (median)"
+    print(f"plans on one core (cpu {cpu}), Python {platform.python_version()}, {platform.machine()}{runs}")
     for row in plans:
+        median = "" if args.runs == 1 else f" ({row['first_median_s']:.2f} s)"
         print(
             f"  {row['case']}: {row['candidates']:,} candidates, {row['families']} families, "
             f"{row['pruned_by_memory']:,} pruned by memory, {row['simulated']} simulated, {row['plans']} plans: "
-            f"first {row['first_s']:.2f} s ({row['first_cpu_s']:.2f} s CPU), again {row['again_s']:.2f} s "
+            f"first {row['first_s']:.2f} s{median} ({row['first_cpu_s']:.2f} s CPU), again {row['again_s']:.2f} s "
             f"({row['again_cpu_s']:.2f} s CPU) — {row['best']}"
         )
     batch = {} if args.skip_http else time_batch(args.batch_items, args.single)

@@ -105,18 +105,21 @@ class BatchCore:
 def batch_core(
     timer: StepTimer, batch: int, prompt: int, output: int, budget: int, prefill_first: bool = False
 ) -> BatchCore:
-    """The BatchCore of `batch` running sequences (prefill_stall_s, mixed_prefill_s at B − 1 decodes). An engine that
-    runs prompts in prefill-only iterations (SGLang's default) stalls the decodes for the whole prefill."""
+    """The BatchCore of `batch` running sequences (prefill_stall_s, mixed_prefill_s at B − 1 decodes, from the same
+    chunk steps). An engine that runs prompts in prefill-only iterations (SGLang's default) stalls the decodes for the
+    whole prefill."""
     ctx = prompt + output / 2
-    alone = prefill_alone_s(timer, prompt, budget)
+    step_s = timer.step(batch, ctx).total_s
     if prefill_first:
-        return BatchCore(batch, timer.step(batch, ctx).total_s, alone, alone)
-    return BatchCore(
-        batch,
-        timer.step(batch, ctx).total_s,
-        prefill_stall_s(timer, prompt, budget, batch - 1, ctx),
-        mixed_prefill_s(timer, prompt, budget, batch - 1, ctx),
-    )
+        alone = prefill_alone_s(timer, prompt, budget)
+        return BatchCore(batch, step_s, alone, alone)
+    decoding = batch - 1
+    if decoding == 0:
+        own_s = mixed_prefill_s(timer, prompt, budget, 0, ctx)
+        return BatchCore(batch, step_s, prefill_stall_s(timer, prompt, budget, 0, ctx), own_s)
+    base = timer.step(decoding, ctx).total_s
+    chunks_s = [timer.step(decoding, ctx, [chunk]).total_s for chunk in prefill_chunks(prompt, budget)]
+    return BatchCore(batch, step_s, sum(t - base for t in chunks_s), sum(chunks_s))
 
 
 def mean_core(weighted: list[tuple[BatchCore, float]]) -> BatchCore:
@@ -183,11 +186,18 @@ def open_loop(core_at: Callable[[int], BatchCore], rate: float, slots: int, outp
       running count of an M/G/∞ system is Poisson with mean B).
     Source: derived here: Little's law (B = λ·W); the M/D/1 mean wait (Pollaczek-Khinchine with deterministic
       service); the Poisson occupancy of M/G/∞.
+    Assumes: core_at is a function of B; an iteration that lands on the batch of the one before repeats it exactly
+      (every value is a function of the core), so the loop stops there.
     """
     b = 1.0
     own = tpot = queue = stall = 0.0
+    last = 0
     for _ in range(LITTLE_ITERATIONS):
-        core = core_at(max(1, min(slots, round(b))))
+        batch = max(1, min(slots, round(b)))
+        if batch == last:  # the fixed point: the same core, the same values
+            break
+        last = batch
+        core = core_at(batch)
         stall = core.stall_s
         rho = rate * stall
         if rho >= OVERLOAD_UTILIZATION:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from planner.calibration.kernels import KernelTables
 from planner.model.spec import ModelSpec
@@ -150,16 +150,54 @@ class PipelinedStepModel:
     _memo: dict[tuple[int, int, tuple[tuple[int, int], ...]], StepCost] = field(
         default_factory=dict, compare=False, repr=False
     )
+    _sends: dict[int, float] = field(default_factory=dict, compare=False, repr=False)  # p2p_s by elements
 
     @property
     def tables(self) -> KernelTables:
         return self.stages[-1].tables
 
-    def _stage_s(self, s: int, decode_seqs: int, ctx: float, prefill: Sequence[tuple[int, int]]) -> StepCost:
-        cost = self.stages[s].step(decode_seqs, ctx, prefill)
-        if s == len(self.stages) - 1:
-            return cost  # the last stage runs the lm_head and the sampler
-        return StepCost(cost.dense_s + cost.attention_s, cost.dense_s, cost.attention_s, 0.0)
+    @cached_property
+    def _twins(self) -> tuple[int, ...]:
+        """Each stage's first stage before the last with the same layers, tables and KV dtype (the stage itself for
+        the last): stages before the last answer their layers' time only, so twins answer the same."""
+        last = len(self.stages) - 1
+        twins = []
+        for s, st in enumerate(self.stages):
+            same = (
+                t
+                for t in range(s)
+                if (self.stages[t].layers, self.stages[t].kv_dtype) == (st.layers, st.kv_dtype)
+                and self.stages[t].tables is st.tables
+            )
+            twins.append(s if s == last else next(same, s))
+        return tuple(twins)
+
+    def _stage_costs(self, mbs: list[tuple[int, list[tuple[int, int]]]], ctx: float) -> list[list[StepCost]]:
+        """Each stage's StepCost of every micro-batch: a stage model times each distinct micro-batch once (the first
+        and the last stage of a uniform model are one model), and a twin takes its earlier stage's row."""
+        timed: dict[tuple[int, int, int], StepCost] = {}
+        rows: list[list[StepCost]] = []
+        for s, twin in enumerate(self._twins):
+            if twin < s:
+                rows.append(rows[twin])
+                continue
+            stage, row = self.stages[s], []
+            for d, chunks in mbs:  # only the first micro-batch carries chunks
+                key = (id(stage), d, len(chunks))
+                cost = timed.get(key)
+                if cost is None:
+                    cost = timed[key] = stage.step(d, ctx, chunks)
+                row.append(cost)
+            rows.append(row)
+        return rows
+
+    def _send_s(self, elements: int) -> float:
+        sent = self._sends.get(elements)
+        if sent is None:
+            if len(self._sends) > _MEMO_LIMIT:
+                self._sends.clear()
+            sent = self._sends[elements] = p2p_s(self.tables, elements)
+        return sent
 
     def step(self, decode_seqs: int, decode_context: float, prefill: Sequence[tuple[int, int]] = ()) -> StepCost:
         """One rotation: `decode_seqs` sequences at mean context `decode_context` and the prompt chunks, split into
@@ -171,11 +209,14 @@ class PipelinedStepModel:
         if len(self._memo) > _MEMO_LIMIT:
             self._memo.clear()
         mbs = micro_batches(decode_seqs, prefill, len(self.stages))
-        times = [[self._stage_s(s, d, decode_context, chunks) for d, chunks in mbs] for s in range(len(self.stages))]
-        sends = [p2p_s(self.tables, (d + sum(q for q, _ in chunks)) * self.hidden) for d, chunks in mbs]
-        total = pipeline_rotation_s([[c.total_s for c in row] for row in times], sends)
-        dense = sum(row[0].dense_s for row in times)
-        attention = sum(row[0].attention_s for row in times)
+        rows = self._stage_costs(mbs, decode_context)
+        times = [[c.dense_s + c.attention_s for c in row] for row in rows[:-1]]  # the layers only
+        times.append([c.total_s for c in rows[-1]])  # the last stage runs the lm_head and the sampler too
+        new_tokens = sum(q for q, _ in prefill)  # all in the first micro-batch
+        sends = [self._send_s((d + (new_tokens if chunks else 0)) * self.hidden) for d, chunks in mbs]
+        total = pipeline_rotation_s(times, sends)
+        dense = sum(row[0].dense_s for row in rows)
+        attention = sum(row[0].attention_s for row in rows)
         cost = StepCost(total, dense, attention, max(0.0, total - dense - attention))
         self._memo[key] = cost
         return cost

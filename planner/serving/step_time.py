@@ -40,6 +40,7 @@ NORM_PASSES = 8
 _T_GRID = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096,
            6144, 8192, 12288, 16384, 24576, 32768, 65536)  # fmt: skip
 _MEMO_LIMIT = 20_000  # cached step pieces per StepModel before the memo starts afresh (~3 MiB)
+_SHARED_LIMIT = 2048  # piece memos kept for sharing: an attention and an outside one for each of _build's 1,024 models
 _FUSED = {"q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv", "gate_proj": "gate_up", "up_proj": "gate_up",
           "q_a_proj": "qkv_a", "kv_a_proj_with_mqa": "qkv_a", "shared_experts.gate_proj": "shared_gate_up",
           "shared_experts.up_proj": "shared_gate_up"}  # fmt: skip
@@ -112,11 +113,12 @@ class StepModel:
     # memo of the repeated, context-dependent pieces: a simulation times thousands of iterations of few shapes
     _memo: dict[tuple[int, int, int], float] = field(default_factory=dict, compare=False, repr=False)
     _steps: dict[tuple[Any, ...], StepCost] = field(default_factory=dict, compare=False, repr=False)
+    _outside: dict[tuple[int, int], float] = field(default_factory=dict, compare=False, repr=False)
 
     def with_kv_dtype(self, kv_dtype: str) -> StepModel:
-        """The same model reading its KV cache in `kv_dtype`: the same GEMM, MoE and collective grids, fresh memos
-        (attention times change)."""
-        return replace(self, kv_dtype=kv_dtype, _memo={}, _steps={})
+        """The same model reading its KV cache in `kv_dtype`: the same GEMM, MoE and collective grids, the attention
+        memo of that KV dtype (attention times change), the same outside memo."""
+        return _sharing(replace(self, kv_dtype=kv_dtype, _steps={}))
 
     def _dense_s(self, tokens: int) -> float:
         if tokens <= 0:
@@ -177,10 +179,12 @@ class StepModel:
                 )
             attention += chunk
         sampled = decode_seqs + len(prefill)
-        key = (-3, tokens, sampled)
-        outside = memo.get(key)
+        outside_memo = self._outside
+        if len(outside_memo) > _MEMO_LIMIT:
+            outside_memo.clear()
+        outside = outside_memo.get((tokens, sampled))
         if outside is None:
-            outside = memo[key] = self._outside_s(tokens, sampled)
+            outside = outside_memo[(tokens, sampled)] = self._outside_s(tokens, sampled)
         return StepCost(dense + attention + outside, dense, attention, outside)
 
     def _decode_attention_s(self, seqs: int, ctx: int) -> float:
@@ -283,6 +287,31 @@ def build_step_model(shape: ServingShape, tables: KernelTables) -> StepModel:
     return _build(shape, tables)
 
 
+_SHARED: dict[tuple[Any, ...], dict[Any, float]] = {}
+
+
+def _shared(signature: tuple[Any, ...]) -> dict[Any, float]:
+    memo = _SHARED.get(signature)
+    if memo is None:
+        if len(_SHARED) > _SHARED_LIMIT:
+            _SHARED.clear()
+        memo = _SHARED[signature] = {}
+    return memo
+
+
+def _sharing(model: StepModel) -> StepModel:
+    """The model with the piece memos of every model whose pieces are the same functions: attention by the tables,
+    the KV dtype and each layer's attention shape in order (not its GEMMs: weight formats share it); the outside
+    (embedding, lm_head, sampler, engine step) by the tables and those shapes. Values stay exact: a piece is a
+    function of its key and these fields only."""
+    attention = tuple(
+        (c.count, c.n_h, c.n_kv, c.head_dim, c.window, c.mla, c.prefill_only, c.decode_only) for c in model.layers
+    )
+    outside = (model.lm_head, model.vocab_local, model.hidden, model.fixed_s, model.per_seq_s, model.tp)
+    tables = model.tables
+    return replace(model, _memo=_shared((tables, model.kv_dtype, attention)), _outside=_shared((tables, *outside)))
+
+
 @lru_cache(maxsize=1024)  # a sweep of ~350 shapes cycles through the cache; 256 thrashed it
 def _build(shape: ServingShape, tables: KernelTables) -> StepModel:
     spec, tp = shape.spec, shape.tp
@@ -297,7 +326,7 @@ def _build(shape: ServingShape, tables: KernelTables) -> StepModel:
             if n:
                 layers.append(_layer_cost(spec, layout.linears, layout.kind == "moe", n, window, shape, tables))
     vocab_local = ceil(spec.vocab_size / tp)
-    return StepModel(
+    model = StepModel(
         layers=tuple(layers),
         tables=tables,
         kv_dtype=shape.kv_dtype,
@@ -308,6 +337,7 @@ def _build(shape: ServingShape, tables: KernelTables) -> StepModel:
         per_seq_s=shape.per_seq_s,
         tp=tp,
     )
+    return _sharing(model)
 
 
 def _layer_cost(
@@ -334,27 +364,21 @@ def _layer_cost(
         n_kv, d = local_kv_heads(spec.kv_heads, tp), spec.resolved_head_dim
         prefill_only = decode_only = ()
     moe = spec.moe if moe_layer else None
-    grid = []
-    for tokens in _T_GRID:
-        s = sum(tables.gemm_s(tokens, g.n, g.k, g.fmt) for g in gemms)
-        if moe is not None:
-            s += tables.moe_s(
-                tokens, h, moe.expert_ffn_dim, moe.experts_per_token, moe.num_experts,
-                shape.moe_tp, shape.moe_ep, shape.expert_fmt,
-            )  # fmt: skip
-            s += tables.elementwise_s(tokens * moe.num_experts * FP32_BYTES * 2)  # router softmax / top-k
-        ffn_local = ceil((moe.shared_expert_ffn_dim if moe else spec.ffn_dim) / tp)
-        qk_local = (n_h + n_kv) * d
-        s += tables.elementwise_s(tokens * h * ACT_BYTES * NORM_PASSES)
-        s += tables.elementwise_s(tokens * 3 * ffn_local * ACT_BYTES)  # SiLU(gate)·up: read 2f, write f
-        s += tables.elementwise_s(tokens * qk_local * ACT_BYTES * 2)  # RoPE on q and k (read + write)
-        s += tables.elementwise_s(tokens * 2 * n_kv * d * ACT_BYTES)  # write k and v into the paged cache
-        if tp > 1:
-            s += 2 * tables.allreduce_s(tokens * h, tp)
-        grid.append(s)
+    experts = None
+    if moe is not None:
+        experts = (
+            moe.expert_ffn_dim,
+            moe.experts_per_token,
+            moe.num_experts,
+            shape.moe_tp,
+            shape.moe_ep,
+            shape.expert_fmt,
+        )
+    ffn_local = ceil((moe.shared_expert_ffn_dim if moe else spec.ffn_dim) / tp)
+    grid = _token_grid(tables, gemms, experts, h, ffn_local, (n_h + n_kv) * d, n_kv * d, tp)
     return LayerCost(
         count=count,
-        token_grid=tuple(grid),
+        token_grid=grid,
         n_h=n_h,
         n_kv=n_kv,
         head_dim=d,
@@ -363,3 +387,32 @@ def _layer_cost(
         prefill_only=prefill_only,
         decode_only=decode_only,
     )
+
+
+@lru_cache(maxsize=4096)  # pipeline stages and the whole model share a layer's grid (it does not depend on the count)
+def _token_grid(
+    tables: KernelTables,
+    gemms: tuple[Gemm, ...],
+    experts: tuple[int, int, int, int, int, str] | None,  # (f, k, E, MoE TP, MoE EP, format) of a MoE layer
+    h: int,
+    ffn_local: int,
+    qk_local: int,
+    kv_local: int,
+    tp: int,
+) -> tuple[float, ...]:
+    """One layer's token-proportional seconds at each _T_GRID point: GEMMs, MoE, memory-bound kernels, all-reduces."""
+    grid = []
+    for tokens in _T_GRID:
+        s = sum(tables.gemm_s(tokens, g.n, g.k, g.fmt) for g in gemms)
+        if experts is not None:
+            f, k, num_experts, moe_tp, moe_ep, fmt = experts
+            s += tables.moe_s(tokens, h, f, k, num_experts, moe_tp, moe_ep, fmt)
+            s += tables.elementwise_s(tokens * num_experts * FP32_BYTES * 2)  # router softmax / top-k
+        s += tables.elementwise_s(tokens * h * ACT_BYTES * NORM_PASSES)
+        s += tables.elementwise_s(tokens * 3 * ffn_local * ACT_BYTES)  # SiLU(gate)·up: read 2f, write f
+        s += tables.elementwise_s(tokens * qk_local * ACT_BYTES * 2)  # RoPE on q and k (read + write)
+        s += tables.elementwise_s(tokens * 2 * kv_local * ACT_BYTES)  # write k and v into the paged cache
+        if tp > 1:
+            s += 2 * tables.allreduce_s(tokens * h, tp)
+        grid.append(s)
+    return tuple(grid)

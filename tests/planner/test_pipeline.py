@@ -11,6 +11,7 @@ from planner.serving.memory import weight_bytes
 from planner.serving.pipeline import (
     PipelinedStepModel,
     micro_batches,
+    p2p_s,
     pipeline_rotation_s,
     pipeline_stages,
     pp_layer_partition,
@@ -91,6 +92,27 @@ def test_a_pipelined_decode_step_is_the_rotation_of_its_stages() -> None:
     assert one >= first.step(1, 2176.0).dense_s + last.step(1, 2176.0).total_s
     # PP = 1 stays the plain StepModel
     assert isinstance(replica_step_model(spec, ServingSpec(tensor_parallel=4), "h100-sxm"), StepModel)
+
+
+def test_twin_stages_share_rows_and_every_stage_the_models_layer_grid() -> None:
+    # Llama-3-70B on PP4: 20 identical layers per stage, so stages 0-2 (no lm_head) answer the same layer time and
+    # one row of stage times serves them; the rotation equals the one over every stage timed on its own
+    spec = CATALOG.model("llama-3-70b").spec
+    model = replica_step_model(spec, ServingSpec(tensor_parallel=2, pipeline_parallel=4), "h100-sxm")
+    assert isinstance(model, PipelinedStepModel)
+    whole = replica_step_model(spec, ServingSpec(tensor_parallel=2), "h100-sxm")
+    assert isinstance(whole, StepModel)
+    assert all(st.layers[0].token_grid is whole.layers[0].token_grid for st in model.stages)
+    fresh = PipelinedStepModel(model.stages, model.hidden)
+    assert fresh._twins == (0, 0, 0, 3)
+    for d, ctx, prefill in [(64, 2176.0, []), (7, 900.0, [(512, 0)]), (0, 0.0, [(2048, 1024)]), (130, 5000.5, [])]:
+        mbs = micro_batches(d, prefill, 4)
+        times = []
+        for s, stage in enumerate(model.stages):
+            costs = [stage.step(n, ctx, chunks) for n, chunks in mbs]
+            times.append([c.total_s if s == 3 else c.dense_s + c.attention_s for c in costs])
+        sends = [p2p_s(model.tables, (n + sum(q for q, _ in chunks)) * model.hidden) for n, chunks in mbs]
+        assert fresh.step(d, ctx, prefill).total_s == pipeline_rotation_s(times, sends)
 
 
 def test_estimate_reports_stages_and_the_smallest_pool() -> None:

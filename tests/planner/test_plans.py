@@ -13,7 +13,7 @@ from planner.calibration.kernels import KernelTables, load_kernel_tables
 from planner.plans.frontier import dominates
 from planner.plans.search import plan_serving
 from planner.plans.spec import PlanRequest
-from planner.plans.static import batch_core, closed_loop_at, open_loop
+from planner.plans.static import LITTLE_ITERATIONS, OVERLOAD_UTILIZATION, batch_core, closed_loop_at, open_loop
 from planner.serving.step_time import StepCost
 
 CATALOG = load_catalog()
@@ -80,6 +80,43 @@ def test_static_open_loop_worked_example() -> None:
     assert not st.overloaded
     # at 50 requests/s the prompts alone need 50·20 ms = the whole GPU: overloaded
     assert open_loop(lambda b: batch_core(timer, b, 1000, 100, 8192), 50.0, 64, 100).overloaded
+
+
+def _open_loop_every_iteration(core_at: Any, rate: float, slots: int, output: int) -> tuple[float, ...]:
+    """open_loop's fixed-point loop run all LITTLE_ITERATIONS times, never stopping early (the oracle of its stop)."""
+    b, own, tpot, queue, stall = 1.0, 0.0, 0.0, 0.0, 0.0
+    for _ in range(LITTLE_ITERATIONS):
+        core = core_at(max(1, min(slots, round(b))))
+        stall, rho = core.stall_s, rate * core.stall_s
+        if rho >= OVERLOAD_UTILIZATION:
+            return (float("inf"),)
+        tpot, queue = core.step_s / (1 - rho), rho * stall / (2 * (1 - rho))
+        own = core.step_s / 2 + core.own_prefill_s + queue
+        b = rate * (own + output * tpot)
+    return own, tpot, b, queue
+
+
+def test_open_loop_stops_at_its_fixed_point_with_the_values_of_every_iteration() -> None:
+    # once an iteration lands on the batch of the one before, every later one repeats it: stopping there answers the
+    # same numbers, bit for bit, as running all LITTLE_ITERATIONS (rates from idle to overloaded, slots that clip)
+    timer = LinearTimer()
+    asked: list[int] = []
+
+    def core_at(b: int) -> Any:
+        asked.append(b)
+        return batch_core(timer, b, 1000, 100, 8192)
+
+    stopped = []
+    for rate in (0.5, 5.0, 12.0, 25.0, 40.0, 50.0):
+        for slots in (4, 16, 64):
+            full = _open_loop_every_iteration(core_at, rate, slots, 100)
+            asked.clear()
+            st = open_loop(core_at, rate, slots, 100)
+            got = (float("inf"),) if st.ttft_s == float("inf") else (st.ttft_s, st.tpot_s, st.running, st.queue_s)
+            assert got == full, (rate, slots)
+            if len(full) > 1:
+                stopped.append(len(asked))
+    assert max(stopped) <= LITTLE_ITERATIONS and min(stopped) < LITTLE_ITERATIONS  # some converged and stopped
 
 
 def test_one_family_plan_worked_example() -> None:

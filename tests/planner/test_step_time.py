@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -115,3 +116,20 @@ def test_tensorrt_llm_fp8_gemm_runs_the_checkpoint_static_quantization(gpu: str)
     assert "static" in trt.gemm["fp8"].kernel
     ratio = trt.gemm_s(4, 8192, 8192, "fp8") / vllm.gemm_s(4, 8192, 8192, "fp8")
     assert 0.85 < ratio < 1.15, ratio
+
+
+def test_models_sharing_piece_memos_answer_as_models_of_their_own() -> None:
+    # bf16 and fp8 weights of one shape share the attention and outside memos (same tables, KV dtype and attention
+    # shapes; only the GEMM grids differ); the fp8 model warms them, and the bf16 one still answers exactly what a
+    # model with private memos answers
+    bf16, fp8 = _llama8b(), _llama8b(fmt="fp8")
+    assert bf16._memo is fp8._memo and bf16._outside is fp8._outside
+    steps = [(8, 1024.0, ()), (64, 3000.0, ((512, 0),)), (0, 0.0, ((2048, 6144),)), (300, 700.5, ((96, 40),))]
+    for d, ctx, chunks in steps:
+        fp8.step(d, ctx, chunks)
+    private = replace(bf16, _memo={}, _steps={}, _outside={})
+    assert [bf16.step(*s) for s in steps] == [private.step(*s) for s in steps]
+    # the fp8-cache twin keeps the outside memo (embedding, lm_head, sampler) and takes the fp8 attention one
+    kv8 = bf16.with_kv_dtype("fp8")
+    assert kv8._outside is bf16._outside and kv8._memo is not bf16._memo
+    assert [kv8.step(*s) for s in steps] == [replace(kv8, _memo={}, _steps={}, _outside={}).step(*s) for s in steps]
