@@ -1,8 +1,8 @@
 """Fit memplan's compact kernel tables from aiconfigurator-core's measured kernel latencies.
 
-Run (needs pandas and pyarrow, and the aiconfigurator-core wheel, which ships the measured tables; none of these
-are memplan dependencies):
-    python -m venv /tmp/aicvenv && /tmp/aicvenv/bin/pip install aiconfigurator-core==0.12.0 pandas pyarrow
+Run (needs pandas, pyarrow, pydantic (the planner imports it) and the aiconfigurator-core wheel, which ships the
+measured tables; pandas, pyarrow and aiconfigurator-core are not memplan dependencies):
+    python -m venv /tmp/aicvenv && /tmp/aicvenv/bin/pip install aiconfigurator-core==0.12.0 pandas pyarrow pydantic
     PYTHONPATH=. /tmp/aicvenv/bin/python benchmarks/fit_kernels.py [--gpus h100-sxm h200 b200] [--engines vllm ...]
 Writes planner/calibration/kernels/<gpu>.<engine>.json: per operator class, log(efficiency) on a log-spaced grid
 of shapes (efficiency = roofline / measured latency, planner.calibration.rooflines), the kernel that was measured,
