@@ -125,10 +125,9 @@ def pipeline_rotation_s(stage_times: Sequence[Sequence[float]], send_s: Sequence
       with m micro-batches on p balanced stages the stages are busy m/(m + p − 1) of the time in a fill-and-drain,
       and continuously (no bubble) once m ≥ p micro-batches circulate, as an inference pipeline's do.
     """
-    stages = len(stage_times)
-    m = len(send_s)
-    path = max(sum(stage_times[s][i] for s in range(stages)) + (stages - 1) * send_s[i] for i in range(m))
-    busiest = max(sum(times) for times in stage_times)
+    hops = len(stage_times) - 1
+    path: float = max(sum(col) + hops * send for col, send in zip(zip(*stage_times, strict=True), send_s, strict=True))
+    busiest: float = max(map(sum, stage_times))
     return max(path, busiest)
 
 

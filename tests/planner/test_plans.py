@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from planner import SpecError, estimate_inference, load_catalog
+from planner import ServingSpec, SpecError, estimate_inference, load_catalog
 from planner.calibration.kernels import KernelTables, load_kernel_tables
 from planner.plans.frontier import dominates
 from planner.plans.search import plan_serving
 from planner.plans.spec import PlanRequest
-from planner.plans.static import LITTLE_ITERATIONS, OVERLOAD_UTILIZATION, batch_core, closed_loop_at, open_loop
+from planner.plans.static import (
+    LITTLE_ITERATIONS,
+    OVERLOAD_UTILIZATION,
+    BatchCore,
+    batch_core,
+    closed_loop_at,
+    mixed_prefill_s,
+    open_loop,
+    prefill_alone_s,
+    prefill_stall_s,
+)
+from planner.serving.pipeline import replica_step_model
 from planner.serving.step_time import StepCost
 
 CATALOG = load_catalog()
@@ -80,6 +92,27 @@ def test_static_open_loop_worked_example() -> None:
     assert not st.overloaded
     # at 50 requests/s the prompts alone need 50·20 ms = the whole GPU: overloaded
     assert open_loop(lambda b: batch_core(timer, b, 1000, 100, 8192), 50.0, 64, 100).overloaded
+
+
+def test_a_batch_core_is_its_stall_and_its_own_prefill_exactly() -> None:
+    # the core times its prompt's chunk steps once for both: bit for bit prefill_stall_s and mixed_prefill_s at B − 1
+    # decodes, on measured timers (TP4 and a PP2 pipeline), for one chunk and for three (20,000 tokens, budget 8,192)
+    spec = CATALOG.model("llama-3-70b").spec
+    timers = [
+        replica_step_model(spec, ServingSpec(tensor_parallel=4, pipeline_parallel=pp), "h100-sxm") for pp in (1, 2)
+    ]
+    for timer, (batch, prompt) in itertools.product(
+        timers, [(1, 1000), (2, 1000), (37, 4096), (200, 20_000), (1, 20_000)]
+    ):
+        ctx = prompt + 128 / 2
+        core = batch_core(timer, batch, prompt, 128, 8192)
+        assert core.step_s == timer.step(batch, ctx).total_s
+        assert core.stall_s == prefill_stall_s(timer, prompt, 8192, batch - 1, ctx)
+        assert core.own_prefill_s == mixed_prefill_s(timer, prompt, 8192, batch - 1, ctx)
+        alone = prefill_alone_s(timer, prompt, 8192)
+        assert batch_core(timer, batch, prompt, 128, 8192, prefill_first=True) == BatchCore(
+            batch, core.step_s, alone, alone
+        )
 
 
 def _open_loop_every_iteration(core_at: Any, rate: float, slots: int, output: int) -> tuple[float, ...]:
