@@ -200,15 +200,19 @@ class PipelinedStepModel:
 
     def step(self, decode_seqs: int, decode_context: float, prefill: Sequence[tuple[int, int]] = ()) -> StepCost:
         """One rotation: `decode_seqs` sequences at mean context `decode_context` and the prompt chunks, split into
-        at most PP micro-batches (micro_batches) and timed by pipeline_rotation_s."""
-        key = (decode_seqs, max(1, round(decode_context)) >> 4 if decode_seqs else 0, tuple(prefill))
+        at most PP micro-batches (micro_batches) and timed by pipeline_rotation_s.
+
+        The decode context is floored to a multiple of 16 tokens (at least 1) before any stage is timed, so a
+        rotation is a function of its memo key alone and never of which context asked first."""
+        bucket = max(1, round(decode_context)) >> 4 if decode_seqs else 0
+        key = (decode_seqs, bucket, tuple(prefill))
         cached = self._memo.get(key)
         if cached is not None:
             return cached
         if len(self._memo) > _MEMO_LIMIT:
             self._memo.clear()
         mbs = micro_batches(decode_seqs, prefill, len(self.stages))
-        rows = self._stage_costs(mbs, decode_context)
+        rows = self._stage_costs(mbs, float(max(1, bucket << 4)) if decode_seqs else 0.0)
         times = [[c.dense_s + c.attention_s for c in row] for row in rows[:-1]]  # the layers only
         times.append([c.total_s for c in rows[-1]])  # the last stage runs the lm_head and the sampler too
         new_tokens = sum(q for q, _ in prefill)  # all in the first micro-batch

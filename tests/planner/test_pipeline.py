@@ -105,14 +105,33 @@ def test_twin_stages_share_rows_and_every_stage_the_models_layer_grid() -> None:
     assert all(st.layers[0].token_grid is whole.layers[0].token_grid for st in model.stages)
     fresh = PipelinedStepModel(model.stages, model.hidden)
     assert fresh._twins == (0, 0, 0, 3)
-    for d, ctx, prefill in [(64, 2176.0, []), (7, 900.0, [(512, 0)]), (0, 0.0, [(2048, 1024)]), (130, 5000.5, [])]:
+    # contexts are floored to a multiple of 16 first: 900 → 896, 5000.5 → 4992
+    cases = [(64, 2176.0, 2176.0, []), (7, 900.0, 896.0, [(512, 0)]), (0, 0.0, 0.0, [(2048, 1024)])]
+    for d, ctx, floored, prefill in [*cases, (130, 5000.5, 4992.0, [])]:
         mbs = micro_batches(d, prefill, 4)
         times = []
         for s, stage in enumerate(model.stages):
-            costs = [stage.step(n, ctx, chunks) for n, chunks in mbs]
+            costs = [stage.step(n, floored, chunks) for n, chunks in mbs]
             times.append([c.total_s if s == 3 else c.dense_s + c.attention_s for c in costs])
         sends = [p2p_s(model.tables, (n + sum(q for q, _ in chunks)) * model.hidden) for n, chunks in mbs]
         assert fresh.step(d, ctx, prefill).total_s == pipeline_rotation_s(times, sends)
+
+
+def test_a_rotation_does_not_depend_on_which_context_asked_first() -> None:
+    # 97 and 110 share a 16-token bucket (a stage times contexts under 128 exactly): asked in either order, on fresh
+    # pipelines, both answer the rotation at 96, so a plan's or a simulation's figure never depends on the call
+    # history of a shared step model
+    spec = CATALOG.model("llama-3-70b").spec
+    serving = ServingSpec(tensor_parallel=2, pipeline_parallel=2)
+    model = replica_step_model(spec, serving, "h100-sxm")
+    assert isinstance(model, PipelinedStepModel)
+    up, down = PipelinedStepModel(model.stages, model.hidden), PipelinedStepModel(model.stages, model.hidden)
+    first_up, second_up = up.step(48, 97.0), up.step(48, 110.0)
+    second_down, first_down = down.step(48, 110.0), down.step(48, 97.0)
+    assert first_up == second_up == first_down == second_down
+    assert first_up == PipelinedStepModel(model.stages, model.hidden).step(48, 96.0)
+    # a longer context reads more KV: a slower rotation
+    assert up.step(48, 2048.0).total_s > first_up.total_s
 
 
 def test_estimate_reports_stages_and_the_smallest_pool() -> None:
