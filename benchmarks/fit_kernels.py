@@ -82,6 +82,13 @@ CURRENT = {
     ("a100_sxm", "vllm"): "0.14.0",
 }
 SM = {"h100_sxm": 90, "h200_sxm": 90, "b200_sxm": 100, "a100_sxm": 80, "l40s": 89}
+# Systems whose measured 4- and 8-GPU all-reduce crossed a slower path than the GPU's own interconnect, and the
+# PCIe server whose NCCL scaling from 2 to N GPUs replaces theirs. aiconfigurator-core's 8×L40S node: NCCL
+# all-reduce bus bandwidth 20.1 GB/s on 2 GPUs, 5.1 on 4 and 1.5 on 8 (128 Mi elements; a host bridge between
+# the GPU pairs), and its comm/trtllm/1.3.0rc20/collection_meta.yaml notes that the collection hangs on those
+# nodes. The RTX PRO 6000 server, also PCIe-only, keeps 37.8 / 25.7 / 20.3 GB/s.
+PCIE_REFERENCE = {"l40s": "rtx_pro_6000_server"}
+PCIE_GPUS_ALONE = 2  # vLLM and TRT-LLM run their custom all-reduce on PCIe-only GPUs only up to 2 of them
 
 
 def read(path: Path) -> pd.DataFrame:
@@ -338,7 +345,74 @@ def fit_moe(path: Path, engine: str, roof: Roofline) -> tuple[dict[str, Any], di
     return out, report
 
 
+def nccl_allreduce(system_dir: Path) -> tuple[Path, pd.DataFrame]:
+    """A system's measured NCCL fp16 all-reduce: (file, median latency in ms by num_gpus and message_size)."""
+    path = latest(system_dir, "comm", "nccl", "nccl_perf.parquet")
+    assert path is not None, system_dir
+    df = read(path)
+    df = df[(df.op_name == "all_reduce") & (df.nccl_dtype == "half")]
+    return path, df.groupby(["num_gpus", "message_size"], as_index=False)["latency"].median()
+
+
+def pcie_scaled_allreduce(system_dir: Path, reference_dir: Path, n: int) -> tuple[pd.DataFrame, str]:
+    """NCCL all-reduce on n PCIe GPUs of this system: its own 2-GPU latency × the reference PCIe server's
+    n-GPU / 2-GPU latency ratio at the same message size (log-interpolated between the reference's sizes).
+
+    Formula: t_n(m) = t_2(m) · t_ref,n(m) / t_ref,2(m). On PCIe-only GPUs vLLM's custom all-reduce is off beyond
+    2 GPUs (vllm/distributed/device_communicators/custom_all_reduce.py: not fully connected) and TensorRT-LLM's
+    AUTO strategy falls back to NCCL without NVLink, so NCCL is the collective the engines run at 4 and 8 GPUs.
+    """
+    own_path, own = nccl_allreduce(system_dir)
+    ref_path, ref = nccl_allreduce(reference_dir)
+    two = own[own.num_gpus == 2].set_index("message_size").latency
+    r2 = ref[ref.num_gpus == 2].set_index("message_size").latency
+    rn = ref[ref.num_gpus == n].set_index("message_size").latency
+    sizes = sorted(set(r2.index) & set(rn.index))
+    logs = [math.log(m) for m in sizes]
+    ratios = [math.log(rn[m] / r2[m]) for m in sizes]
+
+    def ratio(m: float) -> float:
+        x = min(max(math.log(m), logs[0]), logs[-1])
+        i = max(1, next((j for j, v in enumerate(logs) if v >= x), len(logs) - 1))
+        w = (x - logs[i - 1]) / (logs[i] - logs[i - 1])
+        return math.exp((1 - w) * ratios[i - 1] + w * ratios[i])
+
+    rows = pd.DataFrame({"message_size": two.index, "latency": [t * ratio(m) for m, t in two.items()]})
+    source = (
+        f"{own_path.relative_to(system_dir.parent)} (2 GPUs) × n/2-GPU ratio of "
+        f"{ref_path.relative_to(system_dir.parent)}: this system's {n}-GPU points crossed a host bridge"
+    )
+    return rows, source
+
+
 def fit_allreduce(system_dir: Path, engine: str, roof: Roofline) -> dict[str, Any]:
+    out = _fit_measured_allreduce(system_dir, engine, roof)
+    reference = PCIE_REFERENCE.get(system_dir.name)
+    if reference is None:
+        return out
+    for n in sorted(int(k) for k in out if int(k) > PCIE_GPUS_ALONE):
+        rows, source = pcie_scaled_allreduce(system_dir, system_dir.parent / reference, n)
+        out[str(n)] = _allreduce_entry(rows, n, roof, "NCCL (PCIe scaling from " + reference + ")", source)
+    return out
+
+
+def _allreduce_entry(g: pd.DataFrame, n: int, roof: Roofline, kernel: str, source: str) -> dict[str, Any]:
+    pts = {
+        (float(m),): math.log(allreduce_roofline_s(int(m), n, roof) / (lat * MS))
+        for m, lat in zip(g.message_size, g.latency, strict=True)
+    }
+    axes = [sorted(k[0] for k in pts)]
+    values, _ = grid_values(pts, axes)
+    return {
+        "kernel": kernel,
+        "axes": axes,
+        "log_eff": values,
+        "floor_us": round(float(g.latency.min()) * 1e3, 3),
+        "source": source,
+    }
+
+
+def _fit_measured_allreduce(system_dir: Path, engine: str, roof: Roofline) -> dict[str, Any]:
     path = latest(system_dir, "comm", engine, "custom_allreduce_perf.parquet")
     if path is not None:
         df = pick_kernel(read(path), engine, "allreduce", 0)
@@ -348,22 +422,10 @@ def fit_allreduce(system_dir: Path, engine: str, roof: Roofline) -> dict[str, An
         df = read(path)
         df = df[(df.op_name == "all_reduce") & (df.nccl_dtype == "half")]
     out = {}
+    kernel = str(df["kernel_source"].iloc[0]) if "kernel_source" in df else "NCCL"
     for n, g in df.groupby("num_gpus"):
         g = g.groupby("message_size", as_index=False)["latency"].median()
-        pts = {
-            (float(m),): math.log(allreduce_roofline_s(int(m), int(n), roof) / (lat * MS))
-            for m, lat in zip(g.message_size, g.latency, strict=True)
-        }
-        axes = [sorted(k[0] for k in pts)]
-        values, _ = grid_values(pts, axes)
-        kernel = str(df["kernel_source"].iloc[0]) if "kernel_source" in df else "NCCL"
-        out[str(int(n))] = {
-            "kernel": kernel,
-            "axes": axes,
-            "log_eff": values,
-            "floor_us": round(float(g.latency.min()) * 1e3, 3),
-            "source": str(path.relative_to(system_dir)),
-        }
+        out[str(int(n))] = _allreduce_entry(g, int(n), roof, kernel, str(path.relative_to(system_dir)))
     return out
 
 
@@ -450,6 +512,10 @@ def fit_pair(gpu_id: str, engine: str, data_root: Path, gpus: dict[str, Any]) ->
     if swap is not None:
         files["quantize_dynamic"] = latest(system_dir, "quantize", engine, "computescale_perf.parquet")
         files["quantize_static"] = latest(system_dir, "quantize", engine, "scale_matrix_perf.parquet")
+    reference = PCIE_REFERENCE.get(system)
+    if reference is not None:  # the 4- and 8-GPU all-reduce tables are derived from these two
+        files["allreduce_nccl"] = latest(system_dir, "comm", "nccl", "nccl_perf.parquet")
+        files["allreduce_pcie_reference"] = latest(data_root / reference, "comm", "nccl", "nccl_perf.parquet")
     used = {k: p for k, p in files.items() if p is not None}
     table["provenance"] = {
         "package": "aiconfigurator-core",

@@ -118,6 +118,25 @@ def test_tensorrt_llm_fp8_gemm_runs_the_checkpoint_static_quantization(gpu: str)
     assert 0.85 < ratio < 1.15, ratio
 
 
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "trtllm"])
+def test_l40s_all_reduce_beyond_two_gpus_scales_as_a_pcie_server(engine: str) -> None:
+    # aiconfigurator-core's 8×L40S node lost 4× (4 GPUs) and 13× (8 GPUs) of its 2-GPU NCCL bus bandwidth, a host
+    # bridge between the pairs; a PCIe server (RTX PRO 6000) loses 1.5× and 1.9×. The 4- and 8-GPU tables are the
+    # L40S 2-GPU NCCL latency scaled as that server scales, so a 16 Mi-element (32 MiB) all-reduce keeps at least
+    # half its 2-GPU bus bandwidth, 2(n − 1)/n · bytes / t, and stays above the 32 GB/s PCIe 4.0 x16 roofline's time.
+    tables = load_kernel_tables("l40s", engine)
+    assert tables is not None
+    elements = 16 << 20
+
+    def bus_bandwidth(n: int) -> float:
+        return 2 * (n - 1) / n * elements * 2 / tables.allreduce_s(elements, n)
+
+    assert {tables.allreduce[n].kernel.startswith("NCCL (PCIe scaling") for n in (4, 8)} == {True}
+    assert 0.5 * bus_bandwidth(2) < bus_bandwidth(8) < bus_bandwidth(4) < bus_bandwidth(2) < 32e9
+    # a decode-sized message (4 tokens of an 8,192-wide model) is latency-bound: tens of µs, not hundreds
+    assert tables.allreduce_s(4 * 8192, 8) < 60e-6
+
+
 def test_models_sharing_piece_memos_answer_as_models_of_their_own() -> None:
     # bf16 and fp8 weights of one shape share the attention and outside memos (same tables, KV dtype and attention
     # shapes; only the GEMM grids differ); the fp8 model warms them, and the bf16 one still answers exactly what a
