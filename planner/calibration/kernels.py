@@ -11,10 +11,10 @@ in log distance, scaled by the roofline ratio; what was used is named in the ans
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
-from math import log
+from math import log, log2
 from typing import Any
 
 from planner.calibration.grid import LogGrid
@@ -29,7 +29,7 @@ from planner.calibration.rooflines import (
     moe_roofline_s,
 )
 
-__all__ = ["KernelTable", "KernelTables", "available_tables", "load_kernel_tables"]
+__all__ = ["KernelTable", "KernelTables", "allreduce_wait_s", "available_tables", "load_kernel_tables"]
 
 US = 1e-6
 
@@ -93,6 +93,8 @@ class KernelTables:
     allreduce: dict[int, KernelTable]
     elementwise: KernelTable
     fit_report: dict[str, Any] = field(default_factory=dict)
+    # the engine's wait per log2(ranks) at each all-reduce (allreduce_wait.json): fitted end to end, not a kernel
+    allreduce_wait_s: float = 0.0
     # the nearest table per (section, key), picked once: the sections are read-only once loaded, so their ids are
     # stable for this instance's life
     _picked: dict[tuple[int, tuple[float, ...]], KernelTable] = field(default_factory=dict, repr=False)
@@ -178,11 +180,13 @@ class KernelTables:
 
     # Communication and memory-bound kernels ----------------------------------------------------------------------
     def allreduce_s(self, elements: int, n_gpus: int) -> float:
-        """All-reduce of `elements` bf16 values across n_gpus (the engine's custom all-reduce where it has one)."""
+        """All-reduce of `elements` bf16 values across n_gpus (the engine's custom all-reduce where it has one),
+        plus the engine's wait for the slowest rank, allreduce_wait_s · log2(n_gpus) (allreduce_wait.json)."""
         if n_gpus <= 1 or elements <= 0:
             return 0.0
         n = min(self.allreduce, key=lambda g: abs(log(g / n_gpus)))  # 2, 4 and 8 GPUs are measured
-        return self.allreduce[n].latency_s(allreduce_roofline_s(elements, n_gpus, self.roofline), elements)
+        kernel = self.allreduce[n].latency_s(allreduce_roofline_s(elements, n_gpus, self.roofline), elements)
+        return kernel + self.allreduce_wait_s * log2(n_gpus) if self.allreduce_wait_s else kernel
 
     def elementwise_s(self, moved_bytes: float) -> float:
         """A memory-bound kernel moving `moved_bytes` (read + write)."""
@@ -248,10 +252,28 @@ def available_tables() -> frozenset[tuple[str, str]]:
     return frozenset(pairs)
 
 
-@lru_cache(maxsize=32)
-def load_kernel_tables(gpu: str, engine: str) -> KernelTables | None:
-    """The fitted tables of (gpu, engine), or None when that pair was never measured."""
+@lru_cache(maxsize=1)
+def _allreduce_waits() -> dict[str, float]:
+    raw = json.loads(resources.files(_PACKAGE).joinpath("allreduce_wait.json").read_text(encoding="utf-8"))
+    return {engine: float(fit["wait_s_per_log2_ranks"]) for engine, fit in raw["engines"].items()}
+
+
+def allreduce_wait_s(engine: str) -> float:
+    """The engine's wait per log2(ranks) at each all-reduce (0 where none was shipped).
+
+    Source: planner/calibration/allreduce_wait.json, written by benchmarks/fit_allreduce_wait.py: fitted on the
+    silicon sample's end-to-end TPOT and cross-validated leaving one model out (the one term not fitted on kernels).
+    """
+    return _allreduce_waits().get(engine, 0.0)
+
+
+@lru_cache(maxsize=64)
+def load_kernel_tables(gpu: str, engine: str, engine_wait: bool = True) -> KernelTables | None:
+    """The fitted tables of (gpu, engine), or None when that pair was never measured. `engine_wait`: the engine's
+    all-reduce wait (allreduce_wait_s) is added; False where the tables stand in for another engine's kernels."""
     if (gpu, engine) not in available_tables():
         return None
     path = resources.files(_PACKAGE).joinpath(_DIR, f"{gpu}.{engine}.json")
-    return _parse(json.loads(path.read_text(encoding="utf-8")))
+    tables = _parse(json.loads(path.read_text(encoding="utf-8")))
+    wait = allreduce_wait_s(engine) if engine_wait else 0.0
+    return replace(tables, allreduce_wait_s=wait) if wait else tables

@@ -127,7 +127,7 @@ class LoadEstimate(FrozenSpec):
 def step_model_for(spec: ModelSpec, serving: ServingSpec, gpu_id: str, moe_ep: int = 1) -> StepModel:
     """The StepModel of this configuration on the GPU's measured kernel tables for the engine."""
     engine = serving.engine.value if serving.pooled else "vllm"
-    tables = load_kernel_tables(gpu_id, engine)
+    tables = load_kernel_tables(gpu_id, engine, engine_wait=serving.pooled)  # transformers: vLLM's kernels only
     if tables is None:
         raise SpecError(
             [

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from planner import load_catalog
+from planner import ServingSpec, load_catalog
 from planner.calibration.grid import LogGrid
 from planner.calibration.kernels import available_tables, load_kernel_tables
 from planner.calibration.rooflines import gemm_roofline_s
+from planner.serving.load import step_model_for
 from planner.serving.step_time import ServingShape, build_step_model, kernel_format
 
 GIB = 1 << 30
+ROOT = Path(__file__).resolve().parents[2]
+CATALOG = load_catalog()
 
 
 def test_grid_reads_back_its_points_and_interpolates_in_log_space() -> None:
@@ -135,6 +140,34 @@ def test_l40s_all_reduce_beyond_two_gpus_scales_as_a_pcie_server(engine: str) ->
     assert 0.5 * bus_bandwidth(2) < bus_bandwidth(8) < bus_bandwidth(4) < bus_bandwidth(2) < 32e9
     # a decode-sized message (4 tokens of an 8,192-wide model) is latency-bound: tens of µs, not hundreds
     assert tables.allreduce_s(4 * 8192, 8) < 60e-6
+
+
+def test_vllm_all_reduce_waits_for_the_slowest_rank_and_the_others_do_not() -> None:
+    # allreduce_wait.json ships 2.5 µs per log2(ranks) for vLLM (fitted on end-to-end TPOT, each model held out) and
+    # nothing for SGLang and TensorRT-LLM, whose held-out error did not improve: a 4-token all-reduce of an
+    # 8,192-wide model on 8 H200s is the measured kernel + 3 · 2.5 µs in vLLM, the kernel alone elsewhere
+    raw = json.loads((ROOT / "planner" / "calibration" / "allreduce_wait.json").read_text())
+    assert {e: f["wait_s_per_log2_ranks"] for e, f in raw["engines"].items()} == {
+        "vllm": 2.5e-6,
+        "sglang": 0.0,
+        "trtllm": 0.0,
+    }
+    for engine, fit in raw["engines"].items():  # the file follows its own rule
+        held = fit["leave_one_model_out"]
+        worse = any(g["rows"] >= 20 and g["tpot_held_out"] > g["tpot_without"] for g in fit["groups"].values())
+        assert fit["ships"] == (held["tpot_held_out"] < held["tpot_without"] and not worse), engine
+    vllm, kernel_only = load_kernel_tables("h200", "vllm"), load_kernel_tables("h200", "vllm", engine_wait=False)
+    assert vllm is not None and kernel_only is not None
+    for n, hops in ((2, 1), (4, 2), (8, 3)):
+        assert vllm.allreduce_s(4 * 8192, n) == pytest.approx(kernel_only.allreduce_s(4 * 8192, n) + hops * 2.5e-6)
+    assert vllm.allreduce_s(4 * 8192, 1) == 0.0
+    sglang = load_kernel_tables("h200", "sglang")
+    assert sglang is not None and sglang.allreduce_wait_s == 0.0
+    # transformers runs on vLLM's kernel tables but is not vLLM: its step model takes no wait
+    spec = CATALOG.model("llama-3.1-70b").spec
+    hf = step_model_for(spec, ServingSpec(engine="transformers", tensor_parallel=4), "h200")
+    assert hf.tables.allreduce_wait_s == 0.0
+    assert step_model_for(spec, ServingSpec(engine="vllm", tensor_parallel=4), "h200").tables.allreduce_wait_s == 2.5e-6
 
 
 def test_models_sharing_piece_memos_answer_as_models_of_their_own() -> None:
