@@ -59,8 +59,6 @@ def request_for(row: dict[str, str], mapping: dict[str, Any] | None = None) -> t
         return None, "disaggregated prefill/decode"
     if row["pp_size"] not in ("", "1"):
         return None, "pipeline parallel"
-    if row["attention_dp_size"] not in ("", "1"):
-        return None, "data-parallel attention"
     if row["system"] not in m["gpus"]:
         return None, f"no kernel tables for {row['system']}"
     model = m["models"].get(row["model_path"])
@@ -85,16 +83,27 @@ def request_for(row: dict[str, str], mapping: dict[str, Any] | None = None) -> t
         resolve_profile(row["backend"], version)
     except SpecError:
         version = None  # nightly or dev builds: the newest profile
-    tp = int(row["tp_size"])
+    # aiconfigurator's agg rows: tp_size is the attention TP of one attention-DP rank, the GPUs are tp × dp, and
+    # moe_tp × moe_ep covers them; batch_size is per DP rank (its concurrency is batch_size × attention_dp_size).
+    # memplan's tensor_parallel is the GPUs (SGLang --tp-size) and attention_data_parallel divides it.
+    dp = int(row["attention_dp_size"] or 1)
+    if dp < 1:
+        return None, f"attention_dp_size {row['attention_dp_size']} (a zero parallel field in the sample)"
+    tp = int(row["tp_size"]) * dp
     ep = int(row["moe_ep_size"] or 1) if spec_moe else 1
+    if dp > 1 and not spec_moe:
+        return None, "data-parallel attention on a dense model"
+    if dp > 1 and int(row["moe_tp_size"] or 1) * ep != tp:
+        return None, f"moe_tp {row['moe_tp_size']} × moe_ep {ep} does not cover tp {row['tp_size']} × dp {dp}"
     if ep > 1 and tp % ep:
         return None, f"expert parallel {ep} does not divide TP {tp}"
-    concurrency = int(row["batch_size"])
+    concurrency = int(row["batch_size"]) * dp
     serving = {
         "engine": row["backend"],
         "engine_version": version,
         "tensor_parallel": tp,
         "expert_parallel": ep,
+        "attention_data_parallel": dp,
         "weight_format": weights,
         "expert_weight_format": experts if spec_moe else None,
         "kv_cache_dtype": "fp8" if row["backend"] == "trtllm" and weights.startswith("fp8") else "bf16",
@@ -109,6 +118,11 @@ def request_for(row: dict[str, str], mapping: dict[str, Any] | None = None) -> t
         load={"concurrency": concurrency},
     )
     return request, ""
+
+
+def _dp(row: dict[str, str]) -> bool:
+    """The row ran data-parallel attention (attention_dp_size > 1)."""
+    return row["attention_dp_size"] not in ("", "0", "1")
 
 
 def predict(row: dict[str, str]) -> dict[str, Any]:
@@ -245,10 +259,19 @@ def main() -> None:
         all_rows, preds, aic, lambda r: f"{r['system']}/{r['backend']}/{r['model_path']}/{r['precision'] or 'bf16'}"
     )
     overall = summarize(target, preds, aic, lambda r: "h100+h200 agg")
+    # the rows data-parallel attention made representable, and the others (whose answers it must leave unchanged)
+    plain = summarize([r for r in target if not _dp(r)], preds, aic, lambda r: "h100+h200 agg, attention DP 1")
+    dp_rows = [r for r in all_rows if _dp(r)]
+    attention_dp = {
+        **summarize([r for r in dp_rows if r in target], preds, aic, lambda r: "h100+h200 agg, attention DP > 1"),
+        **summarize(dp_rows, preds, aic, lambda r: f"{r['system']}/{r['backend']}/dp{r['attention_dp_size']}"),
+    }
     share = len(covered) / max(1, len(target))
     print(f"coverage: {len(covered)} of {len(target)} H100/H200 aggregated pp-1 rows ({share:.1%}); not representable:")
     print(f"  {dict(reasons)}; {len(all_rows)} rows predicted in {wall:.0f} s")
     print_groups("overall", overall)
+    print_groups("attention DP 1 (the rows covered before data-parallel attention)", plain)
+    print_groups("data-parallel attention rows", attention_dp)
     print_groups("per (GPU, engine)", by_engine)
     print_groups("per (GPU, engine, model, precision)", by_model)
     if args.write:
@@ -257,6 +280,7 @@ def main() -> None:
             "corpus": "benchmarks/data/silicon/silicon_sample.csv (aiconfigurator-core 0.12.0)",
             "coverage": {"rows": len(covered), "of": len(target), "not_representable": dict(reasons)},
             "overall": overall,
+            "attention_dp": {**plain, **attention_dp},
             "groups": by_engine,
             "models": by_model,
             "rows": preds,

@@ -188,6 +188,24 @@ class KernelTables:
         kernel = self.allreduce[n].latency_s(allreduce_roofline_s(elements, n_gpus, self.roofline), elements)
         return kernel + self.allreduce_wait_s * log2(n_gpus) if self.allreduce_wait_s else kernel
 
+    def allgather_s(self, elements: int, n_gpus: int) -> float:
+        """All-gather into a buffer of `elements` bf16 values across n_gpus (each contributes elements / n_gpus).
+
+        Formula: AG_PER_ALLREDUCE × the measured all-reduce of the same buffer. A ring all-reduce is a reduce-scatter
+          then an all-gather, each moving (n − 1)/n of the buffer per GPU (NCCL's ring algorithm), so either half
+          costs about half the all-reduce on bandwidth; at small sizes both pay the same launch and sync latency.
+        Source: aiconfigurator-core 0.12.0 comm/nccl/2.29.2/nccl_perf.parquet on H100 SXM and H200: NCCL all_gather /
+          all_reduce of the same message 0.55-0.92 (median ≈ 0.65) over 2, 4, 8 GPUs and 4 KiB-64 MiB; reduce_scatter
+          / all_reduce 0.47-0.86. The tables hold no all-gather of their own yet (only all-reduce, which for vLLM and
+          SGLang is their custom all-reduce: at small messages the ratio to it is higher than to NCCL's).
+        """
+        return AG_PER_ALLREDUCE * self.allreduce_s(elements, n_gpus)
+
+    def reducescatter_s(self, elements: int, n_gpus: int) -> float:
+        """Reduce-scatter of a buffer of `elements` bf16 values across n_gpus (each keeps elements / n_gpus), timed
+        like allgather_s (the other half of a ring all-reduce; NCCL reduce_scatter / all_reduce ≈ 0.65 measured)."""
+        return RS_PER_ALLREDUCE * self.allreduce_s(elements, n_gpus)
+
     def elementwise_s(self, moved_bytes: float) -> float:
         """A memory-bound kernel moving `moved_bytes` (read + write)."""
         if moved_bytes <= 0:
@@ -197,6 +215,9 @@ class KernelTables:
 
 
 _KV_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp32": 4.0}
+# all-gather and reduce-scatter as a share of the all-reduce of the same buffer (see KernelTables.allgather_s)
+AG_PER_ALLREDUCE = 0.65
+RS_PER_ALLREDUCE = 0.65
 
 
 def _keyed(raw: dict[str, Any], fields: tuple[str, ...]) -> dict[tuple[float, ...], KernelTable]:

@@ -30,7 +30,10 @@ class KVCapacity(FrozenSpec):
     kv_block_bytes: int = Field(description="block_size × kv_bytes_per_token.")
     kv_blocks: int = Field(description="⌊capacity / block bytes⌋, as vLLM reports num_gpu_blocks.")
     kv_bytes_per_sequence: int = Field(description="At the request's context (prompt + output), pages rounded up.")
-    max_concurrent_sequences: int = Field(description="⌊capacity / bytes per sequence⌋ at the request's context.")
+    max_concurrent_sequences: int = Field(
+        description="⌊capacity / bytes per sequence⌋ at the request's context; with data-parallel attention, D × that "
+        "(each of the D attention ranks caches its own sequences in its own pool)."
+    )
     max_context_tokens: int = Field(
         description="Longest context each of `concurrency` sequences can hold, capped at the model's max_context."
     )
@@ -77,13 +80,20 @@ def kv_capacity(
     mla_layout: KVLayout,
     tensor_parallel: int,
     block_size: int,
+    data_parallel: int = 1,
 ) -> KVCapacity:
-    """KV blocks, concurrent sequences at `context`, and context at `concurrency`, for one GPU's budget."""
+    """KV blocks, concurrent sequences at `context`, and context at `concurrency`, for one GPU's budget.
+
+    `tensor_parallel` is the GPUs that split one sequence's KV heads (the attention rank's under data-parallel
+    attention); `data_parallel` attention ranks each hold ⌈concurrency / D⌉ sequences in a pool of their own, so the
+    replica holds D × ⌊capacity / kv(s)⌋ sequences (SGLang dp_attention, TensorRT-LLM enable_attention_dp, vLLM
+    --data-parallel-size: one KV pool per rank)."""
     capacity = max(0, capacity_bytes)
     split = kv_split(spec, kv_dtype_bytes, mla_layout, tensor_parallel)
     per_token = split.full + split.sliding
     per_seq = kv_bytes_per_sequence(spec, context, kv_dtype_bytes, mla_layout, tensor_parallel, block_size)
-    limited = max_context_tokens(spec, capacity // concurrency, kv_dtype_bytes, mla_layout, tensor_parallel, block_size)
+    rank_seqs = -(-concurrency // data_parallel)
+    limited = max_context_tokens(spec, capacity // rank_seqs, kv_dtype_bytes, mla_layout, tensor_parallel, block_size)
     return KVCapacity(
         budget_bytes=budget_bytes,
         kv_cache_capacity_bytes=capacity,
@@ -91,7 +101,7 @@ def kv_capacity(
         kv_block_bytes=per_token * block_size,
         kv_blocks=capacity // (per_token * block_size),
         kv_bytes_per_sequence=per_seq,
-        max_concurrent_sequences=capacity // per_seq,
+        max_concurrent_sequences=data_parallel * (capacity // per_seq),
         max_context_tokens=spec.max_context if limited is None else min(limited, spec.max_context),
         memory_limited_context_tokens=limited,
     )

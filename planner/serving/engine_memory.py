@@ -109,7 +109,10 @@ def _engine_memory(
         fraction = serving.free_gpu_memory_fraction or defaults.memory_fraction or 0.9
         pool = max(0, int((budget - sum(t.bytes for t in non_kv)) * fraction))
     block = serving.resolved_block_size
-    split = kv_split(spec, dtype_bytes(serving.kv_cache_dtype), serving.resolved_mla_layout, serving.tensor_parallel)
+    # the KV heads one GPU caches: its attention rank's share (n_kv / (TP / attention DP) under data-parallel attention,
+    # where each rank caches only its own sequences; an MLA latent is never split)
+    tp_kv = serving.attention_tensor_parallel
+    split = kv_split(spec, dtype_bytes(serving.kv_cache_dtype), serving.resolved_mla_layout, tp_kv)
     block_bytes = (split.full + split.sliding) * block
     blocks = pool // block_bytes if block_bytes else 0
     return EngineMemory(
@@ -175,7 +178,8 @@ def _vllm_profile_peak(spec: ModelSpec, serving: ServingSpec, profile: EnginePro
     dummy run's hidden states still held."""
     tokens = serving.max_num_batched_tokens or d.token_budget
     rows = min(tokens, serving.max_num_seqs or d.max_num_seqs)
-    b, h, tp = dtype_bytes(serving.activation_dtype), spec.hidden_size, serving.tensor_parallel
+    # each data-parallel rank samples its own rows over the vocabulary split on its own GPUs
+    b, h, tp = dtype_bytes(serving.activation_dtype), spec.hidden_size, serving.attention_tensor_parallel
     per_logit = int(profile.sampler_bytes_per_logit.value) if profile.sampler_bytes_per_logit else 14
     vocab_local = ceil(spec.vocab_size / tp)
     sampler = rows * spec.vocab_size * per_logit + (rows * vocab_local * b if tp > 1 else 0)
@@ -217,6 +221,7 @@ def moe_workspace_bytes(spec: ModelSpec, serving: ServingSpec, tokens: int) -> i
         return 0
     b, h, k = dtype_bytes(serving.activation_dtype), spec.hidden_size, moe.experts_per_token
     f = ceil(moe.expert_ffn_dim / serving.tensor_parallel)
+    tokens *= serving.attention_data_parallel  # under data-parallel attention the experts see every rank's tokens
     return (max(tokens * k * max(f, h), tokens * h) + tokens * k * max(2 * f, h)) * b
 
 

@@ -127,14 +127,20 @@ def _kv_term(spec: ModelSpec, serving: ServingSpec, per_seq: int) -> Term:
 
 
 def _pool_term(mem: EngineMemory, serving: ServingSpec, per_seq: int) -> Term:
-    need = serving.concurrency * per_seq
+    dp = serving.attention_data_parallel
+    need = serving.rank_concurrency * per_seq
+    held = (
+        f"{serving.concurrency} sequences of {serving.context_tokens} tokens"
+        if dp == 1
+        else f"each of the {dp} attention ranks holds its own ⌈{serving.concurrency}/{dp}⌉ = "
+        f"{serving.rank_concurrency} sequences of {serving.context_tokens} tokens, which"
+    )
     return Term(
         name="kv_cache",
         bytes=mem.kv_pool_bytes,
         formula="KV pool = budget − non-KV terms, in whole blocks",
         detail=f"{mem.kv_blocks:,} blocks × {serving.resolved_block_size} tokens = {mem.kv_pool_tokens:,} tokens "
-        f"({mem.kv_block_bytes:,} B per block); {serving.concurrency} sequences of {serving.context_tokens} tokens "
-        f"use {need / GIB:.2f} GiB of it",
+        f"({mem.kv_block_bytes:,} B per block); {held} use {need / GIB:.2f} GiB of it",
         source=f"{mem.budget_formula}; engine profile {mem.profile_id}",
     )
 
@@ -146,12 +152,26 @@ def _fit_reasons(non_kv: int, cap: KVCapacity, serving: ServingSpec) -> tuple[st
             f"{cap.budget_bytes / GIB:.2f} GiB",
         )
     if cap.max_concurrent_sequences < serving.concurrency:
+        dp = serving.attention_data_parallel
+        per_rank = f" ({serving.rank_concurrency} on each of {dp} attention ranks)" if dp > 1 else ""
         return (
-            f"the KV cache for {serving.concurrency} sequences of {serving.context_tokens} tokens needs "
-            f"{serving.concurrency * cap.kv_bytes_per_sequence / GIB:.2f} GiB; "
+            f"the KV cache for {serving.concurrency} sequences of {serving.context_tokens} tokens{per_rank} needs "
+            f"{serving.rank_concurrency * cap.kv_bytes_per_sequence / GIB:.2f} GiB; "
             f"{cap.kv_cache_capacity_bytes / GIB:.2f} GiB left holds {cap.max_concurrent_sequences}",
         )
     return ()
+
+
+def _check_attention_dp(spec: ModelSpec, serving: ServingSpec) -> None:
+    """Data-parallel attention is modelled for MoE models: the engines pair it with expert-parallel MoE layers (a
+    dense model's MLP under DP attention runs either replicated or at full TP over gathered tokens, by engine
+    option, and is not modelled)."""
+    if serving.attention_data_parallel > 1 and spec.moe is None:
+        msg = (
+            f"attention_data_parallel={serving.attention_data_parallel} is modelled for MoE models only (the "
+            "attention ranks share the expert-parallel MoE layers); this model is dense: use replicas instead"
+        )
+        raise SpecError([FieldProblem(("serving", "attention_data_parallel"), msg)])
 
 
 def resolve_engine(serving: ServingSpec, gpu: GpuSpec) -> tuple[ServingSpec, EngineProfile, EngineDefaults]:
@@ -220,12 +240,14 @@ def estimate_inference(request: InferenceRequest, catalog: Catalog) -> Inference
     model: ResolvedModel = resolve_model(request.model, catalog)
     gpu = resolve_gpu(request.gpu, catalog)
     spec = model.spec
-    check_tensor_parallel(spec, request.serving.tensor_parallel)
+    _check_attention_dp(spec, request.serving)
+    check_tensor_parallel(spec, request.serving.attention_tensor_parallel)
     serving, profile, defaults = resolve_engine(request.serving, gpu)
     stages = _stages(spec, serving)
     weights = weight_terms(spec, serving)
     b_kv = dtype_bytes(serving.kv_cache_dtype)
-    layout, tp, block = serving.resolved_mla_layout, serving.tensor_parallel, serving.resolved_block_size
+    # KV heads split over one attention rank (all TP GPUs without data-parallel attention)
+    layout, tp, block = serving.resolved_mla_layout, serving.attention_tensor_parallel, serving.resolved_block_size
     mem: EngineMemory | None = None
     stage_reports: tuple[StageMemory, ...] = ()
     held = spec  # the layers whose memory is reported: the whole model, or the pipeline stage with the least KV room
@@ -258,6 +280,7 @@ def estimate_inference(request: InferenceRequest, catalog: Catalog) -> Inference
         mla_layout=layout,
         tensor_parallel=tp,
         block_size=block,
+        data_parallel=serving.attention_data_parallel,
     )
     memory = breakdown(terms)
     weight_bytes = sum(t.bytes for t in weights)
@@ -293,7 +316,8 @@ def estimate_inference(request: InferenceRequest, catalog: Catalog) -> Inference
         steps = replica_step_model(spec, serving, gpu.id)
         ttft = steps.step(0, 0.0, [(serving.prompt_tokens, 0)]).total_s
         context = serving.prompt_tokens + serving.output_tokens // 2
-        tpot = steps.step(serving.concurrency, float(context)).total_s
+        # under data-parallel attention the busiest rank's sequences set the step (= concurrency without DP)
+        tpot = steps.step(serving.rank_concurrency, float(context)).total_s
         tables = steps.tables
         method = f"kernel tables {tables.gpu}/{tables.engine} {tables.engine_version}"
         prefill, decode = with_step_time(prefill, decode, ttft, tpot, method, serving.prompt_tokens)

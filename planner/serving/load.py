@@ -111,7 +111,9 @@ class LoadEstimate(FrozenSpec):
     output_tokens_per_s: float = Field(description="Generated tokens per second of the replica.")
     requests_per_s: float
     requests_measured: int
-    mean_decode_batch: float = Field(description="Average sequences per decode iteration.")
+    mean_decode_batch: float = Field(
+        description="Average sequences per decode iteration (of one attention rank under data-parallel attention)."
+    )
     iterations: int
     preemptions: int
     kv_pool_tokens: int
@@ -149,8 +151,41 @@ def step_model_for(spec: ModelSpec, serving: ServingSpec, gpu_id: str, moe_ep: i
         kv_dtype="fp8" if serving.kv_cache_dtype.value == "fp8" else "bf16",
         fixed_s=0.0,
         per_seq_s=0.0,
+        attention_dp=serving.attention_data_parallel,
     )
     return build_step_model(shape, tables)
+
+
+def _rank_load(load: LoadSpec, dp: int) -> LoadSpec:
+    """The share of the traffic one of `dp` data-parallel attention ranks serves: ⌈clients / dp⌉ closed-loop clients
+    (or rate / dp), ⌈requests / dp⌉ and ⌈warm-up / dp⌉. The ranks are symmetric under fixed or sampled lengths, so the
+    busiest one is simulated and its steps (which time the experts over every rank's tokens) pace them all.
+    Source: the engines give each attention rank its own scheduler and KV pool (SGLang data_parallel_controller.py
+      round-robin dispatch to the DP schedulers; vLLM one EngineCore per DP rank; TensorRT-LLM one executor per rank
+      under enable_attention_dp) and run the MoE layers in lockstep."""
+
+    def share(n: int | None) -> int | None:
+        return None if n is None else -(-n // dp)
+
+    return load.model_copy(
+        update={
+            "concurrency": share(load.concurrency),
+            "request_rate": None if load.request_rate is None else load.request_rate / dp,
+            "num_requests": share(load.num_requests),
+            "warmup_requests": share(load.warmup_requests) or 0,
+        }
+    )
+
+
+def rank_limit(serving: ServingSpec, value: int) -> int:
+    """A batch limit as one data-parallel attention rank applies it. SGLang takes --chunked-prefill-size and
+    --max-running-requests for the whole server and divides them by dp_size under --enable-dp-attention
+    (server_args.py _handle_data_parallelism: chunked_prefill_size // dp_size; the scheduler's
+    max_running_requests // dp_size); vLLM (per EngineCore) and TensorRT-LLM (per rank) apply theirs per rank."""
+    dp = serving.attention_data_parallel
+    if dp == 1 or serving.engine.value != "sglang":
+        return value
+    return max(1, value // dp)
 
 
 def _lengths(samples: tuple[LengthSample, ...] | None, fixed: int, n: int, rng: random.Random) -> tuple[int, ...]:
@@ -204,7 +239,12 @@ def estimate_load(
     load: LoadSpec,
     gpu_id: str,
 ) -> LoadEstimate:
-    """Simulate the load on one replica and summarize it (percentiles over the measured requests)."""
+    """Simulate the load on one replica and summarize it (percentiles over the measured requests). With
+    data-parallel attention, one rank's share of the load on its own limits and KV pool (`_rank_load`), and the
+    replica's throughput is the ranks' sum."""
+    dp = serving.attention_data_parallel
+    if dp > 1:
+        load = _rank_load(load, dp)
     rng = random.Random(load.seed)
     closed = load.concurrency is not None
     n = load.num_requests or (8 * (load.concurrency or 1) if closed else 512)
@@ -226,8 +266,8 @@ def estimate_load(
     policy = SchedulerPolicy(defaults.scheduler) if defaults.scheduler != "static" else SchedulerPolicy.MIXED_WHOLE
     limits = EngineLimits(
         policy=policy,
-        token_budget=serving.max_num_batched_tokens or defaults.token_budget,
-        max_num_seqs=serving.max_num_seqs or defaults.max_num_seqs,
+        token_budget=rank_limit(serving, serving.max_num_batched_tokens or defaults.token_budget),
+        max_num_seqs=rank_limit(serving, serving.max_num_seqs or defaults.max_num_seqs),
         kv_capacity_tokens=kv_pool_tokens,
         block_size=serving.resolved_block_size,
         admission=Admission(defaults.admission),
@@ -258,8 +298,8 @@ def estimate_load(
         ttft=_percentiles([t.ttft_s for t in kept]),
         tpot=_percentiles([t.tpot_s for t in kept if t.tpot_s > 0] or [0.0]),
         e2e=_percentiles([t.e2e_s for t in kept]),
-        output_tokens_per_s=produced / result.makespan_s if result.makespan_s else 0.0,
-        requests_per_s=n / result.makespan_s if result.makespan_s else 0.0,
+        output_tokens_per_s=dp * produced / result.makespan_s if result.makespan_s else 0.0,
+        requests_per_s=dp * n / result.makespan_s if result.makespan_s else 0.0,
         requests_measured=len(kept),
         mean_decode_batch=result.mean_decode_batch,
         iterations=result.iterations,

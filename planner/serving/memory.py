@@ -35,16 +35,23 @@ def _local_shape(lin: Linear, spec: ModelSpec, tp: int) -> tuple[int, int]:
 
 @lru_cache(maxsize=8192)
 def _weight_bytes(
-    spec: ModelSpec, fmt: WeightFormat, expert_fmt: WeightFormat, group: int, emb: DType, tp: int
+    spec: ModelSpec, fmt: WeightFormat, expert_fmt: WeightFormat, group: int, emb: DType, tp: int, dp: int = 1
 ) -> tuple[int, int, int, int, int, int]:
-    """(quantized linears, routed experts, 16-bit linears, vectors, embedding, lm_head) bytes on one GPU."""
+    """(quantized linears, routed experts, 16-bit linears, vectors, embedding, lm_head) bytes on one GPU.
+
+    With data-parallel attention (dp > 1) everything but the routed experts is split over the attention rank's
+    tp/dp GPUs only (each rank holds its attention, dense MLPs, shared experts and vocabulary whole), while the
+    routed experts stay split over all tp GPUs (EP × expert TP): planner.serving.spec.attention_data_parallel.
+    """
     b_emb = dtype_bytes(emb)
+    attn_tp = tp // dp
     quantized = experts = plain = vectors = 0
     for layout, n_layers in layer_kinds(spec):
         layer_q = layer_e = layer_p = layer_v = 0
         for lin in layout.linears:
-            d_in, d_out = _local_shape(lin, spec, tp)
-            if lin.name.startswith("experts."):
+            is_expert = lin.name.startswith("experts.")
+            d_in, d_out = _local_shape(lin, spec, tp if is_expert else attn_tp)
+            if is_expert:
                 layer_e += lin.count * linear_weight_bytes(d_in, d_out, expert_fmt, group)
             elif lin.quantizable:
                 layer_q += lin.count * linear_weight_bytes(d_in, d_out, fmt, group)
@@ -57,7 +64,7 @@ def _weight_bytes(
         plain += n_layers * layer_p
         vectors += n_layers * (layer_v + layout.vector_params * b_emb)
     vectors += spec.norm_params * b_emb  # final norm (a LayerNorm with bias: 2·h)
-    embedding = ceil(spec.vocab_size / tp) * spec.hidden_size * b_emb
+    embedding = ceil(spec.vocab_size / attn_tp) * spec.hidden_size * b_emb
     lm_head = 0 if spec.tie_embeddings else embedding
     if spec.learned_positions:  # GPT-2 wpe, max_position × h, replicated
         embedding += spec.max_context * spec.hidden_size * b_emb
@@ -73,6 +80,7 @@ def weight_bytes(spec: ModelSpec, serving: ServingSpec) -> int:
         serving.quant_group_size,
         serving.embedding_dtype,
         serving.tensor_parallel,
+        serving.attention_data_parallel,
     )
     return sum(parts)
 
@@ -90,15 +98,20 @@ def weight_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
         serving.quant_group_size,
         serving.embedding_dtype,
         serving.tensor_parallel,
+        serving.attention_data_parallel,
     )
 
 
 @lru_cache(maxsize=4096)  # a pure function of the spec and the storage settings; sweeps revisit them
 def _weight_terms(
-    spec: ModelSpec, fmt: WeightFormat, expert_fmt: WeightFormat, group: int, emb: DType, tp: int
+    spec: ModelSpec, fmt: WeightFormat, expert_fmt: WeightFormat, group: int, emb: DType, tp: int, dp: int = 1
 ) -> tuple[Term, ...]:
-    q, experts, plain, vectors, embedding, lm_head = _weight_bytes(spec, fmt, expert_fmt, group, emb, tp)
+    q, experts, plain, vectors, embedding, lm_head = _weight_bytes(spec, fmt, expert_fmt, group, emb, tp, dp)
+    expert_split = f" ÷ TP={tp}" if tp > 1 else ""
+    attn_tp = tp // dp
     split = f" ÷ TP={tp}" if tp > 1 else ""
+    if dp > 1:  # data-parallel attention: each rank holds the non-expert weights whole over its tp/dp GPUs
+        split = f" ÷ attention TP={attn_tp} (TP {tp} / attention DP {dp}: each DP rank holds them whole)"
     terms = [
         Term(
             name="weights/linear",
@@ -110,9 +123,10 @@ def _weight_terms(
         Term(
             name="weights/embedding",
             bytes=embedding,
-            formula="⌈V/TP⌉·h·b_emb",
-            detail=f"⌈{spec.vocab_size}/{tp}⌉·{spec.hidden_size}·{dtype_bytes(emb)} B ({emb}, never quantized)",
-            source="vocab-parallel embedding (Megatron-LM §3)",
+            formula="⌈V/TP⌉·h·b_emb" if dp == 1 else "⌈V/(TP/DP)⌉·h·b_emb",
+            detail=f"⌈{spec.vocab_size}/{attn_tp}⌉·{spec.hidden_size}·{dtype_bytes(emb)} B ({emb}, never quantized)",
+            source="vocab-parallel embedding (Megatron-LM §3)"
+            + ("; split over the attention rank's GPUs under attention DP" if dp > 1 else ""),
         ),
     ]
     if experts:
@@ -122,7 +136,7 @@ def _weight_terms(
                 name="weights/experts",
                 bytes=experts,
                 formula="Σ_moe layers E·3·storage(h, f_e, expert format)",
-                detail=f"routed experts in {format_bits_note(expert_fmt, group)}{split}",
+                detail=f"routed experts in {format_bits_note(expert_fmt, group)}{expert_split}",
                 source="expert stacks of the MoE layers; storage as planner.model.precision.linear_weight_bytes",
             ),
         )
@@ -174,20 +188,24 @@ def _attention_activation_elems(spec: ModelSpec, tokens: int, tp: int) -> int:
     return tokens * (2 * n_h + 2 * n_kv) * spec.resolved_head_dim
 
 
-def _mlp_activation_elems(spec: ModelSpec, tokens: int, tp: int, split_gate_up: bool = False) -> int:
+def _mlp_activation_elems(spec: ModelSpec, tokens: int, tp: int, split_gate_up: bool = False, dp: int = 1) -> int:
     """Largest FFN intermediate of one layer: gated MLP (2f + f), plain MLP (f + f), or fused-MoE caches
     T·k·(3f_e + h).
 
     `split_gate_up`: transformers splits a fused gate_up_proj output (Phi-3) into views, so the 2f tensor stays
     alive with the activation and the product: 4f.
+    `dp` > 1 (data-parallel attention): the routed experts run over the dp ranks' gathered dp·T tokens at TP, the
+    dense MLP and shared experts over the rank's own T tokens at TP/dp.
     """
+    attn_tp = tp // dp
     fc_in = GATE_UP if spec.mlp_kind == "gated" else FC_IN
-    dense = tokens * (fc_in + ACT_OUT + (ACT_OUT if split_gate_up else 0)) * ceil(spec.ffn_dim / tp)
+    dense = tokens * (fc_in + ACT_OUT + (ACT_OUT if split_gate_up else 0)) * ceil(spec.ffn_dim / attn_tp)
     if spec.moe is None:
         return dense
     moe = spec.moe
-    routed = tokens * moe.experts_per_token * ((GATE_UP + ACT_OUT) * ceil(moe.expert_ffn_dim / tp) + spec.hidden_size)
-    shared = tokens * (GATE_UP + ACT_OUT) * ceil(moe.shared_expert_ffn_dim / tp)
+    routed_rows = tokens * dp * moe.experts_per_token
+    routed = routed_rows * ((GATE_UP + ACT_OUT) * ceil(moe.expert_ffn_dim / tp) + spec.hidden_size)
+    shared = tokens * (GATE_UP + ACT_OUT) * ceil(moe.shared_expert_ffn_dim / attn_tp)
     return max(dense if moe.first_dense_layers or moe.dense_layer_ids or moe.layer_step > 1 else 0, routed, shared)
 
 
@@ -247,9 +265,17 @@ def fused_forward_bytes(spec: ModelSpec, serving: ServingSpec, tokens: int) -> i
     Source: derived here; inference keeps one layer's intermediates alive (as in activation_terms).
     """
     tp, b = serving.tensor_parallel, dtype_bytes(serving.activation_dtype)
-    residual = serving.kernels.hidden_copies * tokens * spec.hidden_size
-    attn, mlp = _attention_activation_elems(spec, tokens, tp), _mlp_activation_elems(spec, tokens, tp)
+    dp, attn_tp = serving.attention_data_parallel, serving.attention_tensor_parallel
+    residual = serving.kernels.hidden_copies * tokens * spec.hidden_size + _gathered_elems(spec, tokens, dp)
+    attn, mlp = _attention_activation_elems(spec, tokens, attn_tp), _mlp_activation_elems(spec, tokens, tp, dp=dp)
     return (residual + max(attn, mlp)) * b
+
+
+def _gathered_elems(spec: ModelSpec, tokens: int, dp: int) -> int:
+    """Data-parallel attention: the buffer of every rank's hidden states the MoE runs on, dp·T·h (0 without DP).
+    Source: sglang/srt/layers/dp_attention.py (global_tokens buffer of dp_gather), tensorrt_llm/_torch/modules/
+      fused_moe (allgather of x before the experts)."""
+    return dp * tokens * spec.hidden_size if dp > 1 else 0
 
 
 def activation_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
@@ -265,11 +291,13 @@ def activation_terms(spec: ModelSpec, serving: ServingSpec) -> tuple[Term, ...]:
     Assumes: fused gate/up GEMM.
     """
     tp, b = serving.tensor_parallel, dtype_bytes(serving.activation_dtype)
+    dp, attn_tp = serving.attention_data_parallel, serving.attention_tensor_parallel
     tokens = serving.prefill_tokens_per_forward
-    residual = serving.kernels.hidden_copies * tokens * spec.hidden_size
+    residual = serving.kernels.hidden_copies * tokens * spec.hidden_size + _gathered_elems(spec, tokens, dp)
     grouped = spec.moe is not None and serving.kernels.grouped_mm_experts
     split = serving.kernels.grouped_mm_experts and spec.family in FUSED_QKV_FAMILIES  # transformers' own modules
-    attn, mlp = _attention_activation_elems(spec, tokens, tp), _mlp_activation_elems(spec, tokens, tp, split)
+    attn = _attention_activation_elems(spec, tokens, attn_tp)
+    mlp = _mlp_activation_elems(spec, tokens, tp, split, dp)
     mlp_bytes = max(mlp * b, _grouped_mm_moe_bytes(spec, tokens, tp, b) if grouped else 0)
     all_positions = serving.resolved_logits_all_positions
     rows = tokens if all_positions else serving.concurrency

@@ -133,6 +133,16 @@ class ServingSpec(FrozenSpec):
         description="Pipeline stages per replica (PP): each stage holds its contiguous layers and their KV cache on "
         "tensor_parallel GPUs, so a replica is TP × PP GPUs (vLLM --pipeline-parallel-size). Pooled engines only.",
     )
+    attention_data_parallel: Annotated[int, Field(ge=1, le=1024)] = Field(
+        default=1,
+        description="Data-parallel attention (MoE models, pooled engines): the tensor_parallel GPUs form this many "
+        "attention ranks of tensor_parallel / attention_data_parallel GPUs each; a rank holds the attention, dense "
+        "MLPs, shared experts and embeddings whole (split only over its own GPUs) and the KV cache of its own "
+        "sequences, while the routed experts are split over all tensor_parallel GPUs (expert_parallel × the rest). "
+        "SGLang --enable-dp-attention --dp-size D (tensor_parallel = --tp-size); TensorRT-LLM enable_attention_dp "
+        "(D = tensor_parallel); vLLM --data-parallel-size D --enable-expert-parallel (tensor_parallel = D × "
+        "--tensor-parallel-size). Must divide tensor_parallel.",
+    )
     gpu_memory_utilization: Fraction | None = Field(
         default=None,
         description="vLLM --gpu-memory-utilization: share of the device memory (as the driver reports it) the engine "
@@ -198,6 +208,37 @@ class ServingSpec(FrozenSpec):
             raise ValueError(f"expert_parallel={ep} must divide tensor_parallel={tp}")
         return ep
 
+    @field_validator("attention_data_parallel")
+    @classmethod
+    def _dp_attention_layout(cls, dp: int, info: ValidationInfo) -> int:
+        """What the engines accept for data-parallel attention.
+
+        Source: SGLang python/sglang/srt/server_args.py _handle_data_parallelism (assert tp_size % dp_size == 0
+          under --enable-dp-attention, 0.4.x-0.5.x); vLLM --data-parallel-size multiplies the GPUs (each DP rank runs
+          --tensor-parallel-size GPUs, vllm/config/parallel.py), so tensor_parallel here is their product; TensorRT-LLM
+          enable_attention_dp runs attention with no tensor parallelism (tensorrt_llm/mapping.py: the attention TP
+          size is 1 under enable_attention_dp; read from our knowledge of 1.x, not re-read for this check).
+        """
+        if dp == 1:
+            return dp
+        engine, tp, pp = info.data.get("engine"), info.data.get("tensor_parallel"), info.data.get("pipeline_parallel")
+        if engine is not None and engine not in POOLED_ENGINES:
+            raise ValueError(f"engine '{engine}' runs one process per model: attention_data_parallel must be 1")
+        if tp is not None and tp % dp:
+            raise ValueError(
+                f"attention_data_parallel={dp} must divide tensor_parallel={tp}: the {tp} GPUs form {dp} attention "
+                "ranks of tensor_parallel / attention_data_parallel GPUs each (SGLang server_args.py asserts "
+                "tp_size % dp_size == 0 under --enable-dp-attention)"
+            )
+        if engine is Engine.TRTLLM and tp is not None and dp != tp:
+            raise ValueError(
+                f"attention_data_parallel={dp} must equal tensor_parallel={tp} for trtllm: enable_attention_dp "
+                "runs attention with no tensor parallelism, one rank per GPU (tensorrt_llm/mapping.py)"
+            )
+        if pp is not None and pp > 1:
+            raise ValueError("attention_data_parallel > 1 with pipeline_parallel > 1 is not modelled")
+        return dp
+
     @field_validator("engine_version")
     @classmethod
     def _version_modelled(cls, version: str | None, info: ValidationInfo) -> str | None:
@@ -227,6 +268,17 @@ class ServingSpec(FrozenSpec):
     def gpus_per_replica(self) -> int:
         """GPUs one replica occupies: TP × PP."""
         return self.tensor_parallel * self.pipeline_parallel
+
+    @property
+    def attention_tensor_parallel(self) -> int:
+        """GPUs of one attention rank: tensor_parallel / attention_data_parallel (= tensor_parallel without DP)."""
+        return self.tensor_parallel // self.attention_data_parallel
+
+    @property
+    def rank_concurrency(self) -> int:
+        """Sequences on the busiest attention rank: ⌈concurrency / attention_data_parallel⌉ (the engines spread
+        requests over the ranks round-robin or by load; the busiest sets the pace)."""
+        return -(-self.concurrency // self.attention_data_parallel)
 
     @property
     def context_tokens(self) -> int:

@@ -13,6 +13,20 @@ aiconfigurator-core's measurements for this GPU and engine (planner.calibration.
 same linears that count the parameters (planner.model.params), fused as the engines fuse them (q/k/v, gate/up).
 Source: the composition follows Vidur (Agrawal et al. 2024, §4) and aiconfigurator's operator model; the per-layer
   collectives are Megatron-LM's two all-reduces per block (Shoeybi et al. 2019 §3).
+
+Data-parallel attention (ServingShape.attention_dp = D > 1): the TP GPUs form D attention ranks of TP/D GPUs. A step is
+timed on the busiest rank with its own T tokens: attention, the non-expert GEMMs (dense MLPs, shared experts), norms
+and the lm_head at TP/D, one all-reduce per layer over the rank's TP/D GPUs after attention (two in dense layers); the
+routed experts of a MoE layer run over all ranks' tokens, D·T (the busiest rank's count on every rank: the ranks step
+together and the slowest sets the pace), dispatched by an all-gather of the D·T·h hidden states and combined by a
+reduce-scatter of their outputs:
+    t_moe_layer(T) = local(T; TP/D) + allreduce(T·h; TP/D) + MoE(D·T; expert TP, EP) + AG(D·T·h) + RS(D·T·h)
+Source: TensorRT-LLM tensorrt_llm/_torch/modules/fused_moe (CutlassFusedMoE: allgather(x, ...) over the mapping when
+  use_dp and parallel_size > 1, reducescatter of the output; modeling_deepseekv3.py _compute_mlp_tp_size: "If using
+  attention DP, the MLP also uses DP instead of TP"); SGLang python/sglang/srt/layers/dp_attention.py (dp_gather:
+  all_gather_into_tensor over the TP group in max-len padding, i.e. CUDA-graph decode; its sum-len prefill path
+  all-reduces a zero-filled buffer instead, not modelled); vLLM --all2all-backend allgather_reducescatter (the default
+  of vllm/config/parallel.py, 0.11+: all-gather and reduce-scatter over the DP group).
 """
 
 from __future__ import annotations
@@ -281,6 +295,7 @@ class ServingShape:
     kv_dtype: str
     fixed_s: float
     per_seq_s: float
+    attention_dp: int = 1  # data-parallel attention ranks over the tp GPUs (1 = plain TP)
 
 
 def build_step_model(shape: ServingShape, tables: KernelTables) -> StepModel:
@@ -325,6 +340,7 @@ def _build(shape: ServingShape, tables: KernelTables) -> StepModel:
         for window, n in ((0, count - n_window), (spec.sliding_window or 0, n_window)):
             if n:
                 layers.append(_layer_cost(spec, layout.linears, layout.kind == "moe", n, window, shape, tables))
+    tp //= shape.attention_dp  # the lm_head and the logits gather run on one attention rank
     vocab_local = ceil(spec.vocab_size / tp)
     model = StepModel(
         layers=tuple(layers),
@@ -349,7 +365,8 @@ def _layer_cost(
     shape: ServingShape,
     tables: KernelTables,
 ) -> LayerCost:
-    tp, h = shape.tp, spec.hidden_size
+    dp = shape.attention_dp
+    tp, h = shape.tp // dp, spec.hidden_size  # the attention rank's GPUs (all of them without data-parallel attention)
     gemms = _gemms(linears, spec, tp, shape.weight_fmt)
     n_h = spec.num_heads // tp
     mla = spec.mla
@@ -375,7 +392,12 @@ def _layer_cost(
             shape.expert_fmt,
         )
     ffn_local = ceil((moe.shared_expert_ffn_dim if moe else spec.ffn_dim) / tp)
-    grid = _token_grid(tables, gemms, experts, h, ffn_local, (n_h + n_kv) * d, n_kv * d, tp)
+    if dp == 1:
+        grid = _token_grid(tables, gemms, experts, h, ffn_local, (n_h + n_kv) * d, n_kv * d, tp)
+    else:
+        # vLLM gathers over its DP group (one GPU of each rank), SGLang and TensorRT-LLM over every GPU (see above)
+        group = dp if tables.engine == "vllm" else shape.tp
+        grid = _token_grid(tables, gemms, experts, h, ffn_local, (n_h + n_kv) * d, n_kv * d, tp, dp, group)
     return LayerCost(
         count=count,
         token_grid=grid,
@@ -399,20 +421,31 @@ def _token_grid(
     qk_local: int,
     kv_local: int,
     tp: int,
+    dp: int = 1,
+    moe_group: int = 1,
 ) -> tuple[float, ...]:
-    """One layer's token-proportional seconds at each _T_GRID point: GEMMs, MoE, memory-bound kernels, all-reduces."""
+    """One layer's token-proportional seconds at each _T_GRID point: GEMMs, MoE, memory-bound kernels, all-reduces.
+
+    With data-parallel attention (dp > 1) `tokens` are one rank's and `tp` its GPUs; the routed experts run over the
+    dp ranks' dp·T tokens, after an all-gather and before a reduce-scatter of dp·T·h over `moe_group` GPUs, and the
+    attention all-reduce (TP/D > 1) is the layer's only one (the reduce-scatter combines the experts)."""
     grid = []
     for tokens in _T_GRID:
         s = sum(tables.gemm_s(tokens, g.n, g.k, g.fmt) for g in gemms)
         if experts is not None:
             f, k, num_experts, moe_tp, moe_ep, fmt = experts
-            s += tables.moe_s(tokens, h, f, k, num_experts, moe_tp, moe_ep, fmt)
+            s += tables.moe_s(tokens * dp, h, f, k, num_experts, moe_tp, moe_ep, fmt)
             s += tables.elementwise_s(tokens * num_experts * FP32_BYTES * 2)  # router softmax / top-k
         s += tables.elementwise_s(tokens * h * ACT_BYTES * NORM_PASSES)
         s += tables.elementwise_s(tokens * 3 * ffn_local * ACT_BYTES)  # SiLU(gate)·up: read 2f, write f
         s += tables.elementwise_s(tokens * qk_local * ACT_BYTES * 2)  # RoPE on q and k (read + write)
         s += tables.elementwise_s(tokens * 2 * kv_local * ACT_BYTES)  # write k and v into the paged cache
-        if tp > 1:
+        if dp > 1 and experts is not None:
+            gathered = tokens * dp * h
+            s += tables.allgather_s(gathered, moe_group) + tables.reducescatter_s(gathered, moe_group)
+            if tp > 1:
+                s += tables.allreduce_s(tokens * h, tp)
+        elif tp > 1:
             s += 2 * tables.allreduce_s(tokens * h, tp)
         grid.append(s)
     return tuple(grid)
