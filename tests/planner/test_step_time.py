@@ -147,11 +147,9 @@ def test_vllm_all_reduce_waits_for_the_slowest_rank_and_the_others_do_not() -> N
     # nothing for SGLang and TensorRT-LLM, whose held-out error did not improve: a 4-token all-reduce of an
     # 8,192-wide model on 8 H200s is the measured kernel + 3 · 2.5 µs in vLLM, the kernel alone elsewhere
     raw = json.loads((ROOT / "planner" / "calibration" / "allreduce_wait.json").read_text())
-    assert {e: f["wait_s_per_log2_ranks"] for e, f in raw["engines"].items()} == {
-        "vllm": 2.5e-6,
-        "sglang": 0.0,
-        "trtllm": 0.0,
-    }
+    waits = {e: f["wait_s_per_log2_ranks"] for e, f in raw["engines"].items()}
+    assert waits["sglang"] == waits["trtllm"] == 0.0 and 1e-6 <= waits["vllm"] <= 4e-6
+    w = waits["vllm"]
     for engine, fit in raw["engines"].items():  # the file follows its own rule
         held = fit["leave_one_model_out"]
         worse = any(g["rows"] >= 20 and g["tpot_held_out"] > g["tpot_without"] for g in fit["groups"].values())
@@ -159,7 +157,7 @@ def test_vllm_all_reduce_waits_for_the_slowest_rank_and_the_others_do_not() -> N
     vllm, kernel_only = load_kernel_tables("h200", "vllm"), load_kernel_tables("h200", "vllm", engine_wait=False)
     assert vllm is not None and kernel_only is not None
     for n, hops in ((2, 1), (4, 2), (8, 3)):
-        assert vllm.allreduce_s(4 * 8192, n) == pytest.approx(kernel_only.allreduce_s(4 * 8192, n) + hops * 2.5e-6)
+        assert vllm.allreduce_s(4 * 8192, n) == pytest.approx(kernel_only.allreduce_s(4 * 8192, n) + hops * w)
     assert vllm.allreduce_s(4 * 8192, 1) == 0.0
     sglang = load_kernel_tables("h200", "sglang")
     assert sglang is not None and sglang.allreduce_wait_s == 0.0
@@ -167,7 +165,7 @@ def test_vllm_all_reduce_waits_for_the_slowest_rank_and_the_others_do_not() -> N
     spec = CATALOG.model("llama-3.1-70b").spec
     hf = step_model_for(spec, ServingSpec(engine="transformers", tensor_parallel=4), "h200")
     assert hf.tables.allreduce_wait_s == 0.0
-    assert step_model_for(spec, ServingSpec(engine="vllm", tensor_parallel=4), "h200").tables.allreduce_wait_s == 2.5e-6
+    assert step_model_for(spec, ServingSpec(engine="vllm", tensor_parallel=4), "h200").tables.allreduce_wait_s == w
 
 
 def test_models_sharing_piece_memos_answer_as_models_of_their_own() -> None:
