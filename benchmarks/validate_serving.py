@@ -26,6 +26,7 @@ import sys
 import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +50,48 @@ def load_rows() -> list[dict[str, str]]:
 
 def _mapping() -> dict[str, Any]:
     data: dict[str, Any] = json.loads((DATA / "models.json").read_text())
+    data["clients"] = json.loads((DATA / "clients.json").read_text())
     return data
 
 
-def request_for(row: dict[str, str], mapping: dict[str, Any] | None = None) -> tuple[InferenceRequest | None, str]:
-    """The memplan request for a silicon row, or None and why it cannot be represented."""
+def client_of(row: dict[str, str]) -> str:
+    """Which load generator a row ran under (benchmarks/data/silicon/clients.json): aiconfigurator's own gap-analysis
+    sweeps, or the InferenceX client every other row's grid matches."""
+    return "aiconfigurator-sweep" if "aic-auto-gap-analysis" in row["silicon_data_source"] else "inferencex"
+
+
+def uniform_lengths(tokens: int, ratio: float, points: int) -> list[dict[str, int]] | None:
+    """bench_serving's random lengths, uniform over the integers [int(tokens · ratio), tokens], as `points` evenly
+    spaced lengths of equal weight; None for fixed lengths (ratio 1)."""
+    low = int(tokens * ratio)
+    if low >= tokens:
+        return None
+    step = (tokens - low) / (points - 1)
+    return [{"tokens": round(low + i * step)} for i in range(points)]
+
+
+def load_for(row: dict[str, str], concurrency: int, mapping: dict[str, Any], clients_mode: str) -> dict[str, Any]:
+    """The row's closed-loop load. `fixed` (the default score): `concurrency` clients starting together, 8 requests
+    each, every prompt and output of the row's lengths. `documented`: the load generator the row's provenance names
+    (benchmarks/data/silicon/clients.json): its prompts per client and its length distribution."""
+    if clients_mode == "fixed":
+        return {"concurrency": concurrency}
+    clients = mapping["clients"]
+    client = clients["clients"][client_of(row)]
+    load: dict[str, Any] = {"concurrency": concurrency, "num_requests": client["prompts_per_client"] * concurrency}
+    points = clients["length_points"]
+    for field, column in (("input_lengths", "isl"), ("output_lengths", "osl")):
+        lengths = uniform_lengths(int(row[column]), client["range_ratio"], points)
+        if lengths:
+            load[field] = lengths
+    return load
+
+
+def request_for(
+    row: dict[str, str], mapping: dict[str, Any] | None = None, clients: str = "fixed"
+) -> tuple[InferenceRequest | None, str]:
+    """The memplan request for a silicon row (its load as `clients` says, see load_for), or None and why it cannot
+    be represented."""
     m = mapping or _mapping()
     if row["mode"] != "agg":
         return None, "disaggregated prefill/decode"
@@ -115,7 +153,7 @@ def request_for(row: dict[str, str], mapping: dict[str, Any] | None = None) -> t
         model=model["catalog"],
         gpu=m["gpus"][row["system"]],
         serving=serving,
-        load={"concurrency": concurrency},
+        load=load_for(row, concurrency, m, clients),
     )
     return request, ""
 
@@ -125,9 +163,9 @@ def _dp(row: dict[str, str]) -> bool:
     return row["attention_dp_size"] not in ("", "0", "1")
 
 
-def predict(row: dict[str, str]) -> dict[str, Any]:
+def predict(row: dict[str, str], clients: str = "fixed") -> dict[str, Any]:
     """memplan's TTFT and TPOT (means over the simulated requests, as the benchmarks report) for one row."""
-    request, why = request_for(row)
+    request, why = request_for(row, clients=clients)
     out: dict[str, Any] = {"id": row["id"], "representable": request is not None, "reason": why}
     if request is None:
         return out
@@ -204,11 +242,12 @@ def summarize(rows: list[dict[str, str]], preds: dict[str, dict[str, Any]], aic:
     return out
 
 
-def run(rows: list[dict[str, str]], jobs: int) -> dict[str, dict[str, Any]]:
+def run(rows: list[dict[str, str]], jobs: int, clients: str = "fixed") -> dict[str, dict[str, Any]]:
+    one = partial(predict, clients=clients)
     if jobs <= 1:
-        return {r["id"]: predict(r) for r in rows}
+        return {r["id"]: one(r) for r in rows}
     with ProcessPoolExecutor(jobs) as pool:
-        return {p["id"]: p for p in pool.map(predict, rows, chunksize=16)}
+        return {p["id"]: p for p in pool.map(one, rows, chunksize=16)}
 
 
 def _pct(v: float | None) -> str:
@@ -235,6 +274,14 @@ def main() -> None:
     parser.add_argument("--systems", nargs="*", default=["h100_sxm", "h200_sxm", "b200_sxm"])
     parser.add_argument("--limit", type=int, default=0, help="score only the first N rows of each system")
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument(
+        "--clients",
+        choices=("fixed", "documented"),
+        default="fixed",
+        help="fixed: every row's clients start together with fixed lengths, 8 requests each (the scored default); "
+        "documented: each row's own load generator, benchmarks/data/silicon/clients.json (--write then writes "
+        "benchmarks/results/validation-serving-documented-clients.json only)",
+    )
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     all_rows = [r for r in load_rows() if r["system"] in args.systems]
@@ -245,7 +292,7 @@ def main() -> None:
                 by_system[r["system"]].append(r)
         all_rows = [r for rows in by_system.values() for r in rows]
     began = time.perf_counter()
-    preds = run(all_rows, args.jobs)
+    preds = run(all_rows, args.jobs, args.clients)
     wall = time.perf_counter() - began
     aic = load_aiconfigurator()
     target = [r for r in all_rows if r["system"] in SCORED_SYSTEMS and r["mode"] == "agg" and r["pp_size"] == "1"]
@@ -274,7 +321,19 @@ def main() -> None:
     print_groups("data-parallel attention rows", attention_dp)
     print_groups("per (GPU, engine)", by_engine)
     print_groups("per (GPU, engine, model, precision)", by_model)
-    if args.write:
+    if args.write and args.clients == "documented":
+        report = {
+            "source": "benchmarks/validate_serving.py --clients documented",
+            "corpus": "benchmarks/data/silicon/silicon_sample.csv (aiconfigurator-core 0.12.0)",
+            "clients": "benchmarks/data/silicon/clients.json",
+            "coverage": {"rows": len(covered), "of": len(target)},
+            "overall": overall,
+            "groups": by_engine,
+            "models": by_model,
+        }
+        out = ROOT / "benchmarks" / "results" / "validation-serving-documented-clients.json"
+        out.write_text(json.dumps(report, indent=1) + "\n")
+    elif args.write:
         report = {
             "source": "benchmarks/validate_serving.py",
             "corpus": "benchmarks/data/silicon/silicon_sample.csv (aiconfigurator-core 0.12.0)",
