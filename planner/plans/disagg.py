@@ -132,7 +132,7 @@ def disaggregated_plans(
     """The cheapest rate-matched prefill/decode pairing of each (GPU, engine, precisions) group, as plans (static)."""
     groups: dict[tuple[str, str, str, str], list[FamilyScan]] = defaultdict(list)
     for s in scans:
-        if s.timer is not None and s.memory is not None and s.memory.fits and s.family.pp == 1:
+        if s.timer is not None and s.memory is not None and s.memory.fits and s.family.pp == 1 and s.family.dp == 1:
             f = s.family
             groups[(f.gpu.id, f.engine.value, f.weight_format.value, f.kv_dtype.value)].append(s)
     best: list[DisaggCandidate] = []

@@ -1,5 +1,5 @@
-"""Candidate families — GPU × engine × weight and KV precision × TP × PP × EP — and the memory screen that prunes
-whole families before any latency is computed.
+"""Candidate families — GPU × engine × weight and KV precision × TP × PP × EP × data-parallel attention — and the
+memory screen that prunes whole families before any latency is computed.
 
 A family fixes everything that decides memory; its candidates vary only max_num_seqs and the replica count. So the
 engine's memory model runs once per family (through planner.serving.engine_memory, exactly as an estimate does),
@@ -24,7 +24,7 @@ from planner.serving.pipeline import pipeline_stages
 from planner.serving.spec import Engine, ServingSpec
 from planner.serving.step_time import kernel_format
 
-__all__ = ["Family", "FamilyMemory", "enumerate_families", "family_memory", "layout_problem"]
+__all__ = ["Family", "FamilyMemory", "attention_dp_degrees", "enumerate_families", "family_memory", "layout_problem"]
 
 GIB = 1 << 30
 
@@ -40,6 +40,7 @@ class Family:
     tp: int
     pp: int
     ep: int
+    dp: int = 1  # data-parallel attention ranks over the tp GPUs (planner.serving.spec attention_data_parallel)
 
     @property
     def gpus_per_replica(self) -> int:
@@ -47,9 +48,10 @@ class Family:
 
     @property
     def label(self) -> str:
+        attention = f" DP{self.dp}" if self.dp > 1 else ""
         return (
             f"{self.gpu.id} {self.engine.value} {self.weight_format.value}/kv-{self.kv_dtype.value} "
-            f"TP{self.tp} PP{self.pp} EP{self.ep}"
+            f"TP{self.tp} PP{self.pp} EP{self.ep}{attention}"
         )
 
     def serving(self, **fields: object) -> ServingSpec:
@@ -62,6 +64,7 @@ class Family:
                 "tensor_parallel": self.tp,
                 "pipeline_parallel": self.pp,
                 "expert_parallel": self.ep,
+                "attention_data_parallel": self.dp,
                 **fields,
             }
         )
@@ -85,9 +88,9 @@ def layout_problem(spec: ModelSpec, fam: Family, constraints: PlanConstraints) -
         return "not_divisible", f"TP·PP = {fam.gpus_per_replica} exceeds gpus_per_node = {constraints.gpus_per_node}"
     if fam.gpus_per_replica > constraints.max_gpus:
         return "exceeds_max_gpus", f"one replica needs {fam.gpus_per_replica} GPUs > max_gpus {constraints.max_gpus}"
-    n_kv = spec.kv_heads
-    if spec.num_heads % fam.tp or (spec.mla is None and n_kv % fam.tp and fam.tp % n_kv):
-        return "not_divisible", f"TP {fam.tp} does not split {spec.num_heads} heads / {n_kv} KV heads"
+    n_kv, attn_tp = spec.kv_heads, fam.tp // fam.dp  # under data-parallel attention a rank splits the heads
+    if spec.num_heads % attn_tp or (spec.mla is None and n_kv % attn_tp and attn_tp % n_kv):
+        return "not_divisible", f"attention TP {attn_tp} does not split {spec.num_heads} heads / {n_kv} KV heads"
     if fam.pp > spec.num_layers:
         return "not_divisible", f"PP {fam.pp} exceeds {spec.num_layers} layers"
     tables = load_kernel_tables(fam.gpu.id, fam.engine.value)
@@ -101,8 +104,23 @@ def layout_problem(spec: ModelSpec, fam: Family, constraints: PlanConstraints) -
     return None
 
 
+# Engines that run data-parallel attention: SGLang --enable-dp-attention, vLLM --data-parallel-size with expert
+# parallelism, TensorRT-LLM enable_attention_dp (planner.serving.spec attention_data_parallel)
+_DP_ENGINES = (Engine.SGLANG, Engine.VLLM, Engine.TRTLLM)
+
+
+def attention_dp_degrees(spec: ModelSpec, engine: Engine, tp: int, pp: int, c: PlanConstraints) -> tuple[int, ...]:
+    """Data-parallel attention degrees a family may take: 1, and DP = TP (every GPU its own attention rank, the
+    deployment the engines' MoE recipes use, and the only one TensorRT-LLM has) for MoE models on a DP engine with
+    PP 1 (memplan does not model DP attention with pipeline stages) when constraints.attention_data_parallel is on."""
+    if spec.moe is None or not c.attention_data_parallel or engine not in _DP_ENGINES or tp == 1 or pp > 1:
+        return (1,)
+    return (1, tp)
+
+
 def enumerate_families(spec: ModelSpec, gpus: tuple[GpuSpec, ...], c: PlanConstraints) -> Iterator[Family]:
-    """Every family the constraints allow: EP = 1, and EP = TP for MoE models when expert_parallel is on."""
+    """Every family the constraints allow: EP = 1, and EP = TP for MoE models when expert_parallel is on; each with
+    and without data-parallel attention (attention_dp_degrees)."""
     for gpu in gpus:
         for engine in c.engines:
             for fmt in c.weight_formats:
@@ -111,12 +129,14 @@ def enumerate_families(spec: ModelSpec, gpus: tuple[GpuSpec, ...], c: PlanConstr
                         for pp in c.pipeline_parallel:
                             eps = (1, tp) if spec.moe is not None and c.expert_parallel and tp > 1 else (1,)
                             for ep in eps:
-                                yield Family(gpu, engine, fmt, kv, tp, pp, ep)
+                                for dp in attention_dp_degrees(spec, engine, tp, pp, c):
+                                    yield Family(gpu, engine, fmt, kv, tp, pp, ep, dp)
 
 
 def family_memory(spec: ModelSpec, fam: Family, longest_request: int) -> FamilyMemory:
     """Run the engine's memory model for the family (every pipeline stage; the smallest pool counts) with the engine's
-    default max_num_seqs, and check that the pool holds the longest request.
+    default max_num_seqs, and check that the pool holds the longest request. Under data-parallel attention the pool
+    is one attention rank's (its GPUs hold only that rank's sequences).
 
     Source: planner.serving.engine_memory (the same terms /v1/estimates/inference reports); vLLM keeps the smallest
       stage's block count (planner.serving.pipeline.pipeline_kv_tokens).
@@ -142,7 +162,7 @@ def family_memory(spec: ModelSpec, fam: Family, longest_request: int) -> FamilyM
 
 
 def _kv_per_token(spec: ModelSpec, b_kv: int, serving: ServingSpec) -> int:
-    split = kv_split(spec, b_kv, serving.resolved_mla_layout, serving.tensor_parallel)
+    split = kv_split(spec, b_kv, serving.resolved_mla_layout, serving.attention_tensor_parallel)
     return max(1, split.full + split.sliding)
 
 

@@ -69,10 +69,15 @@ class Pool(FrozenSpec):
     tensor_parallel: int
     pipeline_parallel: int
     expert_parallel: int
+    attention_data_parallel: int = Field(
+        default=1, description="Data-parallel attention ranks over the tensor_parallel GPUs (1 = none)."
+    )
     max_num_seqs: int
     replicas: int
     gpus_per_replica: int
-    kv_pool_tokens: int = Field(description="Tokens one replica's KV pool holds.")
+    kv_pool_tokens: int = Field(
+        description="Tokens one replica's KV pool holds (one attention rank's under data-parallel attention)."
+    )
     memory: MemoryBreakdown = Field(description="Per-GPU memory of one replica (the fullest pipeline stage).")
     request: InferenceRequest = Field(
         description="The serving request for one replica, with the load it carries: POST it to "
@@ -113,6 +118,9 @@ class FrontierPoint(FrozenSpec):
     tensor_parallel: int
     pipeline_parallel: int
     expert_parallel: int
+    attention_data_parallel: int = Field(
+        default=1, description="Data-parallel attention ranks over the tensor_parallel GPUs (1 = none)."
+    )
     weight_format: str
     kv_cache_dtype: str
     concurrency_per_replica: int
@@ -136,6 +144,9 @@ class RejectedFamily(FrozenSpec):
     tensor_parallel: int
     pipeline_parallel: int
     expert_parallel: int
+    attention_data_parallel: int = Field(
+        default=1, description="Data-parallel attention ranks over the tensor_parallel GPUs (1 = none)."
+    )
     candidates: int
     reason: Rejection = Field(
         description="Why the family has no plan: dearer_than_plans when some candidate met the SLO (the plans "

@@ -25,6 +25,7 @@ from planner.plans.static import (
     open_loop,
     prefill_alone_s,
 )
+from planner.serving.load import rank_limit
 from planner.serving.pipeline import PipelinedStepModel, replica_step_model
 from planner.serving.scheduler import StepTimer
 from planner.serving.step_time import StepModel
@@ -168,31 +169,33 @@ def scan_family(
         return scan
     timer = scan.timer = family_timer(spec, fam)
     prompt, output = round(workload.mean_input), max(2, round(workload.mean_output))
-    budget = memory.defaults.token_budget
+    serving = fam.serving()
+    budget = rank_limit(serving, memory.defaults.token_budget)  # one attention rank's (= the replica's without DP)
     floor_ms = prefill_alone_s(timer, prompt, budget) * 1e3
     if slo.ttft_ms is not None and floor_ms > slo.ttft_ms:
         scan.reasons["misses_ttft"] += n
         scan.closest = f"the prompt's prefill alone takes {floor_ms:.0f} ms > TTFT {slo.ttft_ms:g} ms"
         return scan
-    kv_slots = max(1, memory.pool_tokens // (prompt + output))
+    kv_slots = max(1, memory.pool_tokens // (prompt + output))  # per attention rank
     cores = _Cores(timer, workload.input_buckets(), output, budget, memory.defaults.scheduler == "prefill_first")
+    cores.ranks = fam.dp
     long_prompt = workload.input_at(quantile(slo))
     if long_prompt > prompt:  # TTFT at the percentile is set by the prompts at that percentile of the lengths
         cores.ttft_offset_s = prefill_alone_s(timer, long_prompt, budget) - prefill_alone_s(timer, prompt, budget)
     seen: set[int] = set()
     for mns in sorted(constraints.max_num_seqs):
-        slots = min(mns, kv_slots)
+        slots = min(rank_limit(serving, mns), kv_slots)  # sequences one attention rank runs at once
         if slots in seen:  # the KV pool caps this batch limit at a smaller one already scanned: same candidates
             scan.reasons["dominated"] += r_max
             continue
         seen.add(slots)
-        scan.frontier.append((slots, cores.closed(slots, slots)))
+        scan.frontier.append((slots * fam.dp, cores.replica(cores.closed(slots, slots))))
         _scan_batch_limit(scan, cores, mns, slots, r_max, workload, slo, usd_per_gpu_hour)
     return scan
 
 
 class _Cores:
-    """The family's BatchCores by running batch, each computed once."""
+    """The family's BatchCores by running batch (of one attention rank), each computed once."""
 
     def __init__(
         self,
@@ -205,6 +208,7 @@ class _Cores:
         self.timer, self.prompts, self.output, self.budget = timer, prompts, output, budget
         self.prefill_first = prefill_first
         self.ttft_offset_s = 0.0
+        self.ranks = 1  # data-parallel attention ranks of a replica, each serving its share of the load
         self.cores: dict[int, BatchCore] = {}
         self.open: dict[tuple[float, int], StaticLatency] = {}
 
@@ -220,6 +224,16 @@ class _Cores:
 
     def closed(self, clients: int, slots: int) -> StaticLatency:
         return closed_loop_at(self.at(max(1, min(clients, slots))), clients, self.output)
+
+    def replica(self, rank: StaticLatency) -> StaticLatency:
+        """A replica of `ranks` attention ranks, each in the state of `rank`: the same latencies, `ranks` times the
+        tokens/s and the sequences (planner.serving.load._rank_load: the ranks are symmetric and the busiest one's
+        steps, which time the experts over every rank's tokens, pace them all)."""
+        if self.ranks == 1:
+            return rank
+        return replace(
+            rank, output_tokens_per_s=rank.output_tokens_per_s * self.ranks, running=rank.running * self.ranks
+        )
 
     def open_loop(self, rate: float, slots: int) -> StaticLatency:
         key = (rate, slots)
@@ -242,12 +256,13 @@ def _evaluate(
     """One candidate scored: (candidate, rejection or None, worst ratio to the SLO, batch the load reaches)."""
     fam, rate = scan.family, workload.rate
     if rate is not None:
-        st = cores.open_loop(rate / replicas, slots)
+        st = cores.replica(cores.open_loop(rate / replicas / fam.dp, slots))
         served = rate * workload.mean_output if not st.overloaded else 0.0
-        clients, per_rate = None, rate / replicas
+        clients, per_rate, rank_clients = None, rate / replicas, 0
     else:
         clients = ceil((workload.concurrency or 1) / replicas)
-        st = cores.closed(clients, slots)
+        rank_clients = ceil(clients / fam.dp)  # the busiest attention rank's share
+        st = cores.replica(cores.closed(rank_clients, slots))
         served, per_rate = replicas * st.output_tokens_per_s, None
     gpus = replicas * fam.gpus_per_replica
     cand = Candidate(fam, mns, replicas, clients, per_rate, st, served, cost_per_million(gpus, price, served))
@@ -255,7 +270,8 @@ def _evaluate(
     floor = workload.min_output_tokens_per_s
     if reason is None and served < floor:
         reason, ratio = "below_tokens_per_day", floor / max(served, 1e-9)
-    reached = min(slots, clients) if clients is not None else (slots if st.running * 1.25 > slots else 0)
+    rank_running = st.running / fam.dp
+    reached = min(slots, rank_clients) if clients is not None else (slots if rank_running * 1.25 > slots else 0)
     return cand, reason, ratio, reached
 
 

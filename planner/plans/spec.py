@@ -164,6 +164,11 @@ class PlanConstraints(FrozenSpec):
     tensor_parallel: Degrees = (1, 2, 4, 8)
     pipeline_parallel: Degrees = (1, 2, 4)
     expert_parallel: bool = Field(default=True, description="MoE models: also try EP = TP (experts split by count).")
+    attention_data_parallel: bool = Field(
+        default=True,
+        description="MoE models on SGLang, vLLM and TensorRT-LLM (PP 1): also try data-parallel attention with one "
+        "attention rank per GPU (DP = TP): each rank holds its own sequences and their KV, the experts span all GPUs.",
+    )
     max_num_seqs: Annotated[tuple[Annotated[int, Field(ge=1, le=4096)], ...], Field(min_length=1, max_length=16)] = (
         8,
         16,
@@ -208,7 +213,7 @@ class PlanRequest(FrozenSpec):
         gpus = len(c.gpus) if c.gpus else len({gpu for gpu, _ in available_tables()})
         families = prod(
             (gpus, len(c.engines), len(c.weight_formats), len(c.kv_cache_dtypes), len(c.tensor_parallel),
-             len(c.pipeline_parallel), 2 if c.expert_parallel else 1)
+             len(c.pipeline_parallel), 2 if c.expert_parallel else 1, 2 if c.attention_data_parallel else 1)
         )  # fmt: skip
         if families > MAX_FAMILIES:
             raise ValueError(f"the constraints span {families:,} families; at most {MAX_FAMILIES:,} (narrow them)")

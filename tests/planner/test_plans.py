@@ -300,3 +300,63 @@ def test_moe_families_try_expert_parallel_and_pipelines_appear() -> None:
     seen = {(p.pools[0].expert_parallel, p.pools[0].pipeline_parallel) for p in r.plans}
     seen |= {(f.expert_parallel, f.pipeline_parallel) for f in r.rejected}
     assert seen == {(1, 1), (2, 1), (1, 2), (2, 2)}
+
+
+DSV3_SGLANG = {
+    "gpus": ["h200"],
+    "engines": ["sglang"],
+    "weight_formats": ["fp8_block"],
+    "kv_cache_dtypes": ["bf16"],
+    "tensor_parallel": [8],
+    "pipeline_parallel": [1],
+    "max_num_seqs": [512],
+    "max_gpus": 16,
+}
+
+
+def test_moe_plans_search_data_parallel_attention() -> None:
+    # DeepSeek-V3 on 8 H200s with SGLang: EP 1 / 8 × attention DP 1 / 8 = 4 families of 2 replica counts each. Under
+    # DP 8 every GPU is an attention rank with its own sequences and MLA latent cache (61 layers × (512 + 64) × 2 B
+    # = 70,272 B per token, the same per GPU as without DP, where all 8 GPUs hold every sequence's latent): a rank's
+    # pool is smaller (each GPU holds the whole attention) but the replica holds 8 such pools.
+    r = _plan(
+        model="deepseek-v3",
+        workload={"input_tokens": 1024, "output_tokens": 1024, "concurrency": 512},
+        slo={"tpot_ms": 60},
+        constraints=DSV3_SGLANG,
+        max_plans=4,
+    )
+    assert (r.summary.families, r.summary.candidates) == (4, 8)
+    by_layout = {(p.pools[0].expert_parallel, p.pools[0].attention_data_parallel): p for p in r.plans}
+    dp8, tp8 = by_layout[(1, 8)], by_layout[(1, 1)]
+    assert "DP8" in dp8.label and "DP" not in tp8.label.split("×")[0]
+    assert 8 * dp8.pools[0].kv_pool_tokens > 5 * tp8.pools[0].kv_pool_tokens
+    # the DP plan's replica request is an SGLang --enable-dp-attention --dp-size 8 deployment, and reproduces the
+    # plan's latency and pool through /v1/estimates/inference (one rank simulated with ⌈512 / 8⌉ = 64 clients)
+    request = dp8.pools[0].request
+    assert request.serving.attention_data_parallel == 8 and request.serving.tensor_parallel == 8
+    e = estimate_inference(request, CATALOG)
+    assert e.load is not None and e.load.ttft == dp8.ttft and e.load.tpot == dp8.tpot
+    assert e.engine.kv_pool_tokens == dp8.pools[0].kv_pool_tokens
+    # the cheapest plan here is the data-parallel one: one replica meets the SLO where plain TP needs two
+    assert r.plans[0].pools[0].attention_data_parallel == 8 and r.plans[0].num_gpus == 8
+    assert tp8.num_gpus == 16
+
+
+def test_data_parallel_attention_is_for_moe_models_and_can_be_turned_off() -> None:
+    off = _plan(
+        model="deepseek-v3",
+        workload={"input_tokens": 1024, "output_tokens": 1024, "concurrency": 512},
+        slo={"tpot_ms": 60},
+        constraints={**DSV3_SGLANG, "attention_data_parallel": False},
+    )
+    assert off.summary.families == 2
+    assert all(p.pools[0].attention_data_parallel == 1 for p in off.plans)
+    dense = _plan(
+        model="llama-3.1-8b",
+        workload={"input_tokens": 1024, "output_tokens": 256, "concurrency": 16},
+        slo={"tpot_ms": 100},
+        constraints={**ONE_FAMILY, "tensor_parallel": [1, 2]},
+    )
+    assert dense.summary.families == 2  # TP 1 and 2, no DP families for a dense model
+    assert all(f.attention_data_parallel == 1 for f in dense.rejected)
