@@ -483,6 +483,7 @@ def run_memplan(request_json: dict[str, Any]) -> dict[str, Any]:
             "tp": pool.tensor_parallel,
             "pp": pool.pipeline_parallel,
             "ep": pool.expert_parallel,
+            "attention_dp": pool.attention_data_parallel,
             "replicas": pool.replicas,
             "gpus": p.num_gpus,
             "max_num_seqs": pool.max_num_seqs,
@@ -502,6 +503,7 @@ def run_memplan(request_json: dict[str, Any]) -> dict[str, Any]:
             "tp": best.tensor_parallel,
             "pp": best.pipeline_parallel,
             "ep": best.expert_parallel,
+            "attention_dp": best.attention_data_parallel,
             "concurrency": best.concurrency_per_replica,
             "ttft_ms": round(best.ttft_ms, 2),
             "tpot_ms": round(best.tpot_ms, 3),
@@ -534,9 +536,11 @@ def _check(who: str, rec: dict[str, Any] | None, row: dict[str, Any] | None, cas
     if rec is None:
         return {"who": who, "recommended": None, "measured": None, "status": "no recommendation"}
     if row is None:
-        dp = f" DP{rec['attention_dp']}" if rec.get("attention_dp", 1) > 1 else ""
+        width = rec.get("attention_dp", 1)
+        dp = f" DP{width}" if width > 1 else ""
         ep = f" EP{rec.get('moe_ep', rec.get('ep'))}" if case.get("moe") else ""
-        why = "PP > 1 was never measured" if rec.get("pp", 1) > 1 else f"no TP{rec['tp']}{dp}{ep} row"
+        tp = rec["tp"] if who == "aiconfigurator" else rec["tp"] // width  # the sample's tp_size: one DP rank's
+        why = "PP > 1 was never measured" if rec.get("pp", 1) > 1 else f"no TP{tp}{dp}{ep} row"
         return {"who": who, "recommended": rec, "measured": None, "status": f"no measured row ({why})"}
     judged = row.get("interpolated", row)
     status = "exact" if row["exact"] else "interpolated" if "interpolated" in row else "beyond the measured range"
@@ -553,7 +557,15 @@ def _check(who: str, rec: dict[str, Any] | None, row: dict[str, Any] | None, cas
 def _label(rec: dict[str, Any] | None) -> str:
     if rec is None:
         return "no plan"
-    return f"TP{rec['tp']} PP{rec.get('pp', 1)} at {rec['concurrency']}/replica"
+    dp = f" DP{rec['attention_dp']}" if rec.get("attention_dp", 1) > 1 else ""
+    return f"TP{rec['tp']} PP{rec.get('pp', 1)}{dp} at {rec['concurrency']}/replica"
+
+
+def _layout(rec: dict[str, Any], aic: bool) -> tuple[int, int, int, int]:
+    """(GPUs per replica, attention-DP ranks, PP, replicas): aiconfigurator's tp is one attention-DP rank's TP,
+    memplan's tensor_parallel all of a replica's GPUs (planner.serving.spec attention_data_parallel)."""
+    dp = rec.get("attention_dp", 1)
+    return (rec["tp"] * dp if aic else rec["tp"], dp, rec.get("pp", 1), rec["replicas"])
 
 
 def verdict(case: dict[str, Any], checks: list[dict[str, Any]], best: dict[str, Any] | None) -> dict[str, Any]:
@@ -562,7 +574,7 @@ def verdict(case: dict[str, Any], checks: list[dict[str, Any]], best: dict[str, 
     TP only: the same, but its concurrency lies beyond the measured range, so only its TP is checked."""
     by = {c["who"]: c for c in checks}
     a, p = by["aiconfigurator"]["recommended"], by["memplan"]["recommended"]
-    same = p is not None and (a["tp"], a["pp"], a["replicas"]) == (p["tp"], p["pp"], p["replicas"])
+    same = p is not None and _layout(a, aic=True) == _layout(p, aic=False)
     parts = [
         ("agree: " if same else "disagree: ")
         + f"aiconfigurator {_label(a)} × {a['replicas']}, memplan {_label(p)}"
@@ -635,12 +647,15 @@ def compare_case(case: dict[str, Any], silicon: list[dict[str, str]] | None = No
         case["osl"],
         ep(aic_rec["moe_ep"]),
     )
-    plan_row = (
-        None
-        if plan is None
-        else nearest(rows, plan["tp"], plan["pp"], 1, plan["concurrency"], case["osl"], ep(plan["ep"]))
-    )
-    fb_row = None if fb is None else nearest(rows, fb["tp"], fb["pp"], 1, fb["concurrency"], case["osl"], ep(fb["ep"]))
+
+    def mp_row(rec: dict[str, Any] | None) -> dict[str, Any] | None:
+        # memplan's tensor_parallel counts a replica's GPUs; the sample's tp_size is one attention-DP rank's TP
+        if rec is None:
+            return None
+        dp = rec.get("attention_dp", 1)
+        return nearest(rows, rec["tp"] // dp, rec["pp"], dp, rec["concurrency"], case["osl"], ep(rec["ep"]))
+
+    plan_row, fb_row = mp_row(plan), mp_row(fb)
     checks = [
         _check("aiconfigurator", aic_rec, aic_row, case),
         _check("memplan", plan, plan_row, case),
@@ -677,8 +692,9 @@ def _cfg_aic(a: dict[str, Any]) -> str:
 
 def _cfg_mp(p: dict[str, Any]) -> str:
     ep = f" EP{p['ep']}" if p["ep"] > 1 else ""
+    dp = f" DP{p['attention_dp']}" if p.get("attention_dp", 1) > 1 else ""
     return (
-        f"TP{p['tp']} PP{p['pp']}{ep} × {p['replicas']} ({p['gpus']} GPUs), {p['concurrency']} users/replica "
+        f"TP{p['tp']} PP{p['pp']}{ep}{dp} × {p['replicas']} ({p['gpus']} GPUs), {p['concurrency']} users/replica "
         f"(max_num_seqs {p['max_num_seqs']})"
     )
 
@@ -756,6 +772,7 @@ def markdown(report: dict[str, Any]) -> str:
         fb = mp["frontier_best"]
         if fb is not None:
             fb_ep = f" EP{fb['ep']}" if fb["ep"] > 1 else ""
+            fb_ep += f" DP{fb['attention_dp']}" if fb.get("attention_dp", 1) > 1 else ""
             lines.append(
                 f"| | | memplan (frontier best) | TP{fb['tp']} PP{fb['pp']}{fb_ep} at {fb['concurrency']}/replica | "
                 f"{fb['tokens_per_s_per_gpu']:,.0f} / {fb['tokens_per_s_per_user']:.1f} | "
