@@ -29,7 +29,14 @@ from planner.calibration.rooflines import (
     moe_roofline_s,
 )
 
-__all__ = ["KernelTable", "KernelTables", "allreduce_wait_s", "available_tables", "load_kernel_tables"]
+__all__ = [
+    "KernelTable",
+    "KernelTables",
+    "allreduce_wait_s",
+    "available_tables",
+    "load_kernel_tables",
+    "step_overhead_s",
+]
 
 US = 1e-6
 
@@ -93,8 +100,10 @@ class KernelTables:
     allreduce: dict[int, KernelTable]
     elementwise: KernelTable
     fit_report: dict[str, Any] = field(default_factory=dict)
-    # the engine's wait per log2(ranks) at each all-reduce (allreduce_wait.json): fitted end to end, not a kernel
+    # the engine's terms fitted end to end, not kernels (engine_terms.json): the wait per log2(ranks) at each
+    # all-reduce, and the fixed cost of an iteration outside its kernels
     allreduce_wait_s: float = 0.0
+    step_overhead_s: float = 0.0
     # the nearest table per (section, key), picked once: the sections are read-only once loaded, so their ids are
     # stable for this instance's life
     _picked: dict[tuple[int, tuple[float, ...]], KernelTable] = field(default_factory=dict, repr=False)
@@ -181,7 +190,7 @@ class KernelTables:
     # Communication and memory-bound kernels ----------------------------------------------------------------------
     def allreduce_s(self, elements: int, n_gpus: int) -> float:
         """All-reduce of `elements` bf16 values across n_gpus (the engine's custom all-reduce where it has one),
-        plus the engine's wait for the slowest rank, allreduce_wait_s · log2(n_gpus) (allreduce_wait.json)."""
+        plus the engine's wait for the slowest rank, allreduce_wait_s · log2(n_gpus) (engine_terms.json)."""
         if n_gpus <= 1 or elements <= 0:
             return 0.0
         n = min(self.allreduce, key=lambda g: abs(log(g / n_gpus)))  # 2, 4 and 8 GPUs are measured
@@ -274,27 +283,39 @@ def available_tables() -> frozenset[tuple[str, str]]:
 
 
 @lru_cache(maxsize=1)
-def _allreduce_waits() -> dict[str, float]:
-    raw = json.loads(resources.files(_PACKAGE).joinpath("allreduce_wait.json").read_text(encoding="utf-8"))
-    return {engine: float(fit["wait_s_per_log2_ranks"]) for engine, fit in raw["engines"].items()}
+def _engine_terms() -> dict[str, tuple[float, float]]:
+    raw = json.loads(resources.files(_PACKAGE).joinpath("engine_terms.json").read_text(encoding="utf-8"))
+    return {e: (float(fit["wait_s_per_log2_ranks"]), float(fit["step_s"])) for e, fit in raw["engines"].items()}
 
 
 def allreduce_wait_s(engine: str) -> float:
-    """The engine's wait per log2(ranks) at each all-reduce (0 where none was shipped).
+    """The engine's wait per log2(ranks) at each all-reduce (0 where none was shipped): the barrier of a collective
+    waits for the slowest rank, which a kernel microbenchmark (ranks already in step) does not see.
 
-    Source: planner/calibration/allreduce_wait.json, written by benchmarks/fit_allreduce_wait.py: fitted on the
-    silicon sample's end-to-end TPOT and cross-validated leaving one model out (the one term not fitted on kernels).
+    Source: planner/calibration/engine_terms.json, written by benchmarks/fit_engine_terms.py: fitted on the silicon
+    sample's end-to-end TPOT and cross-validated leaving one model out (one of the two terms not fitted on kernels).
     """
-    return _allreduce_waits().get(engine, 0.0)
+    return _engine_terms().get(engine, (0.0, 0.0))[0]
+
+
+def step_overhead_s(engine: str) -> float:
+    """The engine's fixed cost per iteration outside its kernels (0 where none was shipped): scheduling, input
+    preparation, sampling and output processing that the GPU does not overlap, and the gaps between launches.
+
+    Source: planner/calibration/engine_terms.json, as allreduce_wait_s (no kernel table measures it).
+    """
+    return _engine_terms().get(engine, (0.0, 0.0))[1]
 
 
 @lru_cache(maxsize=64)
-def load_kernel_tables(gpu: str, engine: str, engine_wait: bool = True) -> KernelTables | None:
-    """The fitted tables of (gpu, engine), or None when that pair was never measured. `engine_wait`: the engine's
-    all-reduce wait (allreduce_wait_s) is added; False where the tables stand in for another engine's kernels."""
+def load_kernel_tables(gpu: str, engine: str, engine_terms: bool = True) -> KernelTables | None:
+    """The fitted tables of (gpu, engine), or None when that pair was never measured. `engine_terms`: the engine's
+    all-reduce wait (allreduce_wait_s) and step overhead (step_overhead_s) are added; False where the tables stand
+    in for another engine's kernels."""
     if (gpu, engine) not in available_tables():
         return None
     path = resources.files(_PACKAGE).joinpath(_DIR, f"{gpu}.{engine}.json")
     tables = _parse(json.loads(path.read_text(encoding="utf-8")))
-    wait = allreduce_wait_s(engine) if engine_wait else 0.0
-    return replace(tables, allreduce_wait_s=wait) if wait else tables
+    if not engine_terms:
+        return tables
+    return replace(tables, allreduce_wait_s=allreduce_wait_s(engine), step_overhead_s=step_overhead_s(engine))

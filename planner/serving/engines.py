@@ -71,6 +71,7 @@ class EngineProfile(FrozenSpec):
     non_torch_bytes: Sourced | None = None
     weights_overhead_bytes: Sourced | None = None
     persistent_moe_workspace: Sourced | None = None
+    qk_norm_kernels: Sourced | None = None  # kernels a layer launches for its q/k RMSNorm (Qwen3, MiniMax-M2)
 
     def covers(self, version: tuple[int, ...]) -> bool:
         return parse_version(self.versions[0]) <= version <= parse_version(self.versions[1])

@@ -129,7 +129,7 @@ class LoadEstimate(FrozenSpec):
 def step_model_for(spec: ModelSpec, serving: ServingSpec, gpu_id: str, moe_ep: int = 1) -> StepModel:
     """The StepModel of this configuration on the GPU's measured kernel tables for the engine."""
     engine = serving.engine.value if serving.pooled else "vllm"
-    tables = load_kernel_tables(gpu_id, engine, engine_wait=serving.pooled)  # transformers: vLLM's kernels only
+    tables = load_kernel_tables(gpu_id, engine, engine_terms=serving.pooled)  # transformers: vLLM's kernels only
     if tables is None:
         raise SpecError(
             [
@@ -149,9 +149,10 @@ def step_model_for(spec: ModelSpec, serving: ServingSpec, gpu_id: str, moe_ep: i
         weight_fmt=kernel_format(serving.weight_format.value),
         expert_fmt=kernel_format(serving.resolved_expert_format.value),
         kv_dtype="fp8" if serving.kv_cache_dtype.value == "fp8" else "bf16",
-        fixed_s=0.0,
+        fixed_s=tables.step_overhead_s,
         per_seq_s=0.0,
         attention_dp=serving.attention_data_parallel,
+        qk_norm_kernels=int(qk.value) if (qk := serving.engine_profile.qk_norm_kernels) else 0,
     )
     return build_step_model(shape, tables)
 

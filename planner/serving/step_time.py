@@ -47,9 +47,11 @@ __all__ = ["StepCost", "StepModel", "build_step_model", "kernel_format"]
 
 ACT_BYTES = 2  # bf16 activations
 FP32_BYTES = 4
-# Memory-bound passes per token and layer, in units of h·2 bytes read + written: the fused residual-add + RMSNorm
-# before attention and before the MLP each read x and the residual and write both (4 passes each).
-NORM_PASSES = 8
+# Memory-bound passes per token of one fused residual-add + RMSNorm, in units of h·2 bytes: it reads x and the
+# residual and writes both. A layer launches two, before attention and before the MLP (vLLM fused_add_rms_norm,
+# SGLang/TensorRT-LLM flashinfer fused_add_rmsnorm), each one kernel with its own launch floor.
+NORM_PASSES = 4
+NORMS_PER_LAYER = 2
 # tokens at which the token-proportional part of a layer is evaluated; interpolated linearly in between
 _T_GRID = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096,
            6144, 8192, 12288, 16384, 24576, 32768, 65536)  # fmt: skip
@@ -296,6 +298,7 @@ class ServingShape:
     fixed_s: float
     per_seq_s: float
     attention_dp: int = 1  # data-parallel attention ranks over the tp GPUs (1 = plain TP)
+    qk_norm_kernels: int = 0  # kernels of the q/k RMSNorm per layer (the engine profile's qk_norm_kernels)
 
 
 def build_step_model(shape: ServingShape, tables: KernelTables) -> StepModel:
@@ -392,12 +395,15 @@ def _layer_cost(
             shape.expert_fmt,
         )
     ffn_local = ceil((moe.shared_expert_ffn_dim if moe else spec.ffn_dim) / tp)
+    qk_norms = shape.qk_norm_kernels if spec.qk_norm else 0
     if dp == 1:
-        grid = _token_grid(tables, gemms, experts, h, ffn_local, (n_h + n_kv) * d, n_kv * d, tp)
+        grid = _token_grid(
+            tables, gemms, experts, h, ffn_local, (n_h + n_kv) * d, n_kv * d, tp, qk_norm_kernels=qk_norms
+        )
     else:
         # vLLM gathers over its DP group (one GPU of each rank), SGLang and TensorRT-LLM over every GPU (see above)
         group = dp if tables.engine == "vllm" else shape.tp
-        grid = _token_grid(tables, gemms, experts, h, ffn_local, (n_h + n_kv) * d, n_kv * d, tp, dp, group)
+        grid = _token_grid(tables, gemms, experts, h, ffn_local, (n_h + n_kv) * d, n_kv * d, tp, dp, group, qk_norms)
     return LayerCost(
         count=count,
         token_grid=grid,
@@ -423,6 +429,7 @@ def _token_grid(
     tp: int,
     dp: int = 1,
     moe_group: int = 1,
+    qk_norm_kernels: int = 0,
 ) -> tuple[float, ...]:
     """One layer's token-proportional seconds at each _T_GRID point: GEMMs, MoE, memory-bound kernels, all-reduces.
 
@@ -436,9 +443,11 @@ def _token_grid(
             f, k, num_experts, moe_tp, moe_ep, fmt = experts
             s += tables.moe_s(tokens * dp, h, f, k, num_experts, moe_tp, moe_ep, fmt)
             s += tables.elementwise_s(tokens * num_experts * FP32_BYTES * 2)  # router softmax / top-k
-        s += tables.elementwise_s(tokens * h * ACT_BYTES * NORM_PASSES)
+        s += NORMS_PER_LAYER * tables.elementwise_s(tokens * h * ACT_BYTES * NORM_PASSES)
         s += tables.elementwise_s(tokens * 3 * ffn_local * ACT_BYTES)  # SiLU(gate)·up: read 2f, write f
         s += tables.elementwise_s(tokens * qk_local * ACT_BYTES * 2)  # RoPE on q and k (read + write)
+        if qk_norm_kernels:  # RMSNorm of q and k (Qwen3): q then k, or one kernel for both
+            s += qk_norm_kernels * tables.elementwise_s(tokens * qk_local * ACT_BYTES * 2 / qk_norm_kernels)
         s += tables.elementwise_s(tokens * 2 * kv_local * ACT_BYTES)  # write k and v into the paged cache
         if dp > 1 and experts is not None:
             gathered = tokens * dp * h

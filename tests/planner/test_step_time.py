@@ -142,30 +142,34 @@ def test_l40s_all_reduce_beyond_two_gpus_scales_as_a_pcie_server(engine: str) ->
     assert tables.allreduce_s(4 * 8192, 8) < 60e-6
 
 
-def test_vllm_all_reduce_waits_for_the_slowest_rank_and_the_others_do_not() -> None:
-    # allreduce_wait.json ships 2.5 µs per log2(ranks) for vLLM (fitted on end-to-end TPOT, each model held out) and
-    # nothing for SGLang and TensorRT-LLM, whose held-out error did not improve: a 4-token all-reduce of an
-    # 8,192-wide model on 8 H200s is the measured kernel + 3 · 2.5 µs in vLLM, the kernel alone elsewhere
-    raw = json.loads((ROOT / "planner" / "calibration" / "allreduce_wait.json").read_text())
-    waits = {e: f["wait_s_per_log2_ranks"] for e, f in raw["engines"].items()}
-    assert waits["sglang"] == waits["trtllm"] == 0.0 and 1e-6 <= waits["vllm"] <= 4e-6
-    w = waits["vllm"]
-    for engine, fit in raw["engines"].items():  # the file follows its own rule
-        held = fit["leave_one_model_out"]
-        worse = any(g["rows"] >= 20 and g["tpot_held_out"] > g["tpot_without"] for g in fit["groups"].values())
-        assert fit["ships"] == (held["tpot_held_out"] < held["tpot_without"] and not worse), engine
-    vllm, kernel_only = load_kernel_tables("h200", "vllm"), load_kernel_tables("h200", "vllm", engine_wait=False)
-    assert vllm is not None and kernel_only is not None
-    for n, hops in ((2, 1), (4, 2), (8, 3)):
-        assert vllm.allreduce_s(4 * 8192, n) == pytest.approx(kernel_only.allreduce_s(4 * 8192, n) + hops * w)
-    assert vllm.allreduce_s(4 * 8192, 1) == 0.0
-    sglang = load_kernel_tables("h200", "sglang")
-    assert sglang is not None and sglang.allreduce_wait_s == 0.0
-    # transformers runs on vLLM's kernel tables but is not vLLM: its step model takes no wait
+def test_engine_terms_follow_their_shipping_rule_and_reach_the_step_model() -> None:
+    # engine_terms.json: per engine a wait w per log2(ranks) at each all-reduce and a fixed cost f per iteration,
+    # fitted on end-to-end TPOT with each model held out; an engine gets them only where the held-out error improved
+    # and no group of 20+ rows got worse. Shipped terms reach the tables of that engine and nothing else: a 4-token
+    # all-reduce of an 8,192-wide model on n GPUs is the measured kernel + log2(n) · w, every iteration costs its
+    # kernels + f, and transformers (on vLLM's kernel tables) takes neither
+    raw = json.loads((ROOT / "planner" / "calibration" / "engine_terms.json").read_text())
+    for engine, fit in raw["engines"].items():  # the file follows its own rule, stage by stage (wait, then step)
+        for stage, key in zip(fit["stages"], ("wait_s_per_log2_ranks", "step_s"), strict=True):
+            held, groups = stage["leave_one_model_out"], stage["groups"].values()
+            worse = any(g["rows"] >= 20 and g["tpot_held_out"] > g["tpot_without"] for g in groups)
+            assert stage["ships"] == (held["tpot_held_out"] < held["tpot_without"] and not worse), engine
+            assert fit[key] == (stage["fitted_us"] * 1e-6 if stage["ships"] else 0.0), (engine, key)
+        assert 0.0 <= fit["wait_s_per_log2_ranks"] <= 10e-6 and 0.0 <= fit["step_s"] <= 2e-3, engine
     spec = CATALOG.model("llama-3.1-70b").spec
+    for engine, fit in raw["engines"].items():
+        w, f = fit["wait_s_per_log2_ranks"], fit["step_s"]
+        tables, kernel_only = load_kernel_tables("h200", engine), load_kernel_tables("h200", engine, engine_terms=False)
+        assert tables is not None and kernel_only is not None
+        assert (tables.allreduce_wait_s, tables.step_overhead_s) == (w, f)
+        assert kernel_only.allreduce_wait_s == kernel_only.step_overhead_s == 0.0
+        for n, hops in ((2, 1), (4, 2), (8, 3)):
+            assert tables.allreduce_s(4 * 8192, n) == pytest.approx(kernel_only.allreduce_s(4 * 8192, n) + hops * w)
+        assert tables.allreduce_s(4 * 8192, 1) == 0.0
+        model = step_model_for(spec, ServingSpec(engine=engine, tensor_parallel=4), "h200")
+        assert model.tables.allreduce_wait_s == w and model.fixed_s == f
     hf = step_model_for(spec, ServingSpec(engine="transformers", tensor_parallel=4), "h200")
-    assert hf.tables.allreduce_wait_s == 0.0
-    assert step_model_for(spec, ServingSpec(engine="vllm", tensor_parallel=4), "h200").tables.allreduce_wait_s == w
+    assert hf.tables.allreduce_wait_s == 0.0 and hf.fixed_s == 0.0
 
 
 def test_models_sharing_piece_memos_answer_as_models_of_their_own() -> None:
@@ -183,3 +187,28 @@ def test_models_sharing_piece_memos_answer_as_models_of_their_own() -> None:
     kv8 = bf16.with_kv_dtype("fp8")
     assert kv8._outside is bf16._outside and kv8._memo is not bf16._memo
     assert [kv8.step(*s) for s in steps] == [replace(kv8, _memo={}, _steps={}, _outside={}).step(*s) for s in steps]
+
+
+def test_qk_norm_kernels_are_the_ones_the_engine_launches() -> None:
+    # Qwen3's q/k RMSNorm as each engine runs it (planner/catalog/engines.json qk_norm_kernels): two kernels in vLLM
+    # (q_norm, then k_norm), none of its own in TensorRT-LLM (fused into the rotary kernel). One decode token on one
+    # H200: the two kernels add num_layers · 2 · elementwise(q and k, read and written, half each) to the step.
+    spec = CATALOG.model("qwen3-32b").spec
+    assert spec.qk_norm
+
+    def token_grid(engine: str, qk_norm_kernels: int) -> tuple[float, ...]:
+        tables = load_kernel_tables("h200", engine)
+        assert tables is not None
+        shape = ServingShape(spec, 1, 1, 1, "bf16", "bf16", "bf16", 0.0, 0.0, qk_norm_kernels=qk_norm_kernels)
+        return build_step_model(shape, tables).layers[0].token_grid
+
+    tables = load_kernel_tables("h200", "vllm")
+    assert tables is not None
+    qk_bytes = (spec.num_heads + spec.kv_heads) * spec.resolved_head_dim * 2 * 2  # bf16, read + write
+    assert token_grid("vllm", 2)[0] - token_grid("vllm", 0)[0] == pytest.approx(
+        2 * tables.elementwise_s(qk_bytes / 2), rel=1e-9
+    )
+    assert tables.elementwise_s(qk_bytes / 2) >= tables.elementwise.floor_s > 1e-6  # launch-bound, not free
+    for engine, kernels in (("vllm", 2), ("sglang", 2), ("trtllm", 0)):
+        served = step_model_for(spec, ServingSpec(engine=engine, tensor_parallel=1), "h200")
+        assert served.layers[0].token_grid == token_grid(engine, kernels), engine
