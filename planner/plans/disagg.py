@@ -2,7 +2,9 @@
 
 Prefill replicas run prompts (no decode stalls them); decode replicas run only decode iterations (no prefill chunk
 stalls them), so TPOT is the decode step at the decode batch and TTFT is the prompt's prefill, its queueing in the
-prefill pool and the KV transfer. Both pools are sized for the same request rate.
+prefill pool and the KV transfer. Both pools are sized for the same request rate. Either pool of a MoE model may use
+data-parallel attention: each of its DP ranks is a server of its own (its own prompts, its own decode batch and KV
+pool), the experts run over every rank's tokens, so a replica serves DP times one rank's work.
 Source: Zhong et al. 2024, DistServe (arXiv:2401.09670) §3-4 (goodput of separate prefill and decode instances,
   M/D/1 queueing of prefill); Patel et al. 2024, Splitwise; aiconfigurator's disaggregated mode (rate-matched xPyD).
 """
@@ -16,7 +18,7 @@ from math import ceil, log
 from typing import Literal
 
 from planner.catalog import Catalog
-from planner.model.kv_cache import kv_bytes_per_token
+from planner.model.kv_cache import kv_bytes_per_token, local_kv_heads
 from planner.model.precision import dtype_bytes
 from planner.model.spec import ModelSpec
 from planner.plans.prices import GpuPrice
@@ -25,7 +27,7 @@ from planner.plans.scan import FamilyScan, cost_per_million, quantile
 from planner.plans.spec import PlanRequest
 from planner.plans.static import prefill_alone_s
 from planner.serving.inference import InferenceRequest, estimate_inference
-from planner.serving.load import LatencyPercentiles
+from planner.serving.load import LatencyPercentiles, rank_limit
 
 __all__ = ["DisaggCandidate", "disaggregated_plans", "kv_transfer_s", "prefill_queue_s"]
 
@@ -35,14 +37,29 @@ NIC_BYTES_PER_S = 50e9
 MAX_PREFILL_UTILIZATION = 0.9
 
 
-def kv_transfer_s(spec: ModelSpec, prompt: int, kv_dtype_bytes: int, tp_prefill: int, tp_decode: int) -> float:
-    """Time to send one prompt's KV cache from the prefill to the decode replica.
+def kv_shard_fraction(spec: ModelSpec, attention_tp: int) -> float:
+    """The share of a sequence's KV cache one GPU of an attention group of `attention_tp` GPUs holds: its KV heads
+    (local_kv_heads / n_kv, replicated heads counted on every GPU that holds them); 1 for MLA, whose latent every
+    GPU of the group holds whole."""
+    if spec.mla is not None:
+        return 1.0
+    return local_kv_heads(spec.kv_heads, attention_tp) / spec.kv_heads
 
-    Formula: P·kv_bytes_per_token(whole model) / (min(TP_p, TP_d)·50 GB/s): each GPU pair sends its shard in parallel.
+
+def kv_transfer_s(
+    spec: ModelSpec, prompt: int, kv_dtype_bytes: int, attention_tp_prefill: int, attention_tp_decode: int
+) -> float:
+    """Time to send one prompt's KV cache from the prefill rank to the decode rank that serves it.
+
+    Formula: P·kv_bytes_per_token(whole model)·max(share_p, share_d) / 50 GB/s, share = the KV shard one GPU of the
+    attention group sends or receives (kv_shard_fraction): the GPUs move their shards in parallel, the fuller end
+    sets the time (GQA with 8 KV heads from TP 4 to TP 2: each decode GPU receives 4 of 8 heads; an MLA latent goes
+    whole to every GPU of the decode rank).
     Assumes: one 400 Gb/s NIC per GPU, transfers not overlapped with the prefill (conservative).
     """
     per_token = kv_bytes_per_token(spec, kv_dtype_bytes)
-    return prompt * per_token / (min(tp_prefill, tp_decode) * NIC_BYTES_PER_S)
+    share = max(kv_shard_fraction(spec, attention_tp_prefill), kv_shard_fraction(spec, attention_tp_decode))
+    return prompt * per_token * share / NIC_BYTES_PER_S
 
 
 def prefill_queue_s(rate: float, service_s: float, replicas: int) -> tuple[float, float]:
@@ -61,7 +78,7 @@ class DisaggCandidate:
     decode: FamilyScan
     prefill_replicas: int
     decode_replicas: int
-    decode_batch: int
+    decode_batch: int  # sequences one decode attention rank runs (the replica runs DP times as many)
     rate: float
     ttft_s: float
     queue_s: float
@@ -85,29 +102,35 @@ def _decode_batch(scan: FamilyScan, slots_max: int, ctx: float, tpot_limit_s: fl
 
 
 def _pair(request: PlanRequest, spec: ModelSpec, p: FamilyScan, d: FamilyScan, price: float) -> DisaggCandidate | None:
+    """The cheapest prefill × decode replica counts of this pairing that meet the SLO at the workload's rate (or
+    its users' rate), or None. Under data-parallel attention a pool's servers are its replicas × DP ranks: a decode
+    rank runs up to its own batch limit (SGLang divides max_running_requests by DP) from its own KV pool, a prefill
+    rank runs its own prompts (SGLang's chunked_prefill_size divided by DP), each timed with every rank busy (the
+    experts over DP ranks' tokens)."""
     w, slo, c = request.workload, request.slo, request.constraints
     assert p.timer is not None and p.memory is not None and d.memory is not None and p.memory.defaults is not None
     prompt, output = round(w.mean_input), max(2, round(w.mean_output))
     limit = None if slo.tpot_limit_ms is None else slo.tpot_limit_ms / 1e3
-    slots = min(max(c.max_num_seqs), d.memory.pool_tokens // (prompt + output))
+    pf, df = p.family, d.family
+    slots = min(rank_limit(df.serving(), max(c.max_num_seqs)), d.memory.pool_tokens // (prompt + output))
     b_max, t_max = _decode_batch(d, slots, prompt + output / 2, limit)
     if limit is not None and t_max > limit:
         return None
-    service = prefill_alone_s(p.timer, prompt, p.memory.defaults.token_budget)
-    transfer = kv_transfer_s(spec, prompt, dtype_bytes(d.family.kv_dtype), p.family.tp, d.family.tp)
+    service = prefill_alone_s(p.timer, prompt, rank_limit(pf.serving(), p.memory.defaults.token_budget))
+    transfer = kv_transfer_s(spec, prompt, dtype_bytes(df.kv_dtype), pf.tp // pf.dp, df.tp // df.dp)
     if w.rate is not None:
         rate = w.rate
-        decode_replicas = max(1, ceil(rate * output * t_max / b_max))
+        decode_replicas = max(1, ceil(rate * output * t_max / (b_max * df.dp)))
     else:
         users = w.concurrency or 1
-        decode_replicas = max(1, ceil(users / b_max))
+        decode_replicas = max(1, ceil(users / (b_max * df.dp)))
         rate = users / (service + transfer + (output - 1) * t_max)
-    batch = max(1, min(b_max, ceil(rate * output * t_max / decode_replicas)))
+    batch = max(1, min(b_max, ceil(rate * output * t_max / (decode_replicas * df.dp))))
     assert d.timer is not None
     tpot = d.timer.step(batch, prompt + output / 2).total_s
     q = quantile(slo)
-    for prefill_replicas in range(1, c.max_gpus // p.family.gpus_per_replica + 1):
-        rho, wait = prefill_queue_s(rate, service, prefill_replicas)
+    for prefill_replicas in range(1, c.max_gpus // pf.gpus_per_replica + 1):
+        rho, wait = prefill_queue_s(rate, service, prefill_replicas * pf.dp)
         if rho >= MAX_PREFILL_UTILIZATION:
             continue
         ttft = service + transfer + wait * log(1 / (1 - q))
@@ -132,7 +155,7 @@ def disaggregated_plans(
     """The cheapest rate-matched prefill/decode pairing of each (GPU, engine, precisions) group, as plans (static)."""
     groups: dict[tuple[str, str, str, str], list[FamilyScan]] = defaultdict(list)
     for s in scans:
-        if s.timer is not None and s.memory is not None and s.memory.fits and s.family.pp == 1 and s.family.dp == 1:
+        if s.timer is not None and s.memory is not None and s.memory.fits and s.family.pp == 1:
             f = s.family
             groups[(f.gpu.id, f.engine.value, f.weight_format.value, f.kv_dtype.value)].append(s)
     best: list[DisaggCandidate] = []
@@ -152,9 +175,15 @@ Role = Literal["prefill", "decode"]
 def _pool(
     request: PlanRequest, catalog: Catalog, scan: FamilyScan, role: Role, replicas: int, batch: int, output: int
 ) -> Pool:
+    """One pool's replica as a serving request: `batch` sequences per attention rank, so DP · batch users per
+    replica, and max_num_seqs as the engine counts it (per rank in vLLM and TensorRT-LLM, per server in SGLang)."""
     f, w = scan.family, request.workload
+    per_server = batch * f.dp if f.engine.value == "sglang" else batch
     serving = f.serving(
-        max_num_seqs=max(batch, 1), prompt_tokens=round(w.mean_input), output_tokens=output, concurrency=max(batch, 1)
+        max_num_seqs=max(per_server, 1),
+        prompt_tokens=round(w.mean_input),
+        output_tokens=output,
+        concurrency=max(batch * f.dp, 1),
     )
     replica = InferenceRequest(model=request.model, gpu=f.gpu.id, serving=serving)
     e = estimate_inference(replica, catalog)
@@ -163,6 +192,7 @@ def _pool(
         tensor_parallel=f.tp,
         pipeline_parallel=f.pp,
         expert_parallel=f.ep,
+        attention_data_parallel=f.dp,
         max_num_seqs=serving.max_num_seqs or batch,
         replicas=replicas,
         gpus_per_replica=f.gpus_per_replica,
@@ -193,10 +223,12 @@ def _as_plan(request: PlanRequest, catalog: Catalog, x: DisaggCandidate, price: 
     )
     decode_pool = pools[1]
     in_use = x.decode_batch * (w.mean_input + w.mean_output / 2)
+    p_dp, d_dp = (f" DP{f.dp}" if f.dp > 1 else "" for f in (pf, dc))
+    per_rank = " per DP rank" if dc.dp > 1 else ""
     label = (
         f"{pf.gpu.id} {pf.engine.value} {pf.weight_format.value}/kv-{pf.kv_dtype.value} disaggregated: "
-        f"prefill TP{pf.tp} × {x.prefill_replicas}, decode TP{dc.tp} EP{dc.ep} × {x.decode_replicas} (batch "
-        f"{x.decode_batch})"
+        f"prefill TP{pf.tp}{p_dp} × {x.prefill_replicas}, decode TP{dc.tp} EP{dc.ep}{d_dp} × {x.decode_replicas} "
+        f"(batch {x.decode_batch}{per_rank})"
     )
     return Plan(
         rank=0,

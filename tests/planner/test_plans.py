@@ -11,6 +11,7 @@ import pytest
 
 from planner import ServingSpec, SpecError, estimate_inference, load_catalog
 from planner.calibration.kernels import KernelTables, load_kernel_tables
+from planner.plans.disagg import kv_transfer_s
 from planner.plans.frontier import dominates
 from planner.plans.search import plan_serving
 from planner.plans.spec import PlanRequest
@@ -341,6 +342,52 @@ def test_moe_plans_search_data_parallel_attention() -> None:
     # the cheapest plan here is the data-parallel one: one replica meets the SLO where plain TP needs two
     assert r.plans[0].pools[0].attention_data_parallel == 8 and r.plans[0].num_gpus == 8
     assert tp8.num_gpus == 16
+
+
+def test_disaggregated_pools_can_use_data_parallel_attention() -> None:
+    # DeepSeek-V3 on H200 with SGLang, 4 requests/s of 4,096 → 1,024 tokens, TPOT 50 ms: the cheapest plan is a
+    # prefill replica of TP 8 and a decode replica of 8 attention ranks (DP 8), each rank a server with its own
+    # batch and latent KV pool. Rate matching: 4 req/s × 1,024 tokens × TPOT decoding at once fit in 1 replica × 8
+    # ranks × the rank batch, which SGLang's max_running_requests 512 caps at 512 / 8 = 64 per rank.
+    r = _plan(
+        model="deepseek-v3",
+        workload={"input_tokens": 4096, "output_tokens": 1024, "request_rate": 4.0},
+        slo={"ttft_ms": 2000, "tpot_ms": 50},
+        constraints={**DSV3_SGLANG, "max_gpus": 64, "disaggregated": True},
+        max_plans=6,
+    )
+    plan = r.plans[0]
+    assert plan.mode == "disaggregated"
+    prefill, decode = plan.pools
+    assert (prefill.attention_data_parallel, decode.attention_data_parallel) == (1, 8)
+    assert "decode TP8 EP1 DP8" in plan.label and "per DP rank" in plan.label
+    batch = int(plan.label.split("(batch ")[1].split()[0])  # sequences one decode rank runs
+    in_flight = 4.0 * 1024 * plan.tpot.p50_ms / 1e3
+    assert decode.replicas * 8 * batch >= in_flight and batch <= 512 // 8
+    # the decode replica is an SGLang --dp-size 8 server: max_running_requests counts all ranks' sequences, and the
+    # request reproduces the rank's KV pool through /v1/estimates/inference
+    assert decode.request.serving.attention_data_parallel == 8
+    assert decode.max_num_seqs == decode.request.serving.concurrency == 8 * batch
+    e = estimate_inference(decode.request, CATALOG)
+    assert e.engine.kv_pool_tokens == decode.kv_pool_tokens
+    assert plan.num_gpus == 8 * (prefill.replicas + decode.replicas)
+    # cheaper than every aggregated plan of the same search
+    aggregated = [p for p in r.plans if p.mode == "aggregated"]
+    assert aggregated and all(plan.cost_per_million_output_tokens_usd < p.cost_per_million_output_tokens_usd
+                              for p in aggregated)  # fmt: skip
+
+
+def test_kv_transfer_moves_each_gpu_s_shard() -> None:
+    # Llama-3.1-8B (32 layers, 8 KV heads of 128, bf16): 131,072 B per token. From prefill TP 4 (2 heads per GPU)
+    # to decode TP 2 (4 heads per GPU): each decode GPU receives half the cache over its own 50 GB/s NIC. An MLA
+    # latent (DeepSeek-V3: 61 layers × (512 + 64) × 2 B = 70,272 B per token) goes whole to every GPU of the decode
+    # rank, whatever its TP.
+    llama, dsv3 = CATALOG.model("llama-3.1-8b").spec, CATALOG.model("deepseek-v3").spec
+    assert kv_transfer_s(llama, 1000, 2, 4, 2) == pytest.approx(1000 * 131_072 * 0.5 / 50e9)
+    assert kv_transfer_s(llama, 1000, 2, 1, 8) == pytest.approx(1000 * 131_072 / 50e9)
+    assert kv_transfer_s(llama, 1000, 2, 16, 16) == pytest.approx(1000 * 131_072 / 8 / 50e9)  # heads replicated
+    for tps in ((1, 1), (8, 8), (8, 1)):
+        assert kv_transfer_s(dsv3, 1000, 2, *tps) == pytest.approx(1000 * 70_272 / 50e9)
 
 
 def test_data_parallel_attention_is_for_moe_models_and_can_be_turned_off() -> None:
