@@ -152,6 +152,15 @@ def inference(
             show_default=_default("tensor_parallel"),
         ),
     ] = None,
+    dcp: Annotated[
+        int | None,
+        typer.Option(
+            "-dcp",
+            "--decode-context-parallel-size",
+            help="GPUs of the TP group that stripe an MLA latent cache by position (vLLM 0.11+).",
+            show_default=_default("decode_context_parallel"),
+        ),
+    ] = None,
     quantization: Annotated[
         str | None,
         typer.Option(
@@ -229,6 +238,7 @@ def inference(
         **_context_fields(max_model_len, output_tokens, prompt_tokens),
         **_dtype_fields(_choice(DTYPE_ALIASES, dtype, "--dtype"), weight_format),
         "tensor_parallel": tp,
+        "decode_context_parallel": dcp,
         "kv_cache_dtype": _choice(KV_DTYPE_ALIASES, kv_cache_dtype, "--kv-cache-dtype"),
         "block_size": block_size,
         "max_num_seqs": max_num_seqs,

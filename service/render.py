@@ -104,7 +104,11 @@ def estimate_table(e: InferenceEstimate) -> str:
     summary = (
         ("model", f"{name}, {_billions(e.model.params.total)} params ({e.model.spec.attention_kind})"),
         ("gpu", f"{e.num_gpus} × {e.gpu.name} ({e.gpu.memory_bytes / GIB:.1f} GiB each)"),
-        ("serving", f"{s.engine}, weights {s.weight_format}, KV {s.kv_cache_dtype}, TP {s.tensor_parallel}"),
+        (
+            "serving",
+            f"{s.engine}, weights {s.weight_format}, KV {s.kv_cache_dtype}, TP {s.tensor_parallel}"
+            + (f", DCP {s.decode_context_parallel}" if s.decode_context_parallel > 1 else ""),
+        ),
         ("workload", f"{s.concurrency} sequences × ({s.prompt_tokens} prompt + {s.output_tokens} output) tokens"),
         ("fits", fits),
         ("capacity", f"{cap.max_concurrent_sequences} sequences of {s.context_tokens} tokens"),

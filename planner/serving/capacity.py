@@ -81,19 +81,25 @@ def kv_capacity(
     tensor_parallel: int,
     block_size: int,
     data_parallel: int = 1,
+    context_shards: int = 1,
 ) -> KVCapacity:
     """KV blocks, concurrent sequences at `context`, and context at `concurrency`, for one GPU's budget.
 
     `tensor_parallel` is the GPUs that split one sequence's KV heads (the attention rank's under data-parallel
     attention); `data_parallel` attention ranks each hold ⌈concurrency / D⌉ sequences in a pool of their own, so the
     replica holds D × ⌊capacity / kv(s)⌋ sequences (SGLang dp_attention, TensorRT-LLM enable_attention_dp, vLLM
-    --data-parallel-size: one KV pool per rank)."""
+    --data-parallel-size: one KV pool per rank). With `context_shards` GPUs striping each sequence's cache by position
+    (vLLM decode context parallelism) a GPU holds ⌈s / shards⌉ of a sequence's s tokens, and the longest context is
+    shards times what one GPU's share allows."""
     capacity = max(0, capacity_bytes)
+    context = -(-context // context_shards)  # the tokens of a sequence one GPU holds
     split = kv_split(spec, kv_dtype_bytes, mla_layout, tensor_parallel)
     per_token = split.full + split.sliding
     per_seq = kv_bytes_per_sequence(spec, context, kv_dtype_bytes, mla_layout, tensor_parallel, block_size)
     rank_seqs = -(-concurrency // data_parallel)
     limited = max_context_tokens(spec, capacity // rank_seqs, kv_dtype_bytes, mla_layout, tensor_parallel, block_size)
+    if limited is not None:
+        limited *= context_shards
     return KVCapacity(
         budget_bytes=budget_bytes,
         kv_cache_capacity_bytes=capacity,

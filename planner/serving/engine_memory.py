@@ -60,7 +60,10 @@ class EngineMemory(FrozenSpec):
     kv_pool_bytes: int
     kv_block_bytes: int = Field(description="One block of block_size tokens over every layer on this GPU.")
     kv_blocks: int
-    kv_pool_tokens: int = Field(description="Tokens the pool holds: blocks × block_size (vLLM 'GPU KV cache size').")
+    kv_pool_tokens: int = Field(
+        description="Tokens the pool holds: blocks × block_size (vLLM 'GPU KV cache size'), × decode_context_parallel "
+        "when the cache is striped over that many GPUs (each holds every DCP-th token)."
+    )
 
 
 def driver_memory_bytes(gpu: GpuSpec) -> int:
@@ -124,7 +127,7 @@ def _engine_memory(
         kv_pool_bytes=pool,
         kv_block_bytes=block_bytes,
         kv_blocks=blocks,
-        kv_pool_tokens=blocks * block,
+        kv_pool_tokens=blocks * block * serving.decode_context_parallel,
     )
 
 

@@ -72,6 +72,7 @@ class EngineProfile(FrozenSpec):
     weights_overhead_bytes: Sourced | None = None
     persistent_moe_workspace: Sourced | None = None
     qk_norm_kernels: Sourced | None = None  # kernels a layer launches for its q/k RMSNorm (Qwen3, MiniMax-M2)
+    decode_context_parallel: Sourced | None = None  # present where the version stripes the MLA cache by position
 
     def covers(self, version: tuple[int, ...]) -> bool:
         return parse_version(self.versions[0]) <= version <= parse_version(self.versions[1])

@@ -135,12 +135,19 @@ def _pool_term(mem: EngineMemory, serving: ServingSpec, per_seq: int) -> Term:
         else f"each of the {dp} attention ranks holds its own ⌈{serving.concurrency}/{dp}⌉ = "
         f"{serving.rank_concurrency} sequences of {serving.context_tokens} tokens, which"
     )
+    dcp = serving.decode_context_parallel
+    striped = (
+        f" × {dcp} (decode context parallel: each GPU holds every {dcp}th token, "
+        f"{serving.context_per_gpu(serving.context_tokens)} of each sequence)"
+        if dcp > 1
+        else ""
+    )
     return Term(
         name="kv_cache",
         bytes=mem.kv_pool_bytes,
         formula="KV pool = budget − non-KV terms, in whole blocks",
-        detail=f"{mem.kv_blocks:,} blocks × {serving.resolved_block_size} tokens = {mem.kv_pool_tokens:,} tokens "
-        f"({mem.kv_block_bytes:,} B per block); {held} use {need / GIB:.2f} GiB of it",
+        detail=f"{mem.kv_blocks:,} blocks × {serving.resolved_block_size} tokens{striped} = "
+        f"{mem.kv_pool_tokens:,} tokens ({mem.kv_block_bytes:,} B per block); {held} use {need / GIB:.2f} GiB of it",
         source=f"{mem.budget_formula}; engine profile {mem.profile_id}",
     )
 
@@ -172,6 +179,22 @@ def _check_attention_dp(spec: ModelSpec, serving: ServingSpec) -> None:
             "attention ranks share the expert-parallel MoE layers); this model is dense: use replicas instead"
         )
         raise SpecError([FieldProblem(("serving", "attention_data_parallel"), msg)])
+
+
+def _check_decode_context_parallel(spec: ModelSpec, serving: ServingSpec) -> None:
+    """Decode context parallelism is modelled for MLA models, whose latent cache every GPU of the TP group holds
+    whole until DCP stripes it (vLLM 0.11's MLA backends; its GQA path, which needs KV heads replicated across the
+    TP group, is not modelled)."""
+    if serving.decode_context_parallel > 1 and spec.mla is None:
+        msg = (
+            f"decode_context_parallel={serving.decode_context_parallel} is modelled for MLA models only (it stripes "
+            "the latent cache every TP GPU otherwise holds whole); this model caches per-head K and V, which TP "
+            "already splits"
+        )
+        raise SpecError([FieldProblem(("serving", "decode_context_parallel"), msg)])
+    if serving.decode_context_parallel > 1 and serving.resolved_mla_layout is not KVLayout.MLA_LATENT:
+        msg = "decode_context_parallel needs the engine's latent MLA cache (mla_layout 'mla_latent')"
+        raise SpecError([FieldProblem(("serving", "decode_context_parallel"), msg)])
 
 
 def resolve_engine(serving: ServingSpec, gpu: GpuSpec) -> tuple[ServingSpec, EngineProfile, EngineDefaults]:
@@ -241,6 +264,7 @@ def estimate_inference(request: InferenceRequest, catalog: Catalog) -> Inference
     gpu = resolve_gpu(request.gpu, catalog)
     spec = model.spec
     _check_attention_dp(spec, request.serving)
+    _check_decode_context_parallel(spec, request.serving)
     check_tensor_parallel(spec, request.serving.attention_tensor_parallel)
     serving, profile, defaults = resolve_engine(request.serving, gpu)
     stages = _stages(spec, serving)
@@ -256,7 +280,7 @@ def estimate_inference(request: InferenceRequest, catalog: Catalog) -> Inference
         worst = min(range(len(mems)), key=lambda i: mems[i].kv_pool_tokens)
         mem, held = mems[worst], stages[worst].spec
         stage_reports = _stage_reports(stages, mems) if len(stages) > 1 else ()
-    per_seq = kv_bytes_per_sequence(held, serving.context_tokens, b_kv, layout, tp, block)
+    per_seq = kv_bytes_per_sequence(held, serving.context_per_gpu(serving.context_tokens), b_kv, layout, tp, block)
     if mem is not None:
         non_kv_terms = mem.non_kv
         budget, capacity_bytes = mem.budget_bytes, mem.kv_pool_bytes
@@ -281,6 +305,7 @@ def estimate_inference(request: InferenceRequest, catalog: Catalog) -> Inference
         tensor_parallel=tp,
         block_size=block,
         data_parallel=serving.attention_data_parallel,
+        context_shards=serving.decode_context_parallel,
     )
     memory = breakdown(terms)
     weight_bytes = sum(t.bytes for t in weights)

@@ -153,6 +153,7 @@ def step_model_for(spec: ModelSpec, serving: ServingSpec, gpu_id: str, moe_ep: i
         per_seq_s=0.0,
         attention_dp=serving.attention_data_parallel,
         qk_norm_kernels=int(qk.value) if (qk := serving.engine_profile.qk_norm_kernels) else 0,
+        decode_context_parallel=serving.decode_context_parallel,
     )
     return build_step_model(shape, tables)
 
@@ -270,7 +271,7 @@ def estimate_load(
         token_budget=rank_limit(serving, serving.max_num_batched_tokens or defaults.token_budget),
         max_num_seqs=rank_limit(serving, serving.max_num_seqs or defaults.max_num_seqs),
         kv_capacity_tokens=kv_pool_tokens,
-        block_size=serving.resolved_block_size,
+        block_size=serving.resolved_block_size * serving.decode_context_parallel,  # vLLM's block under DCP
         admission=Admission(defaults.admission),
     )
     starts = None

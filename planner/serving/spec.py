@@ -143,6 +143,13 @@ class ServingSpec(FrozenSpec):
         "(D = tensor_parallel); vLLM --data-parallel-size D --enable-expert-parallel (tensor_parallel = D × "
         "--tensor-parallel-size). Must divide tensor_parallel.",
     )
+    decode_context_parallel: Annotated[int, Field(ge=1, le=1024)] = Field(
+        default=1,
+        description="Decode context parallelism (vLLM --decode-context-parallel-size, MLA models): the MLA latent "
+        "cache, which every GPU of the TP group otherwise holds whole, is striped by position over this many of them, "
+        "so each holds and reads 1/DCP of every sequence's cache; decode all-gathers the queries over those GPUs and "
+        "merges the partial outputs by their log-sum-exp. Must divide tensor_parallel; vLLM 0.11 and later.",
+    )
     gpu_memory_utilization: Fraction | None = Field(
         default=None,
         description="vLLM --gpu-memory-utilization: share of the device memory (as the driver reports it) the engine "
@@ -239,6 +246,34 @@ class ServingSpec(FrozenSpec):
             raise ValueError("attention_data_parallel > 1 with pipeline_parallel > 1 is not modelled")
         return dp
 
+    @field_validator("decode_context_parallel")
+    @classmethod
+    def _dcp_layout(cls, dcp: int, info: ValidationInfo) -> int:
+        """What vLLM accepts for decode context parallelism, as modelled here.
+
+        Source: vllm/config/parallel.py @ v0.11.0 decode_context_parallel_size (the DCP group is carved out of the
+          TP group: tensor_parallel_size % decode_context_parallel_size == 0); the MLA attention backends shard the
+          latent cache by position (vllm/v1/attention/backends/mla/common.py, dcp_world_size)."""
+        if dcp == 1:
+            return dcp
+        engine, tp = info.data.get("engine"), info.data.get("tensor_parallel")
+        if engine is not None and engine is not Engine.VLLM:
+            raise ValueError(f"decode_context_parallel is modelled for vllm (--decode-context-parallel-size); "
+                             f"engine is '{engine}'")  # fmt: skip
+        if engine is not None:
+            profile = resolve_profile(engine.value, info.data.get("engine_version"))
+            if profile.decode_context_parallel is None:
+                raise ValueError(f"{profile.label} has no decode context parallelism (vLLM 0.11 and later)")
+        if tp is not None and tp % dcp:
+            raise ValueError(
+                f"decode_context_parallel={dcp} must divide tensor_parallel={tp}: its GPUs are a subgroup of the TP "
+                "group (vllm/config/parallel.py)"
+            )
+        if info.data.get("attention_data_parallel", 1) > 1 or info.data.get("pipeline_parallel", 1) > 1:
+            raise ValueError("decode_context_parallel > 1 with attention_data_parallel or pipeline_parallel > 1 is "
+                             "not modelled")  # fmt: skip
+        return dcp
+
     @field_validator("engine_version")
     @classmethod
     def _version_modelled(cls, version: str | None, info: ValidationInfo) -> str | None:
@@ -273,6 +308,11 @@ class ServingSpec(FrozenSpec):
     def attention_tensor_parallel(self) -> int:
         """GPUs of one attention rank: tensor_parallel / attention_data_parallel (= tensor_parallel without DP)."""
         return self.tensor_parallel // self.attention_data_parallel
+
+    def context_per_gpu(self, tokens: int) -> int:
+        """Tokens of a `tokens`-long sequence whose KV one GPU holds: ⌈tokens / decode_context_parallel⌉ (vLLM
+        stripes the latent cache by position over the DCP GPUs, cp_kv_cache_interleave_size 1)."""
+        return -(-tokens // self.decode_context_parallel)
 
     @property
     def rank_concurrency(self) -> int:

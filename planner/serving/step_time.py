@@ -101,6 +101,8 @@ class LayerCost:
     mla: bool
     prefill_only: tuple[Gemm, ...]  # MLA: kv_b expands the latent of every key of a prefill chunk
     decode_only: tuple[Gemm, ...]  # MLA: absorbed W_UK / W_UV batched matmuls of decode tokens
+    dcp: int = 1  # MLA under decode context parallelism: GPUs striping the latent cache by position
+    latent: int = 0  # MLA d_c: the width of an absorbed head's output
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +209,9 @@ class StepModel:
         t, total = self.tables, 0.0
         for layer in self.layers:
             c = min(ctx, layer.window) if layer.window else ctx
-            if layer.mla:
+            if layer.mla and layer.dcp > 1:
+                per = self._dcp_decode_s(layer, seqs, c)
+            elif layer.mla:
                 per = t.mla_s("generation", seqs, c, layer.n_h, self.kv_dtype)
                 per += sum(t.gemm_s(seqs, g.n, g.k, g.fmt) for g in layer.decode_only)
             else:
@@ -216,6 +220,23 @@ class StepModel:
                 )
             total += layer.count * per
         return total
+
+    def _dcp_decode_s(self, layer: LayerCost, seqs: int, ctx: int) -> float:
+        """One MLA layer's decode attention under decode context parallelism over D GPUs: each all-gathers the
+        absorbed queries of its D peers (D·n_h heads of d_c + d_R), attends over its 1/D of every context, and the
+        partial outputs (D·n_h heads of d_c) are reduce-scattered back to their heads with an all-gather of the fp32
+        log-sum-exp that rescales them.
+        Source: vllm/v1/attention/backends/mla/common.py @ v0.11 (dcp_world_size: get_dcp_group().all_gather of q),
+          vllm/attention/ops/common.py cp_lse_ag_out_rs (all-gather of the LSE, reduce-scatter of the outputs)."""
+        t, d = self.tables, layer.dcp
+        heads = layer.n_h * d
+        return (
+            t.mla_s("generation", seqs, -(-ctx // d), heads, self.kv_dtype)
+            + sum(t.gemm_s(seqs, g.n, g.k, g.fmt) for g in layer.decode_only)
+            + t.allgather_s(seqs * heads * layer.head_dim, d)
+            + t.allgather_s(seqs * heads * FP32_BYTES // ACT_BYTES, d)
+            + t.reducescatter_s(seqs * heads * layer.latent, d)
+        )
 
     def _outside_s(self, tokens: int, sampled: int) -> float:
         """Embedding, final norm, lm_head over the sampled rows, logits gather, sampling, and the engine's step."""
@@ -243,6 +264,8 @@ class StepModel:
             full = t.context_attention_s(1, total, layer.n_h, layer.n_kv, layer.head_dim, "bf16", layer.window)
         if cached == 0:
             return expand + full
+        if layer.dcp > 1:  # the chunk's cached keys live striped over the DCP GPUs: gather the latents first
+            expand += t.allgather_s(cached * layer.head_dim, layer.dcp)
         w = layer.window or total
         pairs_all = _pairs(total, w)
         pairs_chunk = pairs_all - _pairs(cached, w)
@@ -299,6 +322,7 @@ class ServingShape:
     per_seq_s: float
     attention_dp: int = 1  # data-parallel attention ranks over the tp GPUs (1 = plain TP)
     qk_norm_kernels: int = 0  # kernels of the q/k RMSNorm per layer (the engine profile's qk_norm_kernels)
+    decode_context_parallel: int = 1  # GPUs striping an MLA latent cache by position (vLLM DCP)
 
 
 def build_step_model(shape: ServingShape, tables: KernelTables) -> StepModel:
@@ -323,7 +347,8 @@ def _sharing(model: StepModel) -> StepModel:
     (embedding, lm_head, sampler, engine step) by the tables and those shapes. Values stay exact: a piece is a
     function of its key and these fields only."""
     attention = tuple(
-        (c.count, c.n_h, c.n_kv, c.head_dim, c.window, c.mla, c.prefill_only, c.decode_only) for c in model.layers
+        (c.count, c.n_h, c.n_kv, c.head_dim, c.window, c.mla, c.prefill_only, c.decode_only, c.dcp)
+        for c in model.layers
     )
     outside = (model.lm_head, model.vocab_local, model.hidden, model.fixed_s, model.per_seq_s, model.tp)
     tables = model.tables
@@ -414,6 +439,8 @@ def _layer_cost(
         mla=mla is not None,
         prefill_only=prefill_only,
         decode_only=decode_only,
+        dcp=shape.decode_context_parallel if mla is not None else 1,
+        latent=mla.kv_lora_rank if mla is not None else 0,
     )
 
 

@@ -172,7 +172,9 @@ def decode_estimate(
     batch, tp = serving.concurrency, serving.tensor_parallel
     context = serving.prompt_tokens + serving.output_tokens // 2
     layout = serving.resolved_mla_layout
-    kv_read = batch * kv_bytes_per_sequence(spec, context, dtype_bytes(serving.kv_cache_dtype), layout, tp)
+    # decode context parallelism: a GPU reads its 1/DCP stripe of each MLA latent cache (gather traffic not counted)
+    per_gpu = serving.context_per_gpu(context)
+    kv_read = batch * kv_bytes_per_sequence(spec, per_gpu, dtype_bytes(serving.kv_cache_dtype), layout, tp)
     weights_read, touched = _decode_weight_bytes(spec, weight_bytes_per_gpu, batch)
     bytes_read = weights_read + kv_read
     flops = batch * (

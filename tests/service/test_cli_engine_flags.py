@@ -72,6 +72,18 @@ def test_vllm_flags_map_onto_one_request(calls: list[InferenceRequest]) -> None:
     assert calls == [InferenceRequest(model="llama-3-8b", gpu="l40s", serving=serving, load={"concurrency": 16})]
 
 
+def test_decode_context_parallel_flag(calls: list[InferenceRequest]) -> None:
+    # vLLM's -dcp / --decode-context-parallel-size: DeepSeek-V3's latent cache striped over the 8 TP GPUs
+    args = ["estimate", "inference", "--model", "deepseek-v3", "--gpu", "h100-pcie", "--tp", "8", "-dcp", "8",
+            "--quantization", "fp8_block", "--prompt-tokens", "32768"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert calls[0].serving.decode_context_parallel == 8
+    assert "TP 8, DCP 8" in result.output and "decode context parallel" in result.output
+    bad = runner.invoke(app, ["estimate", "inference", "--model", "llama-3-8b", "--tp", "2", "-dcp", "2"])
+    assert bad.exit_code != 0 and "decode_context_parallel" in bad.output
+
+
 def test_long_option_names_and_no_load_without_kernel_tables(calls: list[InferenceRequest]) -> None:
     args = ["estimate", "inference", "--model", "llama-3-8b", "--gpu", "l4", "--tensor-parallel-size", "1",
             "--concurrency", "8", "--dtype", "bfloat16", "--engine", "vllm"]  # fmt: skip
