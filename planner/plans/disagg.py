@@ -37,28 +37,36 @@ NIC_BYTES_PER_S = 50e9
 MAX_PREFILL_UTILIZATION = 0.9
 
 
-def kv_shard_fraction(spec: ModelSpec, attention_tp: int) -> float:
+def kv_shard_fraction(spec: ModelSpec, attention_tp: int, context_shards: int = 1) -> float:
     """The share of a sequence's KV cache one GPU of an attention group of `attention_tp` GPUs holds: its KV heads
-    (local_kv_heads / n_kv, replicated heads counted on every GPU that holds them); 1 for MLA, whose latent every
-    GPU of the group holds whole."""
+    (local_kv_heads / n_kv, replicated heads counted on every GPU that holds them); for MLA, whose latent every
+    GPU of the group holds whole, 1, or 1 / DCP under decode context parallelism (`context_shards`)."""
     if spec.mla is not None:
-        return 1.0
+        return 1.0 / context_shards
     return local_kv_heads(spec.kv_heads, attention_tp) / spec.kv_heads
 
 
 def kv_transfer_s(
-    spec: ModelSpec, prompt: int, kv_dtype_bytes: int, attention_tp_prefill: int, attention_tp_decode: int
+    spec: ModelSpec,
+    prompt: int,
+    kv_dtype_bytes: int,
+    attention_tp_prefill: int,
+    attention_tp_decode: int,
+    context_shards: tuple[int, int] = (1, 1),
 ) -> float:
     """Time to send one prompt's KV cache from the prefill rank to the decode rank that serves it.
 
     Formula: P·kv_bytes_per_token(whole model)·max(share_p, share_d) / 50 GB/s, share = the KV shard one GPU of the
     attention group sends or receives (kv_shard_fraction): the GPUs move their shards in parallel, the fuller end
     sets the time (GQA with 8 KV heads from TP 4 to TP 2: each decode GPU receives 4 of 8 heads; an MLA latent goes
-    whole to every GPU of the decode rank).
+    whole to every GPU of the decode rank, or its 1/DCP stripe where `context_shards` = (prefill, decode) DCP).
     Assumes: one 400 Gb/s NIC per GPU, transfers not overlapped with the prefill (conservative).
     """
     per_token = kv_bytes_per_token(spec, kv_dtype_bytes)
-    share = max(kv_shard_fraction(spec, attention_tp_prefill), kv_shard_fraction(spec, attention_tp_decode))
+    share = max(
+        kv_shard_fraction(spec, attention_tp_prefill, context_shards[0]),
+        kv_shard_fraction(spec, attention_tp_decode, context_shards[1]),
+    )
     return prompt * per_token * share / NIC_BYTES_PER_S
 
 
@@ -117,7 +125,7 @@ def _pair(request: PlanRequest, spec: ModelSpec, p: FamilyScan, d: FamilyScan, p
     if limit is not None and t_max > limit:
         return None
     service = prefill_alone_s(p.timer, prompt, rank_limit(pf.serving(), p.memory.defaults.token_budget))
-    transfer = kv_transfer_s(spec, prompt, dtype_bytes(df.kv_dtype), pf.tp // pf.dp, df.tp // df.dp)
+    transfer = kv_transfer_s(spec, prompt, dtype_bytes(df.kv_dtype), pf.tp // pf.dp, df.tp // df.dp, (pf.dcp, df.dcp))
     if w.rate is not None:
         rate = w.rate
         decode_replicas = max(1, ceil(rate * output * t_max / (b_max * df.dp)))
@@ -193,6 +201,7 @@ def _pool(
         pipeline_parallel=f.pp,
         expert_parallel=f.ep,
         attention_data_parallel=f.dp,
+        decode_context_parallel=f.dcp,
         max_num_seqs=serving.max_num_seqs or batch,
         replicas=replicas,
         gpus_per_replica=f.gpus_per_replica,

@@ -24,7 +24,15 @@ from planner.serving.pipeline import pipeline_stages
 from planner.serving.spec import Engine, ServingSpec
 from planner.serving.step_time import kernel_format
 
-__all__ = ["Family", "FamilyMemory", "attention_dp_degrees", "enumerate_families", "family_memory", "layout_problem"]
+__all__ = [
+    "Family",
+    "FamilyMemory",
+    "attention_dp_degrees",
+    "context_parallel_degrees",
+    "enumerate_families",
+    "family_memory",
+    "layout_problem",
+]
 
 GIB = 1 << 30
 
@@ -41,6 +49,7 @@ class Family:
     pp: int
     ep: int
     dp: int = 1  # data-parallel attention ranks over the tp GPUs (planner.serving.spec attention_data_parallel)
+    dcp: int = 1  # GPUs striping an MLA latent cache (planner.serving.spec decode_context_parallel)
 
     @property
     def gpus_per_replica(self) -> int:
@@ -48,7 +57,7 @@ class Family:
 
     @property
     def label(self) -> str:
-        attention = f" DP{self.dp}" if self.dp > 1 else ""
+        attention = f" DP{self.dp}" if self.dp > 1 else (f" DCP{self.dcp}" if self.dcp > 1 else "")
         return (
             f"{self.gpu.id} {self.engine.value} {self.weight_format.value}/kv-{self.kv_dtype.value} "
             f"TP{self.tp} PP{self.pp} EP{self.ep}{attention}"
@@ -65,6 +74,7 @@ class Family:
                 "pipeline_parallel": self.pp,
                 "expert_parallel": self.ep,
                 "attention_data_parallel": self.dp,
+                "decode_context_parallel": self.dcp,
                 **fields,
             }
         )
@@ -118,9 +128,21 @@ def attention_dp_degrees(spec: ModelSpec, engine: Engine, tp: int, pp: int, c: P
     return (1, tp)
 
 
+def context_parallel_degrees(
+    spec: ModelSpec, engine: Engine, tp: int, pp: int, dp: int, c: PlanConstraints
+) -> tuple[int, ...]:
+    """Decode-context-parallel degrees a family may take: 1, and DCP = TP (the latent cache striped over every GPU of
+    the replica) for MLA models on vLLM with TP > 1, PP 1 and no data-parallel attention, when
+    constraints.decode_context_parallel is on (planner.serving.spec decode_context_parallel)."""
+    if spec.mla is None or not c.decode_context_parallel or engine is not Engine.VLLM or tp == 1 or pp > 1 or dp > 1:
+        return (1,)
+    return (1, tp)
+
+
 def enumerate_families(spec: ModelSpec, gpus: tuple[GpuSpec, ...], c: PlanConstraints) -> Iterator[Family]:
     """Every family the constraints allow: EP = 1, and EP = TP for MoE models when expert_parallel is on; each with
-    and without data-parallel attention (attention_dp_degrees)."""
+    and without data-parallel attention (attention_dp_degrees), and without it with and without decode context
+    parallelism (context_parallel_degrees)."""
     for gpu in gpus:
         for engine in c.engines:
             for fmt in c.weight_formats:
@@ -130,7 +152,8 @@ def enumerate_families(spec: ModelSpec, gpus: tuple[GpuSpec, ...], c: PlanConstr
                             eps = (1, tp) if spec.moe is not None and c.expert_parallel and tp > 1 else (1,)
                             for ep in eps:
                                 for dp in attention_dp_degrees(spec, engine, tp, pp, c):
-                                    yield Family(gpu, engine, fmt, kv, tp, pp, ep, dp)
+                                    for dcp in context_parallel_degrees(spec, engine, tp, pp, dp, c):
+                                        yield Family(gpu, engine, fmt, kv, tp, pp, ep, dp, dcp)
 
 
 def family_memory(spec: ModelSpec, fam: Family, longest_request: int) -> FamilyMemory:

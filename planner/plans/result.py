@@ -72,6 +72,9 @@ class Pool(FrozenSpec):
     attention_data_parallel: int = Field(
         default=1, description="Data-parallel attention ranks over the tensor_parallel GPUs (1 = none)."
     )
+    decode_context_parallel: int = Field(
+        default=1, description="GPUs striping each MLA latent cache by position (vLLM DCP; 1 = none)."
+    )
     max_num_seqs: int
     replicas: int
     gpus_per_replica: int
@@ -121,6 +124,9 @@ class FrontierPoint(FrozenSpec):
     attention_data_parallel: int = Field(
         default=1, description="Data-parallel attention ranks over the tensor_parallel GPUs (1 = none)."
     )
+    decode_context_parallel: int = Field(
+        default=1, description="GPUs striping each MLA latent cache by position (vLLM DCP; 1 = none)."
+    )
     weight_format: str
     kv_cache_dtype: str
     concurrency_per_replica: int
@@ -146,6 +152,9 @@ class RejectedFamily(FrozenSpec):
     expert_parallel: int
     attention_data_parallel: int = Field(
         default=1, description="Data-parallel attention ranks over the tensor_parallel GPUs (1 = none)."
+    )
+    decode_context_parallel: int = Field(
+        default=1, description="GPUs striping each MLA latent cache by position (vLLM DCP; 1 = none)."
     )
     candidates: int
     reason: Rejection = Field(

@@ -169,6 +169,11 @@ class PlanConstraints(FrozenSpec):
         description="MoE models on SGLang, vLLM and TensorRT-LLM (PP 1): also try data-parallel attention with one "
         "attention rank per GPU (DP = TP): each rank holds its own sequences and their KV, the experts span all GPUs.",
     )
+    decode_context_parallel: bool = Field(
+        default=True,
+        description="MLA models on vLLM (PP 1, no data-parallel attention): also try decode context parallelism "
+        "over every GPU of the replica (DCP = TP): each GPU holds every TP-th token of each latent cache.",
+    )
     max_num_seqs: Annotated[tuple[Annotated[int, Field(ge=1, le=4096)], ...], Field(min_length=1, max_length=16)] = (
         8,
         16,
@@ -213,7 +218,8 @@ class PlanRequest(FrozenSpec):
         gpus = len(c.gpus) if c.gpus else len({gpu for gpu, _ in available_tables()})
         families = prod(
             (gpus, len(c.engines), len(c.weight_formats), len(c.kv_cache_dtypes), len(c.tensor_parallel),
-             len(c.pipeline_parallel), 2 if c.expert_parallel else 1, 2 if c.attention_data_parallel else 1)
+             len(c.pipeline_parallel), 2 if c.expert_parallel else 1,
+             1 + c.attention_data_parallel + c.decode_context_parallel)
         )  # fmt: skip
         if families > MAX_FAMILIES:
             raise ValueError(f"the constraints span {families:,} families; at most {MAX_FAMILIES:,} (narrow them)")

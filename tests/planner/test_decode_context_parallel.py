@@ -97,3 +97,44 @@ def test_dcp_refusals_name_the_field(model: str, changes: dict[str, object], mes
     with pytest.raises((SpecError, ValueError), match=message) as info:
         estimate_inference(InferenceRequest.model_validate({"model": model, "gpu": "h200", "serving": body}), CATALOG)
     assert "decode_context_parallel" in str(info.value)
+
+
+def test_plans_try_dcp_for_mla_models_on_vllm() -> None:
+    # DeepSeek-V3 on H200 with vLLM, 128 users of 32,768 → 1,024 tokens: TP 8 × EP 1 / 8 × (plain, DP 8, DCP 8) =
+    # 6 families. The DCP families hold 8 times the tokens per replica (the same blocks, every 8th token each); the
+    # cheapest plan uses DCP 8 on fewer replicas than plain TP needs, and its replica request reproduces the pool.
+    from planner.plans.search import plan_serving
+    from planner.plans.spec import PlanRequest
+
+    body = {
+        "model": "deepseek-v3",
+        "workload": {"input_tokens": 32768, "output_tokens": 1024, "concurrency": 128},
+        "slo": {"ttft_ms": 30000, "tpot_ms": 100},
+        "constraints": {
+            "gpus": ["h200"],
+            "engines": ["vllm"],
+            "weight_formats": ["fp8_block"],
+            "kv_cache_dtypes": ["bf16"],
+            "tensor_parallel": [8],
+            "pipeline_parallel": [1],
+            "max_num_seqs": [64, 128, 256],
+            "max_gpus": 64,
+        },
+        "max_plans": 6,
+    }
+    r = plan_serving(PlanRequest.model_validate(body), CATALOG)
+    assert r.summary.families == 6
+    by_layout = {(p.pools[0].expert_parallel, p.pools[0].decode_context_parallel): p for p in r.plans}
+    dcp, plain = by_layout[(1, 8)], by_layout[(1, 1)]
+    assert "DCP8" in dcp.label and dcp.pools[0].kv_pool_tokens == 8 * plain.pools[0].kv_pool_tokens
+    assert r.plans[0] is dcp or r.plans[0].pools[0].decode_context_parallel == 8
+    assert dcp.num_gpus < plain.num_gpus
+    request = dcp.pools[0].request
+    assert request.serving.decode_context_parallel == 8
+    e = estimate_inference(request, CATALOG)
+    assert e.load is not None and e.load.tpot == dcp.tpot and e.engine.kv_pool_tokens == dcp.pools[0].kv_pool_tokens
+    off = plan_serving(
+        PlanRequest.model_validate({**body, "constraints": {**body["constraints"], "decode_context_parallel": False}}),
+        CATALOG,
+    )
+    assert off.summary.families == 4 and all(p.pools[0].decode_context_parallel == 1 for p in off.plans)
