@@ -60,6 +60,11 @@ DTYPES = {
     "w4a16_mxfp4": "mxfp4",
     "int8_wo": "int8",
 }
+# Where an engine's default MoE kernel for a format takes other activations than the table's generic entry: the
+# measured dtype that stands for the format (None drops a dtype). TensorRT-LLM on Blackwell runs MXFP4 experts with
+# MXFP8 activations on its TRTLLM MoE backend, its default there (deployment guide for GPT-OSS, "MoE Backend Support
+# Matrix": B200/GB200/B300/GB300 MXFP8 × MXFP4 TRTLLM; H200 BF16 × MXFP4 TRITON).
+MOE_DTYPE_BY_ENGINE = {("trtllm", 100): {"w4a8_mxfp4_mxfp8": "mxfp4", "w4a16_mxfp4": None}}
 # The kernel each engine runs by default where a table measured several (reason beside each). Keys not listed
 # take the kernel with the most measured rows.
 PREFERRED = {
@@ -297,14 +302,15 @@ def fit_mla(system_dir: Path, engine: str, phase: str) -> dict[str, Any]:
 ROOF_CACHE: dict[str, Roofline] = {}
 
 
-def fit_moe(path: Path, engine: str, roof: Roofline) -> tuple[dict[str, Any], dict[str, Any]]:
+def fit_moe(path: Path, engine: str, roof: Roofline, sm: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
     df = read(path)
+    dtypes = {**DTYPES, **MOE_DTYPE_BY_ENGINE.get((engine, sm), {})}
     if "distribution" in df:
         df = df[df["distribution"] == "power_law_1.01"]  # aiconfigurator's default routing imbalance for MoE models
     out: dict[str, Any] = {}
     report: dict[str, Any] = {}
     for raw_dtype, g in df.groupby("moe_dtype"):
-        fmt = DTYPES.get(str(raw_dtype))
+        fmt = dtypes.get(str(raw_dtype))
         if fmt is None:
             continue
         tables, held_rows = [], []
@@ -502,7 +508,7 @@ def fit_pair(gpu_id: str, engine: str, data_root: Path, gpus: dict[str, Any]) ->
     ROOF_CACHE["roof"] = roof
     swap = static_quant_swap(system_dir, engine)
     gemm, gemm_report = fit_gemm(files["gemm"], engine, sm, roof, swap)  # type: ignore[arg-type]
-    moe, moe_report = fit_moe(files["moe"], engine, roof)  # type: ignore[arg-type]
+    moe, moe_report = fit_moe(files["moe"], engine, roof, sm)  # type: ignore[arg-type]
     elementwise, files["elementwise"] = fit_elementwise(system_dir, engine, roof)
     table = {
         "schema": 1,
