@@ -35,7 +35,7 @@ from typing import NamedTuple, Protocol
 
 from planner._gc import collector_paused
 from planner.calibration.kernels import KernelTables
-from planner.serving.decode_set import Cohort, DecodeSet, blocks_for
+from planner.serving.decode_set import Cohort, DecodeSet
 from planner.serving.step_time import StepCost
 
 __all__ = [
