@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 
 __all__ = ["Cohort", "DecodeSet", "blocks_for"]
 
@@ -119,6 +119,15 @@ class DecodeSet:
         if self.on_demand:
             residues, rho = self.residues, base % self.bs
             residues[rho] = residues.get(rho, 0) + count
+
+    def reindex(self) -> None:
+        """Key the cohorts by their first indices again after those moved (planner.serving.steady_state.jump): the
+        same order, and a heap of the current entries only (stale ones are dropped anyway when they surface)."""
+        cohorts = list(self.cohorts.values())
+        self.cohorts = {c.first: c for c in cohorts}
+        self.finish_heap = [(c.finish_at, c.first) for c in cohorts]
+        heapify(self.finish_heap)
+        self.short = {c.first: c for c in self.short.values()}
 
     def _forget(self, c: Cohort, count: int) -> None:
         """Take `count` of c's requests out of the sums; write back their generated tokens and held blocks."""

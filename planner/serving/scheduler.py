@@ -35,6 +35,7 @@ from typing import NamedTuple, Protocol
 
 from planner._gc import collector_paused
 from planner.calibration.kernels import KernelTables
+from planner.serving import steady_state
 from planner.serving.decode_set import Cohort, DecodeSet
 from planner.serving.step_time import StepCost
 
@@ -127,14 +128,17 @@ class SimulationResult:
     notes: tuple[str, ...] = field(default=())
 
 
-def simulate(model: StepTimer, limits: EngineLimits, workload: Workload) -> SimulationResult:
-    """Run every request of `workload` through the engine loop; per-request TTFT, TPOT and end-to-end times."""
+def simulate(model: StepTimer, limits: EngineLimits, workload: Workload, steady_state: bool = True) -> SimulationResult:
+    """Run every request of `workload` through the engine loop; per-request TTFT, TPOT and end-to-end times.
+
+    With `steady_state` a closed loop of fixed lengths jumps over the periods its state repeats
+    (planner.serving.steady_state: the same integers, latencies within 1e-9 relative); False runs every event."""
     with collector_paused():  # thousands of short-lived objects, no cycles (planner._gc)
-        return _Simulation(model, limits, workload).run()
+        return _Simulation(model, limits, workload, steady_state).run()
 
 
 class _Simulation:
-    def __init__(self, model: StepTimer, limits: EngineLimits, workload: Workload) -> None:
+    def __init__(self, model: StepTimer, limits: EngineLimits, workload: Workload, steady_state: bool = False) -> None:
         self.model, self.limits, self.w = model, limits, workload
         self.on_demand = limits.admission is Admission.ON_DEMAND
         self.prefill_first = limits.policy is SchedulerPolicy.PREFILL_FIRST
@@ -159,6 +163,9 @@ class _Simulation:
         self.scheduled: deque[float] = deque()  # send times not yet reached
         self.uniform = len(set(workload.prompt_tokens)) <= 1 and len(set(workload.output_tokens)) <= 1
         self.work = 0
+        # a closed loop of fixed lengths may repeat its state (planner.serving.steady_state): its finishes are logged
+        self.repeatable = steady_state and workload.concurrency is not None and self.uniform
+        self.finish_log: list[tuple[int, int, RequestTiming]] | None = [] if self.repeatable else None
 
     def running(self) -> int:
         return self.prefilling_requests + self.decoding.requests
@@ -330,6 +337,8 @@ class _Simulation:
                 timings[first] = timing
             else:
                 timings[first : first + count] = [timing] * count
+            if self.finish_log is not None:
+                self.finish_log.append((first, count, timing))
             done += count
         self.free_blocks += freed
         self.finished += done
@@ -424,14 +433,37 @@ class _Simulation:
         if self.scheduled:
             self._release_open_loop(self.now)
 
+    def _watch(self, watch: steady_state.Watch, bound: int) -> None:
+        """Look for a period of the state (planner.serving.steady_state.Watch); jump the periods it allows."""
+        events = self.events
+        before = watch.pending
+        if before is not None:
+            if events < watch.due:
+                return
+            watch.pending = None
+            now = steady_state.mark(self)
+            k = steady_state.periods(self, before, now, bound)
+            if k:
+                steady_state.jump(self, before, now, k)
+                watch.seen.clear()  # events before the jump no longer compare with those after it
+                return
+        key = steady_state.cheap_key(self)
+        seen = watch.seen.get(key)
+        watch.seen[key] = events
+        if seen is not None and seen < events:
+            watch.pending, watch.due = steady_state.mark(self), 2 * events - seen
+
     def run(self) -> SimulationResult:
         self._initial_arrivals()
         total, dec, tick, bound = len(self.w.prompt_tokens), self.decoding, self._tick, MAX_SIMULATION_WORK
+        watch = steady_state.Watch({}) if self.repeatable else None
         while self.finished < total:
             self.work += 1 + self.prefilling_requests + dec.requests  # the requests an event concerns
             if self.work > bound:
                 raise self._too_large()
             tick()
+            if watch is not None and self.unsent and not (self.scheduled or self.preemptions):
+                self._watch(watch, bound)  # (a pool that preempts re-prefills at shifting phases: not looked at)
         return SimulationResult(
             timings=tuple(self.timings),
             iterations=self.iterations,
