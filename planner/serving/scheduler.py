@@ -462,8 +462,11 @@ class _Simulation:
             if self.work > bound:
                 raise self._too_large()
             tick()
-            if watch is not None and self.unsent and not (self.scheduled or self.preemptions):
-                self._watch(watch, bound)  # (a pool that preempts re-prefills at shifting phases: not looked at)
+            if watch is not None and self.unsent and not self.scheduled:
+                if self.preemptions:  # a pool that preempts re-prefills at shifting phases: no longer looked at
+                    watch = self.finish_log = None
+                else:
+                    self._watch(watch, bound)
         return SimulationResult(
             timings=tuple(self.timings),
             iterations=self.iterations,
