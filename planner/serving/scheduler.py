@@ -22,6 +22,11 @@ No event walks the running requests: they move in cohorts (consecutive requests 
 treats them apart) and the decoding ones advance on one clock with their sums kept incrementally
 (planner.serving.decode_set), so an event costs the cohorts it changes. The results are those of the per-request
 loop, exactly (tests/planner/test_scheduler.py checks them against it, tests/planner/scheduler_reference.py).
+
+A closed loop of fixed lengths whose state comes back (the same cohorts, indices shifted by the requests sent in
+between, the same ages) repeats from there: it jumps the whole periods its clients still have requests for
+(planner.serving.steady_state). The integers stay exact and the latencies agree with every event simulated to
+1e-9 relative (rounding of the clock); `simulate(..., steady_state=False)` runs every event.
 """
 
 from __future__ import annotations
@@ -448,6 +453,8 @@ class _Simulation:
                 watch.seen.clear()  # events before the jump no longer compare with those after it
                 return
         key = steady_state.cheap_key(self)
+        if len(watch.seen) > steady_state.SEEN_LIMIT:
+            watch.seen.clear()
         seen = watch.seen.get(key)
         watch.seen[key] = events
         if seen is not None and seen < events:

@@ -29,9 +29,12 @@ from planner.serving.decode_set import Cohort
 if TYPE_CHECKING:
     from planner.serving.scheduler import _Simulation
 
-__all__ = ["AGE_TOLERANCE", "Mark", "Watch", "cheap_key", "jump", "mark", "periods"]
+__all__ = ["AGE_TOLERANCE", "SEEN_LIMIT", "Mark", "Watch", "cheap_key", "jump", "mark", "periods"]
 
 AGE_TOLERANCE = 1e-9  # relative: ages that agree to this are the same age up to the rounding of `now`
+# cheap keys remembered at most (some 10 MB); then forgotten and collected again, so a loop that never repeats does
+# not hold one per event (the work bound admits millions of events)
+SEEN_LIMIT = 1 << 16
 
 # events, iterations, preemptions, decode batch sum, decode iterations, work, finished
 Counters = tuple[int, int, int, int, int, int, int]

@@ -136,3 +136,11 @@ def test_the_work_bound_refuses_where_the_full_loop_does(
     with pytest.raises(SimulationTooLarge) as full:
         simulate(model, limits, workload, steady_state=False)
     assert str(fast.value) == str(full.value)
+
+
+def test_forgetting_the_states_seen_keeps_the_agreement(model: StepModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the memory of cheap keys is bounded (SEEN_LIMIT); forgetting them only delays a jump, never changes a result
+    monkeypatch.setattr(steady_state, "SEEN_LIMIT", 4)
+    for seed in range(0, 120, 7):
+        limits, workload = _closed_loop(random.Random(seed))
+        _agree(simulate(model, limits, workload), simulate(model, limits, workload, steady_state=False))
