@@ -31,8 +31,9 @@ single decoding request is left, the engine lets it decode without its block (sc
 
 from __future__ import annotations
 
-import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass
+from heapq import heapify, heappop, heappush
 
 __all__ = ["Cohort", "DecodeSet", "blocks_for"]
 
@@ -79,6 +80,9 @@ class Cohort:
         return self._part(self.first + self.count, count)
 
 
+_NONE: tuple[Cohort, ...] = ()  # pop_finished's answer when nothing finished
+
+
 class DecodeSet:
     """The decoding cohorts in the order they started decoding (the engine's admission order), advanced together."""
 
@@ -104,31 +108,43 @@ class DecodeSet:
 
     def add(self, c: Cohort) -> None:
         """Start decoding c with its prompt computed and c.generated tokens sampled (blocks: ⌈tokens / bs⌉ held)."""
-        c.base = c.prompt + c.generated - self.clock
-        c.finish_at = c.prompt + c.output - c.base
+        count, first = c.count, c.first
+        c.base = base = c.prompt + c.generated - self.clock
+        c.finish_at = finish_at = c.prompt + c.output - base
         c.debt = 0
-        self.cohorts[c.first] = c
-        self.requests += c.count
-        self.base_sum += c.count * c.base
-        heapq.heappush(self.finish_heap, (c.finish_at, c.first))
+        self.cohorts[first] = c
+        self.requests += count
+        self.base_sum += count * base
+        heappush(self.finish_heap, (finish_at, first))
         if self.on_demand:
-            rho = c.base % self.bs
-            self.residues[rho] = self.residues.get(rho, 0) + c.count
+            residues, rho = self.residues, base % self.bs
+            residues[rho] = residues.get(rho, 0) + count
+
+    def reindex(self) -> None:
+        """Key the cohorts by their first indices again after those moved (planner.serving.steady_state.jump): the
+        same order, and a heap of the current entries only (stale ones are dropped anyway when they surface)."""
+        cohorts = list(self.cohorts.values())
+        self.cohorts = {c.first: c for c in cohorts}
+        self.finish_heap = [(c.finish_at, c.first) for c in cohorts]
+        heapify(self.finish_heap)
+        self.short = {c.first: c for c in self.short.values()}
 
     def _forget(self, c: Cohort, count: int) -> None:
         """Take `count` of c's requests out of the sums; write back their generated tokens and held blocks."""
+        base = c.base
         self.requests -= count
-        self.base_sum -= count * c.base
-        tokens = c.base + self.clock
+        self.base_sum -= count * base
+        tokens = base + self.clock
         c.generated = tokens - c.prompt
         if self.on_demand:
-            c.blocks = blocks_for(tokens, self.bs) - c.debt  # held_blocks(c)
-            rho = c.base % self.bs
-            left = self.residues[rho] - count
+            bs, residues = self.bs, self.residues
+            c.blocks = -(-tokens // bs) - c.debt  # held_blocks(c)
+            rho = base % bs
+            left = residues[rho] - count
             if left:
-                self.residues[rho] = left
+                residues[rho] = left
             else:
-                del self.residues[rho]
+                del residues[rho]
 
     def remove(self, c: Cohort) -> None:
         """Stop decoding all of c (finished)."""
@@ -157,21 +173,27 @@ class DecodeSet:
         """Iterations until the first decoding request has all its output: min over c of output − generated."""
         heap = self.finish_heap
         while not self._current(*heap[0]):
-            heapq.heappop(heap)  # stale: the cohort left (finished, or preempted whole and re-entered since)
+            heappop(heap)  # stale: the cohort left (finished, or preempted whole and re-entered since)
         return heap[0][0] - self.clock
 
     def _current(self, finish_at: int, first: int) -> bool:
         c = self.cohorts.get(first)
         return c is not None and c.finish_at == finish_at
 
-    def pop_finished(self) -> list[Cohort]:
+    def pop_finished(self) -> Sequence[Cohort]:
         """Remove and return every cohort whose output is complete (tokens ≥ prompt + output)."""
-        heap, done = self.finish_heap, []
-        while heap and heap[0][0] <= self.clock:
-            finish_at, first = heapq.heappop(heap)
-            c = self.cohorts.get(first)
+        heap, clock = self.finish_heap, self.clock
+        if not heap or heap[0][0] > clock:
+            return _NONE  # the common case: nothing finished (no list made)
+        done, cohorts, short = [], self.cohorts, self.short
+        while heap and heap[0][0] <= clock:
+            finish_at, first = heappop(heap)
+            c = cohorts.get(first)
             if c is not None and c.finish_at == finish_at:  # else stale, as in _current
-                self.remove(c)
+                self._forget(c, c.count)  # remove(c)
+                del cohorts[first]
+                if short:
+                    short.pop(first, None)
                 done.append(c)
         return done
 

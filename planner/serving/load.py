@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import operator
 import random
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -198,7 +199,7 @@ def _lengths(samples: tuple[LengthSample, ...] | None, fixed: int, n: int, rng: 
     return tuple(rng.choices(lengths, weights=weights, k=n))
 
 
-def _percentiles(values: list[float]) -> LatencyPercentiles:
+def _percentiles(values: Sequence[float]) -> LatencyPercentiles:
     ordered = sorted(values)
     n = len(ordered)
 
@@ -294,12 +295,13 @@ def estimate_load(
             "concurrency"
         ) from exc
     kept = list(result.timings[load.warmup_requests :]) or list(result.timings)
+    ttfts, tpots, e2es = zip(*kept, strict=True)  # the three columns, in request order
     produced = sum(outputs)
     tables = model.tables
     return LoadEstimate(
-        ttft=_percentiles([t.ttft_s for t in kept]),
-        tpot=_percentiles([t.tpot_s for t in kept if t.tpot_s > 0] or [0.0]),
-        e2e=_percentiles([t.e2e_s for t in kept]),
+        ttft=_percentiles(ttfts),
+        tpot=_percentiles([t for t in tpots if t > 0] or [0.0]),
+        e2e=_percentiles(e2es),
         output_tokens_per_s=dp * produced / result.makespan_s if result.makespan_s else 0.0,
         requests_per_s=dp * n / result.makespan_s if result.makespan_s else 0.0,
         requests_measured=len(kept),

@@ -22,6 +22,11 @@ No event walks the running requests: they move in cohorts (consecutive requests 
 treats them apart) and the decoding ones advance on one clock with their sums kept incrementally
 (planner.serving.decode_set), so an event costs the cohorts it changes. The results are those of the per-request
 loop, exactly (tests/planner/test_scheduler.py checks them against it, tests/planner/scheduler_reference.py).
+
+A closed loop of fixed lengths whose state comes back (the same cohorts, indices shifted by the requests sent in
+between, the same ages) repeats from there: it jumps the whole periods its clients still have requests for
+(planner.serving.steady_state). The integers stay exact and the latencies agree with every event simulated to
+1e-9 relative (rounding of the clock); `simulate(..., steady_state=False)` runs every event.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from typing import NamedTuple, Protocol
 
 from planner._gc import collector_paused
 from planner.calibration.kernels import KernelTables
-from planner.serving.decode_set import Cohort, DecodeSet, blocks_for
+from planner.serving import steady_state
+from planner.serving.decode_set import Cohort, DecodeSet
 from planner.serving.step_time import StepCost
 
 __all__ = [
@@ -127,16 +133,21 @@ class SimulationResult:
     notes: tuple[str, ...] = field(default=())
 
 
-def simulate(model: StepTimer, limits: EngineLimits, workload: Workload) -> SimulationResult:
-    """Run every request of `workload` through the engine loop; per-request TTFT, TPOT and end-to-end times."""
+def simulate(model: StepTimer, limits: EngineLimits, workload: Workload, steady_state: bool = True) -> SimulationResult:
+    """Run every request of `workload` through the engine loop; per-request TTFT, TPOT and end-to-end times.
+
+    With `steady_state` a closed loop of fixed lengths jumps over the periods its state repeats
+    (planner.serving.steady_state: the same integers, latencies within 1e-9 relative); False runs every event."""
     with collector_paused():  # thousands of short-lived objects, no cycles (planner._gc)
-        return _Simulation(model, limits, workload).run()
+        return _Simulation(model, limits, workload, steady_state).run()
 
 
 class _Simulation:
-    def __init__(self, model: StepTimer, limits: EngineLimits, workload: Workload) -> None:
+    def __init__(self, model: StepTimer, limits: EngineLimits, workload: Workload, steady_state: bool = False) -> None:
         self.model, self.limits, self.w = model, limits, workload
         self.on_demand = limits.admission is Admission.ON_DEMAND
+        self.prefill_first = limits.policy is SchedulerPolicy.PREFILL_FIRST
+        self.whole_prompts = limits.policy is SchedulerPolicy.MIXED_WHOLE
         self.total_blocks = max(1, limits.kv_capacity_tokens // limits.block_size)
         self.free_blocks = self.total_blocks  # total − held; a long decode run may take it below zero (as before)
         self.now = 0.0
@@ -157,6 +168,9 @@ class _Simulation:
         self.scheduled: deque[float] = deque()  # send times not yet reached
         self.uniform = len(set(workload.prompt_tokens)) <= 1 and len(set(workload.output_tokens)) <= 1
         self.work = 0
+        # a closed loop of fixed lengths may repeat its state (planner.serving.steady_state): its finishes are logged
+        self.repeatable = steady_state and workload.concurrency is not None and self.uniform
+        self.finish_log: list[tuple[int, int, RequestTiming]] | None = [] if self.repeatable else None
 
     def running(self) -> int:
         return self.prefilling_requests + self.decoding.requests
@@ -178,22 +192,20 @@ class _Simulation:
 
     def _queue(self, i: int, j: int, at: float) -> None:
         """Requests i .. j − 1, of equal lengths, join the waiting queue: as a cohort, or with the last one."""
-        if self.waiting and self._joins(self.waiting[-1], i, at):
-            self.waiting[-1].count += j - i
-        else:
-            out = self.w.output_tokens[i]
-            self.waiting.append(Cohort(i, j - i, self.w.prompt_tokens[i], out, at, out))
-
-    def _joins(self, last: Cohort, i: int, at: float) -> bool:
-        """Whether request i, sent at `at`, is in the state of the waiting cohort `last` and follows it."""
-        fresh = last.prefilled == 0 and last.first_token < 0  # never admitted (a preempted cohort has a first token)
-        return (
-            fresh
-            and last.first + last.count == i
-            and last.arrival == at
-            and last.prompt == self.w.prompt_tokens[i]
-            and last.output == self.w.output_tokens[i]
-        )
+        waiting, prompt, out = self.waiting, self.w.prompt_tokens[i], self.w.output_tokens[i]
+        if waiting:
+            last = waiting[-1]
+            if (  # request i, sent at `at`, follows the last waiting cohort and is in its state
+                last.first + last.count == i
+                and last.arrival == at
+                and last.prefilled == 0
+                and last.first_token < 0  # never admitted (a preempted cohort has a first token)
+                and last.prompt == prompt
+                and last.output == out
+            ):
+                last.count += j - i
+                return
+        waiting.append(Cohort(i, j - i, prompt, out, at, out))
 
     def _same_lengths_until(self, i: int, end: int) -> int:
         """The end of the run of requests from i (before `end`) with request i's prompt and output lengths."""
@@ -228,19 +240,19 @@ class _Simulation:
     # admission ----------------------------------------------------------------------------------------------------
     def _admit(self) -> None:
         """Admit waiting requests in order while max_num_seqs and the KV pool allow."""
-        lim, waiting = self.limits, self.waiting
-        running = self.running()
-        while waiting and running < lim.max_num_seqs:
+        waiting, max_seqs, bs = self.waiting, self.limits.max_num_seqs, self.limits.block_size
+        running = self.prefilling_requests + self.decoding.requests
+        while waiting and running < max_seqs:
             c = waiting[0]
-            need_tokens = c.prompt + (1 if self.on_demand else c.output)
-            need = blocks_for(need_tokens, lim.block_size)  # per request, ≥ 1
-            if need > self.free_blocks:
+            need = -(-(c.prompt + (1 if self.on_demand else c.output)) // bs)  # blocks per request, ≥ 1
+            free = self.free_blocks
+            if need > free:
                 if not running and need > self.total_blocks:
                     raise ValueError("a single request does not fit in the KV pool")
                 return
-            fit = min(c.count, lim.max_num_seqs - running, self.free_blocks // need)
+            fit = min(c.count, max_seqs - running, free // need)
             part = waiting.popleft() if fit == c.count else c.split_front(fit)
-            self.free_blocks -= fit * need
+            self.free_blocks = free - fit * need
             part.blocks = need
             self.prefilling.append(part)  # with its prompt (or, after a preemption, prompt + output) to compute
             self.prefilling_requests += fit
@@ -250,13 +262,13 @@ class _Simulation:
     def _chunks(self) -> tuple[bool, list[tuple[Cohort, int, int]], list[tuple[int, int]]]:
         """Whether the decoding requests take part, the prompt chunks [(prefilling cohort, its first requests served,
         tokens each)] under the engine's policy, and the chunks as the step model takes them [(tokens, cached)]."""
-        lim = self.limits
         if not self.prefilling:
             return True, [], []
-        if lim.policy is SchedulerPolicy.PREFILL_FIRST:
-            return False, *self._fill(lim.token_budget, whole=False)
-        budget = lim.token_budget - self.decoding.requests
-        return True, *self._fill(budget, whole=lim.policy is SchedulerPolicy.MIXED_WHOLE)
+        if self.prefill_first:
+            chunks, prefill = self._fill(self.limits.token_budget, whole=False)
+            return False, chunks, prefill
+        chunks, prefill = self._fill(self.limits.token_budget - self.decoding.requests, self.whole_prompts)
+        return True, chunks, prefill
 
     def _fill(self, budget: int, whole: bool) -> tuple[list[tuple[Cohort, int, int]], list[tuple[int, int]]]:
         """Prompt tokens for the oldest prefilling requests within `budget`: chunked (the last one split where the
@@ -264,18 +276,24 @@ class _Simulation:
         chunks: list[tuple[Cohort, int, int]] = []
         prefill: list[tuple[int, int]] = []
         for c in self.prefilling:
-            left = c.prompt - c.prefilled
-            served = min(c.count, max(0, budget) // left)
-            if whole and not chunks:
-                served = max(served, 1)  # the first prompt goes in whole, whatever the budget
+            count, prefilled = c.count, c.prefilled
+            left = c.prompt - prefilled
+            served = budget // left if budget > 0 else 0
+            if served > count:
+                served = count
+            if whole and not served and not chunks:
+                served = 1  # the first prompt goes in whole, whatever the budget
             if served:
                 chunks.append((c, served, left))
-                prefill += [(left, c.prefilled)] * served
+                if served == 1:
+                    prefill.append((left, prefilled))
+                else:
+                    prefill += [(left, prefilled)] * served
                 budget -= served * left
-            if served < c.count:
+            if served < count:
                 if not whole and budget > 0:  # the next request gets the rest of the budget
                     chunks.append((c, 1, budget))
-                    prefill.append((budget, c.prefilled))
+                    prefill.append((budget, prefilled))
                 break
         return chunks, prefill
 
@@ -283,6 +301,11 @@ class _Simulation:
         """Blocks for the token each decoding request adds; preempt the newest requests when the pool runs dry."""
         dec = self.decoding
         needing = dec.growing()
+        if needing <= self.free_blocks:  # the common case: every one gets its block, nobody is preempted
+            self.free_blocks -= needing
+            if dec.short:
+                dec.grant_all()
+            return
         while needing > self.free_blocks and dec.requests > 1:
             c = dec.newest()  # its last requests are the newest admitted
             grows, held = int(dec.grows(c)), dec.held_blocks(c)
@@ -305,16 +328,24 @@ class _Simulation:
         c.prefilled, c.generated = 0, 0
         self.waiting.appendleft(c)
 
-    def _finish(self, cohorts: list[Cohort]) -> None:
+    def _finish(self, cohorts: Sequence[Cohort]) -> None:
         """The cohorts got their last token now: their latencies, their blocks back, and (closed loop) as many
         requests sent."""
-        done = 0
+        now, timings = self.now, self.timings
+        done = freed = 0
         for c in cohorts:
-            self.free_blocks += c.count * c.blocks
-            ttft_s, e2e_s = c.first_token - c.arrival, self.now - c.arrival
-            tpot_s = (self.now - c.first_token) / (c.output_orig - 1) if c.output_orig > 1 else 0.0
-            self.timings[c.first : c.first + c.count] = [RequestTiming(ttft_s, tpot_s, e2e_s)] * c.count
-            done += c.count
+            first, count, out, first_token = c.first, c.count, c.output_orig, c.first_token
+            freed += count * c.blocks
+            tpot_s = (now - first_token) / (out - 1) if out > 1 else 0.0
+            timing = RequestTiming(first_token - c.arrival, tpot_s, now - c.arrival)
+            if count == 1:
+                timings[first] = timing
+            else:
+                timings[first : first + count] = [timing] * count
+            if self.finish_log is not None:
+                self.finish_log.append((first, count, timing))
+            done += count
+        self.free_blocks += freed
         self.finished += done
         if done and self.w.concurrency is not None and self.unsent:
             self._send(done, self.now)
@@ -344,32 +375,35 @@ class _Simulation:
         self.decode_batch_sum += n * run
         self.decode_iterations += run
         dec.advance(run)
-        self._finish(dec.pop_finished())
+        done = dec.pop_finished()
+        if done:
+            self._finish(done)
 
     def _mixed_step(self, decodes: bool, chunks: list[tuple[Cohort, int, int]], prefill: list[tuple[int, int]]) -> None:
         """One iteration of prompt chunks, with the decoding requests' tokens unless the policy pauses them."""
-        dec = self.decoding
+        dec, prefilling = self.decoding, self.prefilling
         n = dec.requests if decodes else 0
-        ctx = dec.context_sum() / n if n else 0.0
-        step_s = self.model.step(n, ctx, prefill).total_s
-        self.now += step_s
+        ctx = (dec.base_sum + n * dec.clock) / n if n else 0.0  # dec.context_sum() / n
+        now = self.now = self.now + self.model.step(n, ctx, prefill).total_s
         self.iterations += 1
         if n:
             self.decode_batch_sum += n
             self.decode_iterations += 1
-            dec.advance(1)
+            dec.clock += 1  # dec.advance(1)
         for c, served, q in chunks:  # c is the oldest prefilling cohort
-            part = self.prefilling.popleft() if served == c.count else c.split_front(served)
+            part = prefilling.popleft() if served == c.count else c.split_front(served)
             part.prefilled += q
             if part.prefilled < part.prompt:
-                self.prefilling.appendleft(part)  # a prompt split across iterations
+                prefilling.appendleft(part)  # a prompt split across iterations
                 continue
             self.prefilling_requests -= part.count
             if part.first_token < 0:
-                part.first_token = self.now
+                part.first_token = now
             part.generated = 1  # the iteration that finishes the prompt samples a token
             dec.add(part)
-        self._finish(dec.pop_finished())
+        done = dec.pop_finished()
+        if done:
+            self._finish(done)
 
     def _step(self) -> None:
         decodes, chunks, prefill = self._chunks()
@@ -393,7 +427,7 @@ class _Simulation:
         """Admit what fits, then run one engine event (or wait for the next arrival)."""
         if self.waiting:
             self._admit()
-        if not self.running():
+        if not (self.prefilling_requests or self.decoding.requests):  # nothing running
             nxt = self._next_arrival()
             if nxt is None:
                 raise RuntimeError("requests wait but none can run")
@@ -404,14 +438,42 @@ class _Simulation:
         if self.scheduled:
             self._release_open_loop(self.now)
 
+    def _watch(self, watch: steady_state.Watch, bound: int) -> None:
+        """Look for a period of the state (planner.serving.steady_state.Watch); jump the periods it allows."""
+        events = self.events
+        before = watch.pending
+        if before is not None:
+            if events < watch.due:
+                return
+            watch.pending = None
+            now = steady_state.mark(self)
+            k = steady_state.periods(self, before, now, bound)
+            if k:
+                steady_state.jump(self, before, now, k)
+                watch.seen.clear()  # events before the jump no longer compare with those after it
+                return
+        key = steady_state.cheap_key(self)
+        if len(watch.seen) > steady_state.SEEN_LIMIT:
+            watch.seen.clear()
+        seen = watch.seen.get(key)
+        watch.seen[key] = events
+        if seen is not None and seen < events:
+            watch.pending, watch.due = steady_state.mark(self), 2 * events - seen
+
     def run(self) -> SimulationResult:
         self._initial_arrivals()
-        total = len(self.w.prompt_tokens)
+        total, dec, tick, bound = len(self.w.prompt_tokens), self.decoding, self._tick, MAX_SIMULATION_WORK
+        watch = steady_state.Watch({}) if self.repeatable else None
         while self.finished < total:
-            self.work += 1 + self.prefilling_requests + self.decoding.requests  # the requests an event concerns
-            if self.work > MAX_SIMULATION_WORK:
+            self.work += 1 + self.prefilling_requests + dec.requests  # the requests an event concerns
+            if self.work > bound:
                 raise self._too_large()
-            self._tick()
+            tick()
+            if watch is not None and self.unsent and not self.scheduled:
+                if self.preemptions:  # a pool that preempts re-prefills at shifting phases: no longer looked at
+                    watch = self.finish_log = None
+                else:
+                    self._watch(watch, bound)
         return SimulationResult(
             timings=tuple(self.timings),
             iterations=self.iterations,

@@ -134,8 +134,9 @@ RARE_SEEDS = (308, 1000, 1493, 2104)
 
 @pytest.mark.parametrize("seed", [*range(60), *RARE_SEEDS])
 def test_the_loop_reproduces_the_per_request_loop_exactly(model: StepModel, seed: int) -> None:
+    # every event simulated (the steady-state jump agrees to 1e-9 only: tests/planner/test_steady_state.py)
     limits, workload = _random_case(random.Random(seed))
-    assert simulate(model, limits, workload) == simulate_reference(model, limits, workload)
+    assert simulate(model, limits, workload, steady_state=False) == simulate_reference(model, limits, workload)
 
 
 def _recount(sim: _Simulation) -> None:
