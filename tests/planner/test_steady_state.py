@@ -7,8 +7,6 @@ import random
 
 import pytest
 
-from planner import load_catalog
-from planner.calibration.kernels import load_kernel_tables
 from planner.serving import scheduler, steady_state
 from planner.serving.scheduler import (
     Admission,
@@ -19,17 +17,14 @@ from planner.serving.scheduler import (
     Workload,
     simulate,
 )
-from planner.serving.step_time import ServingShape, StepModel, build_step_model
+from planner.serving.step_time import StepModel
 
 REL = 1e-9
 
 
 @pytest.fixture(scope="module")
-def model() -> StepModel:
-    spec = load_catalog().model("llama-3.1-8b").spec
-    tables = load_kernel_tables("h100-sxm", "vllm")
-    assert tables is not None
-    return build_step_model(ServingShape(spec, 1, 1, 1, "bf16", "bf16", "bf16", 0.0, 0.0), tables)
+def model(llama8b_h100_vllm: StepModel) -> StepModel:
+    return llama8b_h100_vllm
 
 
 @pytest.fixture

@@ -1,0 +1,18 @@
+"""Fixtures shared by the planner tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from planner import load_catalog
+from planner.calibration.kernels import load_kernel_tables
+from planner.serving.step_time import ServingShape, StepModel, build_step_model
+
+
+@pytest.fixture(scope="module")
+def llama8b_h100_vllm() -> StepModel:
+    """Llama-3.1-8B on one H100 with vLLM's kernel tables: the step model the scheduler tests simulate."""
+    spec = load_catalog().model("llama-3.1-8b").spec
+    tables = load_kernel_tables("h100-sxm", "vllm")
+    assert tables is not None
+    return build_step_model(ServingShape(spec, 1, 1, 1, "bf16", "bf16", "bf16", 0.0, 0.0), tables)
