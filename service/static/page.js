@@ -339,7 +339,9 @@ function planRows(r) {
     cell(row, plan.gpu, `$${fmt(price.usd_per_gpu_hour)} per GPU-hour: ${price.provider}, ${price.offer}, read on `
       + `${price.read_on} (via ${price.via})`);
     cell(row, plan.engine);
-    poolCell(row, plan, (q) => `${q.tensor_parallel}/${q.pipeline_parallel}/${q.expert_parallel}`);
+    poolCell(row, plan, (q) => `${q.tensor_parallel}/${q.pipeline_parallel}/${q.expert_parallel}` +
+      (q.attention_data_parallel > 1 ? ` DP${q.attention_data_parallel}` : "") +
+      (q.decode_context_parallel > 1 ? ` DCP${q.decode_context_parallel}` : ""));
     poolCell(row, plan, (q) => String(q.replicas));
     cell(row, String(plan.num_gpus));
     cell(row, `${plan.weight_format} / ${plan.kv_cache_dtype}`);
