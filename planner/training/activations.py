@@ -301,10 +301,13 @@ def layer_saved_bytes(
     h = spec.hidden_size
     ledger = SavedLedger()
     grads, attention_readers, mlp_readers = _as_built(spec, grads)
+    readers_grads = grads
     outs = _d_outs(spec, moe_layer)
     if moe_layer and spec.moe is not None and shp.autocast:  # the router and the shared expert cast the input
         shared = ("shared_experts.gate_proj", "shared_experts.up_proj") if spec.moe.shared_expert_ffn_dim else ()
         mlp_readers = ("router", *shared)
+        # LoRA on the router weight is peft's ParamWrapper, no nn.Linear adapter: _moe_param_lora
+        readers_grads = replace(grads, lora=grads.lora - {ROUTER})
     trained = grads.lora | grads.ia3
     gemma = spec.family in FP32_SCALED_NORM_FAMILIES
     _norm(ledger, shp, h, x_grad, grads.weights, "input_norm", fp32_scale=gemma)
@@ -337,7 +340,7 @@ def layer_saved_bytes(
     for extra in range(max(0, spec.norms_per_layer - 2)):  # Gemma2's post-norms
         _norm(ledger, shp, h, mid_grad, grads.weights, f"extra_norm_{extra}", fp32_scale=gemma)
     _norm(ledger, shp, h, mid_grad, grads.weights, "post_attention_norm", fp32_scale=gemma)
-    _linear_inputs(ledger, shp, grads, mlp_readers, h, "mlp_in", mid_grad or grads.weights, d_outs=outs)
+    _linear_inputs(ledger, shp, readers_grads, mlp_readers, h, "mlp_in", mid_grad or grads.weights, d_outs=outs)
     if not moe_layer or spec.moe is None:  # (IA3 on an MoE layer's shared expert is not modelled)
         _ia3(ledger, shp, grads, mlp_readers, h, outs, mid_grad, input_bytes=_normed_bytes(shp))
     _mlp(ledger, shp, spec, grads, mid_grad, moe_layer, outs)
@@ -562,7 +565,13 @@ def _moe_param_lora(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grad
     if m.down:
         ledger.add("moe/expert_lora/down_factors", (w * e * r * (f_e + h)) if cast else 0)
         ledger.add("moe/expert_lora/down_weight", w * e * f_e * h if m.gate_up_out else 0)
-    if m.router and not spec.family.startswith("deepseek"):
+    if m.router and shp.autocast:
+        # the delta's B·A is an autocast mm: it keeps bf16 casts of both factors; F.linear casts x (kept for W') and
+        # W' (kept for x's gradient, counted with the router's weight cast: mlp_in/autocast_weights)
+        ledger.add("moe/router_lora/factors", AUTOCAST_BYTES * r * (h + e))
+        if not spec.family.startswith("deepseek"):
+            ledger.add("moe/router_lora/input", AUTOCAST_BYTES * t * h)
+    elif m.router and not spec.family.startswith("deepseek"):
         ledger.add("moe/router_lora/input", w * t * h)
         ledger.add("moe/router_lora/weight", w * e * h if m.x else 0)
 
@@ -582,21 +591,29 @@ def _moe_autocast_mlp(
     Source: transformers 5 integrations/moe.py `_grouped_mm` (input.to(weight.dtype)); measured by the probes."""
     assert spec.moe is not None
     moe, t, p = spec.moe, shp.tokens, shp.act_bytes
-    width = FP32 * moe.experts_per_token * moe.expert_ffn_dim + p * moe.shared_expert_ffn_dim
-    if gate_grad:
+    m = MoEGrads.of(grads, x_grad)
+    routed, shared_width = FP32 * moe.experts_per_token * moe.expert_ffn_dim, p * moe.shared_expert_ffn_dim
+    width = (routed if m.gate_up_out else 0) + (shared_width if gate_grad else 0)
+    if width:
         ledger.add("mlp/gate_output", t * width)
         ledger.add("mlp/up_output", t * width)
         ledger.add("mlp/act_output", t * width)
     if grads.weights:
-        ledger.add("mlp_down_in/input", t * width)
+        ledger.add("mlp_down_in/input", t * (routed + shared_width))
+    elif m.down:  # the down grouped matmul keeps its fp32 input for the adapted weight's gradient
+        ledger.add("mlp_down_in/input", t * routed)
     if moe.shared_expert_ffn_dim:
         shared = ("shared_experts.down_proj",)
         _autocast_weights(ledger, grads, shared, moe.shared_expert_ffn_dim, d_outs, "mlp_down_in", gate_grad)
-    if x_grad or grads.weights:
-        _moe_routing(ledger, replace(shp, act_bytes=FP32), spec, MoEGrads(x_grad, grads.weights))
+    if m.any:
+        # the routing weights: Qwen-MoE casts them to the router logits' dtype, bf16 under autocast
+        _moe_routing(ledger, replace(shp, act_bytes=FP32), spec, m, moe_combine_bytes(spec, AUTOCAST_BYTES))
+        _moe_param_lora(ledger, shp, spec, grads, m)
 
 
-def _moe_routing(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, m: MoEGrads) -> None:
+def _moe_routing(
+    ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, m: MoEGrads, combine: int | None = None
+) -> None:
     """What a transformers-5 MoE layer (grouped-matmul experts) keeps besides the expert MLPs.
 
     k·T expert outputs (k·T·h·p, for the routing weights' gradient) and, when the experts train (their weights, or
@@ -608,7 +625,8 @@ def _moe_routing(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, m: MoEG
     in fp32 and keeps an fp32 copy of its input (when its weight trains or is LoRA-adapted) and of its weight
     (when the input needs grad), none in fp32 training but for the adapted weight W' and its input.
     What the routing weights' path keeps needs the router's logits to need grad (`m.routing`), what the experts'
-    path keeps their output to (`m.expert_out`).
+    path keeps their output to (`m.expert_out`). `combine`: the routing weights' bytes where they are not
+    the model dtype's (autocast).
     Source: measured by the probe grid (models/, live storages at the peak) on Mixtral and DeepSeek-V2 layouts,
       and with saved-tensor hooks for LoRA on the expert parameters (tests/models/test_training_misses.py).
     """
@@ -625,7 +643,7 @@ def _moe_routing(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, m: MoEG
         ledger.add("moe/topk_indices", INT64 * t * k)
     ledger.add("moe/permutation", INT64 * k * t * (int(x_grad) + int(m.routing) + 1))
     # the k·T weights in expert order; a renormalizing router (w / Σw) also keeps the top-k values and their sum
-    gathered = moe_combine_bytes(spec, p)
+    gathered = moe_combine_bytes(spec, p) if combine is None else combine
     renormalized = spec.moe.renormalize_top_k and m.routing
     weights = gathered * k * t if m.expert_out else 0
     ledger.add("moe/routing_weights", weights + (FP32 * (t * k + t) if renormalized else 0))
