@@ -301,10 +301,13 @@ def layer_saved_bytes(
     h = spec.hidden_size
     ledger = SavedLedger()
     grads, attention_readers, mlp_readers = _as_built(spec, grads)
+    readers_grads = grads
     outs = _d_outs(spec, moe_layer)
     if moe_layer and spec.moe is not None and shp.autocast:  # the router and the shared expert cast the input
         shared = ("shared_experts.gate_proj", "shared_experts.up_proj") if spec.moe.shared_expert_ffn_dim else ()
         mlp_readers = ("router", *shared)
+        # LoRA on the router weight is peft's ParamWrapper, no nn.Linear adapter: _moe_param_lora
+        readers_grads = replace(grads, lora=grads.lora - {ROUTER})
     trained = grads.lora | grads.ia3
     gemma = spec.family in FP32_SCALED_NORM_FAMILIES
     _norm(ledger, shp, h, x_grad, grads.weights, "input_norm", fp32_scale=gemma)
@@ -337,11 +340,11 @@ def layer_saved_bytes(
     for extra in range(max(0, spec.norms_per_layer - 2)):  # Gemma2's post-norms
         _norm(ledger, shp, h, mid_grad, grads.weights, f"extra_norm_{extra}", fp32_scale=gemma)
     _norm(ledger, shp, h, mid_grad, grads.weights, "post_attention_norm", fp32_scale=gemma)
-    _linear_inputs(ledger, shp, grads, mlp_readers, h, "mlp_in", mid_grad or grads.weights, d_outs=outs)
+    _linear_inputs(ledger, shp, readers_grads, mlp_readers, h, "mlp_in", mid_grad or grads.weights, d_outs=outs)
     if not moe_layer or spec.moe is None:  # (IA3 on an MoE layer's shared expert is not modelled)
         _ia3(ledger, shp, grads, mlp_readers, h, outs, mid_grad, input_bytes=_normed_bytes(shp))
     _mlp(ledger, shp, spec, grads, mid_grad, moe_layer, outs)
-    ffn_trained = {"gate_proj", "up_proj", "down_proj", "shared_expert_gate"} | {
+    ffn_trained = {"gate_proj", "up_proj", "down_proj", "shared_expert_gate", EXPERT_GATE_UP, EXPERT_DOWN, ROUTER} | {
         f"{SHARED}{name}" for name in ("gate_proj", "up_proj", "down_proj")
     }
     out_grad = mid_grad or grads.weights or bool(trained & ffn_trained)
@@ -441,28 +444,67 @@ def _mlp(
         ledger.add("mlp/act_output", p * tokens * f)
     _linear_inputs(ledger, shp, grads, ("down_proj",), f, "mlp_down_in", gate_grad or up_grad, d_outs=d_outs)
     _ia3(ledger, shp, grads, ("down_proj",), f, d_outs, gate_grad or up_grad, input_bytes=p)
-    if moe_layer and spec.moe is not None and (x_grad or grads.weights):
-        _moe_routing(ledger, shp, spec, grads.weights, x_grad)
 
 
 SHARED = "shared_experts."  # planner.model.params names of the shared expert's linears
+EXPERT_GATE_UP, EXPERT_DOWN, ROUTER = "experts.gate_proj", "experts.down_proj", "router"  # ParamWrapper targets
+EXPERT_GATE_UP_RANK = 2  # peft's rank_pattern for the fused gate_up_proj: 2·r (peft_params.FUSED_RANK_FACTOR)
+
+
+@dataclass(frozen=True, slots=True)
+class MoEGrads:
+    """Which parts of an MoE layer's routed path need grad: its input (`x`), the weights (full fine-tuning), and
+    peft's LoRA on the stacked expert parameters and the router weight (ParamWrapper: `gate_up`, `down`,
+    `router`)."""
+
+    x: bool
+    weights: bool
+    gate_up: bool = False
+    down: bool = False
+    router: bool = False
+
+    @classmethod
+    def of(cls, grads: LayerGrads, x_grad: bool) -> MoEGrads:
+        lora = grads.lora
+        return cls(x_grad, grads.weights, EXPERT_GATE_UP in lora, EXPERT_DOWN in lora, ROUTER in lora)
+
+    @property
+    def gate_up_out(self) -> bool:
+        """The gate/up grouped matmul's output (and SwiGLU's product) needs grad."""
+        return self.x or self.weights or self.gate_up
+
+    @property
+    def expert_out(self) -> bool:
+        """The down grouped matmul's output needs grad."""
+        return self.gate_up_out or self.down
+
+    @property
+    def routing(self) -> bool:
+        """The router's logits, and so the routing weights, need grad."""
+        return self.x or self.weights or self.router
+
+    @property
+    def any(self) -> bool:
+        return self.expert_out or self.routing
 
 
 def _moe_mlp(
     ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grads: LayerGrads, x_grad: bool, d_outs: dict[str, int]
 ) -> None:
-    """An MoE layer: the k routed experts' intermediates like one k·f_e-wide SwiGLU when the layer's input needs
-    grad or weights train, and the shared expert's own (f_s wide), which also need grad when an adapter sits on it
-    (peft's LoRA on Qwen2-MoE's shared_expert.gate_proj / up_proj / down_proj): the adapters' inputs, and the
-    shared expert gate's sigmoid (p·T), which scales the adapted output.
+    """An MoE layer: the k routed experts' intermediates like one k·f_e-wide SwiGLU when their gate/up output needs
+    grad (the layer's input does, weights train, or LoRA sits on the experts' gate_up_proj), and the shared
+    expert's own (f_s wide), which also need grad when an adapter sits on it (peft's LoRA on Qwen2-MoE's
+    shared_expert.gate_proj / up_proj / down_proj): the adapters' inputs, and the shared expert gate's sigmoid
+    (p·T), which scales the adapted output. LoRA on the expert parameters and the router: `_moe_param_lora`.
     Source: transformers 5 Qwen2MoeSparseMoeBlock, DeepseekV2Moe; measured by the probe campaign (models.campaign)."""
     assert spec.moe is not None
     p, t, h = shp.act_bytes, shp.tokens, spec.hidden_size
     f_r, f_s = spec.moe.experts_per_token * spec.moe.expert_ffn_dim, spec.moe.shared_expert_ffn_dim
+    m = MoEGrads.of(grads, x_grad)
     base = x_grad or grads.weights
     gate_s = base or f"{SHARED}gate_proj" in grads.lora
     up_s = base or f"{SHARED}up_proj" in grads.lora
-    routed = f_r if base else 0
+    routed = f_r if m.gate_up_out else 0
     if routed or gate_s:
         ledger.add("mlp/gate_output", p * t * (routed + (f_s if gate_s else 0)))
         ledger.add("mlp/up_output", p * t * (routed + (f_s if gate_s else 0)))
@@ -471,21 +513,67 @@ def _moe_mlp(
     if grads.weights:
         ledger.add("mlp_down_in/input", p * t * (f_r + f_s))
     else:  # the shared expert's linears (and Qwen2-MoE's shared gate, an h→1 nn.Linear) read the layer input
+        if m.down:  # the down grouped matmul keeps its input (SwiGLU's product) for the adapted weight's gradient
+            ledger.add("mlp_down_in/input", p * t * f_r)
         shared_in: tuple[str, ...] = (f"{SHARED}gate_proj", f"{SHARED}up_proj") if f_s else ()
         shared_in += ("shared_expert_gate",) if spec.moe.shared_expert_gate else ()
         _linear_inputs(ledger, shp, grads, shared_in, h, "moe_shared_in", base, d_outs=d_outs)
         if f_s:
             down = (f"{SHARED}down_proj",)
             _linear_inputs(ledger, shp, grads, down, f_s, "moe_shared_down_in", gate_s or up_s, d_outs=d_outs)
-    if base:
-        _moe_routing(ledger, shp, spec, grads.weights, x_grad)
-    elif spec.moe.shared_expert_gate:
+    if m.any:
+        _moe_routing(ledger, shp, spec, m)
+        _moe_param_lora(ledger, shp, spec, grads, m)
+    if not base and spec.moe.shared_expert_gate:
         # sigmoid(gate(x)) · shared(x) keeps the sigmoid for the adapted shared output's gradient, and the shared
         # output (and the sigmoid for its own backward) when the gate is adapted
         if "shared_expert_gate" in grads.lora:
             ledger.add("moe/shared_expert_gated", p * t * (h + 1))
         elif gate_s or up_s or f"{SHARED}down_proj" in grads.lora:
             ledger.add("moe/shared_expert_gated", p * t)
+
+
+def _moe_param_lora(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grads: LayerGrads, m: MoEGrads) -> None:
+    """peft's LoRA on the stacked expert parameters and the router weight (ParamWrapper, `target_parameters`).
+
+    While the wrapped module runs, each adapted parameter is parametrized: with one adapter on an [E, ·, ·] stack,
+    W' = baddbmm(W, B.to(p), A.to(p), alpha=α/r') (`_LoraFactorsProxy`), a new p·E·d_in·d_out tensor computed once
+    per forward (`parametrize.cached()`); on the 2-D router weight W' = W + (B·A·α/r).to(p) (`_LoraParameterProxy`).
+    What autograd keeps:
+    - baddbmm keeps both factor casts, p·E·r'·(d_in + d_out) (r' = 2r for gate_up_proj); in fp32, and for the fp32
+      weights of autocast, `.to` returns the parameter's own view: nothing;
+    - the gate/up grouped matmul keeps W'_gate_up (E·2f_e·h) when its input (the gathered tokens) needs grad, and
+      those tokens (k·T·h, `moe/gathered_tokens`) for W'; the down grouped matmul W'_down (E·h·f_e) when SwiGLU's
+      product needs grad, and the product (k·T·f_e, `mlp_down_in/input`) for W';
+    - the router's F.linear keeps its input x (p·T·h) for W' and W' (p·E·h) when x needs grad; DeepSeek's router
+      keeps its fp32 casts instead (`moe/router_fp32_copies`).
+    Bytes are those of the weights' dtype: p, fp32 under autocast (the grouped matmul runs in the weights' dtype).
+    Source: peft 0.21.2 tuners/lora/layer.py ParamWrapper._activate_lora, _LoraFactorsProxy,
+      _LoraParameterProxy, get_delta_factors; transformers 5.23 integrations/moe.py grouped_mm_experts_forward,
+      MixtralTopKRouter, Qwen3MoeTopKRouter; measured with saved-tensor hooks by the cpu probe
+      (tests/models/test_training_misses.py).
+    """
+    assert spec.moe is not None
+    moe, t, h, r = spec.moe, shp.tokens, spec.hidden_size, grads.lora_rank
+    e, f_e = moe.num_experts, moe.expert_ffn_dim
+    w = FP32 if shp.autocast else shp.act_bytes  # the weights' dtype
+    cast = w != FP32  # the factors' .to(weight dtype) copies
+    if m.gate_up:
+        rank = EXPERT_GATE_UP_RANK * r
+        ledger.add("moe/expert_lora/gate_up_factors", (w * e * rank * (h + 2 * f_e)) if cast else 0)
+        ledger.add("moe/expert_lora/gate_up_weight", w * e * 2 * f_e * h if m.x or m.weights else 0)
+    if m.down:
+        ledger.add("moe/expert_lora/down_factors", (w * e * r * (f_e + h)) if cast else 0)
+        ledger.add("moe/expert_lora/down_weight", w * e * f_e * h if m.gate_up_out else 0)
+    if m.router and shp.autocast:
+        # the delta's B·A is an autocast mm: it keeps bf16 casts of both factors; F.linear casts x (kept for W') and
+        # W' (kept for x's gradient, counted with the router's weight cast: mlp_in/autocast_weights)
+        ledger.add("moe/router_lora/factors", AUTOCAST_BYTES * r * (h + e))
+        if not spec.family.startswith("deepseek"):
+            ledger.add("moe/router_lora/input", AUTOCAST_BYTES * t * h)
+    elif m.router and not spec.family.startswith("deepseek"):
+        ledger.add("moe/router_lora/input", w * t * h)
+        ledger.add("moe/router_lora/weight", w * e * h if m.x else 0)
 
 
 def _moe_autocast_mlp(
@@ -503,51 +591,75 @@ def _moe_autocast_mlp(
     Source: transformers 5 integrations/moe.py `_grouped_mm` (input.to(weight.dtype)); measured by the probes."""
     assert spec.moe is not None
     moe, t, p = spec.moe, shp.tokens, shp.act_bytes
-    width = FP32 * moe.experts_per_token * moe.expert_ffn_dim + p * moe.shared_expert_ffn_dim
-    if gate_grad:
+    m = MoEGrads.of(grads, x_grad)
+    routed, shared_width = FP32 * moe.experts_per_token * moe.expert_ffn_dim, p * moe.shared_expert_ffn_dim
+    width = (routed if m.gate_up_out else 0) + (shared_width if gate_grad else 0)
+    if width:
         ledger.add("mlp/gate_output", t * width)
         ledger.add("mlp/up_output", t * width)
         ledger.add("mlp/act_output", t * width)
     if grads.weights:
-        ledger.add("mlp_down_in/input", t * width)
+        ledger.add("mlp_down_in/input", t * (routed + shared_width))
+    elif m.down:  # the down grouped matmul keeps its fp32 input for the adapted weight's gradient
+        ledger.add("mlp_down_in/input", t * routed)
     if moe.shared_expert_ffn_dim:
         shared = ("shared_experts.down_proj",)
         _autocast_weights(ledger, grads, shared, moe.shared_expert_ffn_dim, d_outs, "mlp_down_in", gate_grad)
-    if x_grad or grads.weights:
-        _moe_routing(ledger, replace(shp, act_bytes=FP32), spec, grads.weights, x_grad)
+    if m.any:
+        # the routing weights: Qwen-MoE casts them to the router logits' dtype, bf16 under autocast
+        _moe_routing(ledger, replace(shp, act_bytes=FP32), spec, m, moe_combine_bytes(spec, AUTOCAST_BYTES))
+        _moe_param_lora(ledger, shp, spec, grads, m)
 
 
-def _moe_routing(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, weights_train: bool, x_grad: bool) -> None:
+def _moe_routing(
+    ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, m: MoEGrads, combine: int | None = None
+) -> None:
     """What a transformers-5 MoE layer (grouped-matmul experts) keeps besides the expert MLPs.
 
-    k·T expert outputs (k·T·h·p, for the routing weights' gradient) and, when the experts train, the k·T
-    gathered tokens their gate/up grouped matmul keeps (k·T·h·p); the fp32 router softmax (4·T·E), int64 top-k indices
-    (8·T·k) and three int64 permutation vectors (24·k·T), routing weights (k·T in fp32, in p for Qwen-MoE;
-    + fp32 4·T·k + 4·T where the router renormalizes its top-k), a gated shared expert's output and gate
-    (p·T·(h + 1), Qwen2-MoE), int32 expert offsets (4·E); DeepSeek's router runs in fp32 and keeps an fp32
-    copy of its input (when it trains) and of its weight (when the input needs grad), none in fp32 training.
-    Source: measured by the probe grid (models/, live storages at the peak) on Mixtral and DeepSeek-V2 layouts.
+    k·T expert outputs (k·T·h·p, for the routing weights' gradient) and, when the experts train (their weights, or
+    LoRA on gate_up_proj), the k·T gathered tokens their gate/up grouped matmul keeps (k·T·h·p); the fp32 router
+    softmax (4·T·E), int64 top-k indices (8·T·k) and three int64 permutation vectors (8·k·T each: the tokens'
+    gather, when the input needs grad; the routing weights', when they need grad; the restoring one), routing
+    weights (k·T in fp32, in p for Qwen-MoE; + fp32 4·T·k + 4·T where the router renormalizes its top-k), a gated
+    shared expert's output and gate (p·T·(h + 1), Qwen2-MoE), int32 expert offsets (4·E); DeepSeek's router runs
+    in fp32 and keeps an fp32 copy of its input (when its weight trains or is LoRA-adapted) and of its weight
+    (when the input needs grad), none in fp32 training but for the adapted weight W' and its input.
+    What the routing weights' path keeps needs the router's logits to need grad (`m.routing`), what the experts'
+    path keeps their output to (`m.expert_out`). `combine`: the routing weights' bytes where they are not
+    the model dtype's (autocast).
+    Source: measured by the probe grid (models/, live storages at the peak) on Mixtral and DeepSeek-V2 layouts,
+      and with saved-tensor hooks for LoRA on the expert parameters (tests/models/test_training_misses.py).
     """
     assert spec.moe is not None
     p, t, h = shp.act_bytes, shp.tokens, spec.hidden_size
     k, e = spec.moe.experts_per_token, spec.moe.num_experts
-    ledger.add("moe/expert_outputs", k * t * h * p)
-    if weights_train:
+    x_grad = m.x or m.weights
+    if m.routing:
+        ledger.add("moe/expert_outputs", k * t * h * p)
+    if m.weights or m.gate_up:
         ledger.add("moe/gathered_tokens", k * t * h * p)
-    ledger.add("moe/router_softmax_fp32", FP32 * t * e)
-    ledger.add("moe/topk_indices", INT64 * t * k)
-    ledger.add("moe/permutation", 3 * INT64 * k * t)
+    if m.routing:
+        ledger.add("moe/router_softmax_fp32", FP32 * t * e)
+        ledger.add("moe/topk_indices", INT64 * t * k)
+    ledger.add("moe/permutation", INT64 * k * t * (int(x_grad) + int(m.routing) + 1))
     # the k·T weights in expert order; a renormalizing router (w / Σw) also keeps the top-k values and their sum
-    gathered = moe_combine_bytes(spec, p)
-    renormalized = spec.moe.renormalize_top_k
-    ledger.add("moe/routing_weights", gathered * k * t + (FP32 * (t * k + t) if renormalized else 0))
-    if spec.moe.shared_expert_gate:  # Qwen2-MoE: sigmoid(gate(x)) · shared(x) keeps both factors
+    gathered = moe_combine_bytes(spec, p) if combine is None else combine
+    renormalized = spec.moe.renormalize_top_k and m.routing
+    weights = gathered * k * t if m.expert_out else 0
+    ledger.add("moe/routing_weights", weights + (FP32 * (t * k + t) if renormalized else 0))
+    if spec.moe.shared_expert_gate and m.routing:  # Qwen2-MoE: sigmoid(gate(x)) · shared(x) keeps both factors
         ledger.add("moe/shared_expert_gated", p * t * (h + 1))
-    ledger.add("moe/expert_offsets", INT32 * e)
+    if m.expert_out:
+        ledger.add("moe/expert_offsets", INT32 * e)
     # DeepSeek: F.linear(x.float(), w.float()) keeps x for w's gradient, w for x's; in fp32 both casts are no-ops,
-    # w is the parameter and x the MoE input, kept already by the linears reading it (mlp_in/input)
-    if spec.family.startswith("deepseek") and (shp.act_bytes != FP32 or shp.autocast):
-        ledger.add("moe/router_fp32_copies", FP32 * ((t * h if weights_train else 0) + (h * e if x_grad else 0)))
+    # w is the parameter and x the MoE input, kept already by the linears reading it (mlp_in/input); an adapted
+    # router's W' is no parameter, and nothing else keeps x
+    if spec.family.startswith("deepseek"):
+        router_trains = m.weights or m.router
+        if shp.act_bytes != FP32 or shp.autocast:
+            ledger.add("moe/router_fp32_copies", FP32 * ((t * h if router_trains else 0) + (h * e if x_grad else 0)))
+        elif m.router:
+            ledger.add("moe/router_fp32_copies", FP32 * (t * h + (h * e if x_grad else 0)))
 
 
 def moe_combine_bytes(spec: ModelSpec, act_bytes: int) -> int:

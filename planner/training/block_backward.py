@@ -27,8 +27,10 @@ from planner.model.params import block_layout
 from planner.model.spec import ModelSpec
 from planner.training.activations import (
     FP32,
+    INT64,
     PRE_MLP_PREFIXES,
     LayerGrads,
+    MoEGrads,
     TrainShapes,
     mlp_width,
     moe_combine_bytes,
@@ -199,6 +201,59 @@ def _experts_done(
     )
 
 
+def _expert_lora_backward(
+    spec: ModelSpec, shp: TrainShapes, grads: LayerGrads, saved: Mapping[str, int], grad_bytes: int, shared: int
+) -> BlockBackward:
+    """LoRA on the stacked expert parameters (peft ParamWrapper): the backward of each grouped matmul materializes
+    the gradient of its whole parametrized weight W' before baddbmm's backward folds it into the factors.
+
+    At the down grouped matmul (its two outputs alive): W'_down's gradient (p·E·h·f_e), the product's (p·k·T·f_e,
+    when it needs grad), and what waits: the expert-output gradient (p·k·T·h, the cast of the fp32 product's for
+    Mixtral and DeepSeek), the routing weights' gradient (c·k·T); the expert outputs, the routing weights and the
+    restoring permutation (8·k·T) are released by then.
+    At the gate/up grouped matmul: W'_gate_up's gradient (p·E·2f_e·h), the gathered tokens' (p·k·T·h, when the
+    input needs grad), SwiGLU's concatenated gradient (p·k·T·2f_e) and the waiting routing gradient; down's W', its
+    input and SwiGLU's saved tensors are released (down's factor casts have given way to their gradients, bf16
+    ones of the same size; fp32 ones are the parameters' new gradients, b_g·E·r·(f_e + h)).
+    p is the weights' dtype (fp32 under autocast); `shared`: what a shared expert differentiated before leaves
+    (_shared_expert_done).
+    Source: peft 0.21.2 tuners/lora/layer.py ParamWrapper, _LoraFactorsProxy; transformers 5.23
+      integrations/moe.py grouped_mm_experts_forward; torch autograd (a node's saved tensors are released once it
+      has run, nodes run latest-created first); measured by the cpu probe (live storages per op,
+      tests/models/test_training_misses.py).
+    """
+    assert spec.moe is not None
+    moe, t, h = spec.moe, shp.tokens, spec.hidden_size
+    m = MoEGrads.of(grads, "post_attention_norm/input_fp32" in saved)
+    if not (m.gate_up or m.down):
+        return BlockBackward("expert_lora_backward", 0, "")
+    w = FP32 if shp.autocast else shp.act_bytes
+    e, f_e, k, r = moe.num_experts, moe.expert_ffn_dim, moe.experts_per_token, grads.lora_rank
+    rows, c = k * t, moe_combine_bytes(spec, w)
+    routing_grad = c * rows if m.routing else 0
+    released = (
+        saved.get("moe/expert_outputs", 0)
+        + saved.get("moe/routing_weights", 0)
+        - (FP32 * (t * k + t) if moe.renormalize_top_k and m.routing else 0)
+    )
+    released += INT64 * rows  # the restoring permutation's IndexBackward has run
+    down = (w * e * h * f_e if m.down else 0) + (w * rows * f_e if m.gate_up_out else 0)
+    down += w * rows * h + routing_grad - released + shared
+    formula_down = "p·E·h·f_e + p·k·T·f_e + p·k·T·h + c·k·T − expert outputs, routing weights, 8·k·T (down W' gradient)"
+    moments = [(down, formula_down)]
+    if m.gate_up:
+        gate_up = w * e * 2 * f_e * h + (w * rows * h if m.x else 0) + w * rows * 2 * f_e + routing_grad
+        gate_up -= released + saved.get("moe/expert_lora/down_weight", 0) + saved.get("mlp_down_in/input", 0)
+        gate_up -= sum(saved.get(name, 0) for name in ("mlp/gate_output", "mlp/up_output", "mlp/act_output"))
+        if m.down and w == FP32:
+            gate_up += grad_bytes * e * r * (f_e + h)
+        gate_up += shared
+        formula_gate_up = "p·E·2f_e·h + p·k·T·(h + 2f_e) + c·k·T − down's and SwiGLU's saved (gate/up W' gradient)"
+        moments.append((gate_up, formula_gate_up))
+    nbytes, formula = max(moments)
+    return BlockBackward("expert_lora_backward", nbytes, formula)
+
+
 def _lora_down_backward(
     spec: ModelSpec, shp: TrainShapes, grads: LayerGrads, grad_bytes: int, accumulating: bool
 ) -> tuple[int, str]:
@@ -278,7 +333,9 @@ def _mlp_backward(
         routing = BlockBackward(
             "mlp_backward", nbytes, formula + (", shared expert done" if spec.moe.shared_expert_ffn_dim else "")
         )
-        return max(routing, _experts_done(spec, shp, grads, saved, grad_bytes), key=lambda m: m.bytes)
+        shared = _shared_expert_done(spec, shp, grads, saved, grad_bytes)
+        lora = _expert_lora_backward(spec, shp, grads, saved, grad_bytes, shared)
+        return max(routing, _experts_done(spec, shp, grads, saved, grad_bytes), lora, key=lambda m: m.bytes)
     f = spec.ffn_dim
     if "down_proj" in grads.lora:
         nbytes, formula = _lora_down_backward(spec, shp, grads, grad_bytes, accumulating)

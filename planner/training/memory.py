@@ -131,16 +131,42 @@ def parameter_tensors(spec: ModelSpec, full: bool, trainable: TrainableParams) -
     return outer + blocks
 
 
+# transformers 5.23 registers these MoE blocks' experts before their router (Qwen3MoeSparseMoeBlock, DeepseekV3MoE,
+# ...); Mixtral the router first (MixtralSparseMoeBlock)
+ROUTER_FIRST_FAMILIES = frozenset({"mixtral", "minimax_m2"})
+ROUTER_MODULE = "gate.weight"
+
+
+def _lora_for_loop_temporaries(spec: ModelSpec, trainable: TrainableParams) -> int:
+    """The for-loop AdamW's 2·n_i + n_(i−1) over LoRA's tensors in the model's parameter order: per module lora_A
+    (r·d_in; E·r'·d_in for an expert stack) then lora_B (d_out·r), modules in a block's order (the experts' nested
+    ParamWrappers gate_up_proj then down_proj, after the router in Mixtral, before it elsewhere), block after block.
+    Source: torch 2.13 torch/optim/adam.py `_single_tensor_adam`; peft 0.21.2 ParamWrapper (the inner wrapper's
+    base_layer registers first); measured by the cpu probe (tests/models/test_training_misses.py)."""
+    modules = [m for m in trainable.modules if m.rank]
+    if spec.family not in ROUTER_FIRST_FAMILIES:  # the experts before the router
+        modules = [m for m in modules if m.name != ROUTER_MODULE] + [m for m in modules if m.name == ROUTER_MODULE]
+    tensors: list[int] = []
+    for m in modules:
+        per_rank = m.trainable_params // m.layers // (m.d_in + m.d_out)  # r, or E·r' for an expert stack
+        tensors += [per_rank * m.d_in, per_rank * m.d_out]
+    if not tensors:
+        return 0
+    previous = [tensors[-1] if any(m.layers > 1 for m in modules) else 0, *tensors[:-1]]
+    return max(2 * n + before for n, before in zip(tensors, previous, strict=True))
+
+
 def _for_loop_temporaries(spec: ModelSpec, full: bool, trainable: TrainableParams) -> int:
     """Elements alive at once in the for-loop AdamW: the square root and the quotient of one tensor's denominator
     while the previous tensor's `denom` is still bound, max over the tensors of 2·n_i + n_(i−1) (full fine-tuning,
-    in transformers' parameter order: embedding, blocks, final norm, lm_head); 2·the largest adapter tensor for
-    peft methods.
+    in transformers' parameter order: embedding, blocks, final norm, lm_head); the same over LoRA's tensors
+    (_lora_for_loop_temporaries) and 2·the largest tensor of other peft methods.
     Source: torch 2.13 torch/optim/adam.py `_single_tensor_adam` (`denom = (exp_avg_sq.sqrt() / ...).add_(...)`, a
       local rebound per tensor); transformers 5.23 Phi3Attention, Phi3MLP, MixtralExperts (fused parameters);
       measured by the cpu probe (tests/models/test_training_misses.py)."""
     if not full:
-        return 2 * max((_module_largest_tensor(m) for m in trainable.modules), default=0)
+        others = [_module_largest_tensor(m) for m in trainable.modules if not m.rank]
+        return max(2 * max(others, default=0), _lora_for_loop_temporaries(spec, trainable))
     table = spec.vocab_size * spec.hidden_size
     tensors = [table]
     for layer in range(spec.num_layers):
