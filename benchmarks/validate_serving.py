@@ -87,6 +87,28 @@ def load_for(row: dict[str, str], concurrency: int, mapping: dict[str, Any], cli
     return load
 
 
+def sweep_server_settings(engine: str, isl: int, batch_size: int) -> dict[str, int]:
+    """The batch limits aiconfigurator's generator writes into the engine configuration of an aggregated deployment,
+    which its gap-analysis sweeps ran (benchmarks/data/silicon/clients.json, `aiconfigurator-sweep`): aiconfigurator
+    0.12.0 generator/rule_plugin/<engine>.rule, the default rule plugin (`when not preserve_engine_limits`):
+    - TensorRT-LLM: `agg max_num_tokens = ceil32(max_batch_size + isl + 500)` (tokens_per_block 32), so about one
+      whole context fits an iteration, where the engine's default 8,192 would take eight 1,024-token prompts at once;
+    - vLLM: `agg_decode max_batch_size = 512 if max_batch_size < 512 else 2 · max_batch_size` (--max-num-seqs), then
+      `agg max_num_tokens = max_batch_size + isl + 1500` (--max-num-batched-tokens);
+    - SGLang: `agg_prefill_decode max_prefill_tokens = isl + 1500` (--max-prefill-tokens), the token budget of one
+      prefill batch (its `agg enable_mixed_chunk = true` is not modelled: memplan's SGLang loop runs prefill first).
+    The deployment's own max_batch_size is not recorded in a row; its batch size (the benchmark's concurrency per
+    rank) stands in for it."""
+    if engine == "trtllm":
+        return {"max_num_batched_tokens": -(-(batch_size + isl + 500) // 32) * 32}
+    if engine == "vllm":
+        seqs = 512 if batch_size < 512 else 2 * batch_size
+        return {"max_num_seqs": seqs, "max_num_batched_tokens": seqs + isl + 1500}
+    if engine == "sglang":
+        return {"max_num_batched_tokens": isl + 1500}
+    return {}
+
+
 def request_for(
     row: dict[str, str], mapping: dict[str, Any] | None = None, clients: str = "fixed"
 ) -> tuple[InferenceRequest | None, str]:
@@ -149,6 +171,11 @@ def request_for(
         "output_tokens": int(row["osl"]),
         "concurrency": concurrency,
     }
+    if client_of(row) == "aiconfigurator-sweep":
+        limits = sweep_server_settings(row["backend"], int(row["isl"]), int(row["batch_size"]))
+        if row["backend"] == "sglang":  # SGLang's limits are for the whole server, split over the DP ranks
+            limits = {k: v * dp for k, v in limits.items()}
+        serving |= limits
     request = InferenceRequest(
         model=model["catalog"],
         gpu=m["gpus"][row["system"]],
