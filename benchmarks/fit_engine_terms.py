@@ -1,35 +1,47 @@
-"""Fit, per engine, the two step-time terms no kernel table measures, on end-to-end TPOT, leaving one model out.
+"""Fit, per engine, the three step-time terms no kernel table measures, on end-to-end TPOT, leaving one model out.
 
 Run: .venv/bin/python benchmarks/fit_engine_terms.py [--jobs 2] [--write]
 
-The step-time model is the measured kernels of an iteration. Two things an engine spends per iteration are in no
-kernel microbenchmark, and both show in the silicon sample's TPOT at low concurrency, where a decode step is mostly
-its kernels:
+The step-time model is the measured kernels of an iteration. Three things an engine spends per iteration are in no
+kernel microbenchmark; the first two show in the silicon sample's TPOT at low concurrency, where a decode step is
+mostly its kernels, the third in how TPOT grows with the batch:
 - a wait at every all-reduce: aiconfigurator-core times each all-reduce alone, back to back under a CUDA graph, with
   every rank already in step; in a model the custom all-reduce's barrier waits for the slowest rank's preceding
   kernels, and the expected wait for the last of n jittered ranks grows about as log n. vLLM's measured TPOT on
   H100 and H200 exceeds the kernel step by about 1 µs per all-reduce at TP 2 and 5–10 µs at TP 4 and 8;
 - a fixed cost per iteration: the scheduler, input preparation, sampling and output processing the GPU does not
   overlap, and the launch gaps between CUDA graphs and eager kernels. TensorRT-LLM's and SGLang's measured TPOT at
-  concurrency 8 sits a few hundred µs above the kernel step at every TP.
+  concurrency 8 sits a few hundred µs above the kernel step at every TP;
+- a cost per sequence per iteration: the scheduler's, the input preparation's and the output processing's work for
+  each scheduled request, on the host CPU. On H100, TPOT exceeds the kernel step by 20–45 µs more for every further
+  client (vLLM, with Qwen3-32B, Llama-3.1-70B and gpt-oss-120b alike, at every TP, so not a GPU kernel); on H200 the
+  same engines and models show about none. It is a cost of the hosts, and each GPU's rows come from one cluster, so
+  it is fitted per (GPU, engine); GPUs without silicon rows get none.
 The form is therefore
 
     allreduce  = measured kernel + w_engine · log2(ranks)   (prefill and decode, the lm_head's logits gather included)
-    iteration  = its kernels + f_engine
+    iteration  = its kernels + f_engine + s_(gpu, engine) · sequences scheduled
 
-with one (w, f) per engine. These are the only terms of the step-time model fitted on end-to-end runs
+with one (w, f) per engine and one s per (GPU, engine). These are the only terms of the step-time model fitted on
+end-to-end runs
 (silicon_sample.csv); everything else is fitted on kernel tables. So they are fitted and scored without seeing the
 model they are scored on:
 - grid: each candidate term, each through the full simulation of every H100/H200 aggregated PP-1 row
   of the engine (benchmarks/validate_serving.py's predict);
 - leave one model out: for each model, the (w, f) with the lowest median TPOT APE over the engine's other models,
   scored on that model's rows; the held-out errors are reported per (GPU, engine) group and overall;
-- two stages in a fixed order, one term each on its own grid: the wait w (f = 0), then f on top of stage 1's w
-  (a joint grid over both let each held-out model pick a different corner and did worse held out); nested, so the
-  model held out in stage 2 keeps the w stage 1 chose without it;
+- three stages in a fixed order, one term each on its own grid: the wait w (f = s = 0), then f on top of stage 1's
+  w (a joint grid over both let each held-out model pick a different corner and did worse held out), then s per GPU
+  on top of both, fitted and held out on that GPU's rows only (a model held out there is fitted on the other models
+  of that GPU; with none, it gets none); nested, so a model held out in a stage keeps the terms the stages before
+  chose without it;
 - shipped rule, fixed before writing, per stage: the term ships (at its all-rows value) only if the engine's
   held-out TPOT median is lower than after the stage before and no (GPU, engine) group of it with 20 or more rows
-  is worse held out; else it stays 0;
+  is worse held out (for s: its GPU's group has 20 or more rows and is better held out, and the published
+  measurements under load of that (GPU, engine), benchmarks/data/published_latency/under_load.json, which are
+  never fitted, are not worse; that last check was added after the first fit of s, which it would have shipped
+  for TensorRT-LLM on H100 at 30 µs: its perf-overview throughputs at ~2,000 sequences went from 3.2 % to 13.1 %);
+  else it stays 0;
 - B200 rows never enter the fit; their error with the shipped terms is reported as an out-of-GPU check.
 --write writes planner/calibration/engine_terms.json (the terms per engine, this report, provenance); then rerun
 `validate_serving.py --jobs 2 --write` and `validate_static.py --write` so the committed reports and every answer's
@@ -55,6 +67,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import validate_serving  # noqa: E402
+import validate_static  # noqa: E402
 
 from planner.calibration import kernels  # noqa: E402
 
@@ -67,14 +80,23 @@ WAIT_GRIDS_US = {
 }
 STEP_GRID_US = [0.0, 100.0, 200.0, 300.0, 400.0, 500.0, 600.0, 800.0, 1000.0]
 MIN_GROUP_ROWS = 20
-Terms = tuple[float, float]  # (w µs per log2 ranks, f µs per iteration)
+PER_SEQUENCE_GRID_US = [0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 60.0]
+PerGpu = tuple[tuple[str, float], ...]  # (planner GPU id, s µs per sequence), sorted
+Terms = tuple[float, float, PerGpu]  # (w µs per log2 ranks, f µs per iteration, s per GPU)
 Prediction = tuple[float, float]  # (TTFT ms, TPOT ms)
-NONE: Terms = (0.0, 0.0)
+NONE: Terms = (0.0, 0.0, ())
+
+
+def _with_sequence(terms: Terms, gpu: str, value: float) -> Terms:
+    per_gpu = dict(terms[2])
+    per_gpu[gpu] = value
+    return terms[0], terms[1], tuple(sorted((g, v) for g, v in per_gpu.items() if v))
 
 
 def _set_terms(engine: str, terms: Terms) -> None:
-    """In this process, every table of `engine` carries the wait and step overhead `terms` (µs)."""
-    wait, step = kernels.allreduce_wait_s, kernels.step_overhead_s
+    """In this process, every table of `engine` carries the wait, step overhead and per-sequence `terms` (µs)."""
+    wait, step, sequence = kernels.allreduce_wait_s, kernels.step_overhead_s, kernels.step_per_sequence_s
+    per_gpu = dict(terms[2])
 
     def wait_for(name: str) -> float:
         return terms[0] * US if name == engine else wait(name)
@@ -82,7 +104,10 @@ def _set_terms(engine: str, terms: Terms) -> None:
     def step_for(name: str) -> float:
         return terms[1] * US if name == engine else step(name)
 
-    kernels.allreduce_wait_s, kernels.step_overhead_s = wait_for, step_for
+    def sequence_for(name: str, gpu: str) -> float:
+        return per_gpu.get(gpu, 0.0) * US if name == engine else sequence(name, gpu)
+
+    kernels.allreduce_wait_s, kernels.step_overhead_s, kernels.step_per_sequence_s = wait_for, step_for, sequence_for
     kernels.load_kernel_tables.cache_clear()
 
 
@@ -110,7 +135,7 @@ def _scored_rows(engine: str, systems: tuple[str, ...]) -> list[dict[str, str]]:
 
 
 def _label(terms: Terms) -> str:
-    return f"w {terms[0]:g} µs, f {terms[1]:g} µs"
+    return f"w {terms[0]:g} µs, f {terms[1]:g} µs" + "".join(f", s {g} {v:g} µs" for g, v in terms[2])
 
 
 def _groups(
@@ -132,9 +157,10 @@ def _groups(
 
 
 def fit_engine(engine: str, jobs: int) -> dict[str, Any]:
-    """Two stages in a fixed order, each one term on its own grid with the other held, each with the shipping rule:
-    the wait w (no step overhead), then the step overhead f on top of the wait as stage 1 left it. Nested: the
-    model held out in stage 2 keeps the w that stage 1 chose without it, so no held-out figure saw its model."""
+    """Three stages in a fixed order, each one term on its own grid with the others held, each with the shipping
+    rule: the wait w (no step overhead), then the step overhead f on top of the wait as stage 1 left it, then the
+    cost per sequence s of each GPU on top of both. Nested: a model held out in a stage keeps the terms the stages
+    before chose without it, so no held-out figure saw its model."""
     rows = _scored_rows(engine, validate_serving.HOPPER)
     by_id = {r["id"]: r for r in rows}
     grid: dict[Terms, dict[str, Prediction]] = {}
@@ -166,7 +192,7 @@ def fit_engine(engine: str, jobs: int) -> dict[str, Any]:
     for stage, (term, axis) in enumerate((("wait", WAIT_GRIDS_US[engine]), ("step", STEP_GRID_US))):
 
         def vary(base: Terms, value: float, stage: int = stage) -> Terms:
-            return (value, base[1]) if stage == 0 else (base[0], value)
+            return (value, base[1], base[2]) if stage == 0 else (base[0], value, base[2])
 
         for base in {shipped, *per_model.values()}:
             for value in axis:
@@ -203,9 +229,70 @@ def fit_engine(engine: str, jobs: int) -> dict[str, Any]:
         )
         if ships:
             shipped, per_model, held = fitted, chosen, stage_held
+    gpu_of = validate_serving._mapping()["gpus"]
+    for system in sorted({by_id[i]["system"] for i in ids}):
+        gpu = gpu_of[system]
+        group = [i for i in ids if by_id[i]["system"] == system]
+        for base in {shipped, *per_model.values()}:
+            for value in PER_SEQUENCE_GRID_US:
+                predictions(_with_sequence(base, gpu, value))
+        in_group = sorted({by_id[i]["model_path"] for i in group})
+        chosen, stage_held = dict(per_model), dict(held)
+        for model in in_group:
+            train = [i for i in group if by_id[i]["model_path"] != model]
+            candidates = [_with_sequence(per_model[model], gpu, v) for v in PER_SEQUENCE_GRID_US]
+            # no other model on this GPU: nothing to fit it on without it, so it keeps no term
+            chosen[model] = (
+                min(candidates, key=lambda t: (statistics.median(_ape(grid[t][i], by_id[i], 1) for i in train), t))
+                if train
+                else per_model[model]
+            )
+            stage_held |= {i: grid[chosen[model]][i] for i in group if by_id[i]["model_path"] == model}
+        before, after = _median(group, held.__getitem__, by_id, 1), _median(group, stage_held.__getitem__, by_id, 1)
+        fitted = min(
+            (_with_sequence(shipped, gpu, v) for v in PER_SEQUENCE_GRID_US),
+            key=lambda t: (statistics.median(_ape(grid[t][i], by_id[i], 1) for i in group), t),
+        )
+        ships = len(group) >= MIN_GROUP_ROWS and after < before
+        published = None
+        if ships:  # and what it does to measurements it never saw
+            without, with_s = published_under_load(engine, gpu, shipped), published_under_load(engine, gpu, fitted)
+            published = {"points": with_s["points"], "without": without["median_ape"], "with": with_s["median_ape"]}
+            ships = not with_s["points"] or with_s["median_ape"] <= without["median_ape"]
+        stages.append(
+            {
+                "term": "per_sequence",
+                "gpu": gpu,
+                "grid_us": PER_SEQUENCE_GRID_US,
+                "fitted_us": dict(fitted[2]).get(gpu, 0.0),
+                "ships": ships,
+                "why": (
+                    f"{system} held-out TPOT {before:.1%} → {after:.1%}"
+                    if ships
+                    else f"not shipped: {system} held-out TPOT {before:.1%} → {after:.1%}"
+                    + (f" ({len(group)} rows, fewer than {MIN_GROUP_ROWS})" if len(group) < MIN_GROUP_ROWS else "")
+                    + (
+                        f"; published under-load measurements ({published['points']} points) "
+                        f"{published['without']:.1%} → {published['with']:.1%}"
+                        if published
+                        else ""
+                    )
+                ),
+                "published_under_load": published,
+                "leave_one_model_out": {
+                    "chosen_us": {m: dict(chosen[m][2]).get(gpu, 0.0) for m in in_group},
+                    "tpot_without": before,
+                    "tpot_held_out": after,
+                },
+                "groups": _groups(engine, group, held, stage_held, by_id),
+            }
+        )
+        if ships:
+            shipped, per_model, held = fitted, chosen, stage_held
     return {
         "wait_s_per_log2_ranks": round(shipped[0] * US, 12),
         "step_s": round(shipped[1] * US, 12),
+        "per_sequence_s_by_gpu": {gpu: round(v * US, 12) for gpu, v in shipped[2]},
         "ships": shipped != NONE,
         "rows": len(ids),
         "stages": stages,
@@ -215,6 +302,25 @@ def fit_engine(engine: str, jobs: int) -> dict[str, Any]:
         "held_out": held,  # what ships, scored without seeing the model
         "scored_rows": by_id,
     }
+
+
+def _published_primary(record: dict[str, Any]) -> list[tuple[float, float]]:
+    return [
+        (metric["predicted"], metric["measured"])
+        for point in record.get("points", [])
+        for metric in point["metrics"].values()
+        if metric["primary"]
+    ]
+
+
+def published_under_load(engine: str, gpu: str, terms: Terms) -> dict[str, Any]:
+    """The median APE over the primary metrics of the published under-load rows of (gpu, engine) with `terms`."""
+    rows = [r for r in validate_static.load_rows(("under_load",)) if r["engine"] == engine]
+    with ProcessPoolExecutor(1, initializer=_set_terms, initargs=(engine, terms)) as pool:
+        records = list(pool.map(validate_static.predict_row, rows))
+    pairs = [pm for r in records if r["scored"] and r["group"] == f"{engine}/{gpu}" for pm in _published_primary(r)]
+    ape = round(statistics.median(abs(p / m - 1) for p, m in pairs), 4) if pairs else None
+    return {"points": len(pairs), "median_ape": ape}
 
 
 def out_of_gpu_check(engine: str, terms: Terms, jobs: int) -> dict[str, Any]:
@@ -236,6 +342,7 @@ def main() -> None:
     args = parser.parse_args()
     # fit from neither term at all, whatever the committed file says
     kernels.allreduce_wait_s = kernels.step_overhead_s = lambda engine: 0.0
+    kernels.step_per_sequence_s = lambda engine, gpu: 0.0
     engines: dict[str, Any] = {}
     held: dict[str, Prediction] = {}
     scored: dict[str, dict[str, str]] = {}
@@ -248,7 +355,9 @@ def main() -> None:
             print(f"{engine} {stage['term']}: {stage['why']}")
         print(
             f"{engine}: ships w = {fit['wait_s_per_log2_ranks'] / US:g} µs per log2(ranks), "
-            f"f = {fit['step_s'] / US:g} µs per iteration; held-out TPOT {fit['tpot_without']:.1%} → "
+            f"f = {fit['step_s'] / US:g} µs per iteration, s = "
+            f"{ {g: v / US for g, v in fit['per_sequence_s_by_gpu'].items()} } µs per sequence; held-out TPOT "
+            f"{fit['tpot_without']:.1%} → "
             f"{fit['tpot_held_out']:.1%}"
         )
     ids = list(held)
@@ -260,16 +369,22 @@ def main() -> None:
     print(f"H100 + H200, every engine as shipped, each model held out: {overall}")
     for engine, fit in engines.items():
         if fit["ships"]:
-            terms = (fit["wait_s_per_log2_ranks"] / US, fit["step_s"] / US)
+            terms = (
+                fit["wait_s_per_log2_ranks"] / US,
+                fit["step_s"] / US,
+                tuple(sorted((g, v / US) for g, v in fit["per_sequence_s_by_gpu"].items())),
+            )
             fit["b200_out_of_gpu"] = out_of_gpu_check(engine, terms, args.jobs)
             print(f"{engine} on B200 (never fitted): {fit['b200_out_of_gpu']}")
     report = {
         "what": "the step-time terms no kernel table measures, per engine: a wait at each all-reduce, w · log2(ranks) "
         "(the barrier of a collective waits for the slowest rank; kernel microbenchmarks run ranks already in step), "
-        "and a fixed cost f per iteration outside its kernels (scheduling, input preparation, sampling, output "
-        "processing and launch gaps the GPU does not overlap)",
+        "a fixed cost f per iteration outside its kernels (scheduling, input preparation, sampling, output "
+        "processing and launch gaps the GPU does not overlap), and a cost s per scheduled sequence per iteration on "
+        "the host (per request scheduling, input preparation and output processing), fitted per GPU because each "
+        "GPU's rows come from one cluster's hosts",
         "formula": "allreduce_s(elements, n) = measured kernel table latency + w_engine · log2(n); "
-        "iteration_s = Σ its kernels + f_engine",
+        "iteration_s = Σ its kernels + f_engine + s_(gpu, engine) · sequences scheduled",
         "fitted_on": "end-to-end TPOT of benchmarks/data/silicon/silicon_sample.csv (aiconfigurator-core 0.12.0), "
         "H100 and H200 aggregated PP-1 rows; cross-validated leaving one model out",
         "script": "benchmarks/fit_engine_terms.py",

@@ -36,6 +36,7 @@ __all__ = [
     "available_tables",
     "load_kernel_tables",
     "step_overhead_s",
+    "step_per_sequence_s",
 ]
 
 US = 1e-6
@@ -101,9 +102,10 @@ class KernelTables:
     elementwise: KernelTable
     fit_report: dict[str, Any] = field(default_factory=dict)
     # the engine's terms fitted end to end, not kernels (engine_terms.json): the wait per log2(ranks) at each
-    # all-reduce, and the fixed cost of an iteration outside its kernels
+    # all-reduce, the fixed cost of an iteration outside its kernels, and its cost per sequence on this GPU's hosts
     allreduce_wait_s: float = 0.0
     step_overhead_s: float = 0.0
+    step_per_sequence_s: float = 0.0
     # the nearest table per (section, key), picked once: the sections are read-only once loaded, so their ids are
     # stable for this instance's life
     _picked: dict[tuple[int, tuple[float, ...]], KernelTable] = field(default_factory=dict, repr=False)
@@ -283,9 +285,19 @@ def available_tables() -> frozenset[tuple[str, str]]:
 
 
 @lru_cache(maxsize=1)
-def _engine_terms() -> dict[str, tuple[float, float]]:
+def _engine_terms() -> dict[str, tuple[float, float, dict[str, float]]]:
     raw = json.loads(resources.files(_PACKAGE).joinpath("engine_terms.json").read_text(encoding="utf-8"))
-    return {e: (float(fit["wait_s_per_log2_ranks"]), float(fit["step_s"])) for e, fit in raw["engines"].items()}
+    return {
+        e: (
+            float(fit["wait_s_per_log2_ranks"]),
+            float(fit["step_s"]),
+            {gpu: float(s) for gpu, s in fit.get("per_sequence_s_by_gpu", {}).items()},
+        )
+        for e, fit in raw["engines"].items()
+    }
+
+
+_NO_TERMS: tuple[float, float, dict[str, float]] = (0.0, 0.0, {})
 
 
 def allreduce_wait_s(engine: str) -> float:
@@ -293,9 +305,9 @@ def allreduce_wait_s(engine: str) -> float:
     waits for the slowest rank, which a kernel microbenchmark (ranks already in step) does not see.
 
     Source: planner/calibration/engine_terms.json, written by benchmarks/fit_engine_terms.py: fitted on the silicon
-    sample's end-to-end TPOT and cross-validated leaving one model out (one of the two terms not fitted on kernels).
+    sample's end-to-end TPOT and cross-validated leaving one model out (one of the terms not fitted on kernels).
     """
-    return _engine_terms().get(engine, (0.0, 0.0))[0]
+    return _engine_terms().get(engine, _NO_TERMS)[0]
 
 
 def step_overhead_s(engine: str) -> float:
@@ -304,18 +316,35 @@ def step_overhead_s(engine: str) -> float:
 
     Source: planner/calibration/engine_terms.json, as allreduce_wait_s (no kernel table measures it).
     """
-    return _engine_terms().get(engine, (0.0, 0.0))[1]
+    return _engine_terms().get(engine, _NO_TERMS)[1]
+
+
+def step_per_sequence_s(engine: str, gpu: str) -> float:
+    """The engine's cost per scheduled sequence per iteration outside its kernels, as measured on `gpu`'s hosts (0
+    where none was shipped, and on every GPU without silicon rows to fit it): the scheduler's, the input
+    preparation's and the output processing's work for each request, which grows with the batch and which the GPU
+    does not overlap. A host cost, so it is fitted per (GPU, engine): each GPU's rows in the silicon sample come from
+    one cluster.
+
+    Source: planner/calibration/engine_terms.json, as allreduce_wait_s (no kernel table measures it).
+    """
+    return _engine_terms().get(engine, _NO_TERMS)[2].get(gpu, 0.0)
 
 
 @lru_cache(maxsize=64)
 def load_kernel_tables(gpu: str, engine: str, engine_terms: bool = True) -> KernelTables | None:
     """The fitted tables of (gpu, engine), or None when that pair was never measured. `engine_terms`: the engine's
-    all-reduce wait (allreduce_wait_s) and step overhead (step_overhead_s) are added; False where the tables stand
-    in for another engine's kernels."""
+    all-reduce wait (allreduce_wait_s), step overhead (step_overhead_s) and cost per sequence on this GPU
+    (step_per_sequence_s) are added; False where the tables stand in for another engine's kernels."""
     if (gpu, engine) not in available_tables():
         return None
     path = resources.files(_PACKAGE).joinpath(_DIR, f"{gpu}.{engine}.json")
     tables = _parse(json.loads(path.read_text(encoding="utf-8")))
     if not engine_terms:
         return tables
-    return replace(tables, allreduce_wait_s=allreduce_wait_s(engine), step_overhead_s=step_overhead_s(engine))
+    return replace(
+        tables,
+        allreduce_wait_s=allreduce_wait_s(engine),
+        step_overhead_s=step_overhead_s(engine),
+        step_per_sequence_s=step_per_sequence_s(engine, gpu),
+    )

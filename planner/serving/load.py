@@ -151,7 +151,7 @@ def step_model_for(spec: ModelSpec, serving: ServingSpec, gpu_id: str, moe_ep: i
         expert_fmt=kernel_format(serving.resolved_expert_format.value),
         kv_dtype="fp8" if serving.kv_cache_dtype.value == "fp8" else "bf16",
         fixed_s=tables.step_overhead_s,
-        per_seq_s=0.0,
+        per_seq_s=tables.step_per_sequence_s,
         attention_dp=serving.attention_data_parallel,
         qk_norm_kernels=int(qk.value) if (qk := serving.engine_profile.qk_norm_kernels) else 0,
         decode_context_parallel=serving.decode_context_parallel,

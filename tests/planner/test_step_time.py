@@ -143,33 +143,57 @@ def test_l40s_all_reduce_beyond_two_gpus_scales_as_a_pcie_server(engine: str) ->
 
 
 def test_engine_terms_follow_their_shipping_rule_and_reach_the_step_model() -> None:
-    # engine_terms.json: per engine a wait w per log2(ranks) at each all-reduce and a fixed cost f per iteration,
-    # fitted on end-to-end TPOT with each model held out; an engine gets them only where the held-out error improved
-    # and no group of 20+ rows got worse. Shipped terms reach the tables of that engine and nothing else: a 4-token
-    # all-reduce of an 8,192-wide model on n GPUs is the measured kernel + log2(n) · w, every iteration costs its
-    # kernels + f, and transformers (on vLLM's kernel tables) takes neither
+    # engine_terms.json: per engine a wait w per log2(ranks) at each all-reduce and a fixed cost f per iteration, and
+    # per (GPU, engine) a cost s per scheduled sequence, fitted on end-to-end TPOT with each model held out; a term
+    # ships only where the held-out error improved and no group of 20+ rows got worse (s: its GPU's group, of 20+
+    # rows, got better, and the published under-load measurements of that GPU and engine did not get worse).
+    # Shipped terms reach the tables of that engine (and, for s, that GPU) and nothing else: a 4-token all-reduce
+    # of an 8,192-wide model on n GPUs is the measured kernel + log2(n) · w, every iteration costs its kernels + f +
+    # s per sequence, and transformers (on vLLM's kernel tables) takes none of them
     raw = json.loads((ROOT / "planner" / "calibration" / "engine_terms.json").read_text())
-    for engine, fit in raw["engines"].items():  # the file follows its own rule, stage by stage (wait, then step)
-        for stage, key in zip(fit["stages"], ("wait_s_per_log2_ranks", "step_s"), strict=True):
+    for engine, fit in raw["engines"].items():  # the file follows its own rule, stage by stage
+        engine_wide = [st for st in fit["stages"] if st["term"] in ("wait", "step")]
+        for stage, key in zip(engine_wide, ("wait_s_per_log2_ranks", "step_s"), strict=True):
             held, groups = stage["leave_one_model_out"], stage["groups"].values()
             worse = any(g["rows"] >= 20 and g["tpot_held_out"] > g["tpot_without"] for g in groups)
             assert stage["ships"] == (held["tpot_held_out"] < held["tpot_without"] and not worse), engine
             assert fit[key] == (stage["fitted_us"] * 1e-6 if stage["ships"] else 0.0), (engine, key)
+        per_gpu = [st for st in fit["stages"] if st["term"] == "per_sequence"]
+        assert per_gpu and len(per_gpu) + len(engine_wide) == len(fit["stages"]), engine
+        for stage in per_gpu:
+            held, (group,) = stage["leave_one_model_out"], stage["groups"].values()
+            improved = group["rows"] >= 20 and held["tpot_held_out"] < held["tpot_without"]
+            published = stage["published_under_load"]  # measured only for a candidate that improved
+            assert (published is not None) == improved, (engine, stage["gpu"])
+            carries = published is None or not published["points"] or published["with"] <= published["without"]
+            assert stage["ships"] == (improved and carries), (engine, stage["gpu"])
+            shipped = fit["per_sequence_s_by_gpu"].get(stage["gpu"], 0.0)
+            expected = stage["fitted_us"] * 1e-6 if stage["ships"] else 0.0
+            assert shipped == pytest.approx(expected, rel=1e-9, abs=1e-15), (engine, stage["gpu"])
         assert 0.0 <= fit["wait_s_per_log2_ranks"] <= 10e-6 and 0.0 <= fit["step_s"] <= 2e-3, engine
+        assert all(0.0 <= v <= 100e-6 for v in fit["per_sequence_s_by_gpu"].values()), engine
     spec = CATALOG.model("llama-3.1-70b").spec
     for engine, fit in raw["engines"].items():
         w, f = fit["wait_s_per_log2_ranks"], fit["step_s"]
-        tables, kernel_only = load_kernel_tables("h200", engine), load_kernel_tables("h200", engine, engine_terms=False)
-        assert tables is not None and kernel_only is not None
-        assert (tables.allreduce_wait_s, tables.step_overhead_s) == (w, f)
-        assert kernel_only.allreduce_wait_s == kernel_only.step_overhead_s == 0.0
-        for n, hops in ((2, 1), (4, 2), (8, 3)):
-            assert tables.allreduce_s(4 * 8192, n) == pytest.approx(kernel_only.allreduce_s(4 * 8192, n) + hops * w)
-        assert tables.allreduce_s(4 * 8192, 1) == 0.0
-        model = step_model_for(spec, ServingSpec(engine=engine, tensor_parallel=4), "h200")
-        assert model.tables.allreduce_wait_s == w and model.fixed_s == f
-    hf = step_model_for(spec, ServingSpec(engine="transformers", tensor_parallel=4), "h200")
-    assert hf.tables.allreduce_wait_s == 0.0 and hf.fixed_s == 0.0
+        for gpu in ("h100-sxm", "h200", "b200"):
+            s = fit["per_sequence_s_by_gpu"].get(gpu, 0.0)
+            tables, kernel_only = load_kernel_tables(gpu, engine), load_kernel_tables(gpu, engine, engine_terms=False)
+            assert tables is not None and kernel_only is not None
+            assert (tables.allreduce_wait_s, tables.step_overhead_s, tables.step_per_sequence_s) == (w, f, s)
+            assert kernel_only.allreduce_wait_s == kernel_only.step_overhead_s == 0.0
+            assert kernel_only.step_per_sequence_s == 0.0
+            for n, hops in ((2, 1), (4, 2), (8, 3)):
+                assert tables.allreduce_s(4 * 8192, n) == pytest.approx(kernel_only.allreduce_s(4 * 8192, n) + hops * w)
+            assert tables.allreduce_s(4 * 8192, 1) == 0.0
+            model = step_model_for(spec, ServingSpec(engine=engine, tensor_parallel=4), gpu)
+            assert model.tables.allreduce_wait_s == w and model.fixed_s == f and model.per_seq_s == s
+            # s is paid once per scheduled sequence: 64 decodes cost 63 · s more than one, beyond their kernels
+            bare = step_model_for(spec, ServingSpec(engine=engine, tensor_parallel=4), gpu)
+            bare = replace(bare, per_seq_s=0.0, _memo={}, _steps={}, _outside={})
+            grown = model.step(64, 2048).total_s - model.step(1, 2048).total_s
+            assert grown == pytest.approx(bare.step(64, 2048).total_s - bare.step(1, 2048).total_s + 63 * s)
+    hf = step_model_for(spec, ServingSpec(engine="transformers", tensor_parallel=4), "h100-sxm")
+    assert hf.tables.allreduce_wait_s == 0.0 and hf.fixed_s == 0.0 and hf.per_seq_s == 0.0
 
 
 def test_models_sharing_piece_memos_answer_as_models_of_their_own() -> None:
