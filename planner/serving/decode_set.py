@@ -31,7 +31,6 @@ single decoding request is left, the engine lets it decode without its block (sc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from heapq import heapify, heappop, heappush
 
@@ -78,9 +77,6 @@ class Cohort:
         """Its last `count` requests as a cohort of their own; this one keeps the rest."""
         self.count -= count
         return self._part(self.first + self.count, count)
-
-
-_NONE: tuple[Cohort, ...] = ()  # pop_finished's answer when nothing finished
 
 
 class DecodeSet:
@@ -179,23 +175,6 @@ class DecodeSet:
     def _current(self, finish_at: int, first: int) -> bool:
         c = self.cohorts.get(first)
         return c is not None and c.finish_at == finish_at
-
-    def pop_finished(self) -> Sequence[Cohort]:
-        """Remove and return every cohort whose output is complete (tokens ≥ prompt + output)."""
-        heap, clock = self.finish_heap, self.clock
-        if not heap or heap[0][0] > clock:
-            return _NONE  # the common case: nothing finished (no list made)
-        done, cohorts, short = [], self.cohorts, self.short
-        while heap and heap[0][0] <= clock:
-            finish_at, first = heappop(heap)
-            c = cohorts.get(first)
-            if c is not None and c.finish_at == finish_at:  # else stale, as in _current
-                self._forget(c, c.count)  # remove(c)
-                del cohorts[first]
-                if short:
-                    short.pop(first, None)
-                done.append(c)
-        return done
 
     # on-demand blocks ---------------------------------------------------------------------------------------------
     def held_blocks(self, c: Cohort) -> int:
