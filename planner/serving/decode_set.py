@@ -61,10 +61,21 @@ class Cohort:
     debt: int = 0  # while decoding on demand: blocks it decoded without (0 but for a dry pool; then count = 1)
 
     def _part(self, first: int, count: int) -> Cohort:
-        c = Cohort(first, count, self.prompt, self.output, self.arrival, self.output_orig, self.prefilled)
-        c.generated, c.first_token, c.blocks = self.generated, self.first_token, self.blocks
-        c.base, c.finish_at, c.debt = self.base, self.finish_at, self.debt
-        return c
+        return Cohort(
+            first,
+            count,
+            self.prompt,
+            self.output,
+            self.arrival,
+            self.output_orig,
+            self.prefilled,
+            self.generated,
+            self.first_token,
+            self.blocks,
+            self.base,
+            self.finish_at,
+            self.debt,
+        )
 
     def split_front(self, count: int) -> Cohort:
         """Its first `count` requests as a cohort of their own; this one keeps the rest."""

@@ -188,8 +188,8 @@ class _Simulation:
     # arrivals -----------------------------------------------------------------------------------------------------
     def _send(self, count: int, at: float) -> None:
         """Send the next `count` requests (or as many as are left) at `at`, as cohorts of equal lengths."""
-        sent = self.sent
-        end = min(sent + count, len(self.w.prompt_tokens))
+        sent, n = self.sent, len(self.w.prompt_tokens)
+        end = sent + count if sent + count < n else n  # min(), without the builtin's argument parsing
         if self.uniform:
             self._queue(sent, end, at)
         else:
@@ -263,7 +263,11 @@ class _Simulation:
                 if need <= self.total_blocks:  # c waits for `need` free blocks: until then admitting is a no-op
                     self.blocked, self.blocked_need = c, need
                 return
-            fit = min(c.count, max_seqs - running, free // need)
+            fit = free // need  # min(c.count, max_seqs − running, free // need)
+            if fit > c.count:
+                fit = c.count
+            if fit > max_seqs - running:
+                fit = max_seqs - running
             part = waiting.popleft() if fit == c.count else c.split_front(fit)
             self.free_blocks = free - fit * need
             part.blocks = need
@@ -377,8 +381,10 @@ class _Simulation:
         steps = self.decoding.steps_to_finish()
         if self.on_demand and self.free_blocks < self.decoding.requests:
             # iterations before some request needs a new block while none is free
-            steps = min(steps, self.decoding.steps_to_block())
-        return max(1, steps)
+            block = self.decoding.steps_to_block()
+            if block < steps:
+                steps = block
+        return steps if steps > 1 else 1
 
     def _decode_run(self) -> None:
         """A run of identical decode-only iterations, timed at the run's mean context."""
@@ -441,10 +447,27 @@ class _Simulation:
         if heap and heap[0][0] <= clock:  # some request got its last token
             self._finish()
 
-    def _step(self) -> None:
-        """One engine event: the batch under the policy (`_fill`), blocks for the decoding requests' tokens
-        (`_grow_kv`), then the iteration (`_mixed_step`) or a run of decode-only ones (`_decode_run`)."""
+    def _too_large(self) -> SimulationTooLarge:
+        return SimulationTooLarge(
+            f"{self.events:,} engine events for {self.finished:,} of {len(self.w.prompt_tokens):,} requests "
+            f"reached the bound of {MAX_SIMULATION_WORK:,} request-events"
+        )
+
+    def _tick(self) -> None:
+        """Admit what fits, then run one engine event (or wait for the next arrival): the batch under the policy
+        (`_fill`), blocks for the decoding requests' tokens (`_grow_kv`), then the iteration (`_mixed_step`) or a
+        run of decode-only ones (`_decode_run`)."""
+        waiting = self.waiting
+        if waiting and (waiting[0] is not self.blocked or self.free_blocks >= self.blocked_need):
+            self._admit()
         dec = self.decoding
+        if not (self.prefilling_requests or dec.requests):  # nothing running
+            nxt = self._next_arrival()
+            if nxt is None:
+                raise RuntimeError("requests wait but none can run")
+            self.now = max(self.now, nxt)
+            self._release_open_loop(self.now)
+            return
         chunks: list[tuple[Cohort, int, int]]
         prefill: list[tuple[int, int]]
         if self.prefilling:  # the decoding requests take part unless the policy pauses them
@@ -473,26 +496,6 @@ class _Simulation:
             self._mixed_step(decodes, chunks, prefill)
         else:
             self._decode_run()
-
-    def _too_large(self) -> SimulationTooLarge:
-        return SimulationTooLarge(
-            f"{self.events:,} engine events for {self.finished:,} of {len(self.w.prompt_tokens):,} requests "
-            f"reached the bound of {MAX_SIMULATION_WORK:,} request-events"
-        )
-
-    def _tick(self) -> None:
-        """Admit what fits, then run one engine event (or wait for the next arrival)."""
-        waiting = self.waiting
-        if waiting and (waiting[0] is not self.blocked or self.free_blocks >= self.blocked_need):
-            self._admit()
-        if not (self.prefilling_requests or self.decoding.requests):  # nothing running
-            nxt = self._next_arrival()
-            if nxt is None:
-                raise RuntimeError("requests wait but none can run")
-            self.now = max(self.now, nxt)
-            self._release_open_loop(self.now)
-            return
-        self._step()
         if self.scheduled:
             self._release_open_loop(self.now)
 
