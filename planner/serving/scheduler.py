@@ -207,8 +207,8 @@ class _Simulation:
         if waiting:
             last = waiting[-1]
             if (  # request i, sent at `at`, follows the last waiting cohort and is in its state
-                last.first + last.count == i
-                and last.arrival == at
+                last.arrival == at  # the test that fails most often first: sent at another instant
+                and last.first + last.count == i
                 and last.prefilled == 0
                 and last.first_token < 0  # never admitted (a preempted cohort has a first token)
                 and last.prompt == prompt
@@ -253,9 +253,10 @@ class _Simulation:
         """Admit waiting requests in order while max_num_seqs and the KV pool allow."""
         waiting, max_seqs, bs = self.waiting, self.limits.max_num_seqs, self.limits.block_size
         running = self.prefilling_requests + self.decoding.requests
+        on_demand = self.on_demand
         while waiting and running < max_seqs:
             c = waiting[0]
-            need = -(-(c.prompt + (1 if self.on_demand else c.output)) // bs)  # blocks per request, ≥ 1
+            need = -(-(c.prompt + (1 if on_demand else c.output)) // bs)  # blocks per request, ≥ 1
             free = self.free_blocks
             if need > free:
                 if not running and need > self.total_blocks:
