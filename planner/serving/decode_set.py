@@ -114,7 +114,8 @@ class DecodeSet:
         return self.base_sum + self.requests * self.clock
 
     def add(self, c: Cohort) -> None:
-        """Start decoding c with its prompt computed and c.generated tokens sampled (blocks: ⌈tokens / bs⌉ held)."""
+        """Start decoding c with its prompt computed and c.generated tokens sampled (blocks: ⌈tokens / bs⌉ held).
+        The scheduler's mixed step does the same inline (and its finishing pass the removal): keep them alike."""
         count, first = c.count, c.first
         c.base = base = c.prompt + c.generated - self.clock
         c.finish_at = finish_at = c.prompt + c.output - base

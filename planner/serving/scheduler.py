@@ -333,8 +333,8 @@ class _Simulation:
 
     def _finish(self) -> None:
         """The decoding cohorts whose output is complete now (tokens ≥ prompt + output): out of the decode set (its
-        pop_finished, inlined: remove and its sums), their latencies, their blocks back, and (closed loop) as many
-        requests sent. Called when the finish heap's top is due."""
+        finish heap, cohorts, residues and sums, as DecodeSet.remove keeps them), their latencies, their blocks back,
+        and (closed loop) as many requests sent. Called when the finish heap's top is due."""
         dec = self.decoding
         heap, clock, cohorts, short = dec.finish_heap, dec.clock, dec.cohorts, dec.short
         on_demand, bs, residues = self.on_demand, dec.bs, dec.residues
