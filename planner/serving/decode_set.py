@@ -31,7 +31,6 @@ single decoding request is left, the engine lets it decode without its block (sc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from heapq import heapify, heappop, heappush
 
@@ -62,10 +61,21 @@ class Cohort:
     debt: int = 0  # while decoding on demand: blocks it decoded without (0 but for a dry pool; then count = 1)
 
     def _part(self, first: int, count: int) -> Cohort:
-        c = Cohort(first, count, self.prompt, self.output, self.arrival, self.output_orig, self.prefilled)
-        c.generated, c.first_token, c.blocks = self.generated, self.first_token, self.blocks
-        c.base, c.finish_at, c.debt = self.base, self.finish_at, self.debt
-        return c
+        return Cohort(
+            first,
+            count,
+            self.prompt,
+            self.output,
+            self.arrival,
+            self.output_orig,
+            self.prefilled,
+            self.generated,
+            self.first_token,
+            self.blocks,
+            self.base,
+            self.finish_at,
+            self.debt,
+        )
 
     def split_front(self, count: int) -> Cohort:
         """Its first `count` requests as a cohort of their own; this one keeps the rest."""
@@ -78,9 +88,6 @@ class Cohort:
         """Its last `count` requests as a cohort of their own; this one keeps the rest."""
         self.count -= count
         return self._part(self.first + self.count, count)
-
-
-_NONE: tuple[Cohort, ...] = ()  # pop_finished's answer when nothing finished
 
 
 class DecodeSet:
@@ -107,7 +114,8 @@ class DecodeSet:
         return self.base_sum + self.requests * self.clock
 
     def add(self, c: Cohort) -> None:
-        """Start decoding c with its prompt computed and c.generated tokens sampled (blocks: ⌈tokens / bs⌉ held)."""
+        """Start decoding c with its prompt computed and c.generated tokens sampled (blocks: ⌈tokens / bs⌉ held).
+        The scheduler's mixed step does the same inline (and its finishing pass the removal): keep them alike."""
         count, first = c.count, c.first
         c.base = base = c.prompt + c.generated - self.clock
         c.finish_at = finish_at = c.prompt + c.output - base
@@ -179,23 +187,6 @@ class DecodeSet:
     def _current(self, finish_at: int, first: int) -> bool:
         c = self.cohorts.get(first)
         return c is not None and c.finish_at == finish_at
-
-    def pop_finished(self) -> Sequence[Cohort]:
-        """Remove and return every cohort whose output is complete (tokens ≥ prompt + output)."""
-        heap, clock = self.finish_heap, self.clock
-        if not heap or heap[0][0] > clock:
-            return _NONE  # the common case: nothing finished (no list made)
-        done, cohorts, short = [], self.cohorts, self.short
-        while heap and heap[0][0] <= clock:
-            finish_at, first = heappop(heap)
-            c = cohorts.get(first)
-            if c is not None and c.finish_at == finish_at:  # else stale, as in _current
-                self._forget(c, c.count)  # remove(c)
-                del cohorts[first]
-                if short:
-                    short.pop(first, None)
-                done.append(c)
-        return done
 
     # on-demand blocks ---------------------------------------------------------------------------------------------
     def held_blocks(self, c: Cohort) -> int:

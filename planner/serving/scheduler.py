@@ -32,9 +32,11 @@ between, the same ages) repeats from there: it jumps the whole periods its clien
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
+from heapq import heappop, heappush
 from math import ceil
 from typing import NamedTuple, Protocol
 
@@ -120,6 +122,8 @@ class RequestTiming(NamedTuple):
 
 
 _UNFINISHED = RequestTiming(float("nan"), float("nan"), float("nan"))
+# RequestTiming((ttft, tpot, e2e)): what RequestTiming(ttft, tpot, e2e) makes, without the Python frame of its __new__
+_timing: Callable[[tuple[float, float, float]], RequestTiming] = partial(tuple.__new__, RequestTiming)
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,11 @@ class _Simulation:
         self.prefilling: deque[Cohort] = deque()
         self.prefilling_requests = 0
         self.decoding = DecodeSet(limits.block_size, self.on_demand)
+        # the head of the waiting queue when the pool last refused it, and the blocks per request it needs: while it
+        # heads the queue and fewer are free, _admit would return at once (a need ≤ the pool: with nothing running
+        # every block is free, so an oversized request still reaches _admit and its error)
+        self.blocked: Cohort | None = None
+        self.blocked_need = 0
         n = len(workload.prompt_tokens)
         self.timings = [_UNFINISHED] * n  # by request index, set when it finishes
         self.finished = 0
@@ -169,7 +178,8 @@ class _Simulation:
         self.uniform = len(set(workload.prompt_tokens)) <= 1 and len(set(workload.output_tokens)) <= 1
         self.work = 0
         # a closed loop of fixed lengths may repeat its state (planner.serving.steady_state): its finishes are logged
-        self.repeatable = steady_state and workload.concurrency is not None and self.uniform
+        self.closed = workload.concurrency is not None  # clients send on finishing
+        self.repeatable = steady_state and self.closed and self.uniform
         self.finish_log: list[tuple[int, int, RequestTiming]] | None = [] if self.repeatable else None
 
     def running(self) -> int:
@@ -178,16 +188,17 @@ class _Simulation:
     # arrivals -----------------------------------------------------------------------------------------------------
     def _send(self, count: int, at: float) -> None:
         """Send the next `count` requests (or as many as are left) at `at`, as cohorts of equal lengths."""
-        end = min(self.sent + count, len(self.w.prompt_tokens))
+        sent, n = self.sent, len(self.w.prompt_tokens)
+        end = sent + count if sent + count < n else n  # min(), without the builtin's argument parsing
         if self.uniform:
-            self._queue(self.sent, end, at)
+            self._queue(sent, end, at)
         else:
-            i = self.sent
+            i = sent
             while i < end:
                 j = self._same_lengths_until(i, end)
                 self._queue(i, j, at)
                 i = j
-        self.unsent -= end - self.sent
+        self.unsent -= end - sent
         self.sent = end
 
     def _queue(self, i: int, j: int, at: float) -> None:
@@ -196,8 +207,8 @@ class _Simulation:
         if waiting:
             last = waiting[-1]
             if (  # request i, sent at `at`, follows the last waiting cohort and is in its state
-                last.first + last.count == i
-                and last.arrival == at
+                last.arrival == at  # the test that fails most often first: sent at another instant
+                and last.first + last.count == i
                 and last.prefilled == 0
                 and last.first_token < 0  # never admitted (a preempted cohort has a first token)
                 and last.prompt == prompt
@@ -242,34 +253,31 @@ class _Simulation:
         """Admit waiting requests in order while max_num_seqs and the KV pool allow."""
         waiting, max_seqs, bs = self.waiting, self.limits.max_num_seqs, self.limits.block_size
         running = self.prefilling_requests + self.decoding.requests
+        on_demand = self.on_demand
         while waiting and running < max_seqs:
             c = waiting[0]
-            need = -(-(c.prompt + (1 if self.on_demand else c.output)) // bs)  # blocks per request, ≥ 1
+            need = -(-(c.prompt + (1 if on_demand else c.output)) // bs)  # blocks per request, ≥ 1
             free = self.free_blocks
             if need > free:
                 if not running and need > self.total_blocks:
                     raise ValueError("a single request does not fit in the KV pool")
+                if need <= self.total_blocks:  # c waits for `need` free blocks: until then admitting is a no-op
+                    self.blocked, self.blocked_need = c, need
                 return
-            fit = min(c.count, max_seqs - running, free // need)
+            fit = free // need  # min(c.count, max_seqs − running, free // need)
+            if fit > c.count:
+                fit = c.count
+            if fit > max_seqs - running:
+                fit = max_seqs - running
             part = waiting.popleft() if fit == c.count else c.split_front(fit)
             self.free_blocks = free - fit * need
             part.blocks = need
             self.prefilling.append(part)  # with its prompt (or, after a preemption, prompt + output) to compute
             self.prefilling_requests += fit
             running += fit
+        self.blocked = None
 
     # one iteration ------------------------------------------------------------------------------------------------
-    def _chunks(self) -> tuple[bool, list[tuple[Cohort, int, int]], list[tuple[int, int]]]:
-        """Whether the decoding requests take part, the prompt chunks [(prefilling cohort, its first requests served,
-        tokens each)] under the engine's policy, and the chunks as the step model takes them [(tokens, cached)]."""
-        if not self.prefilling:
-            return True, [], []
-        if self.prefill_first:
-            chunks, prefill = self._fill(self.limits.token_budget, whole=False)
-            return False, chunks, prefill
-        chunks, prefill = self._fill(self.limits.token_budget - self.decoding.requests, self.whole_prompts)
-        return True, chunks, prefill
-
     def _fill(self, budget: int, whole: bool) -> tuple[list[tuple[Cohort, int, int]], list[tuple[int, int]]]:
         """Prompt tokens for the oldest prefilling requests within `budget`: chunked (the last one split where the
         budget ends), or `whole` prompts only (TensorRT-LLM; the first one even past the budget)."""
@@ -297,15 +305,10 @@ class _Simulation:
                 break
         return chunks, prefill
 
-    def _grow_kv(self) -> None:
-        """Blocks for the token each decoding request adds; preempt the newest requests when the pool runs dry."""
+    def _grow_kv(self, needing: int) -> None:
+        """Blocks for the token each decoding request adds (`needing` of them need one) when fewer are free: preempt
+        the newest requests while the pool runs dry."""
         dec = self.decoding
-        needing = dec.growing()
-        if needing <= self.free_blocks:  # the common case: every one gets its block, nobody is preempted
-            self.free_blocks -= needing
-            if dec.short:
-                dec.grant_all()
-            return
         while needing > self.free_blocks and dec.requests > 1:
             c = dec.newest()  # its last requests are the newest admitted
             grows, held = int(dec.grows(c)), dec.held_blocks(c)
@@ -328,35 +331,61 @@ class _Simulation:
         c.prefilled, c.generated = 0, 0
         self.waiting.appendleft(c)
 
-    def _finish(self, cohorts: Sequence[Cohort]) -> None:
-        """The cohorts got their last token now: their latencies, their blocks back, and (closed loop) as many
-        requests sent."""
-        now, timings = self.now, self.timings
-        done = freed = 0
-        for c in cohorts:
-            first, count, out, first_token = c.first, c.count, c.output_orig, c.first_token
-            freed += count * c.blocks
+    def _finish(self) -> None:
+        """The decoding cohorts whose output is complete now (tokens ≥ prompt + output): out of the decode set (its
+        finish heap, cohorts, residues and sums, as DecodeSet.remove keeps them), their latencies, their blocks back,
+        and (closed loop) as many requests sent. Called when the finish heap's top is due."""
+        dec = self.decoding
+        heap, clock, cohorts, short = dec.finish_heap, dec.clock, dec.cohorts, dec.short
+        on_demand, bs, residues = self.on_demand, dec.bs, dec.residues
+        now, timings, log = self.now, self.timings, self.finish_log
+        done = freed = bases = 0
+        while heap and heap[0][0] <= clock:
+            finish_at, first = heappop(heap)
+            c = cohorts.get(first)
+            if c is None or c.finish_at != finish_at:
+                continue  # stale: the cohort left (preempted whole, and maybe re-entered with another finish_at)
+            del cohorts[first]
+            if short:
+                short.pop(first, None)
+            count, base = c.count, c.base
+            bases += count * base
+            if on_demand:  # each holds ⌈tokens / bs⌉ − debt blocks (dec.held_blocks)
+                freed += count * (-(-(base + clock) // bs) - c.debt)
+                rho = base % bs
+                left = residues[rho] - count
+                if left:
+                    residues[rho] = left
+                else:
+                    del residues[rho]
+            else:
+                freed += count * c.blocks
+            out, first_token, arrival = c.output_orig, c.first_token, c.arrival
             tpot_s = (now - first_token) / (out - 1) if out > 1 else 0.0
-            timing = RequestTiming(first_token - c.arrival, tpot_s, now - c.arrival)
+            timing = _timing((first_token - arrival, tpot_s, now - arrival))  # RequestTiming(ttft, tpot, e2e)
             if count == 1:
                 timings[first] = timing
             else:
                 timings[first : first + count] = [timing] * count
-            if self.finish_log is not None:
-                self.finish_log.append((first, count, timing))
+            if log is not None:
+                log.append((first, count, timing))
             done += count
+        dec.requests -= done
+        dec.base_sum -= bases
         self.free_blocks += freed
         self.finished += done
-        if done and self.w.concurrency is not None and self.unsent:
-            self._send(done, self.now)
+        if done and self.closed and self.unsent:
+            self._send(done, now)
 
     def _decode_run_length(self) -> int:
         """Identical decode-only iterations until a request finishes (or, open loop, the next arrival)."""
         steps = self.decoding.steps_to_finish()
         if self.on_demand and self.free_blocks < self.decoding.requests:
             # iterations before some request needs a new block while none is free
-            steps = min(steps, self.decoding.steps_to_block())
-        return max(1, steps)
+            block = self.decoding.steps_to_block()
+            if block < steps:
+                steps = block
+        return steps if steps > 1 else 1
 
     def _decode_run(self) -> None:
         """A run of identical decode-only iterations, timed at the run's mean context."""
@@ -375,47 +404,49 @@ class _Simulation:
         self.decode_batch_sum += n * run
         self.decode_iterations += run
         dec.advance(run)
-        done = dec.pop_finished()
-        if done:
-            self._finish(done)
+        if dec.finish_heap[0][0] <= dec.clock:  # some request got its last token
+            self._finish()
 
     def _mixed_step(self, decodes: bool, chunks: list[tuple[Cohort, int, int]], prefill: list[tuple[int, int]]) -> None:
         """One iteration of prompt chunks, with the decoding requests' tokens unless the policy pauses them."""
         dec, prefilling = self.decoding, self.prefilling
+        clock = dec.clock
         n = dec.requests if decodes else 0
-        ctx = (dec.base_sum + n * dec.clock) / n if n else 0.0  # dec.context_sum() / n
+        ctx = (dec.base_sum + n * clock) / n if n else 0.0  # dec.context_sum() / n
         now = self.now = self.now + self.model.step(n, ctx, prefill).total_s
         self.iterations += 1
         if n:
             self.decode_batch_sum += n
             self.decode_iterations += 1
-            dec.clock += 1  # dec.advance(1)
+            clock = dec.clock = clock + 1  # dec.advance(1)
+        started = 0
         for c, served, q in chunks:  # c is the oldest prefilling cohort
             part = prefilling.popleft() if served == c.count else c.split_front(served)
-            part.prefilled += q
-            if part.prefilled < part.prompt:
+            prefilled = part.prefilled = part.prefilled + q
+            prompt = part.prompt
+            if prefilled < prompt:
                 prefilling.appendleft(part)  # a prompt split across iterations
                 continue
-            self.prefilling_requests -= part.count
+            count, first = part.count, part.first
+            started += count
             if part.first_token < 0:
                 part.first_token = now
-            part.generated = 1  # the iteration that finishes the prompt samples a token
-            dec.add(part)
-        done = dec.pop_finished()
-        if done:
-            self._finish(done)
-
-    def _step(self) -> None:
-        decodes, chunks, prefill = self._chunks()
-        if decodes and self.on_demand and self.decoding.requests:
-            self._grow_kv()
-        if not (decodes and self.decoding.requests) and not chunks:
-            raise RuntimeError("scheduler made no progress")
-        self.events += 1
-        if chunks:
-            self._mixed_step(decodes, chunks, prefill)
-        else:
-            self._decode_run()
+            # the iteration that finishes the prompt samples a token: dec.add(part) with part.generated = 1, inlined
+            part.generated = 1
+            part.base = base = prompt + 1 - clock
+            part.finish_at = finish_at = prompt + part.output - base
+            part.debt = 0
+            dec.cohorts[first] = part
+            dec.requests += count
+            dec.base_sum += count * base
+            heappush(dec.finish_heap, (finish_at, first))
+            if self.on_demand:
+                residues, rho = dec.residues, base % dec.bs
+                residues[rho] = residues.get(rho, 0) + count
+        self.prefilling_requests -= started
+        heap = dec.finish_heap
+        if heap and heap[0][0] <= clock:  # some request got its last token
+            self._finish()
 
     def _too_large(self) -> SimulationTooLarge:
         return SimulationTooLarge(
@@ -424,17 +455,48 @@ class _Simulation:
         )
 
     def _tick(self) -> None:
-        """Admit what fits, then run one engine event (or wait for the next arrival)."""
-        if self.waiting:
+        """Admit what fits, then run one engine event (or wait for the next arrival): the batch under the policy
+        (`_fill`), blocks for the decoding requests' tokens (`_grow_kv`), then the iteration (`_mixed_step`) or a
+        run of decode-only ones (`_decode_run`)."""
+        waiting = self.waiting
+        if waiting and (waiting[0] is not self.blocked or self.free_blocks >= self.blocked_need):
             self._admit()
-        if not (self.prefilling_requests or self.decoding.requests):  # nothing running
+        dec = self.decoding
+        if not (self.prefilling_requests or dec.requests):  # nothing running
             nxt = self._next_arrival()
             if nxt is None:
                 raise RuntimeError("requests wait but none can run")
             self.now = max(self.now, nxt)
             self._release_open_loop(self.now)
             return
-        self._step()
+        chunks: list[tuple[Cohort, int, int]]
+        prefill: list[tuple[int, int]]
+        if self.prefilling:  # the decoding requests take part unless the policy pauses them
+            if self.prefill_first:
+                decodes = False
+                chunks, prefill = self._fill(self.limits.token_budget, whole=False)
+            else:
+                decodes = True
+                chunks, prefill = self._fill(self.limits.token_budget - dec.requests, self.whole_prompts)
+        else:
+            decodes, chunks, prefill = True, [], []
+        if decodes and dec.requests:
+            if self.on_demand:
+                # dec.growing(), inlined: the requests whose tokens ≡ 0 (mod bs), and those short of a block
+                needing = dec.residues.get(-dec.clock % dec.bs, 0) if not dec.short else dec.growing()
+                if needing <= self.free_blocks:  # the common case: every one gets its block, nobody is preempted
+                    self.free_blocks -= needing
+                    if dec.short:
+                        dec.grant_all()
+                else:
+                    self._grow_kv(needing)
+        elif not chunks:
+            raise RuntimeError("scheduler made no progress")
+        self.events += 1
+        if chunks:
+            self._mixed_step(decodes, chunks, prefill)
+        else:
+            self._decode_run()
         if self.scheduled:
             self._release_open_loop(self.now)
 

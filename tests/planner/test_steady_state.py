@@ -108,6 +108,31 @@ def test_no_jump_without_a_closed_loop_of_fixed_lengths(model: StepModel, jumps:
     assert not jumps
 
 
+def _preempting_closed_loop(rng: random.Random) -> tuple[EngineLimits, Workload]:
+    """A closed loop of fixed lengths on a pool that holds most of its clients' prompts but not their outputs: it
+    may settle (and jump) before its first preemption, never after."""
+    policy = rng.choice([SchedulerPolicy.MIXED_CHUNKED, SchedulerPolicy.PREFILL_FIRST])
+    block, clients = rng.choice([1, 16, 32]), rng.choice([4, 16, 48])
+    prompt, output = rng.choice([100, 1000, 4096]), rng.choice([64, 300, 900])
+    n = clients * rng.choice([4, 8])
+    pool = max(prompt + output + block, int(clients * prompt * rng.uniform(0.5, 1.1)))
+    limits = EngineLimits(policy, rng.choice([512, 2048, 8192]), 256, pool, block, Admission.ON_DEMAND)
+    return limits, Workload((prompt,) * n, (output,) * n, concurrency=clients)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_preempting_pools_agree_with_every_event_simulated(model: StepModel, seed: int) -> None:
+    limits, workload = _preempting_closed_loop(random.Random(seed))
+    _agree(simulate(model, limits, workload), simulate(model, limits, workload, steady_state=False))
+
+
+def test_preempting_draws_preempt(model: StepModel) -> None:
+    preempting = sum(
+        simulate(model, *_preempting_closed_loop(random.Random(seed))).preemptions > 0 for seed in range(40)
+    )
+    assert preempting >= 10  # 12 of the 40 draws (none of them jumps: they preempt before they settle)
+
+
 def test_a_preempting_pool_runs_every_event(model: StepModel, jumps: list[int]) -> None:
     limits = EngineLimits(SchedulerPolicy.MIXED_CHUNKED, 8192, 1024, 40_000, 16, Admission.ON_DEMAND)
     workload = Workload((2000,) * 256, (2000,) * 256, concurrency=32)
