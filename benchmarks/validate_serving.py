@@ -73,12 +73,18 @@ def uniform_lengths(tokens: int, ratio: float, points: int) -> list[dict[str, in
 def load_for(row: dict[str, str], concurrency: int, mapping: dict[str, Any], clients_mode: str) -> dict[str, Any]:
     """The row's closed-loop load. `fixed` (the default score): `concurrency` clients starting together, 8 requests
     each, every prompt and output of the row's lengths. `documented`: the load generator the row's provenance names
-    (benchmarks/data/silicon/clients.json): its prompts per client and its length distribution."""
+    (benchmarks/data/silicon/clients.json): its prompts per client, its warm-up prompts (sent first, not measured)
+    and its length distribution."""
     if clients_mode == "fixed":
         return {"concurrency": concurrency}
     clients = mapping["clients"]
     client = clients["clients"][client_of(row)]
-    load: dict[str, Any] = {"concurrency": concurrency, "num_requests": client["prompts_per_client"] * concurrency}
+    warmup = client["warmup_per_client"] * concurrency  # sent first and not measured (aiperf --warmup-request-count)
+    load: dict[str, Any] = {
+        "concurrency": concurrency,
+        "num_requests": client["prompts_per_client"] * concurrency + warmup,
+        "warmup_requests": warmup,
+    }
     points = clients["length_points"]
     for field, column in (("input_lengths", "isl"), ("output_lengths", "osl")):
         lengths = uniform_lengths(int(row[column]), client["range_ratio"], points)

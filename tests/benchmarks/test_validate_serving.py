@@ -139,7 +139,8 @@ def test_fp4_rows_of_fp8_models_run_nvfp4_experts_on_blackwell(rows: dict[str, d
 
 def test_documented_clients_follow_each_row_s_provenance(rows: dict[str, dict[str, str]]) -> None:
     """--clients documented: InferenceX rows draw input and output lengths uniformly from [0.8 L, L] with 10 prompts
-    per client (benchmark_lib.sh); aiconfigurator's own sweeps keep fixed lengths; the default score is unchanged."""
+    per client (benchmark_lib.sh); aiconfigurator's own sweeps keep fixed lengths and send 20 per client after 2 per
+    client of warm-up (bench_run.sh.j2); the default score is unchanged."""
     mapping = validate_serving._mapping()
     ix = next(r for r in rows.values() if validate_serving.client_of(r) == "inferencex" and r["isl"] == "1024")
     sweep = next(r for r in rows.values() if validate_serving.client_of(r) == "aiconfigurator-sweep")
@@ -150,7 +151,9 @@ def test_documented_clients_follow_each_row_s_provenance(rows: dict[str, dict[st
     outputs = [s["tokens"] for s in load["output_lengths"]]
     assert min(outputs) == int(int(ix["osl"]) * 0.8) and max(outputs) == int(ix["osl"])
     fixed = validate_serving.load_for(sweep, 8, mapping, "documented")
-    assert "input_lengths" not in fixed and "output_lengths" not in fixed and fixed["num_requests"] == 64
+    assert "input_lengths" not in fixed and "output_lengths" not in fixed
+    assert fixed["num_requests"] == 176 and fixed["warmup_requests"] == 16  # aiperf: 20 per client after 2 of warm-up
+    assert load["warmup_requests"] == 0
     assert validate_serving.load_for(ix, 8, mapping, "fixed") == {"concurrency": 8}
     assert validate_serving.uniform_lengths(100, 1.0, 41) is None
 
