@@ -314,7 +314,9 @@ def layer_saved_bytes(
     readers_grads = grads
     outs = _d_outs(spec, moe_layer)
     if moe_layer and spec.moe is not None and shp.autocast:  # the router and the shared expert cast the input
-        shared = ("shared_experts.gate_proj", "shared_experts.up_proj") if _has_shared_expert(spec) else ()
+        shared: tuple[str, ...] = (
+            ("shared_experts.gate_proj", "shared_experts.up_proj") if _has_shared_expert(spec) else ()
+        )
         shared += ("shared_expert_gate",) if spec.moe.shared_expert_gate else ()  # Qwen2-MoE's h→1 nn.Linear
         mlp_readers = ("router", *shared)
         # LoRA on the router weight is peft's ParamWrapper, no nn.Linear adapter: _moe_param_lora
