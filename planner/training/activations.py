@@ -333,14 +333,14 @@ def layer_saved_bytes(
     if spec.mla is not None:
         _mla_latents(ledger, shp, spec, grads, x_grad)
     q_grad, k_grad, v_grad = _qkv_grads(spec, grads, x_grad)
-    k_grad = k_grad or shp.prefix_tokens > 0  # trainable prefix keys and values
-    v_grad = v_grad or shp.prefix_tokens > 0
-    attn_grad = q_grad or k_grad or v_grad
-    if spec.qk_norm:  # Qwen3: an RMSNorm per head on q and on k, before RoPE
+    if spec.qk_norm:  # Qwen3: an RMSNorm per head on q and on k, before RoPE (and before a prefix is concatenated)
         d = spec.resolved_head_dim
         proj = AUTOCAST_BYTES if shp.autocast else shp.act_bytes  # q_proj's / k_proj's output
         _norm(ledger, shp, spec.num_heads * d, q_grad, grads.weights, "q_norm", rows=spec.num_heads, input_bytes=proj)
         _norm(ledger, shp, spec.kv_heads * d, k_grad, grads.weights, "k_norm", rows=spec.kv_heads, input_bytes=proj)
+    k_grad = k_grad or shp.prefix_tokens > 0  # trainable prefix keys and values
+    v_grad = v_grad or shp.prefix_tokens > 0
+    attn_grad = q_grad or k_grad or v_grad
     if attn_grad:
         attention_core(ledger, shp, spec, q_grad, k_grad, v_grad, masked)
     d_o = spec.num_heads * (spec.mla.v_head_dim if spec.mla else spec.resolved_head_dim)
@@ -610,11 +610,17 @@ def _moe_autocast_mlp(
     moe, t, p = spec.moe, shp.tokens, shp.act_bytes
     m = MoEGrads.of(grads, x_grad)
     routed, shared_width = FP32 * moe.experts_per_token * moe.expert_ffn_dim, p * moe.shared_expert_ffn_dim
-    width = (routed if m.gate_up_out else 0) + (shared_width if gate_grad else 0)
-    if width:
-        ledger.add("mlp/gate_output", t * width)
-        ledger.add("mlp/up_output", t * width)
-        ledger.add("mlp/act_output", t * width)
+    # LoRA on the shared expert's gate_proj (up_proj) makes its output need grad: silu keeps its input and the
+    # product up's output (silu's output)
+    gate_s = gate_grad or f"{SHARED}gate_proj" in grads.lora
+    up_s = gate_grad or f"{SHARED}up_proj" in grads.lora
+    gate_up = (routed if m.gate_up_out else 0) + (shared_width if gate_s else 0)
+    act = (routed if m.gate_up_out else 0) + (shared_width if up_s else 0)
+    if gate_up:
+        ledger.add("mlp/gate_output", t * gate_up)
+        ledger.add("mlp/up_output", t * gate_up)
+    if act:
+        ledger.add("mlp/act_output", t * act)
     if grads.weights:
         ledger.add("mlp_down_in/input", t * (routed + shared_width))
     elif m.down:  # the down grouped matmul keeps its fp32 input for the adapted weight's gradient
@@ -633,6 +639,11 @@ def _moe_autocast_mlp(
             ledger, replace(shp, act_bytes=FP32), spec, m, moe_combine_bytes(spec, AUTOCAST_BYTES), AUTOCAST_BYTES
         )
         _moe_param_lora(ledger, shp, spec, grads, m)
+    if not (x_grad or grads.weights) and moe.shared_expert_gate:  # as in _moe_mlp, in bf16
+        if "shared_expert_gate" in grads.lora:
+            ledger.add("moe/shared_expert_gated", AUTOCAST_BYTES * t * (spec.hidden_size + 1))
+        elif gate_s or up_s or f"{SHARED}down_proj" in grads.lora:
+            ledger.add("moe/shared_expert_gated", AUTOCAST_BYTES * t)
 
 
 def _moe_routing(
