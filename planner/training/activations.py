@@ -749,7 +749,8 @@ def model_saved_bytes(
     s_k = shp.seq + shp.prefix_tokens
     for layer in range(spec.num_layers):
         window = spec.sliding_window if spec.uses_sliding_window(layer) else None
-        masked = shp.prefix_tokens > 0 or (window is not None and window < s_k)
+        # transformers skips SDPA's window mask only where the keys are fewer than the window (masking_utils)
+        masked = shp.prefix_tokens > 0 or (window is not None and window <= s_k)
         key = (x_grad, bool(spec.moe and spec.moe.is_moe_layer(layer)), masked)
         if key not in cache:
             cache[key] = layer_saved_bytes(spec, shp, grads, *key)

@@ -70,10 +70,11 @@ def _head_gradients(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams) -> Te
 
 
 def _mask_kinds(spec: ModelSpec, shp: TrainShapes) -> tuple[bool, bool]:
-    """(full-attention layers, sliding-window layers whose window is shorter than the keys) in the model."""
+    """(full-attention layers, sliding-window layers whose window is not longer than the keys) in the model:
+    transformers 5.23 masking_utils skips the SDPA window mask only where kv_length < sliding_window."""
     s_k = shp.seq + shp.prefix_tokens
     windows = [spec.sliding_window if spec.uses_sliding_window(i) else None for i in range(spec.num_layers)]
-    return any(w is None for w in windows), any(w is not None and w < s_k for w in windows)
+    return any(w is None for w in windows), any(w is not None and w <= s_k for w in windows)
 
 
 def _checkpoint_inputs(spec: ModelSpec, t: TrainingSpec, shp: TrainShapes) -> Term | None:
