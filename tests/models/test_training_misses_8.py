@@ -81,7 +81,25 @@ QK_NORM_PREFIX = {
                                   vocab=207, method="prefix", virtual_tokens=1, precision="bf16_autocast",
                                   implementation="for_loop", batch=3, seq=27, accumulation=2),
 }  # fmt: skip
-CASES = {**PREFIX_MLP_AUTOCAST, **SHARED_EXPERT, **QK_NORM_PREFIX}
+# 4. Sliding windows and one KV head (seed 2026, Phi-3 LoRA with dropout in fp32): transformers builds SDPA's window
+# mask also when the window equals the keys (it skips it only for fewer keys), p·s·s_k: saved −1.84 %, peaks −0.87 %
+# / −0.78 % → exact / +0.01 %; with that mask SDPA math gets one KV head repeated by transformers' repeat_kv (a
+# stride-0 view, kept as a view of the fused qkv output in fp32 and one row), not by enable_gqa's copy: saved
+# −1.00 %, peaks −0.66 % → exact / +0.01 %.
+WINDOWS = {
+    "phi3/lora-dropout/fp32/window-equals-keys": Draw(family="phi3", heads=4, kv="mha", head_dim=28,
+                                                      ffn_multiple=2.25, layers=4, vocab=332, window=True,
+                                                      method="lora", rank=16, dropout=0.1,
+                                                      targets=("down_proj", "gate_up_proj", "o_proj"),
+                                                      precision="fp32", implementation="for_loop", batch=1, seq=64),
+    "phi3/lora-dropout/fp32/mqa-window-math": Draw(family="phi3", heads=6, kv="mqa", head_dim=12, ffn_multiple=2.75,
+                                                   layers=5, vocab=563, window=True, method="lora", rank=4,
+                                                   dropout=0.1, targets=("down_proj", "gate_up_proj", "o_proj",
+                                                                         "qkv_proj"),
+                                                   precision="fp32", optimizer="sgd", implementation="for_loop",
+                                                   attention="sdpa_math", batch=1, seq=80),
+}  # fmt: skip
+CASES = {**PREFIX_MLP_AUTOCAST, **SHARED_EXPERT, **QK_NORM_PREFIX, **WINDOWS}
 
 
 @pytest.mark.filterwarnings("ignore:Initializing zero-element tensors:UserWarning")  # 0-wide shared experts
