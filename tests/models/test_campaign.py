@@ -57,6 +57,7 @@ def _seeded() -> list[Draw]:
     return [random_draw(rng) for _ in range(SEEDED_DRAWS)]
 
 
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors:UserWarning")  # Qwen2-MoE's 0-wide shared expert
 @pytest.mark.parametrize("index", range(SEEDED_DRAWS))
 def test_seeded_draw_holds_every_claim_or_is_a_known_miss(index: int) -> None:
     d = _seeded()[index]
