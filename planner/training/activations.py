@@ -47,6 +47,7 @@ INT64 = 8  # input ids and labels
 INT32 = 4
 COMPLEX64 = 8
 AUTOCAST_BYTES = 2  # torch.autocast(bf16) casts
+PREFIX_KEY_AND_VALUE = 2  # a prefix holds keys and values (peft_params.KEY_AND_VALUE)
 # A dropout mask per element: CUDA's fused native_dropout keeps a bool mask; on the CPU, dropout is
 # input · (bernoulli noise / (1 − p)), and mul keeps the noise, in the input's dtype (peft's fp32 adapter input)
 DROPOUT_MASK_BYTES = {KernelDevice.CUDA: 1, KernelDevice.CPU: FP32}
@@ -267,10 +268,19 @@ def _as_built(spec: ModelSpec, grads: LayerGrads) -> tuple[LayerGrads, tuple[str
 def _d_outs(spec: ModelSpec, moe_layer: bool) -> dict[str, int]:
     """Output width of each linear of the block by name (planner.model.params), Phi-3's fused ones too."""
     outs = {lin.name: lin.d_out for lin in block_layout(spec, moe_layer).linears}
+    if moe_layer and spec.moe is not None and _has_shared_expert(spec):  # Qwen2-MoE's shared expert, also 0 wide
+        f_s = spec.moe.shared_expert_ffn_dim
+        outs |= {f"{SHARED}gate_proj": f_s, f"{SHARED}up_proj": f_s, f"{SHARED}down_proj": spec.hidden_size}
     for fused, parts in FUSED_LINEARS.items():
         if all(part in outs for part in parts):
             outs[fused] = sum(outs[part] for part in parts)
     return outs
+
+
+def _has_shared_expert(spec: ModelSpec) -> bool:
+    """The MoE layers build a shared expert's nn.Linears: a nonzero width, or Qwen2-MoE, which builds its gated
+    shared expert with shared_expert_intermediate_size = 0 too (0-wide linears peft still adapts)."""
+    return spec.moe is not None and (spec.moe.shared_expert_ffn_dim > 0 or spec.moe.shared_expert_gate)
 
 
 def _qkv_grads(spec: ModelSpec, grads: LayerGrads, x_grad: bool) -> tuple[bool, bool, bool]:
@@ -304,10 +314,17 @@ def layer_saved_bytes(
     readers_grads = grads
     outs = _d_outs(spec, moe_layer)
     if moe_layer and spec.moe is not None and shp.autocast:  # the router and the shared expert cast the input
-        shared = ("shared_experts.gate_proj", "shared_experts.up_proj") if spec.moe.shared_expert_ffn_dim else ()
+        shared: tuple[str, ...] = (
+            ("shared_experts.gate_proj", "shared_experts.up_proj") if _has_shared_expert(spec) else ()
+        )
+        shared += ("shared_expert_gate",) if spec.moe.shared_expert_gate else ()  # Qwen2-MoE's h→1 nn.Linear
         mlp_readers = ("router", *shared)
         # LoRA on the router weight is peft's ParamWrapper, no nn.Linear adapter: _moe_param_lora
         readers_grads = replace(grads, lora=grads.lora - {ROUTER})
+    elif moe_layer and spec.moe is not None:
+        # no dense gate_proj / up_proj reads an MoE layer's input: its shared expert's linears do (_moe_mlp), and
+        # LoRA on the dense MLP's names adapts the dense layers only
+        mlp_readers = ()
     trained = grads.lora | grads.ia3
     gemma = spec.family in FP32_SCALED_NORM_FAMILIES
     _norm(ledger, shp, h, x_grad, grads.weights, "input_norm", fp32_scale=gemma)
@@ -316,14 +333,14 @@ def layer_saved_bytes(
     if spec.mla is not None:
         _mla_latents(ledger, shp, spec, grads, x_grad)
     q_grad, k_grad, v_grad = _qkv_grads(spec, grads, x_grad)
-    k_grad = k_grad or shp.prefix_tokens > 0  # trainable prefix keys and values
-    v_grad = v_grad or shp.prefix_tokens > 0
-    attn_grad = q_grad or k_grad or v_grad
-    if spec.qk_norm:  # Qwen3: an RMSNorm per head on q and on k, before RoPE
+    if spec.qk_norm:  # Qwen3: an RMSNorm per head on q and on k, before RoPE (and before a prefix is concatenated)
         d = spec.resolved_head_dim
         proj = AUTOCAST_BYTES if shp.autocast else shp.act_bytes  # q_proj's / k_proj's output
         _norm(ledger, shp, spec.num_heads * d, q_grad, grads.weights, "q_norm", rows=spec.num_heads, input_bytes=proj)
         _norm(ledger, shp, spec.kv_heads * d, k_grad, grads.weights, "k_norm", rows=spec.kv_heads, input_bytes=proj)
+    k_grad = k_grad or shp.prefix_tokens > 0  # trainable prefix keys and values
+    v_grad = v_grad or shp.prefix_tokens > 0
+    attn_grad = q_grad or k_grad or v_grad
     if attn_grad:
         attention_core(ledger, shp, spec, q_grad, k_grad, v_grad, masked)
     d_o = spec.num_heads * (spec.mla.v_head_dim if spec.mla else spec.resolved_head_dim)
@@ -515,10 +532,10 @@ def _moe_mlp(
     else:  # the shared expert's linears (and Qwen2-MoE's shared gate, an h→1 nn.Linear) read the layer input
         if m.down:  # the down grouped matmul keeps its input (SwiGLU's product) for the adapted weight's gradient
             ledger.add("mlp_down_in/input", p * t * f_r)
-        shared_in: tuple[str, ...] = (f"{SHARED}gate_proj", f"{SHARED}up_proj") if f_s else ()
+        shared_in: tuple[str, ...] = (f"{SHARED}gate_proj", f"{SHARED}up_proj") if _has_shared_expert(spec) else ()
         shared_in += ("shared_expert_gate",) if spec.moe.shared_expert_gate else ()
         _linear_inputs(ledger, shp, grads, shared_in, h, "moe_shared_in", base, d_outs=d_outs)
-        if f_s:
+        if _has_shared_expert(spec):
             down = (f"{SHARED}down_proj",)
             _linear_inputs(ledger, shp, grads, down, f_s, "moe_shared_down_in", gate_s or up_s, d_outs=d_outs)
     if m.any:
@@ -593,26 +610,49 @@ def _moe_autocast_mlp(
     moe, t, p = spec.moe, shp.tokens, shp.act_bytes
     m = MoEGrads.of(grads, x_grad)
     routed, shared_width = FP32 * moe.experts_per_token * moe.expert_ffn_dim, p * moe.shared_expert_ffn_dim
-    width = (routed if m.gate_up_out else 0) + (shared_width if gate_grad else 0)
-    if width:
-        ledger.add("mlp/gate_output", t * width)
-        ledger.add("mlp/up_output", t * width)
-        ledger.add("mlp/act_output", t * width)
+    # LoRA on the shared expert's gate_proj (up_proj) makes its output need grad: silu keeps its input and the
+    # product up's output (silu's output)
+    gate_s = gate_grad or f"{SHARED}gate_proj" in grads.lora
+    up_s = gate_grad or f"{SHARED}up_proj" in grads.lora
+    gate_up = (routed if m.gate_up_out else 0) + (shared_width if gate_s else 0)
+    act = (routed if m.gate_up_out else 0) + (shared_width if up_s else 0)
+    if gate_up:
+        ledger.add("mlp/gate_output", t * gate_up)
+        ledger.add("mlp/up_output", t * gate_up)
+    if act:
+        ledger.add("mlp/act_output", t * act)
     if grads.weights:
         ledger.add("mlp_down_in/input", t * (routed + shared_width))
     elif m.down:  # the down grouped matmul keeps its fp32 input for the adapted weight's gradient
         ledger.add("mlp_down_in/input", t * routed)
-    if moe.shared_expert_ffn_dim:
-        shared = ("shared_experts.down_proj",)
-        _autocast_weights(ledger, grads, shared, moe.shared_expert_ffn_dim, d_outs, "mlp_down_in", gate_grad)
+    if _has_shared_expert(spec):
+        shared, f_s = (f"{SHARED}down_proj",), moe.shared_expert_ffn_dim
+        down_grad = gate_grad or bool(grads.lora & {f"{SHARED}gate_proj", f"{SHARED}up_proj"})
+        if grads.weights:  # its input is counted with mlp_down_in/input
+            _autocast_weights(ledger, grads, shared, f_s, d_outs, "mlp_down_in", down_grad)
+        else:  # LoRA on the shared down_proj keeps its bf16 input and lora_A's output (_linear_inputs)
+            _linear_inputs(ledger, shp, grads, shared, f_s, "mlp_down_in", down_grad, d_outs=d_outs)
     if m.any:
         # the routing weights: Qwen-MoE casts them to the router logits' dtype, bf16 under autocast
-        _moe_routing(ledger, replace(shp, act_bytes=FP32), spec, m, moe_combine_bytes(spec, AUTOCAST_BYTES))
+        # the gated shared expert's output and sigmoid come from nn.Linears: bf16
+        _moe_routing(
+            ledger, replace(shp, act_bytes=FP32), spec, m, moe_combine_bytes(spec, AUTOCAST_BYTES), AUTOCAST_BYTES
+        )
         _moe_param_lora(ledger, shp, spec, grads, m)
+    if not (x_grad or grads.weights) and moe.shared_expert_gate:  # as in _moe_mlp, in bf16
+        if "shared_expert_gate" in grads.lora:
+            ledger.add("moe/shared_expert_gated", AUTOCAST_BYTES * t * (spec.hidden_size + 1))
+        elif gate_s or up_s or f"{SHARED}down_proj" in grads.lora:
+            ledger.add("moe/shared_expert_gated", AUTOCAST_BYTES * t)
 
 
 def _moe_routing(
-    ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, m: MoEGrads, combine: int | None = None
+    ledger: SavedLedger,
+    shp: TrainShapes,
+    spec: ModelSpec,
+    m: MoEGrads,
+    combine: int | None = None,
+    shared_bytes: int | None = None,
 ) -> None:
     """What a transformers-5 MoE layer (grouped-matmul experts) keeps besides the expert MLPs.
 
@@ -626,7 +666,7 @@ def _moe_routing(
     (when the input needs grad), none in fp32 training but for the adapted weight W' and its input.
     What the routing weights' path keeps needs the router's logits to need grad (`m.routing`), what the experts'
     path keeps their output to (`m.expert_out`). `combine`: the routing weights' bytes where they are not
-    the model dtype's (autocast).
+    the model dtype's (autocast); `shared_bytes`: the gated shared expert's (autocast's bf16 nn.Linear outputs).
     Source: measured by the probe grid (models/, live storages at the peak) on Mixtral and DeepSeek-V2 layouts,
       and with saved-tensor hooks for LoRA on the expert parameters (tests/models/test_training_misses.py).
     """
@@ -648,7 +688,7 @@ def _moe_routing(
     weights = gathered * k * t if m.expert_out else 0
     ledger.add("moe/routing_weights", weights + (FP32 * (t * k + t) if renormalized else 0))
     if spec.moe.shared_expert_gate and m.routing:  # Qwen2-MoE: sigmoid(gate(x)) · shared(x) keeps both factors
-        ledger.add("moe/shared_expert_gated", p * t * (h + 1))
+        ledger.add("moe/shared_expert_gated", (shared_bytes or p) * t * (h + 1))
     if m.expert_out:
         ledger.add("moe/expert_offsets", INT32 * e)
     # DeepSeek: F.linear(x.float(), w.float()) keeps x for w's gradient, w for x's; in fp32 both casts are no-ops,
@@ -709,7 +749,8 @@ def model_saved_bytes(
     s_k = shp.seq + shp.prefix_tokens
     for layer in range(spec.num_layers):
         window = spec.sliding_window if spec.uses_sliding_window(layer) else None
-        masked = shp.prefix_tokens > 0 or (window is not None and window < s_k)
+        # transformers skips SDPA's window mask only where the keys are fewer than the window (masking_utils)
+        masked = shp.prefix_tokens > 0 or (window is not None and window <= s_k)
         key = (x_grad, bool(spec.moe and spec.moe.is_moe_layer(layer)), masked)
         if key not in cache:
             cache[key] = layer_saved_bytes(spec, shp, grads, *key)
@@ -754,9 +795,16 @@ def model_saved_bytes(
     # labels are padded by one and shifted: a view of the padded tensor for one row, a copy otherwise
     outer.add("loss/labels", INT64 * (tokens + 1 if shp.batch == 1 else tokens))
     outer.add("prompt_encoder/indices", INT64 * shp.virtual_tokens)
-    # peft's prefix MLP (fp32) on b·n virtual tokens: Linear(t, e) keeps its input, tanh its output (Linear(e, ·))
+    # peft's prefix MLP (fp32) on b·n virtual tokens: Linear(t, e) keeps its input, tanh its output (Linear(e, ·)'s
+    # input). Under autocast both linears run in bf16: Linear(t, e) keeps its input's and its weight's bf16 casts,
+    # tanh its bf16 output, Linear(e, L·2·t) its weight's cast (for the gradient of its input)
     t, e = shp.prefix_mlp
-    outer.add("prefix_encoder/mlp", FP32 * shp.batch * shp.virtual_tokens * (t + e))
+    rows = shp.batch * shp.virtual_tokens
+    if shp.autocast:
+        kv_width = spec.num_layers * PREFIX_KEY_AND_VALUE * t
+        outer.add("prefix_encoder/mlp", AUTOCAST_BYTES * (rows * (t + e) + t * e + e * kv_width))
+    else:
+        outer.add("prefix_encoder/mlp", FP32 * rows * (t + e))
     outer.add("loss/scalar", FP32)
     recomputed_in_last = sum(v for k, v in last.items() if k in SELECTIVE_RECOMPUTED)
     kept_last = {"full": 0, "selective": last.total - recomputed_in_last}.get(checkpointing, last.total)

@@ -157,8 +157,11 @@ def attention_core(
     if math:
         qkv_bytes, suffix, (k_width, v_width) = FP32, "_fp32", (n_h * d_q, n_h * d_v)
         # in fp32 the upcast is a no-op, and v, neither repeated (n_kv = n_h) nor copied by the matmul's reshape
-        # (one row), is a view of the tensor it was split from: Phi-3's qkv output, MLA's kv_b output
-        if p == FP32 and not shp.autocast and b == 1 and attention_head_dims(spec)[2] == n_h:
+        # (one row), is a view of the tensor it was split from: Phi-3's qkv output, MLA's kv_b output. With a mask
+        # transformers repeats one KV head itself (repeat_kv: expand + reshape of a size-1 dim, a stride-0 view)
+        # instead of SDPA's enable_gqa, whose repeat_interleave copies
+        n_kv = attention_head_dims(spec)[2]
+        if p == FP32 and not shp.autocast and b == 1 and (n_kv == n_h or (masked and n_kv == 1)):
             v_width = _v_source_width(spec, shp)
     else:
         qkv_bytes, suffix, (k_width, v_width) = p, "", _eager_kv_widths(spec, shp)

@@ -29,6 +29,7 @@ __all__ = ["CHECKPOINT_INPUTS_TERM", "LOSS_TERM", "backward_moments"]
 
 INT64_BYTES = 8
 FP32_BYTES = 4
+AUTOCAST_BYTES = 2  # torch.autocast(bf16) casts
 CHECKPOINT_INPUTS_TERM = "activations/checkpoint_inputs"  # held by checkpoints, not saved by autograd
 LOSS_TERM = "activations/loss"  # the loss scalar and backward's seed gradient, not saved by autograd
 LOSS_TENSORS = 2  # the fp32 loss and its ones_like seed
@@ -69,10 +70,11 @@ def _head_gradients(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams) -> Te
 
 
 def _mask_kinds(spec: ModelSpec, shp: TrainShapes) -> tuple[bool, bool]:
-    """(full-attention layers, sliding-window layers whose window is shorter than the keys) in the model."""
+    """(full-attention layers, sliding-window layers whose window is not longer than the keys) in the model:
+    transformers 5.23 masking_utils skips the SDPA window mask only where kv_length < sliding_window."""
     s_k = shp.seq + shp.prefix_tokens
     windows = [spec.sliding_window if spec.uses_sliding_window(i) else None for i in range(spec.num_layers)]
-    return any(w is None for w in windows), any(w is not None and w < s_k for w in windows)
+    return any(w is None for w in windows), any(w is not None and w <= s_k for w in windows)
 
 
 def _checkpoint_inputs(spec: ModelSpec, t: TrainingSpec, shp: TrainShapes) -> Term | None:
@@ -388,6 +390,57 @@ def _final_norm_backward(
     ]
 
 
+def _prefix_loss_forward(
+    spec: ModelSpec, t: TrainingSpec, shp: TrainShapes, a: SavedActivations, blocks: Term
+) -> list[Term] | None:
+    """Prefix tuning under autocast, no checkpointing: the forward's own peak, at the loss (nll_loss of the fp32
+    log-probs). Beyond every saved tensor (blocks and outside them):
+    - the DynamicCache each layer's attention fills with cat(prefix, k) and cat(prefix, v): fp32 (RoPE's k and the
+      prefix are fp32), 2·L·4·b·n_kv·(P + s)·d_h, not saved (autocast's matmuls keep bf16 casts of them);
+    - the final norm's output, lm_head's input (4·T·h, the fp32 residual stream; lm_head keeps its bf16 cast);
+    - lm_head's bf16 logits (2·T·V) and their fp32 copy (4·T·V; log_softmax keeps its output only);
+    - the labels padded by one (8·b·(s + 1), when the shifted labels are a copy: b > 1) and the loss (4);
+    - autocast's cached bf16 casts of the prefix MLP's trained biases (2·(e + L·2·t)), kept by its cast cache
+      until autocast exits; the weights' casts are saved.
+    Source: transformers 5.23 loss_utils.py ForCausalLMLoss, cache_utils.py DynamicLayer.update (torch.cat);
+      peft 0.21.2 PrefixEncoder; measured by the cpu probe (the storages live at the forward's peak op,
+      tests/models/test_training_misses_8.py)."""
+    if not (shp.autocast and shp.prefix_tokens) or t.gradient_checkpointing is not Checkpointing.NONE:
+        return None
+    fp32, tokens, h, v = FP32_BYTES, shp.tokens, spec.hidden_size, spec.vocab_size
+    s_k = shp.seq + shp.prefix_tokens
+    cache = 2 * spec.num_layers * fp32 * shp.batch * spec.kv_heads * s_k * spec.resolved_head_dim
+    logits = AUTOCAST_BYTES * tokens * v + fp32 * tokens * v
+    labels = INT64_BYTES * shp.batch * (shp.seq + 1) if shp.batch > 1 else 0
+    t_dim, e = shp.prefix_mlp
+    biases = AUTOCAST_BYTES * (e + spec.num_layers * 2 * t_dim) if t_dim else 0
+    return [
+        blocks,
+        Term(
+            name="activations/outside_blocks",
+            bytes=a.outer.total,
+            formula="final norm, lm_head, log-probs, labels, prefix MLP",
+            detail=_top(a.outer),
+            source="derived here from the tensors autograd saves (planner.training.activations)",
+        ),
+        Term(
+            name="activations/prefix_kv_cache",
+            bytes=cache,
+            formula="2·L·4·b·n_kv·(P + s)·d_h",
+            detail=f"fp32 cat(prefix, k) and cat(prefix, v) of {spec.num_layers} layers, P + s = {s_k}",
+            source="transformers 5.23 cache_utils.py DynamicLayer.update; measured by the cpu probe",
+        ),
+        Term(
+            name="activations/loss_forward_temporaries",
+            bytes=fp32 * tokens * h + logits + labels + fp32 + biases,
+            formula="4·T·h + 2·T·V + 4·T·V + 8·b·(s + 1) [b > 1] + 4 + 2·(e + 2·L·t)",
+            detail="the final norm's output, bf16 logits and their fp32 copy, padded labels, the loss, the prefix "
+            "MLP's cached bias casts",
+            source="transformers 5.23 loss_utils.py ForCausalLMLoss; measured by the cpu probe",
+        ),
+    ]
+
+
 def _mlp_and_o_proj_grads(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, moe: bool) -> Term | None:
     """Full fine-tuning: the block's MLP, post-attention norm and o_proj gradients exist when its attention's
     backward runs (backward order)."""
@@ -467,6 +520,9 @@ def backward_moments(
     forward = _forward_moment(spec, t, tp, shp, a, blocks)
     if forward:
         moments["forward"] = forward
+    loss_forward = _prefix_loss_forward(spec, t, shp, a, blocks)
+    if loss_forward:
+        moments["loss_forward"] = loss_forward
     temps = attention_backward_temporaries(spec, shp)
     if temps:  # eager, SDPA math: the softmax backward of the block processed last (block 0 when checkpointed)
         held = (
@@ -516,7 +572,7 @@ def backward_moments(
     for name, terms in moments.items():
         if not (name == "loss_backward" and "embedding/input_ids" in a.outer):  # else saved by the embedding
             terms.append(ids)
-        if name != "forward":
+        if name not in ("forward", "loss_forward"):
             terms.append(loss)
         if ckpt_inputs:
             terms.append(ckpt_inputs)

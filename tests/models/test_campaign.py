@@ -31,11 +31,10 @@ CI_SEED, SEEDED_DRAWS = 19, 12
 # recompute's moment at gate_proj's lora_B scaling; #9, Qwen3 full fine-tuning under autocast on SDPA math, saved
 # +2.5 %, peak +1.5 %, holds since Qwen3's q/k norms keep their normalized x in bf16; #11, Mixtral full fine-tuning
 # with for-loop AdamW, first-step peak −3.3 %, holds since the for-loop's temporaries follow the fused expert
-# parameters and the previous tensor's denominator)
-KNOWN_MISSES: dict[int, str] = {
-    5: "gemma prefix MLP under autocast: saved −0.7 %, peak −3.9 %",
-    6: "qwen2_moe prefix MLP under autocast, eager: saved +1.7 %",
-}
+# parameters and the previous tensor's denominator; #5, Gemma prefix MLP under autocast, saved −0.65 %, peak −3.85 %,
+# and #6, Qwen2-MoE prefix MLP under autocast on eager, saved +1.68 %, hold since the prefix MLP keeps bf16 casts
+# under autocast, the loss_forward moment and the bf16 gated shared expert: tests/models/test_training_misses_8.py)
+KNOWN_MISSES: dict[int, str] = {}
 
 
 @settings(max_examples=HYPOTHESIS_DRAWS, derandomize=True, database=None, deadline=None,
@@ -58,6 +57,7 @@ def _seeded() -> list[Draw]:
     return [random_draw(rng) for _ in range(SEEDED_DRAWS)]
 
 
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors:UserWarning")  # Qwen2-MoE's 0-wide shared expert
 @pytest.mark.parametrize("index", range(SEEDED_DRAWS))
 def test_seeded_draw_holds_every_claim_or_is_a_known_miss(index: int) -> None:
     d = _seeded()[index]
