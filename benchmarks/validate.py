@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's planner and models, whatever checkout the venv's editable install names
 
 from models.campaign import UNPROBEABLE, Outcome, check_draw, run_campaign, shrink  # noqa: E402
 from models.grid import GridCase, default_grid, full_size_grid, quick_grid  # noqa: E402
