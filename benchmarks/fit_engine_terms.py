@@ -242,17 +242,10 @@ def fit_engine(engine: str, jobs: int) -> dict[str, Any]:
             train = [i for i in group if by_id[i]["model_path"] != model]
             candidates = [_with_sequence(per_model[model], gpu, v) for v in PER_SEQUENCE_GRID_US]
             # no other model on this GPU: nothing to fit it on without it, so it keeps no term
-            chosen[model] = (
-                min(candidates, key=lambda t: (statistics.median(_ape(grid[t][i], by_id[i], 1) for i in train), t))
-                if train
-                else per_model[model]
-            )
+            chosen[model] = best(candidates, train) if train else per_model[model]
             stage_held |= {i: grid[chosen[model]][i] for i in group if by_id[i]["model_path"] == model}
         before, after = _median(group, held.__getitem__, by_id, 1), _median(group, stage_held.__getitem__, by_id, 1)
-        fitted = min(
-            (_with_sequence(shipped, gpu, v) for v in PER_SEQUENCE_GRID_US),
-            key=lambda t: (statistics.median(_ape(grid[t][i], by_id[i], 1) for i in group), t),
-        )
+        fitted = best([_with_sequence(shipped, gpu, v) for v in PER_SEQUENCE_GRID_US], group)
         ships = len(group) >= MIN_GROUP_ROWS and after < before
         published = None
         if ships:  # and what it does to measurements it never saw

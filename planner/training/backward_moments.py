@@ -34,6 +34,7 @@ CHECKPOINT_INPUTS_TERM = "activations/checkpoint_inputs"  # held by checkpoints,
 LOSS_TERM = "activations/loss"  # the loss scalar and backward's seed gradient, not saved by autograd
 LOSS_TENSORS = 2  # the fp32 loss and its ones_like seed
 LOGITS_GRAD_BUFFERS = 2  # fp32 gradients of log-probs and of the upcast logits, live at once in backward
+SAVED_SOURCE = "derived here from the tensors autograd saves (planner.training.activations)"
 
 
 def _saved(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, micro_batch: int | None) -> SavedActivations:
@@ -144,7 +145,7 @@ def _forward_moment(
             bytes=sum(before.values()),
             formula="RoPE tables, soft-prompt indices, prefix MLP",
             detail=_top(before),
-            source="derived here from the tensors autograd saves (planner.training.activations)",
+            source=SAVED_SOURCE,
         ),
         Term(
             name="activations/forward_inputs",
@@ -211,7 +212,7 @@ def _outside_blocks_kept(a: SavedActivations) -> Term:
         bytes=sum(kept.values()),
         formula="RoPE tables, labels, soft-prompt indices",
         detail=_top(kept),
-        source="derived here from the tensors autograd saves (planner.training.activations)",
+        source=SAVED_SOURCE,
     )
 
 
@@ -253,7 +254,7 @@ def _first_block_backward(
                 bytes=a.first_ledger.total,
                 formula="block 0's saved tensors",
                 detail=_top(a.first_ledger),
-                source="derived here from the tensors autograd saves (planner.training.activations)",
+                source=SAVED_SOURCE,
             ),
             _outside_blocks_kept(a),
             *own,
@@ -284,7 +285,7 @@ def _last_block_backward(
     """The last block's backward: earlier blocks' saved tensors (or checkpoint inputs), the last block's
     (recomputed under full checkpointing), what outside the blocks is still alive, and the block's own
     backward (planner.training.block_backward). Selective recomputation is not modelled at this moment."""
-    src = "derived here from the tensors autograd saves (planner.training.activations)"
+    src = SAVED_SOURCE
     if a.recomputed_block:
         own = Term(
             name="activations/recomputed_block",
@@ -378,7 +379,7 @@ def _final_norm_backward(
             bytes=sum(kept.values()),
             formula="the final norm's fp32 input, RoPE tables, soft-prompt indices",
             detail=_top(kept),
-            source="derived here from the tensors autograd saves (planner.training.activations)",
+            source=SAVED_SOURCE,
         ),
         Term(
             name="activations/norm_backward_temporaries",
@@ -421,7 +422,7 @@ def _prefix_loss_forward(
             bytes=a.outer.total,
             formula="final norm, lm_head, log-probs, labels, prefix MLP",
             detail=_top(a.outer),
-            source="derived here from the tensors autograd saves (planner.training.activations)",
+            source=SAVED_SOURCE,
         ),
         Term(
             name="activations/prefix_kv_cache",
@@ -475,7 +476,7 @@ def backward_moments(
     """
     shp = train_shapes(spec, t, micro_batch)
     a = _saved(spec, t, tp, micro_batch)
-    src = "derived here from the tensors autograd saves (planner.training.activations); Korthikanti et al. 2022 §4"
+    src = f"{SAVED_SOURCE}; Korthikanti et al. 2022 §4"
     blocks = Term(
         name="activations/blocks",
         bytes=a.blocks.total,
