@@ -73,6 +73,9 @@ class EngineProfile(FrozenSpec):
     persistent_moe_workspace: Sourced | None = None
     qk_norm_kernels: Sourced | None = None  # kernels a layer launches for its q/k RMSNorm (Qwen3, MiniMax-M2)
     decode_context_parallel: Sourced | None = None  # present where the version stripes the MLA cache by position
+    # iteration n + 1 scheduled while iteration n runs (vLLM's async scheduling, SGLang's overlap schedule,
+    # TensorRT-LLM's overlap scheduler); `rule` names the parallelism that turns it off
+    overlap_scheduling: Sourced | None = None
 
     def covers(self, version: tuple[int, ...]) -> bool:
         return parse_version(self.versions[0]) <= version <= parse_version(self.versions[1])
@@ -150,6 +153,8 @@ class EngineDefaults(FrozenSpec):
     cudagraph_sets: int = 0
     scheduler: Literal["mixed_chunked", "mixed_whole", "prefill_first", "static"]
     admission: Literal["on_demand", "reserve_full"]
+    overlap_scheduling: bool = False
+    overlap_off_with: tuple[Literal["pipeline_parallel", "attention_data_parallel"], ...] = ()
 
 
 def engine_defaults(profile: EngineProfile, device_bytes: int, smi_mib: int, gpu_name: str, tp: int) -> EngineDefaults:
@@ -195,7 +200,17 @@ def _engine_defaults(profile: EngineProfile, device_bytes: int, smi_mib: int, gp
         cudagraph_sets=int(profile.cudagraph_sets.value) if profile.cudagraph_sets else (1 if sizes else 0),
         scheduler=profile.scheduler.value,
         admission=profile.admission.value,
+        overlap_scheduling=bool(profile.overlap_scheduling and profile.overlap_scheduling.value),
+        overlap_off_with=_OVERLAP_OFF_WITH[profile.overlap_scheduling.rule or ""] if profile.overlap_scheduling else (),
     )
+
+
+# the parallelism under which an engine turns its overlap scheduling off (EngineProfile.overlap_scheduling.rule)
+_OVERLAP_OFF_WITH: dict[str, tuple[Literal["pipeline_parallel", "attention_data_parallel"], ...]] = {
+    "": (),
+    "unless_pipeline_parallel": ("pipeline_parallel",),
+    "unless_pipeline_or_data_parallel": ("pipeline_parallel", "attention_data_parallel"),
+}
 
 
 def _memory_fraction(profile: EngineProfile, smi_mib: int, tp: int, chunk: int, graph_bs: int) -> float | None:

@@ -230,6 +230,16 @@ def _lifetime_s(model: StepTimer, prompt: int, output: int, concurrency: int) ->
 MAX_SIMULATED_TOKENS = 1 << 30
 
 
+def overlap_scheduling(defaults: EngineDefaults, serving: ServingSpec) -> bool:
+    """Whether the engine schedules iteration n + 1 while iteration n runs (its profile's default, off under the
+    parallelism the profile names: pipeline parallel for vLLM and SGLang, SGLang 0.4.0-0.4.5's DP attention)."""
+    off = {
+        "pipeline_parallel": serving.pipeline_parallel > 1,
+        "attention_data_parallel": serving.attention_data_parallel > 1,
+    }
+    return defaults.overlap_scheduling and not any(off[name] for name in defaults.overlap_off_with)
+
+
 def _load_problem(message: str) -> SpecError:
     return SpecError([FieldProblem(("load",), message)])
 
@@ -274,6 +284,7 @@ def estimate_load(
         kv_capacity_tokens=kv_pool_tokens,
         block_size=serving.resolved_block_size * serving.decode_context_parallel,  # vLLM's block under DCP
         admission=Admission(defaults.admission),
+        overlap_scheduling=overlap_scheduling(defaults, serving),
     )
     starts = None
     if closed and load.client_start == "staggered":

@@ -11,6 +11,17 @@ Each iteration the scheduler of the engine builds a batch, the StepModel times i
   chunked_prefill_size tokens) and the running sequences pause; otherwise one decode iteration.
   Source: sglang/srt/managers/scheduler.py get_next_batch_to_run (mixed chunks off by default).
 
+A request reaches the engine while it runs an iteration, and the engine schedules it in the iteration it
+schedules next; an engine with overlap scheduling (TensorRT-LLM's PyTorch executor, SGLang, vLLM's AsyncScheduler)
+schedules iteration n + 1 before iteration n's outputs are processed, so a request reaching it during iteration n
+runs in n + 2, one iteration later than without. A closed-loop client's next request starts when its last token
+reaches it, at the end of the iteration that produced it, and reaches the engine after the engine has gone on to
+the next one: it runs at the earliest in the iteration after that one (one more with overlap). An idle engine
+schedules what reaches it at once. Sources: tensorrt_llm/_torch/pyexecutor/py_executor.py _executor_loop_overlap
+(fetch and schedule iteration n + 1, launch it, then process iteration n's responses); vllm/v1/engine/core.py
+run_busy_loop (the input queue is read between steps) and vllm/v1/core/sched/async_scheduler.py; SGLang
+python/sglang/srt/managers/scheduler.py event_loop_overlap.
+
 A prompt is admitted only while max_num_seqs and the KV pool allow (blocks for its prompt, or for prompt + output
 where the engine reserves them); a decode that finds no free block preempts the newest running sequence, which is
 recomputed later (vLLM's recompute preemption). The first token of a request comes at the end of the iteration that
@@ -31,6 +42,7 @@ between, the same ages) repeats from there: it jumps the whole periods its clien
 
 from __future__ import annotations
 
+from bisect import insort
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +50,7 @@ from enum import StrEnum
 from functools import partial
 from heapq import heappop, heappush
 from math import ceil
+from operator import itemgetter
 from typing import NamedTuple, Protocol
 
 from planner._gc import collector_paused
@@ -99,6 +112,9 @@ class EngineLimits:
     kv_capacity_tokens: int  # tokens the KV pool holds (all sequences together)
     block_size: int
     admission: Admission
+    # the engine schedules iteration n + 1 while iteration n runs (see the module doc): a request reaching it
+    # during iteration n runs in n + 2 at the earliest
+    overlap_scheduling: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +182,10 @@ class _Simulation:
         # every block is free, so an oversized request still reaches _admit and its error)
         self.blocked: Cohort | None = None
         self.blocked_need = 0
+        # requests on their way to a busy engine: (the iteration count from which it may schedule them, cohort),
+        # in that order (see the module doc)
+        self.delayed: list[tuple[int, Cohort]] = []
+        self.arrival_lag = 1 if limits.overlap_scheduling else 0  # iterations an arrival waits past the next one
         n = len(workload.prompt_tokens)
         self.timings = [_UNFINISHED] * n  # by request index, set when it finishes
         self.finished = 0
@@ -185,25 +205,39 @@ class _Simulation:
     def running(self) -> int:
         return self.prefilling_requests + self.decoding.requests
 
+    def _lag(self, lag: int) -> int:
+        """`lag` for requests reaching the engine now: an idle one (nothing queued or running) schedules at once."""
+        return lag if self.waiting or self.prefilling_requests or self.decoding.requests else 0
+
     # arrivals -----------------------------------------------------------------------------------------------------
-    def _send(self, count: int, at: float) -> None:
-        """Send the next `count` requests (or as many as are left) at `at`, as cohorts of equal lengths."""
+    def _send(self, count: int, at: float, lag: int = 0) -> None:
+        """Send the next `count` requests (or as many as are left) at `at`, as cohorts of equal lengths; `lag` > 0:
+        they reach a busy engine, which schedules them `lag` iterations after the one it ran last."""
         sent, n = self.sent, len(self.w.prompt_tokens)
         end = sent + count if sent + count < n else n  # min(), without the builtin's argument parsing
         if self.uniform:
-            self._queue(sent, end, at)
+            self._queue(sent, end, at, lag)
         else:
             i = sent
             while i < end:
                 j = self._same_lengths_until(i, end)
-                self._queue(i, j, at)
+                self._queue(i, j, at, lag)
                 i = j
         self.unsent -= end - sent
         self.sent = end
 
-    def _queue(self, i: int, j: int, at: float) -> None:
-        """Requests i .. j − 1, of equal lengths, join the waiting queue: as a cohort, or with the last one."""
+    def _queue(self, i: int, j: int, at: float, lag: int = 0) -> None:
+        """Requests i .. j − 1, of equal lengths, join the waiting queue: as a cohort, or with the last one; or,
+        `lag` > 0, the requests on their way, due `lag` iterations after the one that ran last."""
         waiting, prompt, out = self.waiting, self.w.prompt_tokens[i], self.w.output_tokens[i]
+        if lag:
+            due, delayed = self.iterations + lag, self.delayed
+            entry = (due, Cohort(i, j - i, prompt, out, at, out))
+            if delayed and delayed[-1][0] > due:  # a closed loop's first requests among later re-sends
+                insort(delayed, entry, key=itemgetter(0))
+            else:
+                delayed.append(entry)
+            return
         if waiting:
             last = waiting[-1]
             if (  # request i, sent at `at`, follows the last waiting cohort and is in its state
@@ -235,15 +269,26 @@ class _Simulation:
             self.scheduled = deque(self.w.arrival_times_s or ())
         self._release_open_loop(0.0)
 
-    def _release_open_loop(self, until: float) -> None:
-        """Send every scheduled request (open-loop arrivals, closed-loop clients' first requests) due by `until`."""
+    def _release_open_loop(self, until: float, lag: int = 0) -> None:
+        """Send every scheduled request (open-loop arrivals, closed-loop clients' first requests) due by `until`
+        (`lag`: they arrived while an iteration ran)."""
         scheduled = self.scheduled
+        lag = self._lag(lag) if lag else 0
         while scheduled and self.unsent and scheduled[0] <= until:
             at, count = scheduled.popleft(), 1
             while scheduled and scheduled[0] == at:  # a burst: clients that start together
                 scheduled.popleft()
                 count += 1
-            self._send(count, at)
+            self._send(count, at, lag)
+
+    def _release_delayed(self, every: bool = False) -> None:
+        """The requests on their way that the engine may schedule now (`every`: all of them, an idle engine)."""
+        delayed, now = self.delayed, self.iterations
+        k = len(delayed) if every else 0
+        while k < len(delayed) and delayed[k][0] <= now:
+            k += 1
+        self.waiting.extend(c for _, c in delayed[:k])
+        del delayed[:k]
 
     def _next_arrival(self) -> float | None:
         return self.scheduled[0] if self.scheduled and self.unsent else None
@@ -375,7 +420,7 @@ class _Simulation:
         self.free_blocks += freed
         self.finished += done
         if done and self.closed and self.unsent:
-            self._send(done, now)
+            self._send(done, now, self._lag(1 + self.arrival_lag))  # reaches it after its next iteration began
 
     def _decode_run_length(self) -> int:
         """Identical decode-only iterations until a request finishes (or, open loop, the next arrival)."""
@@ -385,6 +430,10 @@ class _Simulation:
             block = self.decoding.steps_to_block()
             if block < steps:
                 steps = block
+        if self.delayed:  # until the engine may schedule a request on its way
+            due = self.delayed[0][0] - self.iterations
+            if due < steps:
+                steps = due
         return steps if steps > 1 else 1
 
     def _decode_run(self) -> None:
@@ -458,11 +507,16 @@ class _Simulation:
         """Admit what fits, then run one engine event (or wait for the next arrival): the batch under the policy
         (`_fill`), blocks for the decoding requests' tokens (`_grow_kv`), then the iteration (`_mixed_step`) or a
         run of decode-only ones (`_decode_run`)."""
+        if self.delayed and self.delayed[0][0] <= self.iterations:
+            self._release_delayed()
         waiting = self.waiting
         if waiting and (waiting[0] is not self.blocked or self.free_blocks >= self.blocked_need):
             self._admit()
         dec = self.decoding
         if not (self.prefilling_requests or dec.requests):  # nothing running
+            if self.delayed:  # an idle engine schedules what reaches it at once
+                self._release_delayed(every=True)
+                return
             nxt = self._next_arrival()
             if nxt is None:
                 raise RuntimeError("requests wait but none can run")
@@ -498,7 +552,7 @@ class _Simulation:
         else:
             self._decode_run()
         if self.scheduled:
-            self._release_open_loop(self.now)
+            self._release_open_loop(self.now, self.arrival_lag)  # they arrived during the iterations just run
 
     def _watch(self, watch: steady_state.Watch, bound: int) -> None:
         """Look for a period of the state (planner.serving.steady_state.Watch); jump the periods it allows."""

@@ -1,16 +1,17 @@
 """The closed loop's steady state: once the engine loop's state repeats, the rest of the run repeats it.
 
 With fixed prompt and output lengths and closed-loop clients, the engine loop is a deterministic function of its
-integer state: the cohorts in each queue (their sizes, lengths, prompt tokens computed, tokens held, blocks and
-block debts, in queue order, indices relative to the next request to send) and the free blocks. Time never steers
-it: a step's time is a function of its batch, nothing is scheduled to arrive, and a client sends its next request
-at the instant its last one finished. So when the state at event e₂ equals the state at an earlier event e₁ with
-every request index shifted by the requests sent in between (Δi), and every cohort's age (now − its send, now − its
-first token) equal too, then events e₂ … e₂ + (e₂ − e₁) repeat events e₁ … e₂ exactly, shifted by Δi requests
-and by ΔT = now(e₂) − now(e₁) seconds, and so on for as long as every client's send in a period finds a request to
-send (K·Δi ≤ requests unsent). The loop then jumps K periods at once: the requests finishing in them get the
-latencies of the request Δi, 2Δi, … before them, the counters grow by K times a period's, and every request still
-in flight is re-indexed and re-timed by K·Δi and K·ΔT.
+integer state: the cohorts in each queue, those on their way to the engine included (their sizes, lengths, prompt
+tokens computed, tokens held, blocks and block debts, in queue order, indices relative to the next request to send;
+for those on their way, the iterations until the engine may schedule them) and the free blocks. Time never steers
+it: a step's time is a function of its batch, nothing is scheduled to arrive, and a client sends its next request at
+the instant its last one finished (to reach the engine a fixed number of iterations later). So when the state at
+event e₂ equals the state at an earlier event e₁ with every request index shifted by the requests sent in between
+(Δi), and every cohort's age (now − its send, now − its first token) equal too, then events e₂ … e₂ + (e₂ − e₁)
+repeat events e₁ … e₂ exactly, shifted by Δi requests and by ΔT = now(e₂) − now(e₁) seconds, and so on for as long
+as every client's send in a period finds a request to send (K·Δi ≤ requests unsent). The loop then jumps K periods
+at once: the requests finishing in them get the latencies of the request Δi, 2Δi, … before them, the counters grow
+by K times a period's, and every request still in flight is re-indexed and re-timed by K·Δi and K·ΔT.
 
 Exact in integers (iterations, events, preemptions, decode batches, and which request finishes when); in seconds
 up to rounding: the full loop adds the same step times at other magnitudes of `now`, so its latencies differ in the
@@ -86,13 +87,15 @@ def mark(sim: _Simulation) -> Mark:
     clock, on_demand = dec.clock, sim.on_demand
     ages: list[float] = []
     waiting = tuple(_queued(c, sent) for c in sim.waiting)
+    # requests on their way: due in as many iterations, in order
+    delayed = tuple((due - sim.iterations, *_queued(c, sent)) for due, c in sim.delayed)
     prefilling = tuple(_queued(c, sent) for c in sim.prefilling)
     decoding = tuple(
         # tokens (base + clock) and debt give an on-demand cohort's blocks; a reserving one keeps them in c.blocks
         (c.first - sent, c.count, c.prompt, c.output, c.base + clock, c.debt, 0 if on_demand else c.blocks)
         for c in dec.cohorts.values()
     )
-    for queue in (sim.waiting, sim.prefilling, dec.cohorts.values()):
+    for queue in (sim.waiting, (c for _, c in sim.delayed), sim.prefilling, dec.cohorts.values()):
         for c in queue:
             ages += _ages(c, now)
     counters = (
@@ -105,7 +108,8 @@ def mark(sim: _Simulation) -> Mark:
         sim.finished,
     )
     log = sim.finish_log
-    return Mark((sim.free_blocks, waiting, prefilling, decoding), tuple(ages), counters, sent, now, len(log or ()))
+    fingerprint = (sim.free_blocks, waiting, delayed, prefilling, decoding)
+    return Mark(fingerprint, tuple(ages), counters, sent, now, len(log or ()))
 
 
 def _same_ages(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
@@ -138,13 +142,14 @@ def jump(sim: _Simulation, before: Mark, now: Mark, k: int) -> None:
         for first, count, timing in period:
             timings[first + shift : first + shift + count] = [timing] * count
     shift, elapsed = k * di, k * dt
-    for c in (*sim.waiting, *sim.prefilling, *sim.decoding.cohorts.values()):
+    deltas = [b - a for a, b in zip(before.counters, now.counters, strict=True)]
+    sim.delayed = [(due + k * deltas[1], c) for due, c in sim.delayed]  # due after as many more iterations
+    for c in (*sim.waiting, *(c for _, c in sim.delayed), *sim.prefilling, *sim.decoding.cohorts.values()):
         c.first += shift
         c.arrival += elapsed
         if c.first_token >= 0:
             c.first_token += elapsed
     sim.decoding.reindex()
-    deltas = [b - a for a, b in zip(before.counters, now.counters, strict=True)]
     sim.events += k * deltas[0]
     sim.iterations += k * deltas[1]
     sim.preemptions += k * deltas[2]

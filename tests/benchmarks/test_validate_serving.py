@@ -99,9 +99,9 @@ def test_headline_numbers() -> None:
     assert REPORT["coverage"]["rows"] / REPORT["coverage"]["of"] > 0.9
     assert overall["memplan"]["tpot"]["median_ape"] < 0.15
     assert overall["memplan_on_both"]["tpot"]["median_ape"] <= overall["aiconfigurator_on_both"]["tpot"]["median_ape"]
-    # TTFT is not ahead on the rows both answer (README: the sweeps' TensorRT-LLM TTFT is about a third of the
-    # measured one once their batch limits are the ones they ran); it stays inside the stated bound
-    assert overall["memplan_on_both"]["ttft"]["median_ape"] < 0.5
+    # TTFT, since requests reach a busy engine an iteration late (two with overlap scheduling) and each row runs
+    # its own load generator: ahead on the rows both answer
+    assert overall["memplan_on_both"]["ttft"]["median_ape"] < overall["aiconfigurator_on_both"]["ttft"]["median_ape"]
 
 
 def test_rows_memplan_cannot_represent_say_why(rows: dict[str, dict[str, str]]) -> None:
@@ -138,9 +138,10 @@ def test_fp4_rows_of_fp8_models_run_nvfp4_experts_on_blackwell(rows: dict[str, d
 
 
 def test_documented_clients_follow_each_row_s_provenance(rows: dict[str, dict[str, str]]) -> None:
-    """--clients documented: InferenceX rows draw input and output lengths uniformly from [0.8 L, L] with 10 prompts
-    per client (benchmark_lib.sh); aiconfigurator's own sweeps keep fixed lengths and send 20 per client after 2 per
-    client of warm-up (bench_run.sh.j2); the default score is unchanged."""
+    """The scored default, --clients documented: InferenceX rows draw input and output lengths uniformly from
+    [0.8 L, L] with 10 prompts per client (benchmark_lib.sh); aiconfigurator's own sweeps keep fixed lengths and send
+    20 per client (bench_run.sh.j2). Both generators finish their warm-up requests before the measured ones start
+    (aiperf's warm-up phase, bench_serving's gathered --num-warmups), so no warm-up is simulated."""
     mapping = validate_serving._mapping()
     ix = next(r for r in rows.values() if validate_serving.client_of(r) == "inferencex" and r["isl"] == "1024")
     sweep = next(r for r in rows.values() if validate_serving.client_of(r) == "aiconfigurator-sweep")
@@ -152,19 +153,22 @@ def test_documented_clients_follow_each_row_s_provenance(rows: dict[str, dict[st
     assert min(outputs) == int(int(ix["osl"]) * 0.8) and max(outputs) == int(ix["osl"])
     fixed = validate_serving.load_for(sweep, 8, mapping, "documented")
     assert "input_lengths" not in fixed and "output_lengths" not in fixed
-    assert fixed["num_requests"] == 176 and fixed["warmup_requests"] == 16  # aiperf: 20 per client after 2 of warm-up
+    assert fixed["num_requests"] == 160 and fixed["warmup_requests"] == 0  # aiperf: 20 per client, warm-up drained
     assert load["warmup_requests"] == 0
+    assert all(c["warmup_barrier"] for c in mapping["clients"]["clients"].values())
     assert validate_serving.load_for(ix, 8, mapping, "fixed") == {"concurrency": 8}
     assert validate_serving.uniform_lengths(100, 1.0, 41) is None
+    request, _ = validate_serving.request_for(sweep)
+    assert request is not None and request.load.num_requests == 20 * request.load.concurrency  # the default
 
 
-def test_documented_clients_report_is_committed() -> None:
-    """The README's documented-client figures come from this report."""
-    path = ROOT / "benchmarks" / "results" / "validation-serving-documented-clients.json"
+def test_fixed_clients_report_is_committed() -> None:
+    """The README's fixed-client figures (every row's clients start together, 8 requests each) come from this
+    report."""
+    path = ROOT / "benchmarks" / "results" / "validation-serving-fixed-clients.json"
     report = json.loads(path.read_text())
     overall = report["overall"]["h100+h200 agg"]
     assert overall["rows"] >= 1_500
-    assert overall["memplan"]["ttft"]["bias"] < 0.8  # the simulated TTFT falls short of the measured one
 
 
 def test_sweep_rows_run_the_batch_limits_aiconfigurator_s_generator_wrote(rows: dict[str, dict[str, str]]) -> None:

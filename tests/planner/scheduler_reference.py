@@ -1,12 +1,15 @@
 """The engine loop as it was before its bookkeeping went incremental (planner/serving/scheduler.py at 643136c):
-every iteration walks every running request. Kept verbatim as the oracle the faster loop must reproduce exactly.
+every iteration walks every running request. Kept as the oracle the faster loop must reproduce exactly; since,
+requests reach a busy engine one iteration late (two with overlap scheduling), as the faster loop's module doc says.
 """
 
 from __future__ import annotations
 
+from bisect import insort
 from collections import deque
 from dataclasses import dataclass
 from math import ceil
+from operator import itemgetter
 
 from planner.serving.scheduler import (
     MAX_SIMULATION_WORK,
@@ -66,11 +69,21 @@ class _Simulation:
         self.pending = deque(range(n))  # requests not yet sent
         self.scheduled: deque[float] = deque()  # send times not yet reached
         self.clients_busy = 0
+        self.delayed: list[tuple[int, _Req]] = []  # (iterations from which the engine may schedule it, request)
+        self.lag = 1 if limits.overlap_scheduling else 0
+        self.resends = 0  # closed loop: requests finished in this step, whose clients send again after it
 
     # arrivals -----------------------------------------------------------------------------------------------------
-    def _send(self, at: float) -> None:
+    def _send(self, at: float, lag: int = 0) -> None:
         i = self.pending.popleft()
-        self.waiting.append(_Req(i, self.w.prompt_tokens[i], self.w.output_tokens[i], at))
+        req = _Req(i, self.w.prompt_tokens[i], self.w.output_tokens[i], at)
+        if lag:
+            insort(self.delayed, (self.iterations + lag, req), key=itemgetter(0))
+        else:
+            self.waiting.append(req)
+
+    def _busy(self) -> bool:
+        return bool(self.running or self.waiting)
 
     def _initial_arrivals(self) -> None:
         if self.w.concurrency is not None:
@@ -81,10 +94,11 @@ class _Simulation:
             self.scheduled = deque(self.w.arrival_times_s or ())
         self._release_open_loop(0.0)
 
-    def _release_open_loop(self, until: float) -> None:
+    def _release_open_loop(self, until: float, lag: int = 0) -> None:
         """Send every scheduled request (open-loop arrivals, closed-loop clients' first requests) due by `until`."""
+        lag = lag if self._busy() else 0
         while self.scheduled and self.pending and self.scheduled[0] <= until:
-            self._send(self.scheduled.popleft())
+            self._send(self.scheduled.popleft(), lag)
 
     def _next_arrival(self) -> float | None:
         return self.scheduled[0] if self.scheduled and self.pending else None
@@ -178,8 +192,16 @@ class _Simulation:
         self.running.remove(r)
         self.free_blocks += r.blocks
         self.finished.append(r)
-        if self.w.concurrency is not None and self.pending:
-            self._send(self.now)
+        if self.w.concurrency is not None:
+            self.resends += 1
+
+    def _resend(self) -> None:
+        """The clients whose requests finished in this step send their next ones."""
+        lag = 1 + self.lag if self._busy() else 0
+        for _ in range(self.resends):
+            if self.pending:
+                self._send(self.now, lag)
+        self.resends = 0
 
     def _decode_run_length(self, decoding: list[_Req]) -> int:
         """Identical decode-only iterations until a request finishes (or, open loop, the next arrival)."""
@@ -189,6 +211,8 @@ class _Simulation:
             # iterations before some request needs a new block while none is free
             if self.free_blocks < len(decoding):
                 steps = min(steps, min(bs - (r.prompt + r.generated) % bs for r in decoding) or 1)
+        if self.delayed:
+            steps = min(steps, self.delayed[0][0] - self.iterations)
         return max(1, steps)
 
     def _step(self) -> None:
@@ -219,6 +243,7 @@ class _Simulation:
                 r.generated += run
                 if r.generated >= r.output:
                     self._finish(r)
+            self._resend()
             return
         n = len(decoding)
         ctx = sum(r.prompt + r.generated for r in decoding) / n if n else 0.0
@@ -240,6 +265,7 @@ class _Simulation:
         for r in [*decoding, *(r for r, _ in chunks)]:
             if r.generated >= r.output and r.done < 0 and r in self.running:
                 self._finish(r)
+        self._resend()
 
     def run(self) -> SimulationResult:
         self._initial_arrivals()
@@ -252,8 +278,14 @@ class _Simulation:
                     f"{self.events:,} engine events for {len(self.finished):,} of {total:,} requests reached the "
                     f"bound of {MAX_SIMULATION_WORK:,} request-events"
                 )
+            while self.delayed and self.delayed[0][0] <= self.iterations:
+                self.waiting.append(self.delayed.pop(0)[1])
             self._admit()
             if not self.running:
+                if self.delayed:  # an idle engine schedules what reaches it at once
+                    self.waiting.extend(r for _, r in self.delayed)
+                    self.delayed.clear()
+                    continue
                 nxt = self._next_arrival()
                 if nxt is None:
                     raise RuntimeError("requests wait but none can run")
@@ -261,7 +293,7 @@ class _Simulation:
                 self._release_open_loop(self.now)
                 continue
             self._step()
-            self._release_open_loop(self.now)
+            self._release_open_loop(self.now, self.lag)
         timings = tuple(
             RequestTiming(
                 ttft_s=r.first_token - r.arrival,

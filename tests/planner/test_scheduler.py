@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -114,12 +115,15 @@ def _random_case(rng: random.Random) -> tuple[EngineLimits, Workload]:
     if rng.random() < 0.6:
         clients = rng.choice([1, 4, 16, 64])
         starts = tuple(sorted(rng.uniform(0, 1) for _ in range(clients))) if rng.random() < 0.3 else None
-        return limits, Workload(prompts, outputs, concurrency=clients, client_start_s=starts)
-    rate, t, arrivals = rng.choice([2.0, 20.0, 200.0]), 0.0, []
-    for _ in range(n):
-        t += rng.expovariate(rate)
-        arrivals.append(t)
-    return limits, Workload(prompts, outputs, arrival_times_s=tuple(arrivals))
+        workload = Workload(prompts, outputs, concurrency=clients, client_start_s=starts)
+    else:
+        rate, t, arrivals = rng.choice([2.0, 20.0, 200.0]), 0.0, []
+        for _ in range(n):
+            t += rng.expovariate(rate)
+            arrivals.append(t)
+        workload = Workload(prompts, outputs, arrival_times_s=tuple(arrivals))
+    # drawn last, so the draws above (and the rare seeds they find) are those of before
+    return replace(limits, overlap_scheduling=rng.random() < 0.5), workload
 
 
 # beyond the first 60 draws, the rare ones (of 3,000): 308 and 2104 leave one request decoding without a block in a
@@ -156,7 +160,9 @@ def _recount(sim: _Simulation) -> None:
     if decoding:
         assert dec.steps_to_finish() == min(c.prompt + c.output - dec.tokens(c) for c in decoding)
     # the cohorts and the finished requests partition the requests sent, each cohort consecutive indices
-    ranges = sorted((c.first, c.count) for c in [*sim.waiting, *sim.prefilling, *decoding])
+    on_the_way = [c for _, c in sim.delayed]
+    assert [due for due, _ in sim.delayed] == sorted(due for due, _ in sim.delayed)
+    ranges = sorted((c.first, c.count) for c in [*sim.waiting, *on_the_way, *sim.prefilling, *decoding])
     done = [i for i, t in enumerate(sim.timings) if not math.isnan(t.e2e_s)]  # unfinished: NaN
     covered = sorted([i for first, count in ranges for i in range(first, first + count)] + done)
     assert covered == list(range(sim.sent)) and all(count >= 1 for _, count in ranges)

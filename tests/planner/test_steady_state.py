@@ -4,6 +4,7 @@ latencies within 1e-9 relative, and no jump where the state is not known to repe
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -66,7 +67,8 @@ def _closed_loop(rng: random.Random) -> tuple[EngineLimits, Workload]:
     pool = max(prompt + output + block, rng.choice([2 * (prompt + output), 20_000, 100_000, 400_000]))
     limits = EngineLimits(policy, rng.choice([512, 2048, 8192]), rng.choice([4, 16, 256]), pool, block, admission)
     starts = tuple(sorted(rng.uniform(0, 0.5) for _ in range(clients))) if rng.random() < 0.2 else None
-    return limits, Workload((prompt,) * n, (output,) * n, concurrency=clients, client_start_s=starts)
+    workload = Workload((prompt,) * n, (output,) * n, concurrency=clients, client_start_s=starts)
+    return replace(limits, overlap_scheduling=rng.random() < 0.5), workload  # drawn last: the draws above as before
 
 
 @pytest.mark.parametrize("seed", range(120))
@@ -117,7 +119,8 @@ def _preempting_closed_loop(rng: random.Random) -> tuple[EngineLimits, Workload]
     n = clients * rng.choice([4, 8])
     pool = max(prompt + output + block, int(clients * prompt * rng.uniform(0.5, 1.1)))
     limits = EngineLimits(policy, rng.choice([512, 2048, 8192]), 256, pool, block, Admission.ON_DEMAND)
-    return limits, Workload((prompt,) * n, (output,) * n, concurrency=clients)
+    workload = Workload((prompt,) * n, (output,) * n, concurrency=clients)
+    return replace(limits, overlap_scheduling=rng.random() < 0.5), workload
 
 
 @pytest.mark.parametrize("seed", range(40))
