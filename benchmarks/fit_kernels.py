@@ -31,10 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
-from planner.calibration.kernels import _parse  # noqa: E402
+from planner.calibration.kernels import _collective_roofline_s, _parse, _table  # noqa: E402
 from planner.calibration.rooflines import (  # noqa: E402
     Roofline,
-    allreduce_roofline_s,
     context_attention_roofline_s,
     elementwise_roofline_s,
     gemm_roofline_s,
@@ -351,25 +350,29 @@ def fit_moe(path: Path, engine: str, roof: Roofline, sm: int = 0) -> tuple[dict[
     return out, report
 
 
-def nccl_allreduce(system_dir: Path) -> tuple[Path, pd.DataFrame]:
-    """A system's measured NCCL fp16 all-reduce: (file, median latency in ms by num_gpus and message_size)."""
+def nccl_rows(system_dir: Path, op: str = "all_reduce") -> tuple[Path, pd.DataFrame]:
+    """A system's measured NCCL fp16 collective `op` (nccl_perf op_name): (file, median latency in ms by num_gpus and
+    message_size). message_size counts the elements of the whole buffer (nccl-tests' size ÷ 2 B: an all-gather's
+    gathered output, a reduce-scatter's input, an all-to-all's send buffer; aiconfigurator's
+    collector/collect_nccl.py)."""
     path = latest(system_dir, "comm", "nccl", "nccl_perf.parquet")
     assert path is not None, system_dir
     df = read(path)
-    df = df[(df.op_name == "all_reduce") & (df.nccl_dtype == "half")]
+    df = df[(df.op_name == op) & (df.nccl_dtype == "half")]
     return path, df.groupby(["num_gpus", "message_size"], as_index=False)["latency"].median()
 
 
-def pcie_scaled_allreduce(system_dir: Path, reference_dir: Path, n: int) -> tuple[pd.DataFrame, str]:
-    """NCCL all-reduce on n PCIe GPUs of this system: its own 2-GPU latency × the reference PCIe server's
-    n-GPU / 2-GPU latency ratio at the same message size (log-interpolated between the reference's sizes).
+def pcie_scaled(system_dir: Path, reference_dir: Path, n: int, op: str = "all_reduce") -> tuple[pd.DataFrame, str]:
+    """NCCL collective `op` on n PCIe GPUs of this system: its own 2-GPU latency × the reference PCIe server's
+    n-GPU / 2-GPU latency ratio of the same collective at the same message size (log-interpolated between the
+    reference's sizes).
 
     Formula: t_n(m) = t_2(m) · t_ref,n(m) / t_ref,2(m). On PCIe-only GPUs vLLM's custom all-reduce is off beyond
     2 GPUs (vllm/distributed/device_communicators/custom_all_reduce.py: not fully connected) and TensorRT-LLM's
     AUTO strategy falls back to NCCL without NVLink, so NCCL is the collective the engines run at 4 and 8 GPUs.
     """
-    own_path, own = nccl_allreduce(system_dir)
-    ref_path, ref = nccl_allreduce(reference_dir)
+    own_path, own = nccl_rows(system_dir, op)
+    ref_path, ref = nccl_rows(reference_dir, op)
     two = own[own.num_gpus == 2].set_index("message_size").latency
     r2 = ref[ref.num_gpus == 2].set_index("message_size").latency
     rn = ref[ref.num_gpus == n].set_index("message_size").latency
@@ -397,14 +400,16 @@ def fit_allreduce(system_dir: Path, engine: str, roof: Roofline) -> dict[str, An
     if reference is None:
         return out
     for n in sorted(int(k) for k in out if int(k) > PCIE_GPUS_ALONE):
-        rows, source = pcie_scaled_allreduce(system_dir, system_dir.parent / reference, n)
+        rows, source = pcie_scaled(system_dir, system_dir.parent / reference, n)
         out[str(n)] = _allreduce_entry(rows, n, roof, "NCCL (PCIe scaling from " + reference + ")", source)
     return out
 
 
-def _allreduce_entry(g: pd.DataFrame, n: int, roof: Roofline, kernel: str, source: str) -> dict[str, Any]:
+def _allreduce_entry(
+    g: pd.DataFrame, n: int, roof: Roofline, kernel: str, source: str, op: str = "allreduce"
+) -> dict[str, Any]:
     pts = {
-        (float(m),): math.log(allreduce_roofline_s(int(m), n, roof) / (lat * MS))
+        (float(m),): math.log(_collective_roofline_s(op, int(m), n, roof) / (lat * MS))
         for m, lat in zip(g.message_size, g.latency, strict=True)
     }
     axes = [sorted(k[0] for k in pts)]
@@ -433,6 +438,80 @@ def _fit_measured_allreduce(system_dir: Path, engine: str, roof: Roofline) -> di
         g = g.groupby("message_size", as_index=False)["latency"].median()
         out[str(int(n))] = _allreduce_entry(g, int(n), roof, kernel, str(path.relative_to(system_dir)))
     return out
+
+
+# The collectives besides all-reduce, by table section -> nccl_perf op_name. Every engine runs them through NCCL, for
+# every engine the same measured table: the custom kernels of vLLM and SGLang are all-reduces only
+# (vllm/distributed/device_communicators/cuda_communicator.py: all_gather and reduce_scatter go to NCCL;
+# sglang/srt/distributed/parallel_state.py likewise), and TensorRT-LLM's allgather / reducescatter ops are NCCL's
+# (tensorrt_llm/_torch/distributed/ops.py).
+NCCL_COLLECTIVES = {"allgather": "all_gather", "reducescatter": "reduce_scatter", "alltoall": "alltoall"}
+
+
+def nondecreasing(values: list[float]) -> list[float]:
+    """The least-squares nondecreasing fit of a sequence (pool adjacent violators; Barlow et al. 1972, isotonic
+    regression): each run that decreases is replaced by its mean."""
+    blocks: list[list[float]] = []  # [sum, count] per pooled run
+    for v in values:
+        blocks.append([v, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            total, count = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += count
+    return [total / count for total, count in blocks for _ in range(int(count))]
+
+
+def fit_collective(system_dir: Path, section: str, roof: Roofline) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One NCCL collective's tables by GPU count, as the all-reduce's (log η over every measured message size,
+    η = roofline / measured), and the rows each was fitted from (message_size, latency in ms) for the fit report.
+
+    The stored latencies are the nondecreasing fit of log latency over size (nondecreasing): a collective over fewer
+    elements can run as one over more, so a larger message is never faster; the measured points are one run each and
+    at the latency-bound sizes (up to ~2^17 elements) wander by up to 2.5× (H100 SXM NCCL 2.29.2 alltoall on 4 GPUs:
+    17.7 µs at 512 elements, 7.0 µs at 1,024). A PCIe system whose 4- and 8-GPU points crossed a host bridge takes
+    its own 2-GPU latency scaled by the reference server's n/2-GPU ratio of the same collective (pcie_scaled)."""
+    op = NCCL_COLLECTIVES[section]
+    path, df = nccl_rows(system_dir, op)
+    reference = PCIE_REFERENCE.get(system_dir.name)
+    out, rows = {}, {}
+    for n, g in df.groupby("num_gpus"):
+        n = int(n)
+        kernel, source = "NCCL", str(path.relative_to(system_dir))
+        g = g[["message_size", "latency"]].sort_values("message_size").reset_index(drop=True)
+        if reference is not None and n > PCIE_GPUS_ALONE:
+            g, source = pcie_scaled(system_dir, system_dir.parent / reference, n, op)
+            kernel = f"NCCL (PCIe scaling from {reference})"
+        fitted = g.assign(latency=[math.exp(v) for v in nondecreasing([math.log(x) for x in g.latency])])
+        out[str(n)] = _allreduce_entry(fitted, n, roof, kernel, f"{source} op_name={op}, nondecreasing fit", section)
+        rows[str(n)] = (g, fitted)
+    return out, rows
+
+
+def _collective_table_s(table: Any, section: str, elements: int, n: int, roof: Roofline) -> float:
+    return float(table.latency_s(_collective_roofline_s(section, elements, n, roof), elements))
+
+
+def collective_report(section: str, tables: dict[str, Any], rows: dict[str, Any], roof: Roofline) -> dict[str, Any]:
+    """Per GPU count, against the measured rows: the table's error at the sizes it stores ("stored": the nondecreasing
+    fit and the rounding of log η) and when every other size is left out of its grid ("between_sizes": the
+    interpolation across a 4× gap in size, an upper bound for the 2× gaps between the sizes the table stores)."""
+    report = {}
+    for n, (g, fitted) in rows.items():
+        sizes, measured = [int(m) for m in g.message_size], [float(lat) * MS for lat in g.latency]
+        full = _table(tables[n])
+        half = _table(_allreduce_entry(fitted.iloc[::2], int(n), roof, "", "", section))
+        held = [i for i in range(len(sizes)) if i % 2]
+
+        stored = [_collective_table_s(full, section, m, int(n), roof) for m in sizes]
+        worst = max(abs(p / m - 1) for p, m in zip(stored, measured, strict=True))
+        report[f"{section}/{n}"] = {
+            "stored": {**ape_stats(stored, measured), "max_ape": round(worst, 4)},
+            "between_sizes": ape_stats(
+                [_collective_table_s(half, section, sizes[i], int(n), roof) for i in held], [measured[i] for i in held]
+            ),
+            "sizes": [sizes[0], sizes[-1]],
+        }
+    return report
 
 
 ELEMENTWISE_MIN_BANDWIDTH = 0.5  # of peak HBM at the largest measured size; below it the "kernel" is a chain of ops
@@ -530,8 +609,11 @@ def fit_pair(gpu_id: str, engine: str, data_root: Path, gpus: dict[str, Any]) ->
         "mla_context": fit_mla(system_dir, engine, "context"),
         "mla_generation": fit_mla(system_dir, engine, "generation"),
         "allreduce": fit_allreduce(system_dir, engine, roof),
-        "elementwise": elementwise,
     }
+    collective_rows = {}
+    for section in NCCL_COLLECTIVES:
+        table[section], collective_rows[section] = fit_collective(system_dir, section, roof)
+    table["elementwise"] = elementwise
     if swap is not None:
         files["quantize_dynamic"] = latest(system_dir, "quantize", engine, "computescale_perf.parquet")
         files["quantize_static"] = latest(system_dir, "quantize", engine, "scale_matrix_perf.parquet")
@@ -539,6 +621,7 @@ def fit_pair(gpu_id: str, engine: str, data_root: Path, gpus: dict[str, Any]) ->
     if reference is not None:  # the 4- and 8-GPU all-reduce tables are derived from these two
         files["allreduce_nccl"] = latest(system_dir, "comm", "nccl", "nccl_perf.parquet")
         files["allreduce_pcie_reference"] = latest(data_root / reference, "comm", "nccl", "nccl_perf.parquet")
+    files["collectives_nccl"] = latest(system_dir, "comm", "nccl", "nccl_perf.parquet")  # all-gather, RS, all-to-all
     used = {k: p for k, p in files.items() if p is not None}
     table["provenance"] = {
         "package": "aiconfigurator-core",
@@ -560,11 +643,18 @@ def fit_pair(gpu_id: str, engine: str, data_root: Path, gpus: dict[str, Any]) ->
     for fmt, rows in moe_report.items():
         pred = [parsed.moe_s(t, h, f, k, e, tp, ep, fmt) for h, f, k, e, tp, ep, t, _ in rows]
         report[f"moe/{fmt}"] = ape_stats(pred, [lat * MS for *_, lat in rows])
+    for section, rows in collective_rows.items():
+        report.update(collective_report(section, table[section], rows, roof))
     table["fit_report"] = {
         "what": "error of the table against measured points it does not store (GEMM shapes off the grid, "
         "every other MoE token count); attention tables store every measured (batch, length) point",
         **report,
     }
+    table["fit_report"]["collectives_what"] = (
+        "allgather, reducescatter, alltoall (per GPU count), against the measured rows: 'stored' is the error at the "
+        "sizes the table stores (its nondecreasing fit and the rounding of log η), 'between_sizes' the error at every "
+        "other size when it is left out of the grid (an upper bound for the sizes between those stored)"
+    )
     return table
 
 
@@ -585,7 +675,7 @@ def main() -> None:
                 continue
             path = OUT / f"{gpu_id}.{engine}.json"
             path.write_text(json.dumps(table, separators=(",", ":")) + "\n")
-            rep = {k: v for k, v in table["fit_report"].items() if k != "what"}
+            rep = {k: v for k, v in table["fit_report"].items() if not k.endswith("what")}
             print(f"{path.relative_to(ROOT)} {path.stat().st_size / 1e3:.0f} kB {json.dumps(rep)}")
 
 

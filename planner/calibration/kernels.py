@@ -19,6 +19,7 @@ from typing import Any
 
 from planner.calibration.grid import LogGrid
 from planner.calibration.rooflines import (
+    ACT_BYTES,
     Roofline,
     allreduce_roofline_s,
     context_attention_roofline_s,
@@ -101,6 +102,9 @@ class KernelTables:
     allreduce: dict[int, KernelTable]
     elementwise: KernelTable
     fit_report: dict[str, Any] = field(default_factory=dict)
+    # NCCL all-gather, reduce-scatter and all-to-all by section ("allgather", "reducescatter", "alltoall") and GPU
+    # count; empty for a table fitted before they were (the all-reduce ratio stands in, see allgather_s)
+    collectives: dict[str, dict[int, KernelTable]] = field(default_factory=dict)
     # the engine's terms fitted end to end, not kernels (engine_terms.json): the wait per log2(ranks) at each
     # all-reduce, the fixed cost of an iteration outside its kernels, and its cost per sequence on this GPU's hosts
     allreduce_wait_s: float = 0.0
@@ -200,22 +204,47 @@ class KernelTables:
         return kernel + self.allreduce_wait_s * log2(n_gpus) if self.allreduce_wait_s else kernel
 
     def allgather_s(self, elements: int, n_gpus: int) -> float:
-        """All-gather into a buffer of `elements` bf16 values across n_gpus (each contributes elements / n_gpus).
+        """All-gather into a buffer of `elements` bf16 values across n_gpus (each contributes elements / n_gpus), from
+        the measured NCCL all_gather table, plus the engine's wait for the slowest rank as at an all-reduce.
 
-        Formula: AG_PER_ALLREDUCE × the measured all-reduce of the same buffer. A ring all-reduce is a reduce-scatter
-          then an all-gather, each moving (n − 1)/n of the buffer per GPU (NCCL's ring algorithm), so either half
-          costs about half the all-reduce on bandwidth; at small sizes both pay the same launch and sync latency.
-        Source: aiconfigurator-core 0.12.0 comm/nccl/2.29.2/nccl_perf.parquet on H100 SXM and H200: NCCL all_gather /
-          all_reduce of the same message 0.55-0.92 (median ≈ 0.65) over 2, 4, 8 GPUs and 4 KiB-64 MiB; reduce_scatter
-          / all_reduce 0.47-0.86. The tables hold no all-gather of their own yet (only all-reduce, which for vLLM and
-          SGLang is their custom all-reduce: at small messages the ratio to it is higher than to NCCL's).
+        Formula: t = max(ρ_AG / η_AG(elements; n), floor_n) + allreduce_wait_s · log2(n), ρ_AG the ring roofline
+          (n − 1)/n · elements · 2 B / link (_collective_roofline_s). Where the tables hold no all-gather (a table
+          fitted before they did), AG_PER_ALLREDUCE × allreduce_s of the same buffer stands in.
+        Source: aiconfigurator-core 0.12.0 systems/data/<gpu>/comm/nccl/<newest>/nccl_perf.parquet (op_name
+          all_gather, fp16; 2, 4, 8 GPUs, 256 to 2^28 elements), fitted by benchmarks/fit_kernels.py. NCCL is what the
+          engines run: vLLM's and SGLang's custom kernels are all-reduces only. The fallback ratio: NCCL all_gather /
+          all_reduce of the same message on H100 SXM and H200 (2.29.2) 0.55-0.92, median ≈ 0.65.
         """
-        return AG_PER_ALLREDUCE * self.allreduce_s(elements, n_gpus)
+        return self._collective_s("allgather", AG_PER_ALLREDUCE, elements, n_gpus)
 
     def reducescatter_s(self, elements: int, n_gpus: int) -> float:
         """Reduce-scatter of a buffer of `elements` bf16 values across n_gpus (each keeps elements / n_gpus), timed
-        like allgather_s (the other half of a ring all-reduce; NCCL reduce_scatter / all_reduce ≈ 0.65 measured)."""
-        return RS_PER_ALLREDUCE * self.allreduce_s(elements, n_gpus)
+        like allgather_s from the measured NCCL reduce_scatter table (fallback: RS_PER_ALLREDUCE × the all-reduce;
+        NCCL reduce_scatter / all_reduce 0.47-0.86 measured)."""
+        return self._collective_s("reducescatter", RS_PER_ALLREDUCE, elements, n_gpus)
+
+    def alltoall_s(self, elements: int, n_gpus: int) -> float:
+        """All-to-all of a send buffer of `elements` bf16 values per GPU across n_gpus (elements / n_gpus to each
+        peer), from the measured NCCL alltoall table, timed like allgather_s; 0 where no table was fitted.
+
+        Formula: as allgather_s, ρ_A2A = (n − 1)/n · elements · 2 B / link.
+        Source: aiconfigurator-core 0.12.0 nccl_perf.parquet op_name alltoall (fp16; 2, 4, 8 GPUs). Not in the step
+          model: none of the three engines runs an all-to-all by default where the planner models expert parallelism
+          (vllm/config/parallel.py all2all_backend "allgather_reducescatter"; TensorRT-LLM
+          fused_moe/communication/communication_factory.py: all-gather + reduce-scatter unless MNNVL or DeepEP is
+          enabled; SGLang --moe-a2a-backend none), and DeepEP's dispatch/combine kernels are not NCCL's alltoall.
+        """
+        return self._collective_s("alltoall", 0.0, elements, n_gpus)
+
+    def _collective_s(self, section: str, per_allreduce: float, elements: int, n_gpus: int) -> float:
+        if n_gpus <= 1 or elements <= 0:
+            return 0.0
+        tables = self.collectives.get(section)
+        if not tables:
+            return per_allreduce * self.allreduce_s(elements, n_gpus)
+        n = min(tables, key=lambda g: abs(log(g / n_gpus)))  # 2, 4 and 8 GPUs are measured
+        kernel = tables[n].latency_s(_collective_roofline_s(section, elements, n_gpus, self.roofline), elements)
+        return kernel + self.allreduce_wait_s * log2(n_gpus) if self.allreduce_wait_s else kernel
 
     def elementwise_s(self, moved_bytes: float) -> float:
         """A memory-bound kernel moving `moved_bytes` (read + write)."""
@@ -226,9 +255,22 @@ class KernelTables:
 
 
 _KV_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp32": 4.0}
-# all-gather and reduce-scatter as a share of the all-reduce of the same buffer (see KernelTables.allgather_s)
+# all-gather and reduce-scatter as a share of the all-reduce of the same buffer, only where a table holds no measured
+# all-gather / reduce-scatter (see KernelTables.allgather_s)
 AG_PER_ALLREDUCE = 0.65
 RS_PER_ALLREDUCE = 0.65
+# bytes each GPU sends per byte of the buffer, × (n − 1)/n: NCCL's bus-bandwidth factors (nccl-tests
+# doc/PERFORMANCE.md: all-reduce 2(n − 1)/n, all-gather, reduce-scatter and all-to-all (n − 1)/n)
+_RING_PASSES = {"allreduce": 2, "allgather": 1, "reducescatter": 1, "alltoall": 1}
+_COLLECTIVES = ("allgather", "reducescatter", "alltoall")  # the table sections beside "allreduce"
+
+
+def _collective_roofline_s(section: str, elements: int, n_gpus: int, roof: Roofline) -> float:
+    """A collective over a buffer of `elements` bf16 values at the GPU's link bandwidth: passes · (n − 1)/n · bytes.
+    Source: nccl-tests doc/PERFORMANCE.md (bus bandwidth); all-reduce as rooflines.allreduce_roofline_s."""
+    if section == "allreduce":
+        return allreduce_roofline_s(elements, n_gpus, roof)
+    return _RING_PASSES[section] * (n_gpus - 1) / n_gpus * elements * ACT_BYTES / roof.link_bytes_per_s
 
 
 def _keyed(raw: dict[str, Any], fields: tuple[str, ...]) -> dict[tuple[float, ...], KernelTable]:
@@ -264,6 +306,9 @@ def _parse(raw: dict[str, Any]) -> KernelTables:
         allreduce={int(n): _table(v) for n, v in raw["allreduce"].items()},
         elementwise=_table(raw["elementwise"]),
         fit_report=raw.get("fit_report", {}),
+        collectives={
+            section: {int(n): _table(v) for n, v in raw[section].items()} for section in _COLLECTIVES if section in raw
+        },
     )
 
 

@@ -112,7 +112,7 @@ def test_moe_dispatch_gathers_every_rank_tokens_and_the_busiest_rank_sets_the_pa
     assert {args[0] for args in calls["moe"]} == {8 * t for t in step_time._T_GRID}
     tables = load_kernel_tables("h200", "trtllm")
     assert tables is not None
-    assert tables.allgather_s(1_835_008, 8) == AG_PER_ALLREDUCE * tables.allreduce_s(1_835_008, 8)
+    assert tables.allgather_s(1_835_008, 8) != AG_PER_ALLREDUCE * tables.allreduce_s(1_835_008, 8)  # NCCL's table
 
 
 def test_a_rank_attends_to_its_own_sequences_at_its_own_tp() -> None:
