@@ -20,6 +20,7 @@ from planner.training.activations import (
     rope_table_bytes,
 )
 from planner.training.block_backward import block_backward, forward_peak
+from planner.training.forward_moments import checkpointed_loss_forward
 from planner.training.norm_backward import norm_backward_bytes
 from planner.training.peft_params import TrainableParams
 from planner.training.spec import AttentionImpl, Checkpointing, TrainingSpec
@@ -110,8 +111,10 @@ def _checkpoint_inputs(spec: ModelSpec, t: TrainingSpec, shp: TrainShapes) -> Te
 
 def _attention_masks(spec: ModelSpec, shp: TrainShapes) -> tuple[int, str]:
     """The masks the model builds once for its layers: eager's 4-D additive masks, p·b·s·s_k for each kind its
-    layers use; SDPA's one boolean s·s_k mask for window layers shorter than the keys (none for full layers)."""
-    p, s_k = shp.act_bytes, shp.seq + shp.prefix_tokens
+    layers use, in the embeddings' dtype (p = 4 under autocast, whose embedding output is fp32: transformers 5.23
+    masking_utils takes `inputs_embeds.dtype`); SDPA's one boolean s·s_k mask for window layers shorter than the
+    keys (none for full layers)."""
+    p, s_k = shp.residual_bytes, shp.seq + shp.prefix_tokens  # the masks take the embeddings' dtype
     full_layers, window_layers = _mask_kinds(spec, shp)
     if shp.attention is AttentionImpl.EAGER:
         kinds = int(full_layers) + int(any(spec.uses_sliding_window(i) for i in range(spec.num_layers)))
@@ -521,7 +524,9 @@ def backward_moments(
     forward = _forward_moment(spec, t, tp, shp, a, blocks)
     if forward:
         moments["forward"] = forward
-    loss_forward = _prefix_loss_forward(spec, t, shp, a, blocks)
+    loss_forward = _prefix_loss_forward(spec, t, shp, a, blocks) or checkpointed_loss_forward(
+        spec, t, tp, shp, a, blocks
+    )
     if loss_forward:
         moments["loss_forward"] = loss_forward
     temps = attention_backward_temporaries(spec, shp)
