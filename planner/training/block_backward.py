@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from planner.model.params import block_layout
 from planner.model.spec import ModelSpec
 from planner.training.activations import (
+    AUTOCAST_BYTES,
     FP32,
+    FUSED_QKV_FAMILIES,
     INT64,
     PRE_MLP_PREFIXES,
     LayerGrads,
@@ -84,11 +86,47 @@ def _lora_down_recompute(spec: ModelSpec, shp: TrainShapes, grads: LayerGrads) -
     return nbytes, parts
 
 
+def _lora_down_recompute_autocast(spec: ModelSpec, shp: TrainShapes, grads: LayerGrads) -> tuple[int, list[str]]:
+    """LoRA on a dense down_proj under autocast: the recompute's peak inside down_proj, where the recompute stops
+    (the last saved tensor of the block is an input of lora_B's matmul: its bf16 weight cast, 2·h·r of the ledger).
+
+    peft's Linear.forward on the bf16 product x: `result = base_layer(x)` (p·T·h), `x = x.to(fp32)` (4·T·f, alive as
+    the local x), with dropout its output x·noise (4·T·f, the argument of lora_A, which keeps its bf16 cast, in the
+    ledger). Backward, before lora_B's MmBackward unpacks a_output and so triggers the recompute: the sum's
+    AddBackward casts the fp32 block output gradient to the bf16 branch (p·T·h), and the scaling's MulBackward
+    scales it in bf16 (p·T·h: lora_B's output is bf16 under autocast). Without dropout the peak is at lora_B's
+    weight cast (the recompute stops as lora_B's matmul saves its inputs); with dropout at lora_A's matmul, while
+    the dropout output is alive and lora_B's cast is not made yet, 4·T·f − 2·h·r more.
+    Source: peft 0.21.2 tuners/lora/layer.py Linear.forward; torch/utils/checkpoint.py (non-reentrant recompute on
+      the first unpack); measured by the cpu probe (tests/models/test_training_misses_9.py, the storages live at
+      the peak op).
+    """
+    p, t, h, f, r = shp.act_bytes, shp.tokens, spec.hidden_size, spec.ffn_dim, grads.lora_rank
+    nbytes = p * t * h + FP32 * t * f + 2 * p * t * h
+    parts = ["p·T·h base down_proj output", "4·T·f adapter input cast", "2·p·T·h base branch and scaled gradients"]
+    dropout_output = FP32 * t * f - AUTOCAST_BYTES * h * r
+    if grads.lora_dropout and dropout_output > 0:
+        nbytes += dropout_output
+        parts.append("4·T·f dropout output − 2·h·r lora_B's weight cast, not yet made")
+    return nbytes, parts
+
+
 GATE_UP_NOT_YET = {  # saved tensors a SwiGLU MLP has not made yet while gate_proj's / up_proj's LoRA runs
     "gate_proj": ("mlp/gate_output", "mlp/act_output", "mlp/up_output", "lora/up_proj/", "ia3/up_proj/"),
     "up_proj": ("mlp/up_output",),
 }
 DOWN_SAVED = ("mlp_down_in/", "lora/down_proj/", "ia3/down_proj/")
+
+
+def _gate_up_linears(spec: ModelSpec, grads: LayerGrads) -> list[tuple[str, int, tuple[str, ...]]]:
+    """The LoRA-adapted dense gate/up linears as transformers builds them, each with its output width and the
+    saved tensors the MLP has not made yet while its LoRA runs: gate_proj and up_proj (f wide), or Phi-3's fused
+    gate_up_proj (2f wide, one adapter for both; it runs before any product: Phi3MLP.forward chunks its output)."""
+    f = spec.ffn_dim
+    if spec.family in FUSED_QKV_FAMILIES:
+        adapted = bool({"gate_proj", "up_proj"} & grads.lora)
+        return [("gate_up_proj", 2 * f, GATE_UP_NOT_YET["gate_proj"])] if adapted else []
+    return [(name, f, GATE_UP_NOT_YET[name]) for name in ("gate_proj", "up_proj") if name in grads.lora]
 
 
 def _lora_gate_up_moments(
@@ -97,18 +135,19 @@ def _lora_gate_up_moments(
     """LoRA on a dense gate_proj or up_proj, at the scaling of lora_B's output (the forward's, or the
     recompute's, peak op): the base output (p·T·f), lora_B's fp32 output and its scaled copy (2·4·T·f, both
     alive in `lora_B(lora_A(dropout(x))) * scaling`) and, with dropout and p ≠ 4, x cast to fp32 (4·T·h, read
-    by dropout only), less the saved tensors the MLP makes later (its products, down_proj's).
-    Source: peft 0.21.2 tuners/lora/layer.py Linear.forward; transformers 5.23 LlamaMLP.forward; measured by
-      the cpu probe (tests/models/test_training_misses.py, the storages live at the peak op).
+    by dropout only), less the saved tensors the MLP makes later (its products, down_proj's). Phi-3's fused
+    gate_up_proj: the same at 2f wide, before any of the MLP's saved tensors (_gate_up_linears).
+    Source: peft 0.21.2 tuners/lora/layer.py Linear.forward; transformers 5.23 LlamaMLP.forward, Phi3MLP.forward;
+      measured by the cpu probe (tests/models/test_training_misses.py, test_training_misses_9.py: the storages
+      live at the peak op).
     """
     p, t, h, f = shp.act_bytes, shp.tokens, spec.hidden_size, spec.ffn_dim
     moments = []
-    for name in ("gate_proj", "up_proj"):
-        if name not in grads.lora:
-            continue
-        later = GATE_UP_NOT_YET[name] + DOWN_SAVED
-        nbytes = p * t * f + 2 * FP32 * t * f - sum(v for k, v in saved.items() if k.startswith(later))
-        formula = f"p·T·f + 2·4·T·f ({name}'s base and LoRA outputs) − later saved tensors"
+    for name, width, not_yet in _gate_up_linears(spec, grads):
+        later = not_yet + DOWN_SAVED
+        nbytes = p * t * width + 2 * FP32 * t * width - sum(v for k, v in saved.items() if k.startswith(later))
+        w = "2f" if width != f else "f"
+        formula = f"p·T·{w} + 2·4·T·{w} ({name}'s base and LoRA outputs) − later saved tensors"
         if p != FP32 and grads.lora_dropout:
             nbytes += FP32 * t * h
             formula += " + 4·T·h adapter input cast"
@@ -136,14 +175,15 @@ def _recompute_locals(
     if shp.residual_bytes == FP32 and "post_attention_norm/input_fp32" in saved:
         # an fp32 residual stream (fp32, autocast): `.float()` is a no-op, the norm keeps the residual itself
         nbytes, parts = 0, []
-    if "mlp_in/input" not in saved:
-        nbytes += p * t * h
+    if "mlp_in/input" not in saved:  # the post-attention norm's output: fp32 under autocast
+        nbytes += shp.residual_bytes * t * h
         parts.append("p·T·h MLP input")
     if "mlp_down_in/input" not in saved:
         nbytes += p * t * mlp_width(spec, moe_layer)
         parts.append("p·T·f down_proj input")
-    if lora_down and not moe_layer and "down_proj" in grads.lora and not shp.autocast:
-        lora_bytes, lora_parts = _lora_down_recompute(spec, shp, grads)
+    if lora_down and not moe_layer and "down_proj" in grads.lora:
+        recompute = _lora_down_recompute_autocast if shp.autocast else _lora_down_recompute
+        lora_bytes, lora_parts = recompute(spec, shp, grads)
         nbytes += lora_bytes
         parts += lora_parts
     if lora_down and not moe_layer and not shp.autocast:  # the recompute passes gate/up's LoRA first
