@@ -295,16 +295,20 @@ def _expert_lora_backward(
 
 
 def _lora_down_backward(
-    spec: ModelSpec, shp: TrainShapes, grads: LayerGrads, grad_bytes: int, accumulating: bool
+    spec: ModelSpec, shp: TrainShapes, grads: LayerGrads, saved: Mapping[str, int], grad_bytes: int, accumulating: bool
 ) -> tuple[int, str]:
     """LoRA on a dense down_proj, in lora_A's MmBackward (the MLP backward's peak): the gradient of lora_A's fp32
     input (4·T·f) is allocated while lora_A still keeps that input; the base branch's gradient of the summed
     output waits (p·T·h, a cast when p ≠ 4: base + 4-byte lora output is fp32; in fp32 it is the block output
     gradient itself); lora_A's new weight gradient (r·f·b_g) and lora_B's, already produced (h·r·b_g; added in
     place into the held one when accumulating). With dropout, dropout's backward next frees lora_A's input (the
-    dropout output) as it allocates the masked gradient: no higher.
+    dropout output) as it allocates the masked gradient: no higher. In fp32 without dropout lora_A's input is the
+    product itself, shared with the base down_proj, which saves nothing (frozen): once lora_A's node has run, the
+    base branch's MmBackward makes its own gradient of the product (4·T·f) and autograd sums the two out of place
+    (4·T·f), while the product and lora_A's output are released.
     Source: peft 0.21.2 tuners/lora/layer.py Linear.forward; torch autograd (MmBackward keeps its saved tensors
-      until it has run); measured by the cpu probe (tests/models/test_training_misses.py).
+      until it has run; an input buffer sums two gradients out of place); measured by the cpu probe
+      (tests/models/test_training_misses.py, test_training_misses_9.py).
     """
     p, t, h, f, r = shp.act_bytes, shp.tokens, spec.hidden_size, spec.ffn_dim, grads.lora_rank
     nbytes, parts = FP32 * t * f + r * f * grad_bytes, ["4·T·f lora_A input gradient", "r·f·b_g lora_A gradient"]
@@ -314,6 +318,13 @@ def _lora_down_backward(
     if not accumulating:
         nbytes += h * r * grad_bytes
         parts.append("h·r·b_g lora_B gradient")
+    if p == FP32 and not grads.lora_dropout:
+        # the base branch's MmBackward runs next (created earlier): its gradient of the product and their sum
+        summed = 3 * FP32 * t * f - saved.get("mlp_down_in/input", 0) - saved.get("lora/down_proj/a_output", 0)
+        summed += 0 if accumulating else (r * f + h * r) * grad_bytes  # else added into the held ones, freed
+        if summed > nbytes:
+            released = "the product and lora_A's output released" + ("" if accumulating else ", LoRA gradients")
+            return summed, f"3·4·T·f the product's two gradients and their sum, {released} (LoRA on down_proj)"
     return nbytes, " + ".join(parts) + " (LoRA on down_proj)"
 
 
@@ -378,7 +389,7 @@ def _mlp_backward(
         return max(routing, _experts_done(spec, shp, grads, saved, grad_bytes), lora, key=lambda m: m.bytes)
     f = spec.ffn_dim
     if "down_proj" in grads.lora:
-        nbytes, formula = _lora_down_backward(spec, shp, grads, grad_bytes, accumulating)
+        nbytes, formula = _lora_down_backward(spec, shp, grads, saved, grad_bytes, accumulating)
     elif "down_proj" in grads.ia3:
         nbytes, formula = IA3_DOWN_GRAD_FP32 * FP32 * t * f, "3·4·T·f (IA3 on down_proj)"
         if "down_proj" in grads.ia3_feedforward and "mlp_down_in/autocast_weights" in saved:

@@ -75,7 +75,25 @@ LORA_DOWN_AUTOCAST = {
                                              precision="bf16_autocast", checkpointing="full", batch=2, seq=44,
                                              accumulation=2),
 }  # fmt: skip
-CASES = {**CACHED_CASTS, **FUSED_GATE_UP, **LORA_DOWN_AUTOCAST}
+
+# 4. LoRA on down_proj in fp32 without dropout: lora_A's input is the product itself, which the frozen base down_proj
+# shares and does not save; once lora_A's MmBackward has run, the base branch's makes its own gradient of the
+# product and autograd sums the two out of place (3·4·T·f, the product and lora_A's output released).
+LORA_DOWN_FP32 = {
+    # #20, SGD with momentum: −1.48 % / −1.44 % → 0.000 % / 0.000 %
+    "mistral/lora-all-linear/fp32/ckpt/sgd/accum-2": Draw(family="mistral", heads=5, kv="gqa", head_dim=16,
+                                                          ffn_multiple=2.25, layers=4, vocab=113, window=True,
+                                                          method="lora", rank=2, virtual_tokens=8, precision="fp32",
+                                                          optimizer="sgd", momentum=0.9, checkpointing="full",
+                                                          batch=3, seq=19, accumulation=2),
+    # #9, for-loop AdamW: −2.47 % / −2.41 % → 0.000 % / 0.000 %
+    "gemma/lora-all-linear/fp32/ckpt/for-loop/accum-2": Draw(family="gemma", heads=5, kv="gqa", head_dim=16,
+                                                             ffn_multiple=3.0, layers=4, vocab=275, method="lora",
+                                                             rank=1, virtual_tokens=1, precision="fp32",
+                                                             implementation="for_loop", checkpointing="full",
+                                                             seq=39, accumulation=2),
+}  # fmt: skip
+CASES = {**CACHED_CASTS, **FUSED_GATE_UP, **LORA_DOWN_AUTOCAST, **LORA_DOWN_FP32}
 EXACT_PEAKS = frozenset({"qwen2/full/autocast/eager/for-loop/accum-2", "qwen2/lora/autocast/ckpt/accum-2"})
 
 
