@@ -404,7 +404,7 @@ def _mlp_backward(
     ia3 = _ia3_gate_up_backward(shp, grads, saved, f, h, recomputed) if not shp.autocast else 0
     if ia3 > nbytes:
         nbytes, formula = ia3, "k·4·T·f IA3 gate/up gradients (k = 3, 2 in fp32) + p·T·f cast + pending − released"
-    if grads.weights:
+    if grads.weights and not accumulating:  # accumulating: AccumulateGrad has added it into the held one, freed
         down = next(lin for lin in block_layout(spec, False).mlp if lin.name == "down_proj")
         nbytes += down.weight_params * grad_bytes
         formula += " + down_proj gradient"
