@@ -71,6 +71,26 @@ def _head_gradients(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams) -> Te
     )
 
 
+def _tied_head_pending(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams) -> Term | None:
+    """Accumulating with a tied lm_head (full fine-tuning): lm_head's new gradient waits in autograd's input buffer
+    of the shared weight until the embedding's backward adds its own (planner.training.memory counts the held
+    gradients, not this one), through every block's backward.
+    Source: torch autograd InputBuffer (one AccumulateGrad node per leaf, run once all its inputs arrived); measured
+    by the cpu probe (tests/models/test_training_misses_9.py)."""
+    if t.method.kind != "full" or t.gradient_accumulation_steps == 1 or not spec.tie_embeddings:
+        return None
+    nbytes = sharded(
+        spec.vocab_size * spec.hidden_size * param_bytes(spec, t, tp).grad, t.data_parallel, t.zero_stage >= 2
+    )
+    return Term(
+        name="gradients/tied_lm_head_pending",
+        bytes=nbytes,
+        formula="V·h·b_g",
+        detail="lm_head's new gradient, waiting for the tied embedding's",
+        source="derived here (torch autograd InputBuffer); measured by the cpu probe (models/)",
+    )
+
+
 def _mask_kinds(spec: ModelSpec, shp: TrainShapes) -> tuple[bool, bool]:
     """(full-attention layers, sliding-window layers whose window is not longer than the keys) in the model:
     transformers 5.23 masking_utils skips the SDPA window mask only where kv_length < sliding_window."""
@@ -354,6 +374,8 @@ def _embedding_backward(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, s
     return terms
 
 
+# the moments after lm_head's backward and before the embedding's
+BLOCK_MOMENTS = frozenset({"last_block_backward", "first_block_backward", "attention_backward", "final_norm_backward"})
 # outside-block tensors still alive when backward reaches the blocks (the loss's and lm_head's are freed, the
 # shifted labels with the cross-entropy's node: transformers 5.23 loss/loss_utils.py ForCausalLMLoss; so is
 # nll_loss's saved total_weight, `loss/scalar`: the loss itself and its seed are LOSS_TERM)
@@ -575,6 +597,10 @@ def backward_moments(
         "torch/autograd/__init__.py `_make_grads` (torch.ones_like(out))",
     )
     ckpt_inputs = _checkpoint_inputs(spec, t, shp)
+    pending = _tied_head_pending(spec, t, tp)
+    if pending:
+        for name in BLOCK_MOMENTS & moments.keys():
+            moments[name].append(pending)
     for name, terms in moments.items():
         if not (name == "loss_backward" and "embedding/input_ids" in a.outer):  # else saved by the embedding
             terms.append(ids)

@@ -404,10 +404,16 @@ def _mlp_backward(
     ia3 = _ia3_gate_up_backward(shp, grads, saved, f, h, recomputed) if not shp.autocast else 0
     if ia3 > nbytes:
         nbytes, formula = ia3, "k·4·T·f IA3 gate/up gradients (k = 3, 2 in fp32) + p·T·f cast + pending − released"
-    if grads.weights and not accumulating:  # accumulating: AccumulateGrad has added it into the held one, freed
+    if grads.weights:
         down = next(lin for lin in block_layout(spec, False).mlp if lin.name == "down_proj")
-        nbytes += down.weight_params * grad_bytes
-        formula += " + down_proj gradient"
+        down_grad = down.weight_params * grad_bytes
+        if not accumulating:
+            nbytes += down_grad
+            formula += " + down_proj gradient"
+        elif p * t * f + down_grad > nbytes:
+            # accumulating, AccumulateGrad adds the new gradient into the held one and frees it before SwiGLU's
+            # gradients; at down_proj's MmBackward both its outputs are alive and the product is still saved
+            nbytes, formula = p * t * f + down_grad, "p·T·f + h·f·b_g down_proj's input and new weight gradients"
     return BlockBackward("mlp_backward", nbytes, formula)
 
 

@@ -102,8 +102,21 @@ ACCUMULATED_DOWN_GRAD = {
                                          vocab=164, rank=5, virtual_tokens=3, checkpointing="full", batch=2, seq=76,
                                          accumulation=2),
 }  # fmt: skip
-CASES = {**CACHED_CASTS, **FUSED_GATE_UP, **LORA_DOWN_AUTOCAST, **LORA_DOWN_FP32, **ACCUMULATED_DOWN_GRAD}
-EXACT_PEAKS = frozenset({"qwen2/full/autocast/eager/for-loop/accum-2", "qwen2/lora/autocast/ckpt/accum-2"})
+
+# 6. ... but at down_proj's MmBackward both its outputs are alive (its input's gradient and the new weight gradient,
+# with the product still saved), and with a tied lm_head, lm_head's new gradient waits in autograd's input buffer for
+# the embedding's through every block's backward. Gemma, SDPA math, SGD (seed 2026, exposed by 5.): +0.00 % / −2.30 %
+# (−0.80 % before 5.) → exact.
+TIED_HEAD_PENDING = {
+    "gemma/full/bf16/math/ckpt/sgd/accum-2": Draw(family="gemma", heads=4, kv="mha", head_dim=20, ffn_multiple=3.5,
+                                                  layers=4, vocab=370, rank=1, virtual_tokens=2, optimizer="sgd",
+                                                  implementation="fused", momentum=0.9, checkpointing="full",
+                                                  attention="sdpa_math", batch=1, seq=63, accumulation=2),
+}  # fmt: skip
+CASES = {**CACHED_CASTS, **FUSED_GATE_UP, **LORA_DOWN_AUTOCAST, **LORA_DOWN_FP32, **ACCUMULATED_DOWN_GRAD,
+         **TIED_HEAD_PENDING}  # fmt: skip
+EXACT_PEAKS = frozenset({"qwen2/full/autocast/eager/for-loop/accum-2", "qwen2/lora/autocast/ckpt/accum-2",
+                         "gemma/full/bf16/math/ckpt/sgd/accum-2"})  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(CASES))
