@@ -20,6 +20,7 @@ from planner.training.activations import (
     rope_table_bytes,
 )
 from planner.training.block_backward import block_backward, forward_peak
+from planner.training.forward_moments import checkpointed_loss_forward
 from planner.training.norm_backward import norm_backward_bytes
 from planner.training.peft_params import TrainableParams
 from planner.training.spec import AttentionImpl, Checkpointing, TrainingSpec
@@ -70,6 +71,26 @@ def _head_gradients(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams) -> Te
     )
 
 
+def _tied_head_pending(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams) -> Term | None:
+    """Accumulating with a tied lm_head (full fine-tuning): lm_head's new gradient waits in autograd's input buffer
+    of the shared weight until the embedding's backward adds its own (planner.training.memory counts the held
+    gradients, not this one), through every block's backward.
+    Source: torch autograd InputBuffer (one AccumulateGrad node per leaf, run once all its inputs arrived); measured
+    by the cpu probe (tests/models/test_training_misses_9.py)."""
+    if t.method.kind != "full" or t.gradient_accumulation_steps == 1 or not spec.tie_embeddings:
+        return None
+    nbytes = sharded(
+        spec.vocab_size * spec.hidden_size * param_bytes(spec, t, tp).grad, t.data_parallel, t.zero_stage >= 2
+    )
+    return Term(
+        name="gradients/tied_lm_head_pending",
+        bytes=nbytes,
+        formula="V·h·b_g",
+        detail="lm_head's new gradient, waiting for the tied embedding's",
+        source="derived here (torch autograd InputBuffer); measured by the cpu probe (models/)",
+    )
+
+
 def _mask_kinds(spec: ModelSpec, shp: TrainShapes) -> tuple[bool, bool]:
     """(full-attention layers, sliding-window layers whose window is not longer than the keys) in the model:
     transformers 5.23 masking_utils skips the SDPA window mask only where kv_length < sliding_window."""
@@ -110,8 +131,10 @@ def _checkpoint_inputs(spec: ModelSpec, t: TrainingSpec, shp: TrainShapes) -> Te
 
 def _attention_masks(spec: ModelSpec, shp: TrainShapes) -> tuple[int, str]:
     """The masks the model builds once for its layers: eager's 4-D additive masks, p·b·s·s_k for each kind its
-    layers use; SDPA's one boolean s·s_k mask for window layers shorter than the keys (none for full layers)."""
-    p, s_k = shp.act_bytes, shp.seq + shp.prefix_tokens
+    layers use, in the embeddings' dtype (p = 4 under autocast, whose embedding output is fp32: transformers 5.23
+    masking_utils takes `inputs_embeds.dtype`); SDPA's one boolean s·s_k mask for window layers shorter than the
+    keys (none for full layers)."""
+    p, s_k = shp.residual_bytes, shp.seq + shp.prefix_tokens  # the masks take the embeddings' dtype
     full_layers, window_layers = _mask_kinds(spec, shp)
     if shp.attention is AttentionImpl.EAGER:
         kinds = int(full_layers) + int(any(spec.uses_sliding_window(i) for i in range(spec.num_layers)))
@@ -351,6 +374,8 @@ def _embedding_backward(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, s
     return terms
 
 
+# the moments after lm_head's backward and before the embedding's
+BLOCK_MOMENTS = frozenset({"last_block_backward", "first_block_backward", "attention_backward", "final_norm_backward"})
 # outside-block tensors still alive when backward reaches the blocks (the loss's and lm_head's are freed, the
 # shifted labels with the cross-entropy's node: transformers 5.23 loss/loss_utils.py ForCausalLMLoss; so is
 # nll_loss's saved total_weight, `loss/scalar`: the loss itself and its seed are LOSS_TERM)
@@ -521,7 +546,9 @@ def backward_moments(
     forward = _forward_moment(spec, t, tp, shp, a, blocks)
     if forward:
         moments["forward"] = forward
-    loss_forward = _prefix_loss_forward(spec, t, shp, a, blocks)
+    loss_forward = _prefix_loss_forward(spec, t, shp, a, blocks) or checkpointed_loss_forward(
+        spec, t, tp, shp, a, blocks
+    )
     if loss_forward:
         moments["loss_forward"] = loss_forward
     temps = attention_backward_temporaries(spec, shp)
@@ -570,6 +597,10 @@ def backward_moments(
         "torch/autograd/__init__.py `_make_grads` (torch.ones_like(out))",
     )
     ckpt_inputs = _checkpoint_inputs(spec, t, shp)
+    pending = _tied_head_pending(spec, t, tp)
+    if pending:
+        for name in BLOCK_MOMENTS & moments.keys():
+            moments[name].append(pending)
     for name, terms in moments.items():
         if not (name == "loss_backward" and "embedding/input_ids" in a.outer):  # else saved by the embedding
             terms.append(ids)

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from planner.model.params import block_layout
 from planner.model.spec import ModelSpec
 from planner.training.activations import (
+    AUTOCAST_BYTES,
     FP32,
+    FUSED_QKV_FAMILIES,
     INT64,
     PRE_MLP_PREFIXES,
     LayerGrads,
@@ -84,11 +86,47 @@ def _lora_down_recompute(spec: ModelSpec, shp: TrainShapes, grads: LayerGrads) -
     return nbytes, parts
 
 
+def _lora_down_recompute_autocast(spec: ModelSpec, shp: TrainShapes, grads: LayerGrads) -> tuple[int, list[str]]:
+    """LoRA on a dense down_proj under autocast: the recompute's peak inside down_proj, where the recompute stops
+    (the last saved tensor of the block is an input of lora_B's matmul: its bf16 weight cast, 2·h·r of the ledger).
+
+    peft's Linear.forward on the bf16 product x: `result = base_layer(x)` (p·T·h), `x = x.to(fp32)` (4·T·f, alive as
+    the local x), with dropout its output x·noise (4·T·f, the argument of lora_A, which keeps its bf16 cast, in the
+    ledger). Backward, before lora_B's MmBackward unpacks a_output and so triggers the recompute: the sum's
+    AddBackward casts the fp32 block output gradient to the bf16 branch (p·T·h), and the scaling's MulBackward
+    scales it in bf16 (p·T·h: lora_B's output is bf16 under autocast). Without dropout the peak is at lora_B's
+    weight cast (the recompute stops as lora_B's matmul saves its inputs); with dropout at lora_A's matmul, while
+    the dropout output is alive and lora_B's cast is not made yet, 4·T·f − 2·h·r more.
+    Source: peft 0.21.2 tuners/lora/layer.py Linear.forward; torch/utils/checkpoint.py (non-reentrant recompute on
+      the first unpack); measured by the cpu probe (tests/models/test_training_misses_9.py, the storages live at
+      the peak op).
+    """
+    p, t, h, f, r = shp.act_bytes, shp.tokens, spec.hidden_size, spec.ffn_dim, grads.lora_rank
+    nbytes = p * t * h + FP32 * t * f + 2 * p * t * h
+    parts = ["p·T·h base down_proj output", "4·T·f adapter input cast", "2·p·T·h base branch and scaled gradients"]
+    dropout_output = FP32 * t * f - AUTOCAST_BYTES * h * r
+    if grads.lora_dropout and dropout_output > 0:
+        nbytes += dropout_output
+        parts.append("4·T·f dropout output − 2·h·r lora_B's weight cast, not yet made")
+    return nbytes, parts
+
+
 GATE_UP_NOT_YET = {  # saved tensors a SwiGLU MLP has not made yet while gate_proj's / up_proj's LoRA runs
     "gate_proj": ("mlp/gate_output", "mlp/act_output", "mlp/up_output", "lora/up_proj/", "ia3/up_proj/"),
     "up_proj": ("mlp/up_output",),
 }
 DOWN_SAVED = ("mlp_down_in/", "lora/down_proj/", "ia3/down_proj/")
+
+
+def _gate_up_linears(spec: ModelSpec, grads: LayerGrads) -> list[tuple[str, int, tuple[str, ...]]]:
+    """The LoRA-adapted dense gate/up linears as transformers builds them, each with its output width and the
+    saved tensors the MLP has not made yet while its LoRA runs: gate_proj and up_proj (f wide), or Phi-3's fused
+    gate_up_proj (2f wide, one adapter for both; it runs before any product: Phi3MLP.forward chunks its output)."""
+    f = spec.ffn_dim
+    if spec.family in FUSED_QKV_FAMILIES:
+        adapted = bool({"gate_proj", "up_proj"} & grads.lora)
+        return [("gate_up_proj", 2 * f, GATE_UP_NOT_YET["gate_proj"])] if adapted else []
+    return [(name, f, GATE_UP_NOT_YET[name]) for name in ("gate_proj", "up_proj") if name in grads.lora]
 
 
 def _lora_gate_up_moments(
@@ -97,18 +135,19 @@ def _lora_gate_up_moments(
     """LoRA on a dense gate_proj or up_proj, at the scaling of lora_B's output (the forward's, or the
     recompute's, peak op): the base output (p·T·f), lora_B's fp32 output and its scaled copy (2·4·T·f, both
     alive in `lora_B(lora_A(dropout(x))) * scaling`) and, with dropout and p ≠ 4, x cast to fp32 (4·T·h, read
-    by dropout only), less the saved tensors the MLP makes later (its products, down_proj's).
-    Source: peft 0.21.2 tuners/lora/layer.py Linear.forward; transformers 5.23 LlamaMLP.forward; measured by
-      the cpu probe (tests/models/test_training_misses.py, the storages live at the peak op).
+    by dropout only), less the saved tensors the MLP makes later (its products, down_proj's). Phi-3's fused
+    gate_up_proj: the same at 2f wide, before any of the MLP's saved tensors (_gate_up_linears).
+    Source: peft 0.21.2 tuners/lora/layer.py Linear.forward; transformers 5.23 LlamaMLP.forward, Phi3MLP.forward;
+      measured by the cpu probe (tests/models/test_training_misses.py, test_training_misses_9.py: the storages
+      live at the peak op).
     """
     p, t, h, f = shp.act_bytes, shp.tokens, spec.hidden_size, spec.ffn_dim
     moments = []
-    for name in ("gate_proj", "up_proj"):
-        if name not in grads.lora:
-            continue
-        later = GATE_UP_NOT_YET[name] + DOWN_SAVED
-        nbytes = p * t * f + 2 * FP32 * t * f - sum(v for k, v in saved.items() if k.startswith(later))
-        formula = f"p·T·f + 2·4·T·f ({name}'s base and LoRA outputs) − later saved tensors"
+    for name, width, not_yet in _gate_up_linears(spec, grads):
+        later = not_yet + DOWN_SAVED
+        nbytes = p * t * width + 2 * FP32 * t * width - sum(v for k, v in saved.items() if k.startswith(later))
+        w = "2f" if width != f else "f"
+        formula = f"p·T·{w} + 2·4·T·{w} ({name}'s base and LoRA outputs) − later saved tensors"
         if p != FP32 and grads.lora_dropout:
             nbytes += FP32 * t * h
             formula += " + 4·T·h adapter input cast"
@@ -136,14 +175,15 @@ def _recompute_locals(
     if shp.residual_bytes == FP32 and "post_attention_norm/input_fp32" in saved:
         # an fp32 residual stream (fp32, autocast): `.float()` is a no-op, the norm keeps the residual itself
         nbytes, parts = 0, []
-    if "mlp_in/input" not in saved:
-        nbytes += p * t * h
+    if "mlp_in/input" not in saved:  # the post-attention norm's output: fp32 under autocast
+        nbytes += shp.residual_bytes * t * h
         parts.append("p·T·h MLP input")
     if "mlp_down_in/input" not in saved:
         nbytes += p * t * mlp_width(spec, moe_layer)
         parts.append("p·T·f down_proj input")
-    if lora_down and not moe_layer and "down_proj" in grads.lora and not shp.autocast:
-        lora_bytes, lora_parts = _lora_down_recompute(spec, shp, grads)
+    if lora_down and not moe_layer and "down_proj" in grads.lora:
+        recompute = _lora_down_recompute_autocast if shp.autocast else _lora_down_recompute
+        lora_bytes, lora_parts = recompute(spec, shp, grads)
         nbytes += lora_bytes
         parts += lora_parts
     if lora_down and not moe_layer and not shp.autocast:  # the recompute passes gate/up's LoRA first
@@ -255,16 +295,20 @@ def _expert_lora_backward(
 
 
 def _lora_down_backward(
-    spec: ModelSpec, shp: TrainShapes, grads: LayerGrads, grad_bytes: int, accumulating: bool
+    spec: ModelSpec, shp: TrainShapes, grads: LayerGrads, saved: Mapping[str, int], grad_bytes: int, accumulating: bool
 ) -> tuple[int, str]:
     """LoRA on a dense down_proj, in lora_A's MmBackward (the MLP backward's peak): the gradient of lora_A's fp32
     input (4·T·f) is allocated while lora_A still keeps that input; the base branch's gradient of the summed
     output waits (p·T·h, a cast when p ≠ 4: base + 4-byte lora output is fp32; in fp32 it is the block output
     gradient itself); lora_A's new weight gradient (r·f·b_g) and lora_B's, already produced (h·r·b_g; added in
     place into the held one when accumulating). With dropout, dropout's backward next frees lora_A's input (the
-    dropout output) as it allocates the masked gradient: no higher.
+    dropout output) as it allocates the masked gradient: no higher. In fp32 without dropout lora_A's input is the
+    product itself, shared with the base down_proj, which saves nothing (frozen): once lora_A's node has run, the
+    base branch's MmBackward makes its own gradient of the product (4·T·f) and autograd sums the two out of place
+    (4·T·f), while the product and lora_A's output are released.
     Source: peft 0.21.2 tuners/lora/layer.py Linear.forward; torch autograd (MmBackward keeps its saved tensors
-      until it has run); measured by the cpu probe (tests/models/test_training_misses.py).
+      until it has run; an input buffer sums two gradients out of place); measured by the cpu probe
+      (tests/models/test_training_misses.py, test_training_misses_9.py).
     """
     p, t, h, f, r = shp.act_bytes, shp.tokens, spec.hidden_size, spec.ffn_dim, grads.lora_rank
     nbytes, parts = FP32 * t * f + r * f * grad_bytes, ["4·T·f lora_A input gradient", "r·f·b_g lora_A gradient"]
@@ -274,6 +318,13 @@ def _lora_down_backward(
     if not accumulating:
         nbytes += h * r * grad_bytes
         parts.append("h·r·b_g lora_B gradient")
+    if p == FP32 and not grads.lora_dropout:
+        # the base branch's MmBackward runs next (created earlier): its gradient of the product and their sum
+        summed = 3 * FP32 * t * f - saved.get("mlp_down_in/input", 0) - saved.get("lora/down_proj/a_output", 0)
+        summed += 0 if accumulating else (r * f + h * r) * grad_bytes  # else added into the held ones, freed
+        if summed > nbytes:
+            released = "the product and lora_A's output released" + ("" if accumulating else ", LoRA gradients")
+            return summed, f"3·4·T·f the product's two gradients and their sum, {released} (LoRA on down_proj)"
     return nbytes, " + ".join(parts) + " (LoRA on down_proj)"
 
 
@@ -338,7 +389,7 @@ def _mlp_backward(
         return max(routing, _experts_done(spec, shp, grads, saved, grad_bytes), lora, key=lambda m: m.bytes)
     f = spec.ffn_dim
     if "down_proj" in grads.lora:
-        nbytes, formula = _lora_down_backward(spec, shp, grads, grad_bytes, accumulating)
+        nbytes, formula = _lora_down_backward(spec, shp, grads, saved, grad_bytes, accumulating)
     elif "down_proj" in grads.ia3:
         nbytes, formula = IA3_DOWN_GRAD_FP32 * FP32 * t * f, "3·4·T·f (IA3 on down_proj)"
         if "down_proj" in grads.ia3_feedforward and "mlp_down_in/autocast_weights" in saved:
@@ -355,8 +406,14 @@ def _mlp_backward(
         nbytes, formula = ia3, "k·4·T·f IA3 gate/up gradients (k = 3, 2 in fp32) + p·T·f cast + pending − released"
     if grads.weights:
         down = next(lin for lin in block_layout(spec, False).mlp if lin.name == "down_proj")
-        nbytes += down.weight_params * grad_bytes
-        formula += " + down_proj gradient"
+        down_grad = down.weight_params * grad_bytes
+        if not accumulating:
+            nbytes += down_grad
+            formula += " + down_proj gradient"
+        elif p * t * f + down_grad > nbytes:
+            # accumulating, AccumulateGrad adds the new gradient into the held one and frees it before SwiGLU's
+            # gradients; at down_proj's MmBackward both its outputs are alive and the product is still saved
+            nbytes, formula = p * t * f + down_grad, "p·T·f + h·f·b_g down_proj's input and new weight gradients"
     return BlockBackward("mlp_backward", nbytes, formula)
 
 
