@@ -323,7 +323,9 @@ def test_moe_plans_search_data_parallel_attention() -> None:
     r = _plan(
         model="deepseek-v3",
         workload={"input_tokens": 1024, "output_tokens": 1024, "concurrency": 512},
-        slo={"tpot_ms": 60},
+        # 65 ms: with SGLang's host cost per sequence on H200 (25 µs, engine_terms.json) plain TP8 at 256 users per
+        # replica runs a TPOT p90 of about 61 ms, at 512 about 72 ms
+        slo={"tpot_ms": 65},
         constraints=DSV3_SGLANG,
         max_plans=4,
     )
