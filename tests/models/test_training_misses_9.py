@@ -12,9 +12,7 @@ import pytest
 pytest.importorskip("torch")
 
 from models.campaign import Draw
-from models.runner import run_probe
-
-PEAK_TOLERANCE = 0.01
+from tests.models.campaign_checks import assert_draw_holds
 
 # 1. Full checkpointing under autocast: the forward peaks at the loss (planner.training.forward_moments), where
 # autocast's cache holds the bf16 cast of every trained block weight (not saved: the checkpoints drop what their
@@ -121,12 +119,4 @@ EXACT_PEAKS = frozenset({"qwen2/full/autocast/eager/for-loop/accum-2", "qwen2/lo
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_campaign_miss_is_fixed(case: str) -> None:
-    r = run_probe(CASES[case].request())
-    by_name = {c.name: c for c in r.comparisons}
-    saved = by_name["saved_activations"]
-    assert saved.measured_bytes == saved.estimated_bytes, saved
-    for name in ("peak/first_step", "peak/steady"):
-        peak = by_name[name]
-        assert abs(peak.rel_error) <= PEAK_TOLERANCE, (name, peak.rel_error)
-        if case in EXACT_PEAKS:
-            assert peak.measured_bytes == peak.estimated_bytes, peak
+    assert_draw_holds(CASES[case], exact_peaks=case in EXACT_PEAKS)
