@@ -273,7 +273,7 @@ class _Simulation:
         """Send every scheduled request (open-loop arrivals, closed-loop clients' first requests) due by `until`
         (`lag`: they arrived while an iteration ran)."""
         scheduled = self.scheduled
-        lag = self._lag(lag) if lag else 0
+        lag = self._lag(lag)
         while scheduled and self.unsent and scheduled[0] <= until:
             at, count = scheduled.popleft(), 1
             while scheduled and scheduled[0] == at:  # a burst: clients that start together

@@ -60,6 +60,14 @@ def test_every_default_cites_its_source() -> None:
                 assert CITES_SOURCE.search(sourced.source), f"{profile.id}.{name}: {sourced.source}"
 
 
+def test_every_profile_states_its_overlap_scheduling_with_a_known_rule() -> None:
+    from planner.serving.engines import _OVERLAP_OFF_WITH
+
+    for profile in engine_profiles():
+        assert profile.overlap_scheduling is not None, profile.id
+        assert (profile.overlap_scheduling.rule or "") in _OVERLAP_OFF_WITH, profile.id
+
+
 def test_version_ranges_are_ordered_and_disjoint() -> None:
     for engine in {p.engine for p in engine_profiles()}:
         ranges = sorted((parse_version(p.versions[0]), parse_version(p.versions[1])) for p in engine_profiles()
