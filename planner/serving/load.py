@@ -12,7 +12,7 @@ from __future__ import annotations
 import operator
 import random
 from collections.abc import Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -119,6 +119,11 @@ class LoadEstimate(FrozenSpec):
     preemptions: int
     kv_pool_tokens: int
     kernel_tables: str = Field(description="The kernel tables the step times come from (GPU, engine, version).")
+    scheduling: str = Field(
+        default="",
+        description="The engine loop simulated: its policy, limits, overlap scheduling and batch waiting "
+        "(planner.serving.scheduler module doc).",
+    )
     validation: LatencyValidation
     formula: str = "TTFT = first token − send; TPOT = (last − first token) / (output − 1); iteration loop simulated"
     source: str = (
@@ -240,6 +245,32 @@ def overlap_scheduling(defaults: EngineDefaults, serving: ServingSpec) -> bool:
     return defaults.overlap_scheduling and not any(off[name] for name in defaults.overlap_off_with)
 
 
+def batch_waiting(serving: ServingSpec, token_budget: int) -> dict[str, Any]:
+    """TensorRT-LLM's batch waiting as the loop's limits (planner.serving.scheduler module doc): off with
+    attention DP, as in py_executor.py `_schedule`."""
+    if serving.attention_data_parallel > 1:
+        return {}
+    ratio = serving.batch_wait_max_tokens_ratio or 0.0
+    return {"batch_wait_iters": serving.batch_wait_timeout_iters or 0, "batch_wait_tokens": ratio * token_budget}
+
+
+def describe_limits(limits: EngineLimits) -> str:
+    """The loop's policy and limits in words, for the answer."""
+    parts = [
+        f"{limits.policy.value}, token budget {limits.token_budget:,}, at most {limits.max_num_seqs:,} sequences, "
+        f"KV pool {limits.kv_capacity_tokens:,} tokens ({limits.admission.value})",
+        "overlap scheduling: a request reaching a busy engine during iteration n runs in n + 2"
+        if limits.overlap_scheduling
+        else "no overlap scheduling: a request reaching a busy engine during iteration n runs in n + 1",
+    ]
+    if limits.batch_wait_iters > 0 and limits.batch_wait_tokens > 0:
+        parts.append(
+            f"batch waiting: prompts wait while requests decode, up to {limits.batch_wait_iters} iterations or "
+            f"until the batch holds {limits.batch_wait_tokens:,.0f} tokens"
+        )
+    return "; ".join(parts)
+
+
 def _load_problem(message: str) -> SpecError:
     return SpecError([FieldProblem(("load",), message)])
 
@@ -277,14 +308,16 @@ def estimate_load(
             times.append(t)
         arrivals = tuple(times)
     policy = SchedulerPolicy(defaults.scheduler) if defaults.scheduler != "static" else SchedulerPolicy.MIXED_WHOLE
+    token_budget = rank_limit(serving, serving.max_num_batched_tokens or defaults.token_budget)
     limits = EngineLimits(
         policy=policy,
-        token_budget=rank_limit(serving, serving.max_num_batched_tokens or defaults.token_budget),
+        token_budget=token_budget,
         max_num_seqs=rank_limit(serving, serving.max_num_seqs or defaults.max_num_seqs),
         kv_capacity_tokens=kv_pool_tokens,
         block_size=serving.resolved_block_size * serving.decode_context_parallel,  # vLLM's block under DCP
         admission=Admission(defaults.admission),
         overlap_scheduling=overlap_scheduling(defaults, serving),
+        **batch_waiting(serving, token_budget),
     )
     starts = None
     if closed and load.client_start == "staggered":
@@ -321,5 +354,6 @@ def estimate_load(
         preemptions=result.preemptions,
         kv_pool_tokens=kv_pool_tokens,
         kernel_tables=f"{tables.gpu}/{tables.engine} {tables.engine_version} ({tables.device})",
+        scheduling=describe_limits(limits),
         validation=latency_validation(gpu_id, serving.engine.value),
     )

@@ -22,6 +22,14 @@ schedules what reaches it at once. Sources: tensorrt_llm/_torch/pyexecutor/py_ex
 run_busy_loop (the input queue is read between steps) and vllm/v1/core/sched/async_scheduler.py; SGLang
 python/sglang/srt/managers/scheduler.py event_loop_overlap.
 
+TensorRT-LLM can hold prompts back to batch them (batch_wait_timeout_iters T, batch_wait_max_tokens_ratio r): when
+the scheduler picked prompts and requests are decoding, the iteration runs the decodes alone unless the tokens it
+would carry (the picked prompts' and one per decoding request) reach r × max_num_tokens or T iterations have been
+held back since prompts last ran; then the prompts run and the count restarts. With either setting 0 nothing waits
+(the engine's test `count ≥ T or tokens ≥ r × max_num_tokens` always passes), nor with nothing decoding, nor with
+attention DP. Source: tensorrt_llm/_torch/pyexecutor/py_executor.py `_schedule` and `_waiting_requests`;
+batch_wait_timeout_iters and batch_wait_max_tokens_ratio default to 0 in tensorrt_llm/llmapi/llm_args.py.
+
 A prompt is admitted only while max_num_seqs and the KV pool allow (blocks for its prompt, or for prompt + output
 where the engine reserves them); a decode that finds no free block preempts the newest running sequence, which is
 recomputed later (vLLM's recompute preemption). The first token of a request comes at the end of the iteration that
@@ -115,6 +123,10 @@ class EngineLimits:
     # the engine schedules iteration n + 1 while iteration n runs (see the module doc): a request reaching it
     # during iteration n runs in n + 2 at the earliest
     overlap_scheduling: bool = False
+    # TensorRT-LLM's batch waiting (see the module doc): prompts the scheduler picked wait while requests decode,
+    # until the batch's tokens reach batch_wait_tokens or batch_wait_iters iterations have waited; 0 = off
+    batch_wait_iters: int = 0
+    batch_wait_tokens: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +198,11 @@ class _Simulation:
         # in that order (see the module doc)
         self.delayed: list[tuple[int, Cohort]] = []
         self.arrival_lag = 1 if limits.overlap_scheduling else 0  # iterations an arrival waits past the next one
+        # batch waiting (TensorRT-LLM): on when both settings are; `held` counts the iterations held back since
+        # prompts last ran, `holding` marks the decode run that holds them back now
+        self.batch_wait = limits.batch_wait_iters > 0 and limits.batch_wait_tokens > 0
+        self.held = 0
+        self.holding = False
         n = len(workload.prompt_tokens)
         self.timings = [_UNFINISHED] * n  # by request index, set when it finishes
         self.finished = 0
@@ -350,6 +367,17 @@ class _Simulation:
                 break
         return chunks, prefill
 
+    def _batch_waiting(
+        self, chunks: list[tuple[Cohort, int, int]], prefill: list[tuple[int, int]]
+    ) -> tuple[list[tuple[Cohort, int, int]], list[tuple[int, int]]]:
+        """TensorRT-LLM's batch waiting (module doc): the prompts picked, or none while they are held back."""
+        tokens = self.decoding.requests + sum(served * q for _, served, q in chunks)
+        if self.held >= self.limits.batch_wait_iters or tokens >= self.limits.batch_wait_tokens:
+            self.held = 0
+            return chunks, prefill
+        self.holding = True
+        return [], []
+
     def _grow_kv(self, needing: int) -> None:
         """Blocks for the token each decoding request adds (`needing` of them need one) when fewer are free: preempt
         the newest requests while the pool runs dry."""
@@ -434,6 +462,10 @@ class _Simulation:
             due = self.delayed[0][0] - self.iterations
             if due < steps:
                 steps = due
+        if self.holding:  # until the prompts held back have waited their iterations
+            left = self.limits.batch_wait_iters - self.held
+            if left < steps:
+                steps = left
         return steps if steps > 1 else 1
 
     def _decode_run(self) -> None:
@@ -450,6 +482,8 @@ class _Simulation:
             self.free_blocks -= dec.blocks_for_run(run)  # the blocks the run needs beyond its first token
         self.now += run * step_s
         self.iterations += run
+        if self.holding:
+            self.held += run
         self.decode_batch_sum += n * run
         self.decode_iterations += run
         dec.advance(run)
@@ -532,6 +566,8 @@ class _Simulation:
             else:
                 decodes = True
                 chunks, prefill = self._fill(self.limits.token_budget - dec.requests, self.whole_prompts)
+                if self.batch_wait and chunks and dec.requests:
+                    chunks, prefill = self._batch_waiting(chunks, prefill)
         else:
             decodes, chunks, prefill = True, [], []
         if decodes and dec.requests:
@@ -551,6 +587,7 @@ class _Simulation:
             self._mixed_step(decodes, chunks, prefill)
         else:
             self._decode_run()
+            self.holding = False
         if self.scheduled:
             self._release_open_loop(self.now, self.arrival_lag)  # they arrived during the iterations just run
 

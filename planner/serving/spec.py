@@ -177,6 +177,19 @@ class ServingSpec(FrozenSpec):
         "TensorRT-LLM max_num_tokens; null = the engine's default for this GPU. transformers runs the whole batch "
         "of prompts in one forward.",
     )
+    batch_wait_timeout_iters: Annotated[int, Field(ge=0, le=1 << 16)] | None = Field(
+        default=None,
+        description="TensorRT-LLM batch_wait_timeout_iters: while requests decode, hold the prompts the scheduler "
+        "picked back for up to this many iterations, until the batch reaches batch_wait_max_tokens_ratio × "
+        "max_num_tokens tokens (tensorrt_llm/_torch/pyexecutor/py_executor.py _waiting_requests); waits only when "
+        "both are set above 0. null = 0, the engine's default (off).",
+    )
+    batch_wait_max_tokens_ratio: Fraction | None = Field(
+        default=None,
+        description="TensorRT-LLM batch_wait_max_tokens_ratio: the share of max_num_tokens a batch's tokens (the "
+        "prompts picked and one per decoding request) must reach for held-back prompts to run before "
+        "batch_wait_timeout_iters. null = 0, the engine's default (off).",
+    )
     enforce_eager: bool = Field(default=False, description="No CUDA graphs (vLLM --enforce-eager).")
     prompt_tokens: Tokens = Field(default=2048, description="Prompt length per sequence.")
     output_tokens: Tokens = Field(default=256, description="Generated tokens per sequence.")
@@ -297,6 +310,14 @@ class ServingSpec(FrozenSpec):
         if owner is None and engine in (Engine.SGLANG, Engine.TRTLLM):
             other = "mem_fraction_static" if engine is Engine.SGLANG else "free_gpu_memory_fraction"
             raise ValueError(f"gpu_memory_utilization is a vLLM setting; {engine} sizes memory by {other}")
+        return value
+
+    @field_validator("batch_wait_timeout_iters", "batch_wait_max_tokens_ratio")
+    @classmethod
+    def _trtllm_setting(cls, value: float | None, info: ValidationInfo) -> float | None:
+        engine = info.data.get("engine")
+        if value is not None and engine is not None and engine is not Engine.TRTLLM:
+            raise ValueError(f"{info.field_name} is a {Engine.TRTLLM} setting; engine is '{engine}'")
         return value
 
     @property

@@ -1,6 +1,7 @@
 """The engine loop as it was before its bookkeeping went incremental (planner/serving/scheduler.py at 643136c):
 every iteration walks every running request. Kept as the oracle the faster loop must reproduce exactly; since,
-requests reach a busy engine one iteration late (two with overlap scheduling), as the faster loop's module doc says.
+requests reach a busy engine one iteration late (two with overlap scheduling), and TensorRT-LLM's batch waiting
+holds prompts back, as the faster loop's module doc says.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ class _Simulation:
         self.delayed: list[tuple[int, _Req]] = []  # (iterations from which the engine may schedule it, request)
         self.lag = 1 if limits.overlap_scheduling else 0
         self.resends = 0  # closed loop: requests finished in this step, whose clients send again after it
+        # TensorRT-LLM batch waiting: iterations prompts were held back since they last ran; holding them now
+        self.held, self.holding = 0, False
 
     # arrivals -----------------------------------------------------------------------------------------------------
     def _send(self, at: float, lag: int = 0) -> None:
@@ -151,6 +154,13 @@ class _Simulation:
                 break
             chunks.append((r, q))
             budget -= q
+        if lim.batch_wait_iters > 0 and lim.batch_wait_tokens > 0 and chunks and decoding:
+            tokens = len(decoding) + sum(q for _, q in chunks)
+            if self.held >= lim.batch_wait_iters or tokens >= lim.batch_wait_tokens:
+                self.held = 0
+            else:
+                self.holding = True
+                return decoding, []
         return decoding, chunks
 
     def _grow_kv(self, decoding: list[_Req]) -> list[_Req]:
@@ -213,6 +223,8 @@ class _Simulation:
                 steps = min(steps, min(bs - (r.prompt + r.generated) % bs for r in decoding) or 1)
         if self.delayed:
             steps = min(steps, self.delayed[0][0] - self.iterations)
+        if self.holding:
+            steps = min(steps, self.limits.batch_wait_iters - self.held)
         return max(1, steps)
 
     def _step(self) -> None:
@@ -237,6 +249,9 @@ class _Simulation:
                         r.blocks += need
             self.now += run * step_s
             self.iterations += run
+            if self.holding:
+                self.held += run
+                self.holding = False
             self.decode_batch_sum += n * run
             self.decode_iterations += run
             for r in decoding:

@@ -123,7 +123,17 @@ def _random_case(rng: random.Random) -> tuple[EngineLimits, Workload]:
             arrivals.append(t)
         workload = Workload(prompts, outputs, arrival_times_s=tuple(arrivals))
     # drawn last, so the draws above (and the rare seeds they find) are those of before
-    return replace(limits, overlap_scheduling=rng.random() < 0.5), workload
+    limits = replace(limits, overlap_scheduling=rng.random() < 0.5)
+    return _with_batch_waiting(limits, rng), workload
+
+
+def _with_batch_waiting(limits: EngineLimits, rng: random.Random) -> EngineLimits:
+    """TensorRT-LLM's batch waiting in half the draws that batch prompts with decodes (after every other draw:
+    those stay as they were)."""
+    if rng.random() >= 0.5 or limits.policy is SchedulerPolicy.PREFILL_FIRST:
+        return limits
+    iters, ratio = rng.choice([1, 3, 20]), rng.choice([0.5, 0.9, 1.0])
+    return replace(limits, batch_wait_iters=iters, batch_wait_tokens=ratio * limits.token_budget)
 
 
 # beyond the first 60 draws, the rare ones (of 3,000): 308 and 2104 leave one request decoding without a block in a

@@ -19,6 +19,7 @@ from planner.serving.scheduler import (
     simulate,
 )
 from planner.serving.step_time import StepModel
+from tests.planner.test_scheduler import _with_batch_waiting
 
 REL = 1e-9
 
@@ -68,7 +69,8 @@ def _closed_loop(rng: random.Random) -> tuple[EngineLimits, Workload]:
     limits = EngineLimits(policy, rng.choice([512, 2048, 8192]), rng.choice([4, 16, 256]), pool, block, admission)
     starts = tuple(sorted(rng.uniform(0, 0.5) for _ in range(clients))) if rng.random() < 0.2 else None
     workload = Workload((prompt,) * n, (output,) * n, concurrency=clients, client_start_s=starts)
-    return replace(limits, overlap_scheduling=rng.random() < 0.5), workload  # drawn last: the draws above as before
+    limits = replace(limits, overlap_scheduling=rng.random() < 0.5)  # drawn last: the draws above as before
+    return _with_batch_waiting(limits, rng), workload
 
 
 @pytest.mark.parametrize("seed", range(120))
