@@ -179,9 +179,7 @@ def matches(match: dict[str, Any], row: dict[str, str]) -> bool:
         return False
     if "conc_le" in match and not names["CONC"] <= match["conc_le"]:
         return False
-    if "dp_attention" in match and (names["DP"] > 1) != match["dp_attention"]:
-        return False
-    return True
+    return "dp_attention" not in match or (names["DP"] > 1) == match["dp_attention"]
 
 
 def find_entry(row: dict[str, str]) -> dict[str, Any] | None:
