@@ -1,0 +1,183 @@
+"""benchmarks/inferencex_settings.json and its loader: shape, provenance, and values read from InferenceX scripts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import inferencex_settings as ix
+
+
+@pytest.fixture(scope="module")
+def rows() -> dict[str, dict[str, str]]:
+    return {row["id"]: row for row in ix.load_rows()}
+
+
+def test_file_parses_and_has_provenance() -> None:
+    with open(ix.SETTINGS_FILE) as f:
+        doc = json.load(f)
+    assert doc["description"]
+    assert doc["provenance"]["repository"].startswith("https://github.com/SemiAnalysisAI/InferenceX")
+    assert set(doc["allowed_settings"]) == ix.ALLOWED_SETTINGS
+    assert doc["entries"]
+
+
+def test_every_entry_has_a_source_and_known_keys() -> None:
+    for entry in ix.entries():
+        source = entry["source"]
+        assert len(source["commit"]) >= 7 and all(c in "0123456789abcdef" for c in source["commit"])
+        assert source["path"].startswith("benchmarks/") and source["path"].endswith(".sh")
+        assert source["date"][:4] in ("2025", "2026")
+        assert set(entry["settings"]) <= ix.ALLOWED_SETTINGS, entry["settings"]
+        assert set(entry["match"]) <= ix.MATCH_KEYS, entry["match"]
+        assert {"system", "backend", "model_path"} <= set(entry["match"])
+        assert isinstance(entry["unmodelled"], dict)
+
+
+def test_formulas_evaluate() -> None:
+    names = {"CONC": 64, "ISL": 1024, "OSL": 1024, "TP": 8, "DP": 1}
+    for entry in ix.entries():
+        for value in entry["settings"].values():
+            assert isinstance(ix.resolve(value, names), (int, float, str, bool))
+    assert ix.evaluate("max(8192, (CONC + ISL + 64 + 63) // 64 * 64)", names) == 8192
+    with pytest.raises(ValueError):
+        ix.evaluate("__import__('os')", names)
+
+
+def test_every_h100_h200_agg_inferencex_row_matches(rows: dict[str, dict[str, str]]) -> None:
+    missing = [
+        rid
+        for rid, row in rows.items()
+        if row["system"] in ("h100_sxm", "h200_sxm")
+        and row["mode"] == "agg"
+        and ix.is_inferencex(row)
+        and ix.settings_for(row) is None
+    ]
+    assert missing == []
+
+
+def test_users_sweeps_resolve_to_none(rows: dict[str, dict[str, str]]) -> None:
+    users = [row for row in rows.values() if row["silicon_data_source"].startswith("source_file=/Users")]
+    assert users
+    assert all(ix.settings_for(row) is None for row in users)
+    rid = "qwen_qwen3_235b_a22b_fp8_qwen_qwen3_235b_a22b_fp8_h200_sxm_sglang_agg_1000x100_c8_tp4_epnone_1"
+    assert ix.settings_for(rows[rid]) is None
+
+
+def test_llama70b_trt_batch_waiting_only_for_1k1k_below_tp8(rows: dict[str, dict[str, str]]) -> None:
+    # benchmarks/70b_fp8_h200_trt_slurm.sh @ 9596d23d7: --max_num_tokens 16384; batch waiting for 1k/1k, TP < 8
+    settings, unmodelled, source = ix.settings_for(
+        rows["2026_04_06_llama_3_1_70b_h200_sxm_trtllm_fp8_agg_1024x1024_c64_tp2_ep1_582"]
+    )
+    assert settings == {
+        "max_num_batched_tokens": 16384,
+        "kv_cache_dtype": "fp8",
+        "batch_wait_timeout_iters": 20,
+        "batch_wait_max_tokens_ratio": 0.9,
+    }
+    assert unmodelled["stream_interval"] == 10
+    assert "9596d23d7" in source and "70b_fp8_h200_trt_slurm.sh" in source
+    settings, _, _ = ix.settings_for(rows["2026_04_06_llama_3_1_70b_h200_sxm_trtllm_fp8_agg_1024x1024_c64_tp8_ep1_645"])
+    assert settings == {"max_num_batched_tokens": 16384, "kv_cache_dtype": "fp8"}
+
+
+def test_llama70b_vllm_max_num_seqs_is_conc(rows: dict[str, dict[str, str]]) -> None:
+    settings, unmodelled, _ = ix.settings_for(
+        rows["2026_04_06_llama_3_1_70b_h100_sxm_vllm_fp8_agg_8192x1024_c32_tp4_ep1_750"]
+    )
+    assert settings == {
+        "max_num_seqs": 32,
+        "max_num_batched_tokens": 8192,
+        "gpu_memory_utilization": 0.9,
+        "kv_cache_dtype": "fp8",
+    }
+    assert unmodelled["async_scheduling"] is True
+
+
+def test_dsr1_sglang_h200(rows: dict[str, dict[str, str]]) -> None:
+    # benchmarks/single_node/dsr1_fp8_h200.sh: 1k/1k runs 512 requests, the others 256
+    settings, unmodelled, _ = ix.settings_for(
+        rows["2026_03_25_deepseek_r1_h200_sxm_sglang_fp8_agg_1024x1024_c64_tp8_0_ep1_0_256"]
+    )
+    assert settings == {
+        "max_num_seqs": 512,
+        "max_num_batched_tokens": 32768,
+        "mem_fraction_static": 0.82,
+        "kv_cache_dtype": "bf16",
+    }
+    assert unmodelled["max_prefill_tokens"] == 32768
+    assert unmodelled["cuda_graph_max_bs"] == 512
+    settings, unmodelled, _ = ix.settings_for(
+        rows["2026_03_25_deepseek_r1_h200_sxm_sglang_fp8_agg_8192x1024_c64_tp8_0_ep1_0_305"]
+    )
+    assert settings["max_num_seqs"] == 256 and unmodelled["cuda_graph_max_bs"] == 256
+
+
+def test_dsr1_trt_max_num_tokens_formula(rows: dict[str, dict[str, str]]) -> None:
+    # 2025-11-02: MAX_NUM_TOKENS = (CONC + ISL + 64 + 63) / 64 * 64, no floor yet; DP attention for 8k/1k above CONC 32
+    settings, unmodelled, _ = ix.settings_for(rows["dsr1_h200_trtllm_fp8_agg_8192x1024_c64_cfg83"])
+    assert settings == {"max_num_batched_tokens": 8320, "kv_cache_dtype": "fp8", "free_gpu_memory_fraction": 0.75}
+    assert unmodelled["enable_attention_dp"] is True
+    # 2026-01-28 non-MTP: floored at 8192
+    settings, unmodelled, _ = ix.settings_for(
+        rows["2026_03_25_deepseek_r1_h200_sxm_trtllm_fp8_agg_1024x8192_c64_tp8_0_ep8_0_1240"]
+    )
+    assert settings["max_num_batched_tokens"] == 8192
+    assert "speculative_config" not in unmodelled
+
+
+def test_dsr1_trt_mtp_rows(rows: dict[str, dict[str, str]]) -> None:
+    # 2026-01-14 (#392): MTP, max_batch_size CONC, max_num_tokens ((MTP+1) * CONC + ISL + 127) / 64 * 64 with MTP 3
+    settings, unmodelled, source = ix.settings_for(
+        rows["2026_03_25_deepseek_r1_h200_sxm_trtllm_fp8_agg_1024x1024_c32_tp8_0_ep8_0_1255"]
+    )
+    assert settings["max_num_seqs"] == 32
+    assert settings["max_num_batched_tokens"] == 1216
+    assert unmodelled["speculative_config"]["num_nextn_predict_layers"] == 3
+    assert "bf3456727" in source
+    # attention DP: max_batch_size CONC / 8 per rank, MTP 1
+    settings, unmodelled, _ = ix.settings_for(
+        rows["2026_03_25_deepseek_r1_h200_sxm_trtllm_fp8_agg_8192x1024_c256_tp8_0_ep8_0_1251"]
+    )
+    assert settings["max_num_seqs"] == 32
+    assert settings["max_num_batched_tokens"] == 8320
+    assert unmodelled["speculative_config"]["num_nextn_predict_layers"] == 1
+
+
+def test_gptoss_trt_max_batch_size_is_conc(rows: dict[str, dict[str, str]]) -> None:
+    settings, unmodelled, _ = ix.settings_for(
+        rows["2026_04_06_gpt_oss_120b_h200_sxm_trtllm_fp4_agg_1024x1024_c32_tp4_ep4_985"]
+    )
+    assert settings == {
+        "max_num_seqs": 32,
+        "max_num_batched_tokens": 20000,
+        "free_gpu_memory_fraction": 0.85,
+        "kv_cache_dtype": "bf16",
+    }
+    assert unmodelled["moe_config.backend"] == "TRITON"
+
+
+def test_minimax_h200_prefix_caching_by_date(rows: dict[str, dict[str, str]]) -> None:
+    settings, unmodelled, source = ix.settings_for(rows["minimaxm2_5_h200_vllm_fp8_agg_1024x1024_c128_cfg637"])
+    assert settings == {"gpu_memory_utilization": 0.95, "kv_cache_dtype": "bf16"}
+    assert unmodelled["enable_prefix_caching"] is False
+    assert "0f78cf4eb" in source
+
+
+def test_undated_gap_analysis_row(rows: dict[str, dict[str, str]]) -> None:
+    rid = "qwen3_5_397b_gap_analysis_qwen3_5_397b_gap_analysis_h200_sxm_sglang_fp8_agg_1024x1024_c8_tp8_ep8_63"
+    settings, unmodelled, _ = ix.settings_for(rows[rid])
+    assert settings == {
+        "max_num_seqs": 128,
+        "max_num_batched_tokens": 16384,
+        "mem_fraction_static": 0.8,
+        "kv_cache_dtype": "fp8",
+    }
+    assert unmodelled["cuda_graph_max_bs"] == "CONC"
+
+
+def test_coverage_summary_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    ix.main(["h200_sxm"])
+    out = capsys.readouterr().out
+    assert "h200_sxm" in out and "total" in out
