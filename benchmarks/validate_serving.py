@@ -33,6 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.inferencex_settings import settings_for  # noqa: E402
 from planner import InferenceRequest, SpecError, estimate_inference, load_catalog  # noqa: E402
 from planner.serving.engines import resolve_profile  # noqa: E402
 
@@ -117,6 +118,26 @@ def sweep_server_settings(engine: str, isl: int, batch_size: int) -> dict[str, i
     return {}
 
 
+def inferencex_server(row: dict[str, str], serving: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """The serving fields of an InferenceX row with the server flags its launch script set
+    (benchmarks/data/silicon/inferencex_settings.json, read from InferenceX's git history), or None and why the row
+    cannot be represented: its run decoded speculatively (MTP), or ran data-parallel attention the row does not
+    record. Expert parallelism the script turned on (vLLM --enable-expert-parallel) spreads the experts over the TP
+    GPUs. A row no entry matches keeps the engine's defaults."""
+    found = settings_for(row)
+    if found is None:
+        return serving, ""
+    settings, unmodelled, source = found
+    if unmodelled.get("speculative_config"):
+        return None, f"speculative decoding (MTP) in the run's server settings ({source})"
+    if unmodelled.get("enable_attention_dp") is True and serving["attention_data_parallel"] == 1:
+        return None, f"the run's server ran data-parallel attention, which the row does not record ({source})"
+    out = serving | settings
+    if str(unmodelled.get("enable_expert_parallel", "")).lower().startswith("true"):
+        out["expert_parallel"] = serving["tensor_parallel"]
+    return out, ""
+
+
 def request_for(
     row: dict[str, str], mapping: dict[str, Any] | None = None, clients: str = "documented"
 ) -> tuple[InferenceRequest | None, str]:
@@ -184,6 +205,11 @@ def request_for(
         if row["backend"] == "sglang":  # SGLang's limits are for the whole server, split over the DP ranks
             limits = {k: v * dp for k, v in limits.items()}
         serving |= limits
+    elif client_of(row) == "inferencex":
+        server, why = inferencex_server(row, serving)
+        if server is None:
+            return None, why
+        serving = server
     request = InferenceRequest(
         model=model["catalog"],
         gpu=m["gpus"][row["system"]],
