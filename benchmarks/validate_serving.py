@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import statistics
 import sys
 import time
@@ -118,12 +119,20 @@ def sweep_server_settings(engine: str, isl: int, batch_size: int) -> dict[str, i
     return {}
 
 
+def image_version(image: str) -> str | None:
+    """The engine version a container image's tag names (`vllm/vllm-openai:v0.10.2`, `.../release:1.1.0rc2.post2`,
+    `lmsysorg/sglang:v0.5.9-cu130`), or None for a tag that names none (`gpt-oss-dev`, `glm5-hopper`)."""
+    match = re.search(r":v?(\d+\.\d+\.\d+(?:rc\d+)?(?:\.post\d+)?)", image)
+    return match.group(1) if match else None
+
+
 def inferencex_server(row: dict[str, str], serving: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     """The serving fields of an InferenceX row with the server flags its launch script set
     (benchmarks/data/silicon/inferencex_settings.json, read from InferenceX's git history), or None and why the row
     cannot be represented: its run decoded speculatively (MTP), or ran data-parallel attention the row does not
     record. Expert parallelism the script turned on (vLLM --enable-expert-parallel) spreads the experts over the TP
-    GPUs. A row no entry matches keeps the engine's defaults."""
+    GPUs; a row that records no engine version runs the version its container image names. A row no entry matches
+    keeps the engine's defaults."""
     found = settings_for(row)
     if found is None:
         return serving, ""
@@ -133,6 +142,13 @@ def inferencex_server(row: dict[str, str], serving: dict[str, Any]) -> tuple[dic
     if unmodelled.get("enable_attention_dp") is True and serving["attention_data_parallel"] == 1:
         return None, f"the run's server ran data-parallel attention, which the row does not record ({source})"
     out = serving | settings
+    version = image_version(str(unmodelled.get("image", "")))
+    if serving["engine_version"] is None and version is not None:
+        try:
+            resolve_profile(row["backend"], version)
+            out["engine_version"] = version  # the row records none; its run's container image names it
+        except SpecError:
+            pass
     if str(unmodelled.get("enable_expert_parallel", "")).lower().startswith("true"):
         out["expert_parallel"] = serving["tensor_parallel"]
     return out, ""

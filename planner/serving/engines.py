@@ -200,9 +200,19 @@ def _engine_defaults(profile: EngineProfile, device_bytes: int, smi_mib: int, gp
         cudagraph_sets=int(profile.cudagraph_sets.value) if profile.cudagraph_sets else (1 if sizes else 0),
         scheduler=profile.scheduler.value,
         admission=profile.admission.value,
-        overlap_scheduling=bool(profile.overlap_scheduling and profile.overlap_scheduling.value),
-        overlap_off_with=_OVERLAP_OFF_WITH[profile.overlap_scheduling.rule or ""] if profile.overlap_scheduling else (),
+        overlap_scheduling=profile_overlap(profile)[0],
+        overlap_off_with=profile_overlap(profile)[1],
     )
+
+
+def profile_overlap(
+    profile: EngineProfile,
+) -> tuple[bool, tuple[Literal["pipeline_parallel", "attention_data_parallel"], ...]]:
+    """Whether the profile's engine schedules iteration n + 1 while n runs, and the parallelism that turns it off."""
+    scheduling = profile.overlap_scheduling
+    if scheduling is None:
+        return False, ()
+    return bool(scheduling.value), _OVERLAP_OFF_WITH[scheduling.rule or ""]
 
 
 # the parallelism under which an engine turns its overlap scheduling off (EngineProfile.overlap_scheduling.rule)

@@ -21,7 +21,7 @@ from planner.calibration.kernels import load_kernel_tables
 from planner.calibration.status import LatencyValidation, latency_validation
 from planner.errors import FieldProblem, SpecError
 from planner.model.spec import ModelSpec
-from planner.serving.engines import EngineDefaults
+from planner.serving.engines import EngineDefaults, profile_overlap
 from planner.serving.scheduler import (
     Admission,
     EngineLimits,
@@ -157,6 +157,8 @@ def step_model_for(spec: ModelSpec, serving: ServingSpec, gpu_id: str, moe_ep: i
         kv_dtype="fp8" if serving.kv_cache_dtype.value == "fp8" else "bf16",
         fixed_s=tables.step_overhead_s,
         per_seq_s=tables.step_per_sequence_s,
+        # with overlap scheduling the host prepares iteration n + 1 while the GPU runs n (planner.serving.step_time)
+        host_overlap=serving.pooled and _overlapping(*profile_overlap(serving.engine_profile), serving),
         attention_dp=serving.attention_data_parallel,
         qk_norm_kernels=int(qk.value) if (qk := serving.engine_profile.qk_norm_kernels) else 0,
         decode_context_parallel=serving.decode_context_parallel,
@@ -238,11 +240,15 @@ MAX_SIMULATED_TOKENS = 1 << 30
 def overlap_scheduling(defaults: EngineDefaults, serving: ServingSpec) -> bool:
     """Whether the engine schedules iteration n + 1 while iteration n runs (its profile's default, off under the
     parallelism the profile names: pipeline parallel for vLLM and SGLang, SGLang 0.4.0-0.4.5's DP attention)."""
+    return _overlapping(defaults.overlap_scheduling, defaults.overlap_off_with, serving)
+
+
+def _overlapping(on: bool, off_with: tuple[str, ...], serving: ServingSpec) -> bool:
     off = {
         "pipeline_parallel": serving.pipeline_parallel > 1,
         "attention_data_parallel": serving.attention_data_parallel > 1,
     }
-    return defaults.overlap_scheduling and not any(off[name] for name in defaults.overlap_off_with)
+    return on and not any(off[name] for name in off_with)
 
 
 def batch_waiting(serving: ServingSpec, token_budget: int) -> dict[str, Any]:

@@ -241,6 +241,7 @@ def replica_step_model(spec: ModelSpec, serving: ServingSpec, gpu_id: str) -> St
         return step_model_for(spec, serving, gpu_id, serving.expert_parallel)
     key = ServingSpec(  # only what the step timer depends on, so one pipeline serves every load and limit
         engine=serving.engine,
+        engine_version=serving.engine_version,
         tensor_parallel=serving.tensor_parallel,
         expert_parallel=serving.expert_parallel,
         pipeline_parallel=pp,

@@ -112,7 +112,7 @@ class StepCost:
     total_s: float
     dense_s: float  # token-proportional part of all layers: GEMMs, MoE, norms, all-reduces
     attention_s: float
-    outside_s: float  # embedding, lm_head, sampler, fixed per-iteration cost
+    outside_s: float  # embedding, lm_head, sampler, and the host work the GPU does not hide
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,9 @@ class StepModel:
     fixed_s: float  # per-iteration engine cost (scheduler, input preparation, launches, output processing)
     per_seq_s: float  # per-sequence engine cost each iteration (sampling metadata, detokenization)
     tp: int
+    # the engine's host work for an iteration overlaps the GPU's previous one (overlap scheduling): the iteration
+    # takes max(GPU, host) instead of their sum
+    host_overlap: bool = False
     # memo of the repeated, context-dependent pieces: a simulation times thousands of iterations of few shapes
     _memo: dict[tuple[int, int, int], float] = field(default_factory=dict, compare=False, repr=False)
     _steps: dict[tuple[Any, ...], StepCost] = field(default_factory=dict, compare=False, repr=False)
@@ -203,7 +206,12 @@ class StepModel:
         outside = outside_memo.get((tokens, sampled))
         if outside is None:
             outside = outside_memo[(tokens, sampled)] = self._outside_s(tokens, sampled)
-        return StepCost(dense + attention + outside, dense, attention, outside)
+        # the engine's host work: after the GPU's, or (overlap scheduling) beside it, showing only where longer
+        host = self.fixed_s + self.per_seq_s * sampled
+        gpu = dense + attention + outside
+        if self.host_overlap:
+            host = host - gpu if host > gpu else 0.0
+        return StepCost(gpu + host, dense, attention, outside + host)
 
     def _decode_attention_s(self, seqs: int, ctx: int) -> float:
         t, total = self.tables, 0.0
@@ -247,8 +255,6 @@ class StepModel:
             + t.gemm_s(sampled, self.lm_head.n, self.lm_head.k, self.lm_head.fmt)
             + (t.allreduce_s(sampled * self.vocab_local, self.tp) if self.tp > 1 else 0.0)  # logits gather
             + t.elementwise_s(sampled * self.vocab_local * self.tp * FP32_BYTES * 3)  # fp32 softmax and sampling
-            + self.fixed_s
-            + self.per_seq_s * sampled
         )
 
     def _prefill_attention_s(self, layer: LayerCost, q: int, cached: int) -> float:
@@ -323,6 +329,7 @@ class ServingShape:
     attention_dp: int = 1  # data-parallel attention ranks over the tp GPUs (1 = plain TP)
     qk_norm_kernels: int = 0  # kernels of the q/k RMSNorm per layer (the engine profile's qk_norm_kernels)
     decode_context_parallel: int = 1  # GPUs striping an MLA latent cache by position (vLLM DCP)
+    host_overlap: bool = False  # overlap scheduling: the host's per-iteration work runs beside the GPU's
 
 
 def build_step_model(shape: ServingShape, tables: KernelTables) -> StepModel:
@@ -350,7 +357,7 @@ def _sharing(model: StepModel) -> StepModel:
         (c.count, c.n_h, c.n_kv, c.head_dim, c.window, c.mla, c.prefill_only, c.decode_only, c.dcp)
         for c in model.layers
     )
-    outside = (model.lm_head, model.vocab_local, model.hidden, model.fixed_s, model.per_seq_s, model.tp)
+    outside = (model.lm_head, model.vocab_local, model.hidden, model.tp)
     tables = model.tables
     return replace(model, _memo=_shared((tables, model.kv_dtype, attention)), _outside=_shared((tables, *outside)))
 
@@ -380,6 +387,7 @@ def _build(shape: ServingShape, tables: KernelTables) -> StepModel:
         fixed_s=shape.fixed_s,
         per_seq_s=shape.per_seq_s,
         tp=tp,
+        host_overlap=shape.host_overlap,
     )
     return _sharing(model)
 

@@ -6,6 +6,7 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -187,11 +188,13 @@ def test_engine_terms_follow_their_shipping_rule_and_reach_the_step_model() -> N
             assert tables.allreduce_s(4 * 8192, 1) == 0.0
             model = step_model_for(spec, ServingSpec(engine=engine, tensor_parallel=4), gpu)
             assert model.tables.allreduce_wait_s == w and model.fixed_s == f and model.per_seq_s == s
-            # s is paid once per scheduled sequence: 64 decodes cost 63 · s more than one, beyond their kernels
-            bare = step_model_for(spec, ServingSpec(engine=engine, tensor_parallel=4), gpu)
-            bare = replace(bare, per_seq_s=0.0, _memo={}, _steps={}, _outside={})
-            grown = model.step(64, 2048).total_s - model.step(1, 2048).total_s
-            assert grown == pytest.approx(bare.step(64, 2048).total_s - bare.step(1, 2048).total_s + 63 * s)
+            # the host's f + s per scheduled sequence: after the GPU's kernels, or beside them with overlap
+            # scheduling (the longer of the two)
+            bare = replace(model, fixed_s=0.0, per_seq_s=0.0, _memo={}, _steps={}, _outside={})
+            for n in (1, 64):
+                gpu_s, host_s = bare.step(n, 2048).total_s, f + s * n
+                expected = max(gpu_s, host_s) if model.host_overlap else gpu_s + host_s
+                assert model.step(n, 2048).total_s == pytest.approx(expected), (engine, gpu, n)
     hf = step_model_for(spec, ServingSpec(engine="transformers", tensor_parallel=4), "h100-sxm")
     assert hf.tables.allreduce_wait_s == 0.0 and hf.fixed_s == 0.0 and hf.per_seq_s == 0.0
 
@@ -236,3 +239,25 @@ def test_qk_norm_kernels_are_the_ones_the_engine_launches() -> None:
     for engine, kernels in (("vllm", 2), ("sglang", 2), ("trtllm", 0)):
         served = step_model_for(spec, ServingSpec(engine=engine, tensor_parallel=1), "h200")
         assert served.layers[0].token_grid == token_grid(engine, kernels), engine
+
+
+@pytest.mark.parametrize(
+    ("serving", "overlapped"),
+    [
+        ({"engine": "vllm", "engine_version": "0.13.0"}, False),  # synchronous scheduler: host work after the GPU's
+        ({"engine": "vllm", "engine_version": "0.14.0"}, True),  # AsyncScheduler, on by default from 0.14.0
+        ({"engine": "vllm", "engine_version": "0.14.0", "pipeline_parallel": 2}, False),  # off under PP
+        ({"engine": "sglang"}, True),
+        ({"engine": "trtllm"}, True),
+        ({"engine": "transformers"}, False),
+    ],
+)
+def test_host_work_overlaps_the_gpu_where_the_engine_schedules_ahead(serving: dict[str, Any], overlapped: bool) -> None:
+    spec = CATALOG.model("llama-3.1-8b").spec
+    model = step_model_for(spec, ServingSpec(**serving), "h100-sxm")
+    assert model.host_overlap is overlapped
+    # a host cost of 20 ms against a GPU step of about 6 ms: the sum, or the host's 20 ms alone
+    slow = replace(model, fixed_s=20e-3, per_seq_s=0.0, host_overlap=overlapped, _memo={}, _steps={}, _outside={})
+    gpu_s = replace(slow, fixed_s=0.0, _memo={}, _steps={}, _outside={}).step(8, 1024).total_s
+    assert gpu_s < 20e-3
+    assert slow.step(8, 1024).total_s == pytest.approx(20e-3 if overlapped else gpu_s + 20e-3)
