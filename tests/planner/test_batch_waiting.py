@@ -11,7 +11,6 @@ from dataclasses import replace
 import pytest
 
 from planner import InferenceRequest, estimate_inference, load_catalog
-from planner.serving import scheduler, steady_state
 from planner.serving.scheduler import Admission, EngineLimits, SchedulerPolicy, Workload, simulate
 from tests.planner.scheduler_reference import simulate_reference
 from tests.planner.test_arrival_lag import ToyTimer, _ms
@@ -61,21 +60,13 @@ def test_the_count_restarts_when_prompts_run() -> None:
     assert result == simulate_reference(ToyTimer(), _limits(3, 0.9), workload)
 
 
-def test_a_closed_loop_with_batch_waiting_jumps_to_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_closed_loop_with_batch_waiting_jumps_to_the_same_answer(jumps: list[int]) -> None:
     # eight clients, two 3,000-token prompts per iteration: the second pair finds two decoding and 6,002 tokens,
     # under 0.9 × 8,192, so it waits 7 iterations; the loop settles and jumps, to the answer of every event
-    taken: list[int] = []
-    jump = steady_state.jump
-
-    def counting(sim: scheduler._Simulation, before: steady_state.Mark, now: steady_state.Mark, k: int) -> None:
-        taken.append(k)
-        jump(sim, before, now, k)
-
-    monkeypatch.setattr(steady_state, "jump", counting)
     limits = _limits(7, 0.9)
     workload = Workload((3000,) * 128, (40,) * 128, concurrency=8)
     fast, full = simulate(ToyTimer(), limits, workload), simulate(ToyTimer(), limits, workload, steady_state=False)
-    assert taken
+    assert jumps
     assert (fast.iterations, fast.events) == (full.iterations, full.events)
     assert all(_ms(a.ttft_s) == pytest.approx(_ms(b.ttft_s)) for a, b in zip(fast.timings, full.timings, strict=True))
     assert full == simulate_reference(ToyTimer(), limits, workload)

@@ -29,20 +29,6 @@ def model(llama8b_h100_vllm: StepModel) -> StepModel:
     return llama8b_h100_vllm
 
 
-@pytest.fixture
-def jumps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The periods each jump of the tests skipped."""
-    taken: list[int] = []
-    jump = steady_state.jump
-
-    def counting(sim: scheduler._Simulation, before: steady_state.Mark, now: steady_state.Mark, k: int) -> None:
-        taken.append(k)
-        jump(sim, before, now, k)
-
-    monkeypatch.setattr(steady_state, "jump", counting)
-    return taken
-
-
 def _close(a: float, b: float) -> bool:
     return abs(a - b) <= REL * max(abs(a), abs(b))
 
