@@ -693,10 +693,15 @@ def _moe_routing(
         ledger.add("moe/expert_offsets", INT32 * e)
     # DeepSeek: F.linear(x.float(), w.float()) keeps x for w's gradient, w for x's; in fp32 both casts are no-ops,
     # w is the parameter and x the MoE input, kept already by the linears reading it (mlp_in/input); an adapted
-    # router's W' is no parameter, and nothing else keeps x
+    # router's W' is no parameter, and nothing else keeps x. Under autocast x and the fp32 parameter are fp32
+    # already, so both .float() are no-ops, and the linear runs on autocast's bf16 casts: w's (kept for x's
+    # gradient) is the router's mlp_in/autocast_weights, x's is kept for w's gradient when the router trains
+    # (counted with the linears reading x, mlp_in/input, when the weights train; here for peft's router LoRA)
     if spec.family.startswith("deepseek"):
         router_trains = m.weights or m.router
-        if shp.act_bytes != FP32 or shp.autocast:
+        if shp.autocast:
+            ledger.add("moe/router_input_cast", AUTOCAST_BYTES * t * h if m.router and not m.weights else 0)
+        elif shp.act_bytes != FP32:
             ledger.add("moe/router_fp32_copies", FP32 * ((t * h if router_trains else 0) + (h * e if x_grad else 0)))
         elif m.router:
             ledger.add("moe/router_fp32_copies", FP32 * (t * h + (h * e if x_grad else 0)))
