@@ -47,6 +47,8 @@ MATCH_KEYS = frozenset(
         "system",
         "backend",
         "model_path",
+        "precision",
+        "ids",
         "measured_from",
         "measured_to",
         "undated",
@@ -154,6 +156,10 @@ def matches(match: dict[str, Any], row: dict[str, str]) -> bool:
             return False
     models = match["model_path"]
     if row.get("model_path") not in ([models] if isinstance(models, str) else models):
+        return False
+    if "precision" in match and row.get("precision") != match["precision"]:
+        return False
+    if "ids" in match and row.get("id") not in match["ids"]:
         return False
     date = measured_date(row)
     if date is None:
