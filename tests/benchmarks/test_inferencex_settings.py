@@ -233,14 +233,7 @@ B200_NOT_YET_READ = {
     ("trtllm", "openai/gpt-oss-120b", "fp4", "2025-12-17"): "benchmarks/gptoss_fp4_b200_trt*.sh",
     ("trtllm", "openai/gpt-oss-120b", "fp4", "2026-01-07"): "benchmarks/gptoss_fp4_b200_trt*.sh",
     ("trtllm", "openai/gpt-oss-120b", "fp4", "2026-02-05"): "benchmarks/gptoss_fp4_b200_trt.sh",
-    ("vllm", "MiniMaxAI/MiniMax-M2.5", "fp4", "2026-04-03"): "benchmarks/single_node/minimaxm2.5_fp4_b200.sh",
-    ("vllm", "MiniMaxAI/MiniMax-M2.5", "fp4", "2026-04-08"): "benchmarks/single_node/minimaxm2.5_fp4_b200.sh",
-    ("vllm", "MiniMaxAI/MiniMax-M2.5", "fp4", "2026-04-22"): "benchmarks/single_node/minimaxm2.5_fp4_b200.sh",
-    ("vllm", "MiniMaxAI/MiniMax-M2.5", "fp8", "2026-03-11"): "benchmarks/single_node/minimaxm2.5_fp8_b200.sh",
-    ("vllm", "MiniMaxAI/MiniMax-M2.5", "fp8", "2026-03-28"): "benchmarks/single_node/minimaxm2.5_fp8_b200.sh",
-    ("vllm", "MiniMaxAI/MiniMax-M2.5", "fp8", "2026-04-03"): "benchmarks/single_node/minimaxm2.5_fp8_b200.sh",
-    ("vllm", "MiniMaxAI/MiniMax-M2.5", "fp8", "2026-04-08"): "benchmarks/single_node/minimaxm2.5_fp8_b200.sh",
-    ("vllm", "MiniMaxAI/MiniMax-M2.5", "fp8", "2026-04-22"): "benchmarks/single_node/minimaxm2.5_fp8_b200.sh",
+    ("vllm", "MiniMaxAI/MiniMax-M2.5", "fp4", "2026-04-03"): "wip nightly-image run of PR #996 before its merge",
     ("vllm", "moonshotai/Kimi-K2.5", "fp4", "2026-03-11"): "benchmarks/single_node/kimik2.5_fp4_b200.sh",
     ("vllm", "moonshotai/Kimi-K2.5", "fp4", "2026-03-27"): "benchmarks/single_node/kimik2.5_fp4_b200.sh",
     ("vllm", "moonshotai/Kimi-K2.5", "fp4", "2026-04-20"): "benchmarks/single_node/kimik2.5_fp4_b200.sh",
@@ -345,3 +338,26 @@ def test_b200_dsr1_sglang_fp4(rows: dict[str, dict[str, str]]) -> None:
         "kv_cache_dtype": "fp8",
     }
     assert unmodelled["image"].startswith("lmsysorg/sglang:v0.5.9-cu130") and "12ba0ae07" in source
+
+
+def test_b200_minimax_vllm_by_date(rows: dict[str, dict[str, str]]) -> None:
+    # f342df18e: bf16 KV, EP always on (EP_SIZE -ge 1); bddbf4031: fp8 KV, max-num-batched-tokens ISL x 2
+    settings, unmodelled, source = ix.settings_for(rows["minimaxm2_5_b200_vllm_fp8_agg_1024x1024_c64_cfg691"])
+    assert settings == {"max_num_batched_tokens": 2048, "gpu_memory_utilization": 0.9, "kv_cache_dtype": "fp8"}
+    assert unmodelled["stream_interval"] == 20 and "bddbf4031" in source
+    early = [
+        r
+        for r in rows.values()
+        if r["system"] == "b200_sxm"
+        and r["model_path"] == "MiniMaxAI/MiniMax-M2.5"
+        and "2026-03-11T" in r["silicon_data_source"]
+    ]
+    settings, unmodelled, source = ix.settings_for(early[0])
+    assert settings == {"gpu_memory_utilization": 0.95, "kv_cache_dtype": "bf16"}
+    assert unmodelled["enable_expert_parallel"].startswith("true") and "f342df18e" in source
+    # fp4 dp-attn points (config_id 707): TP 1 x DP 2
+    settings, unmodelled, source = ix.settings_for(rows["minimaxm2_5_b200_vllm_fp4_agg_1024x1024_c1024_cfg707"])
+    assert settings["max_num_batched_tokens"] == 2048
+    assert unmodelled["enable_attention_dp"].startswith("true") and "13962fcfa" in source
+    _, unmodelled, _ = ix.settings_for(rows["minimaxm2_5_b200_vllm_fp4_agg_1024x1024_c128_cfg706"])
+    assert unmodelled["enable_attention_dp"] is False
