@@ -234,12 +234,6 @@ B200_NOT_YET_READ = {
     ("trtllm", "openai/gpt-oss-120b", "fp4", "2026-01-07"): "benchmarks/gptoss_fp4_b200_trt*.sh",
     ("trtllm", "openai/gpt-oss-120b", "fp4", "2026-02-05"): "benchmarks/gptoss_fp4_b200_trt.sh",
     ("vllm", "MiniMaxAI/MiniMax-M2.5", "fp4", "2026-04-03"): "wip nightly-image run of PR #996 before its merge",
-    ("vllm", "moonshotai/Kimi-K2.5", "fp4", "2026-03-11"): "benchmarks/single_node/kimik2.5_fp4_b200.sh",
-    ("vllm", "moonshotai/Kimi-K2.5", "fp4", "2026-03-27"): "benchmarks/single_node/kimik2.5_fp4_b200.sh",
-    ("vllm", "moonshotai/Kimi-K2.5", "fp4", "2026-04-20"): "benchmarks/single_node/kimik2.5_fp4_b200.sh",
-    ("vllm", "moonshotai/Kimi-K2.5", "fp4", "undated"): "kimi-k2.5-gap-analysis.csv: run not pinned",
-    ("vllm", "moonshotai/Kimi-K2.5", "int4", "2026-03-24"): "benchmarks/single_node/kimik2.5_int4_b200.sh",
-    ("vllm", "moonshotai/Kimi-K2.5", "int4", "undated"): "kimi-k2.5-gap-analysis.csv: run not pinned",
 }
 
 
@@ -361,3 +355,18 @@ def test_b200_minimax_vllm_by_date(rows: dict[str, dict[str, str]]) -> None:
     assert unmodelled["enable_attention_dp"].startswith("true") and "13962fcfa" in source
     _, unmodelled, _ = ix.settings_for(rows["minimaxm2_5_b200_vllm_fp4_agg_1024x1024_c128_cfg706"])
     assert unmodelled["enable_attention_dp"] is False
+
+
+def test_b200_kimi_vllm(rows: dict[str, dict[str, str]]) -> None:
+    # kimik2.5_fp4_b200.sh never passes EP_SIZE: the config's ep 4 points run without expert parallelism
+    kimi = [r for r in rows.values() if r["system"] == "b200_sxm" and r["model_path"] == "moonshotai/Kimi-K2.5"]
+    undated_fp4 = next(r for r in kimi if r["precision"] == "fp4" and ix.measured_date(r) is None)
+    settings, unmodelled, source = ix.settings_for(undated_fp4)
+    assert settings["gpu_memory_utilization"] == 0.9 and settings["kv_cache_dtype"] == "bf16"
+    assert unmodelled["enable_expert_parallel"].startswith("false") and "79a42e20a" in source
+    late = next(r for r in kimi if ix.measured_date(r) == "2026-04-20" and r["isl"] == "8192")
+    settings, _, source = ix.settings_for(late)
+    assert settings["max_num_batched_tokens"] == 16384 and settings["kv_cache_dtype"] == "fp8" and "6c3acebfa" in source
+    int4 = next(r for r in kimi if r["precision"] == "int4")
+    settings, unmodelled, _ = ix.settings_for(int4)
+    assert settings["gpu_memory_utilization"] == 0.95 and unmodelled["VLLM_USE_FLASHINFER_MOE_INT4"] == 1
