@@ -227,12 +227,6 @@ B200_NOT_YET_READ = {
     ("trtllm", "deepseek-ai/DeepSeek-V3", "fp8", "2025-11-02"): "benchmarks/dsr1_fp8_b200_trt_slurm.sh",
     ("trtllm", "deepseek-ai/DeepSeek-V3", "fp8", "2025-12-15"): "benchmarks/dsr1_fp8_b200_trt*.sh",
     ("trtllm", "deepseek-ai/DeepSeek-V3", "fp8", "2026-01-29"): "dsr1_fp8_b200_trt.sh and _trt_mtp.sh (MTP)",
-    ("trtllm", "openai/gpt-oss-120b", "fp4", "2025-11-02"): "benchmarks/gptoss_fp4_b200_trt_slurm.sh @ ac1998a50",
-    ("trtllm", "openai/gpt-oss-120b", "fp4", "2025-11-14"): "benchmarks/gptoss_fp4_b200_trt*.sh",
-    ("trtllm", "openai/gpt-oss-120b", "fp4", "2025-12-02"): "benchmarks/gptoss_fp4_b200_trt*.sh",
-    ("trtllm", "openai/gpt-oss-120b", "fp4", "2025-12-17"): "benchmarks/gptoss_fp4_b200_trt*.sh",
-    ("trtllm", "openai/gpt-oss-120b", "fp4", "2026-01-07"): "benchmarks/gptoss_fp4_b200_trt*.sh",
-    ("trtllm", "openai/gpt-oss-120b", "fp4", "2026-02-05"): "benchmarks/gptoss_fp4_b200_trt.sh",
     ("vllm", "MiniMaxAI/MiniMax-M2.5", "fp4", "2026-04-03"): "wip nightly-image run of PR #996 before its merge",
 }
 
@@ -370,3 +364,23 @@ def test_b200_kimi_vllm(rows: dict[str, dict[str, str]]) -> None:
     int4 = next(r for r in kimi if r["precision"] == "int4")
     settings, unmodelled, _ = ix.settings_for(int4)
     assert settings["gpu_memory_utilization"] == 0.95 and unmodelled["VLLM_USE_FLASHINFER_MOE_INT4"] == 1
+
+
+def test_b200_gptoss_trt(rows: dict[str, dict[str, str]]) -> None:
+    # B200 passes a fixed --max_batch_size 512 and an fp8 KV cache (H200: CONC and auto)
+    settings, unmodelled, source = ix.settings_for(
+        rows["2026_04_06_gpt_oss_120b_b200_sxm_trtllm_fp4_agg_1024x1024_c128_tp4_ep1_1068"]
+    )
+    assert settings == {
+        "max_num_seqs": 512,
+        "max_num_batched_tokens": 20000,
+        "free_gpu_memory_fraction": 0.85,
+        "kv_cache_dtype": "fp8",
+    }
+    assert unmodelled["moe_config.backend"] == "TRTLLM" and "97f253b51" in source
+    _, unmodelled, source = ix.settings_for(
+        rows["2026_04_06_gpt_oss_120b_b200_sxm_trtllm_fp4_agg_1024x1024_c128_tp2_ep2_2006"]
+    )
+    assert unmodelled["enable_attention_dp"] is True and "645b97aa4" in source
+    _, unmodelled, _ = ix.settings_for(rows["2026_04_06_gpt_oss_120b_b200_sxm_trtllm_fp4_agg_1024x1024_c8_tp4_ep1_249"])
+    assert unmodelled["enable_attention_dp"] is False
