@@ -1,4 +1,4 @@
-"""Fit, per engine, the three step-time terms no kernel table measures, on end-to-end TPOT, leaving one model out.
+"""Fit, per engine, the step-time terms no kernel table measures, on end-to-end TPOT and TTFT, leaving one model out.
 
 Run: .venv/bin/python benchmarks/fit_engine_terms.py [--jobs 2] [--write]
 
@@ -16,16 +16,24 @@ mostly its kernels, the third in how TPOT grows with the batch:
   each scheduled request, on the host CPU. On H100, TPOT exceeds the kernel step by 20–45 µs more for every further
   client (vLLM, with Qwen3-32B, Llama-3.1-70B and gpt-oss-120b alike, at every TP, so not a GPU kernel); on H200 the
   same engines and models show about none. It is a cost of the hosts, and each GPU's rows come from one cluster, so
-  it is fitted per (GPU, engine); GPUs without silicon rows get none.
+  it is fitted per (GPU, engine); GPUs without silicon rows get none;
+- the host's launches of an iteration that replays no CUDA graph (every prefill under SGLang and TensorRT-LLM; under
+  vLLM a step beyond its largest capture size, min(2 · max_num_seqs, 512) tokens): each kernel is launched from
+  Python, so a step whose kernels are short waits for them. The silicon sample's TTFT at 1,024-token prompts sits far
+  above the kernel step where a model has many MoE layers (MiniMax-M2.5 on H200, vLLM TP 8, 4 clients: 106 ms
+  measured, 40 ms of kernels; DeepSeek-R1 under SGLang +178 ms) and not at 8,192 (the kernels outlast the launches);
+  a MoE layer launches the router, top-k, token alignment and grouped GEMMs besides a dense layer's kernels, so the
+  host time is one value per dense and one per MoE layer. aiconfigurator 0.12.0's vLLM backend adds a similar
+  0.8 ms per layer ("dispatch overhead", fitted on the silicon corpus).
 The form is therefore
 
     allreduce  = measured kernel + w_engine · log2(ranks)   (prefill and decode, the lm_head's logits gather included)
-    iteration  = its kernels + f_engine + s_(gpu, engine) · sequences scheduled
+    iteration  = its kernels + f_engine + s_(gpu, engine) · sequences scheduled            (CUDA graphs replayed)
+    iteration  = max(its kernels, L_dense · e_dense + L_moe · e_moe) + f_engine + s · sequences   (eager)
 
-with one (w, f) per engine and one s per (GPU, engine). These are the only terms of the step-time model fitted on
-end-to-end runs
-(silicon_sample.csv); everything else is fitted on kernel tables. So they are fitted and scored without seeing the
-model they are scored on:
+with one (w, f, e_dense, e_moe) per engine and one s per (GPU, engine). These are the only terms of the step-time
+model fitted on end-to-end runs (silicon_sample.csv); everything else is fitted on kernel tables. So they are fitted
+and scored without seeing the model they are scored on:
 - grid: each candidate term, each through the full simulation of every H100/H200 aggregated PP-1 row
   of the engine (benchmarks/validate_serving.py's predict);
 - leave one model out: for each model, the (w, f) with the lowest median TPOT APE over the engine's other models,
@@ -42,6 +50,10 @@ model they are scored on:
   never fitted, are not worse; that last check was added after the first fit of s, which it would have shipped
   for TensorRT-LLM on H100 at 30 µs: its perf-overview throughputs at ~2,000 sequences went from 3.2 % to 13.1 %);
   else it stays 0;
+- a last stage, e_dense and e_moe on one joint grid on top of the three, fitted on TTFT (an eager iteration is a
+  prefill's; decode batches replay graphs): each held-out model gets the pair of the lowest TTFT median over the
+  engine's other models; it ships only if the engine's held-out TTFT median falls, its held-out TPOT median does not
+  rise and no (GPU, engine) group of 20 or more rows is worse held out in TTFT (rule fixed before the first fit);
 - B200 rows never enter the fit; their error with the shipped terms is reported as an out-of-GPU check.
 --write writes planner/calibration/engine_terms.json (the terms per engine, this report, provenance); then rerun
 `validate_serving.py --jobs 2 --write` and `validate_static.py --write` so the committed reports and every answer's
@@ -81,21 +93,27 @@ WAIT_GRIDS_US = {
 STEP_GRID_US = [0.0, 100.0, 200.0, 300.0, 400.0, 500.0, 600.0, 800.0, 1000.0]
 MIN_GROUP_ROWS = 20
 PER_SEQUENCE_GRID_US = [0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 60.0]
+# the eager host time per (dense, MoE) layer, µs: one joint grid (the dense and MoE layers of a model launch together)
+EAGER_DENSE_GRID_US = [0.0, 100.0, 200.0, 300.0, 500.0, 800.0]
+EAGER_MOE_GRID_US = [0.0, 500.0, 1000.0, 1500.0, 2000.0, 2500.0, 3000.0]
 PerGpu = tuple[tuple[str, float], ...]  # (planner GPU id, s µs per sequence), sorted
-Terms = tuple[float, float, PerGpu]  # (w µs per log2 ranks, f µs per iteration, s per GPU)
+Eager = tuple[float, float]  # (µs per dense layer, µs per MoE layer) of an iteration run without CUDA graphs
+Terms = tuple[float, float, PerGpu, Eager]  # (w µs per log2 ranks, f µs per iteration, s per GPU, eager)
 Prediction = tuple[float, float]  # (TTFT ms, TPOT ms)
-NONE: Terms = (0.0, 0.0, ())
+NONE: Terms = (0.0, 0.0, (), (0.0, 0.0))
 
 
 def _with_sequence(terms: Terms, gpu: str, value: float) -> Terms:
     per_gpu = dict(terms[2])
     per_gpu[gpu] = value
-    return terms[0], terms[1], tuple(sorted((g, v) for g, v in per_gpu.items() if v))
+    return terms[0], terms[1], tuple(sorted((g, v) for g, v in per_gpu.items() if v)), terms[3]
 
 
 def _set_terms(engine: str, terms: Terms) -> None:
-    """In this process, every table of `engine` carries the wait, step overhead and per-sequence `terms` (µs)."""
+    """In this process, every table of `engine` carries the wait, step overhead, per-sequence and eager `terms`
+    (µs)."""
     wait, step, sequence = kernels.allreduce_wait_s, kernels.step_overhead_s, kernels.step_per_sequence_s
+    eager = kernels.eager_layer_s
     per_gpu = dict(terms[2])
 
     def wait_for(name: str) -> float:
@@ -107,7 +125,11 @@ def _set_terms(engine: str, terms: Terms) -> None:
     def sequence_for(name: str, gpu: str) -> float:
         return per_gpu.get(gpu, 0.0) * US if name == engine else sequence(name, gpu)
 
+    def eager_for(name: str) -> tuple[float, float]:
+        return (terms[3][0] * US, terms[3][1] * US) if name == engine else eager(name)
+
     kernels.allreduce_wait_s, kernels.step_overhead_s, kernels.step_per_sequence_s = wait_for, step_for, sequence_for
+    kernels.eager_layer_s = eager_for
     kernels.load_kernel_tables.cache_clear()
 
 
@@ -135,7 +157,8 @@ def _scored_rows(engine: str, systems: tuple[str, ...]) -> list[dict[str, str]]:
 
 
 def _label(terms: Terms) -> str:
-    return f"w {terms[0]:g} µs, f {terms[1]:g} µs" + "".join(f", s {g} {v:g} µs" for g, v in terms[2])
+    label = f"w {terms[0]:g} µs, f {terms[1]:g} µs" + "".join(f", s {g} {v:g} µs" for g, v in terms[2])
+    return label + (f", eager {terms[3][0]:g} / {terms[3][1]:g} µs" if any(terms[3]) else "")
 
 
 def _groups(
@@ -180,8 +203,9 @@ def fit_engine(engine: str, jobs: int) -> dict[str, Any]:
     ids = list(predictions(NONE))
     models = sorted({by_id[i]["model_path"] for i in ids})
 
-    def best(candidates: list[Terms], train: list[str]) -> Terms:
-        return min(candidates, key=lambda t: (statistics.median(_ape(grid[t][i], by_id[i], 1) for i in train), t))
+    def best(candidates: list[Terms], train: list[str], which: int = 1) -> Terms:
+        """The candidate of the lowest median APE over `train` (which: 0 TTFT, 1 TPOT)."""
+        return min(candidates, key=lambda t: (statistics.median(_ape(grid[t][i], by_id[i], which) for i in train), t))
 
     def others(model: str) -> list[str]:
         return [i for i in ids if by_id[i]["model_path"] != model]
@@ -192,7 +216,7 @@ def fit_engine(engine: str, jobs: int) -> dict[str, Any]:
     for stage, (term, axis) in enumerate((("wait", WAIT_GRIDS_US[engine]), ("step", STEP_GRID_US))):
 
         def vary(base: Terms, value: float, stage: int = stage) -> Terms:
-            return (value, base[1], base[2]) if stage == 0 else (base[0], value, base[2])
+            return (value, base[1], base[2], base[3]) if stage == 0 else (base[0], value, base[2], base[3])
 
         for base in {shipped, *per_model.values()}:
             for value in axis:
@@ -282,19 +306,87 @@ def fit_engine(engine: str, jobs: int) -> dict[str, Any]:
         )
         if ships:
             shipped, per_model, held = fitted, chosen, stage_held
+    shipped, per_model, held = _eager_stage(
+        engine, ids, by_id, models, stages, predictions, best, shipped, per_model, held
+    )
     return {
         "wait_s_per_log2_ranks": round(shipped[0] * US, 12),
         "step_s": round(shipped[1] * US, 12),
         "per_sequence_s_by_gpu": {gpu: round(v * US, 12) for gpu, v in shipped[2]},
+        "eager_s_per_dense_layer": round(shipped[3][0] * US, 12),
+        "eager_s_per_moe_layer": round(shipped[3][1] * US, 12),
         "ships": shipped != NONE,
         "rows": len(ids),
         "stages": stages,
         "tpot_without": _median(ids, grid[NONE].__getitem__, by_id, 1),
         "tpot_held_out": _median(ids, held.__getitem__, by_id, 1),
+        "ttft_without": _median(ids, grid[NONE].__getitem__, by_id, 0),
+        "ttft_held_out": _median(ids, held.__getitem__, by_id, 0),
         "groups": _groups(engine, ids, grid[NONE], held, by_id),  # neither term against what ships, held out
         "held_out": held,  # what ships, scored without seeing the model
         "scored_rows": by_id,
     }
+
+
+def _eager_stage(
+    engine: str,
+    ids: list[str],
+    by_id: dict[str, dict[str, str]],
+    models: list[str],
+    stages: list[dict[str, Any]],
+    predictions: Callable[[Terms], dict[str, Prediction]],
+    best: Callable[..., Terms],
+    shipped: Terms,
+    per_model: dict[str, Terms],
+    held: dict[str, Prediction],
+) -> tuple[Terms, dict[str, Terms], dict[str, Prediction]]:
+    """The last stage: the eager host time per dense and per MoE layer, one joint grid on top of the TPOT stages,
+    fitted on TTFT (an eager iteration is mostly a prefill: decode steps replay CUDA graphs), each model held out as
+    before. Ships only if the engine's held-out TTFT median is lower, no (GPU, engine) group of 20+ rows is worse
+    held out in TTFT, and the engine's held-out TPOT median is not higher."""
+    axis = [(d, m) for d in EAGER_DENSE_GRID_US for m in EAGER_MOE_GRID_US]
+
+    def vary(base: Terms, value: Eager) -> Terms:
+        return base[0], base[1], base[2], value
+
+    grid = {vary(base, v): predictions(vary(base, v)) for base in {shipped, *per_model.values()} for v in axis}
+    chosen: dict[str, Terms] = {}
+    stage_held: dict[str, Prediction] = {}
+    for model in models:
+        train = [i for i in ids if by_id[i]["model_path"] != model]
+        chosen[model] = best([vary(per_model[model], v) for v in axis], train, 0)
+        stage_held |= {i: grid[chosen[model]][i] for i in ids if by_id[i]["model_path"] == model}
+    ttft_before, ttft_after = _median(ids, held.__getitem__, by_id, 0), _median(ids, stage_held.__getitem__, by_id, 0)
+    tpot_before, tpot_after = _median(ids, held.__getitem__, by_id, 1), _median(ids, stage_held.__getitem__, by_id, 1)
+    groups = _groups(engine, ids, held, stage_held, by_id)
+    worse = [g for g, v in groups.items() if v["rows"] >= MIN_GROUP_ROWS and v["ttft_held_out"] > v["ttft_without"]]
+    fitted = best([vary(shipped, v) for v in axis], ids, 0)
+    ships = ttft_after < ttft_before and tpot_after <= tpot_before and not worse
+    summary = f"held-out TTFT {ttft_before:.1%} → {ttft_after:.1%}, TPOT {tpot_before:.1%} → {tpot_after:.1%}"
+    stages.append(
+        {
+            "term": "eager_per_layer",
+            "grid_us": {"dense": EAGER_DENSE_GRID_US, "moe": EAGER_MOE_GRID_US},
+            "fitted_us": {"dense": fitted[3][0], "moe": fitted[3][1]},
+            "ships": ships,
+            "why": (
+                f"{summary}; no group of {MIN_GROUP_ROWS}+ rows worse in TTFT"
+                if ships
+                else f"not shipped: {summary}" + (f"; TTFT worse held out in {', '.join(worse)}" if worse else "")
+            ),
+            "leave_one_model_out": {
+                "chosen_us": {m: {"dense": t[3][0], "moe": t[3][1]} for m, t in chosen.items()},
+                "ttft_without": ttft_before,
+                "ttft_held_out": ttft_after,
+                "tpot_without": tpot_before,
+                "tpot_held_out": tpot_after,
+            },
+            "groups": groups,
+        }
+    )
+    if ships:
+        return fitted, chosen, stage_held
+    return shipped, per_model, held
 
 
 def _published_primary(record: dict[str, Any]) -> list[tuple[float, float]]:
@@ -325,6 +417,8 @@ def out_of_gpu_check(engine: str, terms: Terms, jobs: int) -> dict[str, Any]:
         "rows": len(ids),
         "tpot_without": _median(ids, base.__getitem__, by_id, 1),
         "tpot_with": _median(ids, shipped.__getitem__, by_id, 1),
+        "ttft_without": _median(ids, base.__getitem__, by_id, 0),
+        "ttft_with": _median(ids, shipped.__getitem__, by_id, 0),
     }
 
 
@@ -336,6 +430,7 @@ def main() -> None:
     # fit from neither term at all, whatever the committed file says
     kernels.allreduce_wait_s = kernels.step_overhead_s = lambda engine: 0.0
     kernels.step_per_sequence_s = lambda engine, gpu: 0.0
+    kernels.eager_layer_s = lambda engine: (0.0, 0.0)
     engines: dict[str, Any] = {}
     held: dict[str, Prediction] = {}
     scored: dict[str, dict[str, str]] = {}
@@ -366,6 +461,7 @@ def main() -> None:
                 fit["wait_s_per_log2_ranks"] / US,
                 fit["step_s"] / US,
                 tuple(sorted((g, v / US) for g, v in fit["per_sequence_s_by_gpu"].items())),
+                (fit["eager_s_per_dense_layer"] / US, fit["eager_s_per_moe_layer"] / US),
             )
             fit["b200_out_of_gpu"] = out_of_gpu_check(engine, terms, args.jobs)
             print(f"{engine} on B200 (never fitted): {fit['b200_out_of_gpu']}")

@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.inferencex_settings import settings_for  # noqa: E402
+from benchmarks.inferencex_settings import settings_for, variables  # noqa: E402
 from planner import InferenceRequest, SpecError, estimate_inference, load_catalog  # noqa: E402
 from planner.serving.engines import resolve_profile  # noqa: E402
 
@@ -106,16 +106,20 @@ def sweep_server_settings(engine: str, isl: int, batch_size: int) -> dict[str, i
     - vLLM: `agg_decode max_batch_size = 512 if max_batch_size < 512 else 2 · max_batch_size` (--max-num-seqs), then
       `agg max_num_tokens = max_batch_size + isl + 1500` (--max-num-batched-tokens);
     - SGLang: `agg_prefill_decode max_prefill_tokens = isl + 1500` (--max-prefill-tokens), the token budget of one
-      prefill batch (its `agg enable_mixed_chunk = true` is not modelled: memplan's SGLang loop runs prefill first).
+      prefill batch (its `agg enable_mixed_chunk = true` is not modelled: memplan's SGLang loop runs prefill first);
+    - TensorRT-LLM and SGLang: `agg_decode cuda_graph_batch_sizes` = 1..16, then steps up to 512, and
+      max_batch_size ± 8, with `cuda_graph_enable_padding = true`: decode batches up to max(512, max_batch_size + 8)
+      replay CUDA graphs (cuda_graph_max_batch_size); vLLM's rule sets none (its default, min(2 · 512, 512)).
     The deployment's own max_batch_size is not recorded in a row; its batch size (the benchmark's concurrency per
     rank) stands in for it."""
+    graphs = max(512, batch_size + 8)
     if engine == "trtllm":
-        return {"max_num_batched_tokens": -(-(batch_size + isl + 500) // 32) * 32}
+        return {"max_num_batched_tokens": -(-(batch_size + isl + 500) // 32) * 32, "cuda_graph_max_batch_size": graphs}
     if engine == "vllm":
         seqs = 512 if batch_size < 512 else 2 * batch_size
         return {"max_num_seqs": seqs, "max_num_batched_tokens": seqs + isl + 1500}
     if engine == "sglang":
-        return {"max_num_batched_tokens": isl + 1500}
+        return {"max_num_batched_tokens": isl + 1500, "cuda_graph_max_batch_size": graphs}
     return {}
 
 
@@ -124,6 +128,24 @@ def image_version(image: str) -> str | None:
     `lmsysorg/sglang:v0.5.9-cu130`), or None for a tag that names none (`gpt-oss-dev`, `glm5-hopper`)."""
     match = re.search(r":v?(\d+\.\d+\.\d+(?:rc\d+)?(?:\.post\d+)?)", image)
     return match.group(1) if match else None
+
+
+def cuda_graph_limit(unmodelled: dict[str, Any], names: dict[str, int]) -> int | None:
+    """The largest CUDA-graph batch an InferenceX launch script set (benchmarks/data/silicon/inferencex_settings.json
+    keeps the flags as the script wrote them): vLLM `--max-cudagraph-capture-size`, SGLang `--cuda-graph-max-bs`,
+    TensorRT-LLM's `cuda_graph_config.max_batch_size` (every script that sets it sets enable_padding); a value may
+    name the script's CONC. None where the script leaves the engine's default."""
+    config = unmodelled.get("cuda_graph_config")
+    for value in (
+        unmodelled.get("max_cudagraph_capture_size"),
+        unmodelled.get("cuda_graph_max_bs"),
+        config.get("max_batch_size") if isinstance(config, dict) else None,
+    ):
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("=").isidentifier() and value.strip().lstrip("=") in names:
+            return names[value.strip().lstrip("=")]
+    return None
 
 
 def inferencex_server(row: dict[str, str], serving: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
@@ -142,6 +164,9 @@ def inferencex_server(row: dict[str, str], serving: dict[str, Any]) -> tuple[dic
     if unmodelled.get("enable_attention_dp") is True and serving["attention_data_parallel"] == 1:
         return None, f"the run's server ran data-parallel attention, which the row does not record ({source})"
     out = serving | settings
+    graphs = cuda_graph_limit(unmodelled, variables(row))
+    if graphs is not None:
+        out["cuda_graph_max_batch_size"] = graphs
     version = image_version(str(unmodelled.get("image", "")))
     if serving["engine_version"] is None and version is not None:
         try:
@@ -218,8 +243,8 @@ def request_for(
     }
     if client_of(row) == "aiconfigurator-sweep":
         limits = sweep_server_settings(row["backend"], int(row["isl"]), int(row["batch_size"]))
-        if row["backend"] == "sglang":  # SGLang's limits are for the whole server, split over the DP ranks
-            limits = {k: v * dp for k, v in limits.items()}
+        if row["backend"] == "sglang":  # SGLang's token limits are for the whole server, split over the DP ranks
+            limits = {k: v * dp if k != "cuda_graph_max_batch_size" else v for k, v in limits.items()}
         serving |= limits
     elif client_of(row) == "inferencex":
         server, why = inferencex_server(row, serving)

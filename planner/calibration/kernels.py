@@ -110,6 +110,8 @@ class KernelTables:
     allreduce_wait_s: float = 0.0
     step_overhead_s: float = 0.0
     step_per_sequence_s: float = 0.0
+    eager_dense_layer_s: float = 0.0
+    eager_moe_layer_s: float = 0.0
     # the nearest table per (section, key), picked once: the sections are read-only once loaded, so their ids are
     # stable for this instance's life
     _picked: dict[tuple[int, tuple[float, ...]], KernelTable] = field(default_factory=dict, repr=False)
@@ -329,20 +331,25 @@ def available_tables() -> frozenset[tuple[str, str]]:
     return frozenset(pairs)
 
 
+# (wait, step, per sequence by GPU, eager host time per (dense, MoE) layer)
+EngineTerms = tuple[float, float, dict[str, float], tuple[float, float]]
+
+
 @lru_cache(maxsize=1)
-def _engine_terms() -> dict[str, tuple[float, float, dict[str, float]]]:
+def _engine_terms() -> dict[str, EngineTerms]:
     raw = json.loads(resources.files(_PACKAGE).joinpath("engine_terms.json").read_text(encoding="utf-8"))
     return {
         e: (
             float(fit["wait_s_per_log2_ranks"]),
             float(fit["step_s"]),
             {gpu: float(s) for gpu, s in fit.get("per_sequence_s_by_gpu", {}).items()},
+            (float(fit.get("eager_s_per_dense_layer", 0.0)), float(fit.get("eager_s_per_moe_layer", 0.0))),
         )
         for e, fit in raw["engines"].items()
     }
 
 
-_NO_TERMS: tuple[float, float, dict[str, float]] = (0.0, 0.0, {})
+_NO_TERMS: EngineTerms = (0.0, 0.0, {}, (0.0, 0.0))
 
 
 def allreduce_wait_s(engine: str) -> float:
@@ -376,6 +383,19 @@ def step_per_sequence_s(engine: str, gpu: str) -> float:
     return _engine_terms().get(engine, _NO_TERMS)[2].get(gpu, 0.0)
 
 
+def eager_layer_s(engine: str) -> tuple[float, float]:
+    """The host time per dense and per MoE layer of an iteration the engine runs without CUDA graphs ((0, 0) where
+    none was shipped): its kernels are launched one by one from Python (modules, custom ops, attention metadata; a
+    MoE layer adds the router, top-k, token alignment and the grouped GEMMs' launches), so a step whose kernels are
+    short takes the launches' time instead, max(kernels, L_dense · dense + L_moe · moe). No kernel table sees it:
+    the tables time kernels back to back (aiconfigurator-core's collectors replay them under CUDA graphs or in tight
+    loops).
+
+    Source: planner/calibration/engine_terms.json, as allreduce_wait_s, fitted on end-to-end TTFT.
+    """
+    return _engine_terms().get(engine, _NO_TERMS)[3]
+
+
 @lru_cache(maxsize=64)
 def load_kernel_tables(gpu: str, engine: str, engine_terms: bool = True) -> KernelTables | None:
     """The fitted tables of (gpu, engine), or None when that pair was never measured. `engine_terms`: the engine's
@@ -392,4 +412,6 @@ def load_kernel_tables(gpu: str, engine: str, engine_terms: bool = True) -> Kern
         allreduce_wait_s=allreduce_wait_s(engine),
         step_overhead_s=step_overhead_s(engine),
         step_per_sequence_s=step_per_sequence_s(engine, gpu),
+        eager_dense_layer_s=eager_layer_s(engine)[0],
+        eager_moe_layer_s=eager_layer_s(engine)[1],
     )

@@ -25,7 +25,7 @@ from planner.gpu_spec import GpuSpec
 from planner.model.kv_cache import kv_split
 from planner.model.precision import dtype_bytes
 from planner.model.spec import ModelSpec
-from planner.serving.engines import EngineDefaults, EngineProfile
+from planner.serving.engines import EngineDefaults, EngineProfile, captured_sizes
 from planner.serving.memory import fused_forward_bytes, weight_terms
 from planner.serving.spec import ServingSpec
 
@@ -144,16 +144,19 @@ def _rope_term(spec: ModelSpec, serving: ServingSpec) -> Term:
     )
 
 
-def _graph_term(spec: ModelSpec, defaults: EngineDefaults, serving: ServingSpec) -> Term | None:
-    if serving.enforce_eager or not defaults.cudagraph_sizes:
+def _graph_term(spec: ModelSpec, profile: EngineProfile, defaults: EngineDefaults, serving: ServingSpec) -> Term | None:
+    captured = captured_sizes(
+        profile, defaults, serving.max_num_seqs, serving.max_num_batched_tokens, serving.cuda_graph_max_batch_size
+    )
+    if serving.enforce_eager or not captured:
         return None
-    sizes = len(defaults.cudagraph_sizes)
+    sizes = len(captured)
     pieces = spec.num_layers + 1
     return Term(
         name="overhead/cuda_graphs",
         bytes=sizes * pieces * GRAPH_BYTES_PER_SIZE_LAYER,
         formula="n_sizes·(L + 1)·0.55 MiB",
-        detail=f"{sizes} captured batch sizes (largest {max(defaults.cudagraph_sizes)}) × {pieces} graph pieces",
+        detail=f"{sizes} captured batch sizes (largest {max(captured)}) × {pieces} graph pieces",
         source="calibrated on the CUDA graph pools vLLM 0.19.0 logs on H100 (0.40-0.60 MiB per size and piece for "
         "dense models; MLA and gpt-oss about twice that)",
     )
@@ -167,7 +170,7 @@ def _vllm(
     budget = int(util * total)
     peak = _vllm_profile_peak(spec, serving, profile, defaults)
     non_torch = _non_torch(profile, serving.tensor_parallel)
-    graphs = _graph_term(spec, defaults, serving)
+    graphs = _graph_term(spec, profile, defaults, serving)
     in_budget = bool(profile.cudagraph_in_kv_budget and profile.cudagraph_in_kv_budget.value)
     non_kv = (peak, non_torch, *((graphs,) if graphs and in_budget else ()))
     outside = (*((graphs,) if graphs and not in_budget else ()), _context_term(total, util))
@@ -270,7 +273,7 @@ def _sglang(
         f"mem_fraction_static × free before weights = {mfs} × ({total / GIB:.2f} − {baseline / GIB:.2f}) GiB "
         f"(CUDA context{' and NCCL init' if serving.tensor_parallel > 1 else ''})"
     )
-    graphs = _graph_term(spec, defaults, serving)
+    graphs = _graph_term(spec, profile, defaults, serving)
     return budget, formula, (loaded,), (*((graphs,) if graphs else ()),)
 
 

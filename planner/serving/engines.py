@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from importlib import resources
+from math import ceil, log2
 from typing import Any, Literal
 
 from pydantic import Field
@@ -66,6 +67,8 @@ class EngineProfile(FrozenSpec):
     cudagraph_sizes: Sourced | None = None
     cudagraph_sets: Sourced | None = None
     cudagraph_in_kv_budget: Sourced | None = None
+    # whether a step with prompt tokens replays CUDA graphs (up to the largest captured size) or always runs eagerly
+    cudagraph_prefill: Sourced | None = None
     comm_init_in_kv_budget: Sourced | None = None
     sampler_bytes_per_logit: Sourced | None = None
     non_torch_bytes: Sourced | None = None
@@ -251,18 +254,53 @@ def sglang_mem_fraction(rule: Sourced, smi_mib: int, tp: int, chunk: int, graph_
     return round((smi_mib - reserved_mib) / smi_mib, 3)
 
 
-def _cudagraph_sizes(rule: str | None, max_num_seqs: int, budget: int) -> tuple[int, ...]:
-    """The batch sizes an engine captures CUDA graphs for (see each profile's cudagraph_sizes source)."""
+def captured_sizes(
+    profile: EngineProfile,
+    defaults: EngineDefaults,
+    max_num_seqs: int | None = None,
+    budget: int | None = None,
+    largest: int | None = None,
+) -> tuple[int, ...]:
+    """The batch sizes (vLLM: tokens of a step) the engine captures CUDA graphs for, with the request's settings:
+    `largest` (ServingSpec.cuda_graph_max_batch_size: vLLM max_cudagraph_capture_size, SGLang --cuda-graph-max-bs,
+    TensorRT-LLM cuda_graph_config.max_batch_size) fills the engine's own list up to it; without it vLLM sizes its
+    captures from the request's max_num_seqs and token budget, and the others keep their defaults."""
+    rule = profile.cudagraph_sizes.value if profile.cudagraph_sizes else None
+    if largest is not None:
+        if profile.engine == "sglang":
+            return _sglang_graph_sizes(largest)
+        if rule == "trtllm":
+            return _trtllm_graph_sizes(largest)
+        if rule is not None:
+            return _cudagraph_sizes(rule, largest, 1 << 30, top=largest)
+        return ()
+    if profile.engine != "vllm" or (max_num_seqs is None and budget is None):
+        return defaults.cudagraph_sizes
+    return _cudagraph_sizes(rule, max_num_seqs or defaults.max_num_seqs, budget or defaults.token_budget)
+
+
+def _cudagraph_sizes(rule: str | None, max_num_seqs: int, budget: int, top: int | None = None) -> tuple[int, ...]:
+    """The batch sizes an engine captures CUDA graphs for (see each profile's cudagraph_sizes source); `top`: the
+    largest capture size where the request sets it (vLLM max_cudagraph_capture_size), else min(2 · max_num_seqs,
+    512)."""
     if rule is None:
         return ()
     if rule == "trtllm":
-        return (*range(1, 32), 32, 64, 128)
-    top = min(2 * max_num_seqs, 512)
+        return _trtllm_graph_sizes(128)
+    top = top or min(2 * max_num_seqs, 512)
     if rule == "step8":
         sizes = [1, 2, 4, *range(8, top + 1, 8)]
     else:  # step8_then16
         sizes = [1, 2, 4, *range(8, min(256, top + 1), 8), *range(256, top + 1, 16)]
     return tuple(s for s in sizes if s <= budget)
+
+
+def _trtllm_graph_sizes(max_bs: int) -> tuple[int, ...]:
+    """tensorrt_llm/llmapi/llm_args.py CudaGraphConfig._generate_cuda_graph_batch_sizes (1.x, without padding):
+    1..31, 32, 64, 128, the powers of two from 256 below max_batch_size, then max_batch_size (default 128)."""
+    sizes = [*range(1, 32), 32, 64, 128, *(2**i for i in range(8, max(8, ceil(log2(max_bs)))))]
+    kept = sorted({s for s in sizes if s <= max_bs})
+    return tuple(kept if kept[-1] == max_bs else [*kept, max_bs])
 
 
 def _sglang_graph_sizes(max_bs: int) -> tuple[int, ...]:

@@ -19,9 +19,11 @@ from pydantic import Field, model_validator
 from planner._base import FrozenSpec
 from planner.calibration.kernels import load_kernel_tables
 from planner.calibration.status import LatencyValidation, latency_validation
-from planner.errors import FieldProblem, SpecError
+from planner.catalog import load_catalog
+from planner.errors import FieldProblem, SpecError, UnknownIdError
 from planner.model.spec import ModelSpec
-from planner.serving.engines import EngineDefaults, profile_overlap
+from planner.serving.engine_memory import MIB, driver_memory_bytes
+from planner.serving.engines import EngineDefaults, captured_sizes, engine_defaults, profile_overlap
 from planner.serving.scheduler import (
     Admission,
     EngineLimits,
@@ -162,8 +164,32 @@ def step_model_for(spec: ModelSpec, serving: ServingSpec, gpu_id: str, moe_ep: i
         attention_dp=serving.attention_data_parallel,
         qk_norm_kernels=int(qk.value) if (qk := serving.engine_profile.qk_norm_kernels) else 0,
         decode_context_parallel=serving.decode_context_parallel,
+        **_graphs(serving, gpu_id, tables.eager_dense_layer_s, tables.eager_moe_layer_s),
     )
     return build_step_model(shape, tables)
+
+
+def _graphs(serving: ServingSpec, gpu_id: str, dense_s: float, moe_s: float) -> dict[str, Any]:
+    """Which iterations replay CUDA graphs (planner.serving.step_time StepModel.graphed) and the host time per layer
+    of those that do not. Without the engine term, or for a GPU outside the catalog, no iteration is timed eagerly."""
+    profile = serving.engine_profile
+    if not (dense_s or moe_s) or not serving.pooled:
+        return {}
+    eager = {"eager_dense_s": dense_s, "eager_moe_s": moe_s}
+    if serving.enforce_eager:
+        return eager
+    try:
+        gpu = load_catalog().gpu(gpu_id)
+    except UnknownIdError:
+        return {}
+    smi = gpu.smi_memory_mib or gpu.memory_bytes // MIB
+    defaults = engine_defaults(profile, driver_memory_bytes(gpu), smi, gpu.name, serving.tensor_parallel)
+    sizes = captured_sizes(
+        profile, defaults, serving.max_num_seqs, serving.max_num_batched_tokens, serving.cuda_graph_max_batch_size
+    )
+    limit = max(sizes, default=0)
+    prefill = bool(profile.cudagraph_prefill and profile.cudagraph_prefill.value)
+    return {"graph_tokens": limit, "graph_prefill": prefill, **eager}
 
 
 def _rank_load(load: LoadSpec, dp: int) -> LoadSpec:

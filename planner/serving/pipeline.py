@@ -248,6 +248,8 @@ def replica_step_model(spec: ModelSpec, serving: ServingSpec, gpu_id: str) -> St
         weight_format=serving.weight_format,
         expert_weight_format=serving.expert_weight_format,
         kv_cache_dtype=serving.kv_cache_dtype,
+        enforce_eager=serving.enforce_eager,
+        cuda_graph_max_batch_size=serving.cuda_graph_max_batch_size,
     )
     return _pipelined(spec, key, gpu_id)
 

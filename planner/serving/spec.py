@@ -191,6 +191,14 @@ class ServingSpec(FrozenSpec):
         "batch_wait_timeout_iters. null = 0, the engine's default (off).",
     )
     enforce_eager: bool = Field(default=False, description="No CUDA graphs (vLLM --enforce-eager).")
+    cuda_graph_max_batch_size: Annotated[int, Field(ge=1, le=1 << 16)] | None = Field(
+        default=None,
+        description="The largest iteration the engine replays as a CUDA graph: vLLM max_cudagraph_capture_size (the "
+        "tokens of a step, prompt tokens included), SGLang --cuda-graph-max-bs and TensorRT-LLM "
+        "cuda_graph_config.max_batch_size with enable_padding (decode batches only); larger iterations run eagerly "
+        "and wait for the host's kernel launches. null = the engine's default (vLLM min(2 · max_num_seqs, 512), "
+        "SGLang by GPU memory and TP, TensorRT-LLM 128).",
+    )
     prompt_tokens: Tokens = Field(default=2048, description="Prompt length per sequence.")
     output_tokens: Tokens = Field(default=256, description="Generated tokens per sequence.")
     concurrency: Annotated[int, Field(ge=1, le=1 << 20)] = Field(

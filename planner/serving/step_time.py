@@ -14,6 +14,13 @@ same linears that count the parameters (planner.model.params), fused as the engi
 Source: the composition follows Vidur (Agrawal et al. 2024, §4) and aiconfigurator's operator model; the per-layer
   collectives are Megatron-LM's two all-reduces per block (Shoeybi et al. 2019 §3).
 
+An iteration that replays no CUDA graph (StepModel.graphed: every prefill under SGLang and TensorRT-LLM, a step
+beyond the largest capture size under vLLM, everything under enforce_eager) has its kernels launched one by one from
+Python; where they are short the GPU waits for the host:
+    t_eager = max(Σ kernels, L_dense · e_dense + L_moe · e_moe)
+with e_dense and e_moe the engine's host time per dense and per MoE layer (engine_terms.json, fitted on end-to-end
+TTFT by benchmarks/fit_engine_terms.py: no kernel table sees it, they time kernels back to back).
+
 Data-parallel attention (ServingShape.attention_dp = D > 1): the TP GPUs form D attention ranks of TP/D GPUs. A step is
 timed on the busiest rank with its own T tokens: attention, the non-expert GEMMs (dense MLPs, shared experts), norms
 and the lm_head at TP/D, one all-reduce per layer over the rank's TP/D GPUs after attention (two in dense layers); the
@@ -103,6 +110,7 @@ class LayerCost:
     decode_only: tuple[Gemm, ...]  # MLA: absorbed W_UK / W_UV batched matmuls of decode tokens
     dcp: int = 1  # MLA under decode context parallelism: GPUs striping the latent cache by position
     latent: int = 0  # MLA d_c: the width of an absorbed head's output
+    moe: bool = False  # a MoE layer (routed experts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +139,11 @@ class StepModel:
     # the engine's host work for an iteration overlaps the GPU's previous one (overlap scheduling): the iteration
     # takes max(GPU, host) instead of their sum
     host_overlap: bool = False
+    # CUDA graphs: the largest step (tokens) the engine replays as a graph (0: none), whether steps with prompt
+    # tokens replay them, and the host time of a step that runs eagerly (its kernels launched one by one)
+    graph_tokens: int = 0
+    graph_prefill: bool = False
+    eager_s: float = 0.0
     # memo of the repeated, context-dependent pieces: a simulation times thousands of iterations of few shapes
     _memo: dict[tuple[int, int, int], float] = field(default_factory=dict, compare=False, repr=False)
     _steps: dict[tuple[Any, ...], StepCost] = field(default_factory=dict, compare=False, repr=False)
@@ -209,9 +222,24 @@ class StepModel:
         # the engine's host work: after the GPU's, or (overlap scheduling) beside it, showing only where longer
         host = self.fixed_s + self.per_seq_s * sampled
         gpu = dense + attention + outside
+        if self.eager_s and not self.graphed(tokens, bool(prefill)):
+            launches = self.eager_s
+            if launches > gpu:  # the GPU waits for the host's launches: the gap shows outside the kernels
+                outside += launches - gpu
+                gpu = launches
         if self.host_overlap:
             host = host - gpu if host > gpu else 0.0
         return StepCost(gpu + host, dense, attention, outside + host)
+
+    def graphed(self, tokens: int, prefill: bool) -> bool:
+        """Whether an iteration of `tokens` tokens (with prompt tokens: `prefill`) replays CUDA graphs.
+
+        Eager iterations take max(their kernels, eager_s = L_dense · dense + L_moe · moe host time per layer):
+        launched one by one from Python, short kernels leave the GPU waiting for the host.
+        Source: the engine profile's cudagraph_prefill and cudagraph_sizes (vLLM pads a step of up to the largest
+          capture size, prompt tokens included; SGLang and TensorRT-LLM replay graphs for decode-only batches only);
+          the host time per layer is fitted end to end (engine_terms.json, benchmarks/fit_engine_terms.py)."""
+        return tokens <= self.graph_tokens and (self.graph_prefill or not prefill)
 
     def _decode_attention_s(self, seqs: int, ctx: int) -> float:
         t, total = self.tables, 0.0
@@ -330,6 +358,10 @@ class ServingShape:
     qk_norm_kernels: int = 0  # kernels of the q/k RMSNorm per layer (the engine profile's qk_norm_kernels)
     decode_context_parallel: int = 1  # GPUs striping an MLA latent cache by position (vLLM DCP)
     host_overlap: bool = False  # overlap scheduling: the host's per-iteration work runs beside the GPU's
+    graph_tokens: int = 0  # the largest step (tokens) replayed as a CUDA graph; 0 = none (enforce_eager)
+    graph_prefill: bool = False  # steps with prompt tokens replay graphs too (vLLM's piecewise graphs)
+    eager_dense_s: float = 0.0  # host time per dense layer of a step run without graphs (engine_terms.json)
+    eager_moe_s: float = 0.0  # and per MoE layer
 
 
 def build_step_model(shape: ServingShape, tables: KernelTables) -> StepModel:
@@ -388,6 +420,9 @@ def _build(shape: ServingShape, tables: KernelTables) -> StepModel:
         per_seq_s=shape.per_seq_s,
         tp=tp,
         host_overlap=shape.host_overlap,
+        graph_tokens=shape.graph_tokens,
+        graph_prefill=shape.graph_prefill,
+        eager_s=sum(c.count * (shape.eager_moe_s if c.moe else shape.eager_dense_s) for c in layers),
     )
     return _sharing(model)
 
@@ -449,6 +484,7 @@ def _layer_cost(
         decode_only=decode_only,
         dcp=shape.decode_context_parallel if mla is not None else 1,
         latent=mla.kv_lora_rank if mla is not None else 0,
+        moe=moe is not None,
     )
 
 

@@ -175,13 +175,16 @@ def test_sweep_rows_run_the_batch_limits_aiconfigurator_s_generator_wrote(rows: 
     """aiconfigurator's gap-analysis sweeps ran the engine configuration its generator writes for an aggregated
     deployment (generator/rule_plugin/<engine>.rule, 0.12.0): TensorRT-LLM max_num_tokens = ceil32(batch + isl +
     500), vLLM max_num_seqs = 512 below 512 clients (else twice them) and max_num_batched_tokens = that + isl + 1500,
-    SGLang max_prefill_tokens = isl + 1500 (InferenceX rows: their launch scripts', below)."""
+    SGLang max_prefill_tokens = isl + 1500, and TensorRT-LLM's and SGLang's CUDA graphs for decode batches up to
+    max(512, batch + 8) (InferenceX rows: their launch scripts', below)."""
     settings = validate_serving.sweep_server_settings
-    assert settings("trtllm", 1024, 8) == {"max_num_batched_tokens": 1536}  # 1,532 rounded up to 32-token blocks
-    assert settings("trtllm", 4096, 128) == {"max_num_batched_tokens": 4736}
+    # 1,532 tokens rounded up to 32-token blocks
+    assert settings("trtllm", 1024, 8) == {"max_num_batched_tokens": 1536, "cuda_graph_max_batch_size": 512}
+    assert settings("trtllm", 4096, 128) == {"max_num_batched_tokens": 4736, "cuda_graph_max_batch_size": 512}
+    assert settings("trtllm", 128, 512)["cuda_graph_max_batch_size"] == 520
     assert settings("vllm", 1024, 64) == {"max_num_seqs": 512, "max_num_batched_tokens": 3036}
     assert settings("vllm", 2000, 512) == {"max_num_seqs": 1024, "max_num_batched_tokens": 4524}
-    assert settings("sglang", 4000, 40) == {"max_num_batched_tokens": 5500}
+    assert settings("sglang", 4000, 40) == {"max_num_batched_tokens": 5500, "cuda_graph_max_batch_size": 512}
     assert settings("transformers", 1024, 8) == {}
     by_engine: dict[str, dict[str, str]] = {}
     for row in rows.values():
@@ -192,6 +195,24 @@ def test_sweep_rows_run_the_batch_limits_aiconfigurator_s_generator_wrote(rows: 
         assert request is not None
         expected = settings(engine, int(row["isl"]), int(row["batch_size"]))
         assert {k: getattr(request.serving, k) for k in expected} == expected, engine
+
+
+def test_inferencex_rows_replay_the_cuda_graphs_their_scripts_captured(rows: dict[str, dict[str, str]]) -> None:
+    """The scripts' graph flags, kept as written in inferencex_settings.json: vLLM gpt-oss-120b
+    --max-cudagraph-capture-size 2048 (a 1,024-token prefill step replays its graphs), TensorRT-LLM gpt-oss-120b
+    cuda_graph_config.max_batch_size CONC, SGLang DeepSeek-R1 --cuda-graph-max-bs; none where a script sets none."""
+    limit = validate_serving.cuda_graph_limit
+    assert limit({"max_cudagraph_capture_size": 2048}, {"CONC": 4}) == 2048
+    assert limit({"cuda_graph_config": {"enable_padding": True, "max_batch_size": "CONC"}}, {"CONC": 64}) == 64
+    assert limit({"cuda_graph_max_bs": "not set (engine default)"}, {"CONC": 4}) is None
+    assert limit({"stream_interval": 10}, {"CONC": 4}) is None
+    for want, expected in (
+        ({"backend": "vllm", "model_path": "openai/gpt-oss-120b", "system": "h200_sxm"}, 2048),
+        ({"backend": "trtllm", "model_path": "openai/gpt-oss-120b", "system": "h200_sxm", "batch_size": "16"}, 16),
+    ):
+        request, why = validate_serving.request_for(_inferencex_row(rows, **want))
+        assert request is not None, why
+        assert request.serving.cuda_graph_max_batch_size == expected, want
 
 
 def _inferencex_row(rows: dict[str, dict[str, str]], **want: str) -> dict[str, str]:

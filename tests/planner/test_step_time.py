@@ -14,7 +14,7 @@ from planner import ServingSpec, load_catalog
 from planner.calibration.grid import LogGrid
 from planner.calibration.kernels import available_tables, load_kernel_tables
 from planner.calibration.rooflines import gemm_roofline_s
-from planner.serving.load import step_model_for
+from planner.serving.load import _graphs, step_model_for
 from planner.serving.step_time import ServingShape, build_step_model, kernel_format
 
 GIB = 1 << 30
@@ -160,7 +160,8 @@ def test_engine_terms_follow_their_shipping_rule_and_reach_the_step_model() -> N
             assert stage["ships"] == (held["tpot_held_out"] < held["tpot_without"] and not worse), engine
             assert fit[key] == (stage["fitted_us"] * 1e-6 if stage["ships"] else 0.0), (engine, key)
         per_gpu = [st for st in fit["stages"] if st["term"] == "per_sequence"]
-        assert per_gpu and len(per_gpu) + len(engine_wide) == len(fit["stages"]), engine
+        eager = [st for st in fit["stages"] if st["term"] == "eager_per_layer"]
+        assert per_gpu and len(eager) == 1 and len(per_gpu) + len(engine_wide) + 1 == len(fit["stages"]), engine
         for stage in per_gpu:
             held, (group,) = stage["leave_one_model_out"], stage["groups"].values()
             improved = group["rows"] >= 20 and held["tpot_held_out"] < held["tpot_without"]
@@ -261,3 +262,84 @@ def test_host_work_overlaps_the_gpu_where_the_engine_schedules_ahead(serving: di
     gpu_s = replace(slow, fixed_s=0.0, _memo={}, _steps={}, _outside={}).step(8, 1024).total_s
     assert gpu_s < 20e-3
     assert slow.step(8, 1024).total_s == pytest.approx(20e-3 if overlapped else gpu_s + 20e-3)
+
+
+def test_the_eager_stage_follows_its_shipping_rule_and_reaches_the_tables() -> None:
+    # the last stage of benchmarks/fit_engine_terms.py: the host time per dense and per MoE layer of an iteration run
+    # without CUDA graphs, one joint grid fitted on TTFT with each model held out; it ships only where the engine's
+    # held-out TTFT fell, its held-out TPOT did not rise and no (GPU, engine) group of 20+ rows got worse in TTFT
+    raw = json.loads((ROOT / "planner" / "calibration" / "engine_terms.json").read_text())
+    for engine, fit in raw["engines"].items():
+        (stage,) = [st for st in fit["stages"] if st["term"] == "eager_per_layer"]
+        held = stage["leave_one_model_out"]
+        worse = any(g["rows"] >= 20 and g["ttft_held_out"] > g["ttft_without"] for g in stage["groups"].values())
+        improved = held["ttft_held_out"] < held["ttft_without"] and held["tpot_held_out"] <= held["tpot_without"]
+        assert stage["ships"] == (improved and not worse), engine
+        fitted = stage["fitted_us"] if stage["ships"] else {"dense": 0.0, "moe": 0.0}
+        assert fit["eager_s_per_dense_layer"] == pytest.approx(fitted["dense"] * 1e-6, abs=1e-15), engine
+        assert fit["eager_s_per_moe_layer"] == pytest.approx(fitted["moe"] * 1e-6, abs=1e-15), engine
+        for gpu in ("h100-sxm", "h200", "b200"):
+            tables, kernel_only = load_kernel_tables(gpu, engine), load_kernel_tables(gpu, engine, engine_terms=False)
+            assert tables is not None and kernel_only is not None
+            assert (tables.eager_dense_layer_s, tables.eager_moe_layer_s) == (
+                fit["eager_s_per_dense_layer"],
+                fit["eager_s_per_moe_layer"],
+            )
+            assert kernel_only.eager_dense_layer_s == kernel_only.eager_moe_layer_s == 0.0
+
+
+@pytest.mark.parametrize(
+    ("serving", "graph_tokens", "graph_prefill"),
+    [
+        # vLLM captures [1, 2, 4, 8, ...] up to min(2 · max_num_seqs, 512) and pads any step up to it, prompts included
+        ({"engine": "vllm"}, 512, True),
+        ({"engine": "vllm", "max_num_seqs": 4}, 8, True),
+        ({"engine": "vllm", "max_num_seqs": 100}, 200, True),
+        ({"engine": "vllm", "engine_version": "0.10.2", "max_num_seqs": 64, "max_num_batched_tokens": 96}, 96, True),
+        ({"engine": "vllm", "enforce_eager": True}, 0, False),
+        # SGLang: decode batches of at most cuda_graph_max_bs (H200 at TP 8: 512); every prefill runs eagerly
+        ({"engine": "sglang"}, 512, False),
+        # TensorRT-LLM: generation-only batches of at most 128 (its 34 default sizes); context batches eagerly
+        ({"engine": "trtllm"}, 128, False),
+    ],
+)
+def test_the_engine_profiles_say_which_iterations_replay_cuda_graphs(
+    serving: dict[str, Any], graph_tokens: int, graph_prefill: bool
+) -> None:
+    spec = ServingSpec(tensor_parallel=8, **serving)
+    graphs = _graphs(spec, "h200", 100e-6, 1e-3)
+    assert graphs.get("graph_tokens", 0) == graph_tokens and graphs.get("graph_prefill", False) is graph_prefill
+    assert (graphs["eager_dense_s"], graphs["eager_moe_s"]) == (100e-6, 1e-3)
+    assert _graphs(spec, "h200", 0.0, 0.0) == {}  # no engine term: nothing is timed eagerly
+    assert _graphs(ServingSpec(engine="transformers"), "h200", 100e-6, 1e-3) == {}
+
+
+def test_an_eager_iteration_takes_the_longer_of_its_kernels_and_its_launches() -> None:
+    # DeepSeek-V3 has 3 dense and 58 MoE layers: eager_s = 3 · dense + 58 · MoE host time per layer. An iteration
+    # that does not replay a CUDA graph takes max(its kernels, eager_s) before the host's own per-step work; one
+    # that replays a graph takes its kernels
+    spec = CATALOG.model("deepseek-v3").spec
+    tables = load_kernel_tables("h200", "sglang", engine_terms=False)
+    assert tables is not None
+    shape = ServingShape(spec, 8, 8, 1, "fp8_block", "fp8_block", "bf16", 0.0, 0.0)
+    kernels_only = build_step_model(shape, tables)
+    eager = build_step_model(
+        replace(shape, graph_tokens=512, graph_prefill=False, eager_dense_s=200e-6, eager_moe_s=2e-3), tables
+    )
+    assert eager.eager_s == pytest.approx(3 * 200e-6 + 58 * 2e-3)
+    short_prompt, long_prompt = ((1024, 0),), ((16384, 0),)
+    for decode, ctx, chunks in ((0, 0.0, short_prompt), (4, 2048.0, short_prompt), (0, 0.0, long_prompt)):
+        gpu = kernels_only.step(decode, ctx, chunks)
+        step = eager.step(decode, ctx, chunks)
+        assert not eager.graphed(decode + sum(q for q, _ in chunks), True)
+        assert step.total_s == pytest.approx(max(gpu.total_s, eager.eager_s))
+        assert (step.dense_s, step.attention_s) == (gpu.dense_s, gpu.attention_s)  # the wait shows outside them
+    assert (
+        kernels_only.step(0, 0.0, short_prompt).total_s < eager.eager_s < kernels_only.step(0, 0.0, long_prompt).total_s
+    )
+    # decode-only batches up to the largest captured size replay graphs; beyond it they run eagerly too
+    assert eager.step(64, 2048.0).total_s == kernels_only.step(64, 2048.0).total_s
+    assert eager.step(600, 2048.0).total_s == pytest.approx(max(kernels_only.step(600, 2048.0).total_s, eager.eager_s))
+    # vLLM's piecewise graphs hold prompt tokens too: a step of 64 decodes and a 256-token chunk replays them
+    vllm_like = replace(eager, graph_prefill=True, _memo={}, _steps={}, _outside={})
+    assert vllm_like.step(64, 2048.0, ((256, 0),)).total_s == kernels_only.step(64, 2048.0, ((256, 0),)).total_s
