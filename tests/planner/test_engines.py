@@ -10,7 +10,7 @@ import pytest
 from planner import load_catalog
 from planner.errors import SpecError
 from planner.serving.engine_memory import driver_memory_bytes
-from planner.serving.engines import engine_defaults, engine_profiles, parse_version, resolve_profile
+from planner.serving.engines import captured_sizes, engine_defaults, engine_profiles, parse_version, resolve_profile
 
 MIB = 1 << 20
 # A citation of engine source: a file path with an extension and an @ version or commit, or a measured log file.
@@ -148,3 +148,41 @@ def test_vllm_capture_sizes() -> None:
     # vllm/config/scheduler.py @ v0.10.2: [1, 2, 4] + range(8, 513, 8) = 67 sizes
     assert len(_defaults("vllm-0.10", "h100-sxm").cudagraph_sizes) == 67
     assert _defaults("trtllm-1", "h100-sxm").cudagraph_sizes[-3:] == (32, 64, 128)
+
+
+def test_captured_sizes_follow_the_request_s_graph_settings() -> None:
+    # serving.cuda_graph_max_batch_size fills each engine's own list up to it; without it vLLM derives its captures
+    # from the request's max_num_seqs (min(2 · max_num_seqs, 512)) and the others keep their defaults
+    vllm, sglang, trt = (_defaults(p, "h200", 8) for p in ("vllm-0.19", "sglang-0.5", "trtllm-1"))
+    profile = {p.id: p for p in engine_profiles()}
+    # vllm/config/vllm.py: [1, 2, 4] + range(8, 256, 8) + range(256, max + 1, 16): 3 + 31 + 113 sizes at 2,048
+    sizes = captured_sizes(profile["vllm-0.19"], vllm, largest=2048)
+    assert len(sizes) == 147 and sizes[-1] == 2048
+    assert captured_sizes(profile["vllm-0.19"], vllm, max_num_seqs=4, budget=8192) == (1, 2, 4, 8)
+    assert captured_sizes(profile["vllm-0.19"], vllm) == vllm.cudagraph_sizes
+    # python/sglang/srt/server_args.py _generate_cuda_graph_batch_sizes: [1, 2, 4, 8, 12] + range(16, 257, 8) ...
+    assert captured_sizes(profile["sglang-0.5"], sglang, largest=128)[-3:] == (112, 120, 128)
+    assert captured_sizes(profile["sglang-0.5"], sglang, largest=600)[-3:] == (512, 544, 576)
+    # tensorrt_llm/llmapi/llm_args.py CudaGraphConfig._generate_cuda_graph_batch_sizes (no padding)
+    assert captured_sizes(profile["trtllm-1"], trt) == trt.cudagraph_sizes == (*range(1, 32), 32, 64, 128)
+    assert captured_sizes(profile["trtllm-1"], trt, largest=1024)[-4:] == (128, 256, 512, 1024)
+    assert captured_sizes(profile["trtllm-1"], trt, largest=520)[-4:] == (128, 256, 512, 520)
+    assert captured_sizes(profile["trtllm-1"], trt, largest=16) == tuple(range(1, 17))
+
+
+def test_the_cuda_graph_memory_term_counts_the_sizes_captured() -> None:
+    # 0.55 MiB per captured size and layer piece (L + 1): vLLM capturing up to 2,048 tokens holds 147 sizes, its
+    # default at max_num_seqs 1,024 51, and at max_num_seqs 4 only 4
+    from planner import InferenceRequest, estimate_inference
+    from planner.serving.engine_memory import GRAPH_BYTES_PER_SIZE_LAYER
+
+    def graphs(**serving: object) -> int:
+        request = InferenceRequest(model="llama-3.1-8b", gpu="h100-sxm", serving={"engine": "vllm", **serving})
+        terms = {t.name: t for t in estimate_inference(request, load_catalog()).memory.terms}
+        return terms["overhead/cuda_graphs"].bytes if "overhead/cuda_graphs" in terms else 0
+
+    per_size = 33 * GRAPH_BYTES_PER_SIZE_LAYER  # Llama-3.1-8B: 32 layers + 1 pieces
+    assert graphs(max_num_seqs=4) == 4 * per_size
+    assert graphs(cuda_graph_max_batch_size=2048) == 147 * per_size
+    assert graphs(max_num_seqs=1024) == 51 * per_size
+    assert graphs(enforce_eager=True) == 0
