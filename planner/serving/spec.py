@@ -328,6 +328,17 @@ class ServingSpec(FrozenSpec):
             raise ValueError(f"{info.field_name} is a {Engine.TRTLLM} setting; engine is '{engine}'")
         return value
 
+    @field_validator("cuda_graph_max_batch_size")
+    @classmethod
+    def _pooled_setting(cls, value: int | None, info: ValidationInfo) -> int | None:
+        engine = info.data.get("engine")
+        if value is not None and engine is not None and engine not in POOLED_ENGINES:
+            raise ValueError(
+                f"cuda_graph_max_batch_size is a setting of the serving engines (vLLM, SGLang, TensorRT-LLM); "
+                f"engine '{engine}' captures no CUDA graphs"
+            )
+        return value
+
     @property
     def gpus_per_replica(self) -> int:
         """GPUs one replica occupies: TP × PP."""

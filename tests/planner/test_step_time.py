@@ -312,6 +312,8 @@ def test_the_engine_profiles_say_which_iterations_replay_cuda_graphs(
     assert (graphs["eager_dense_s"], graphs["eager_moe_s"]) == (100e-6, 1e-3)
     assert _graphs(spec, "h200", 0.0, 0.0) == {}  # no engine term: nothing is timed eagerly
     assert _graphs(ServingSpec(engine="transformers"), "h200", 100e-6, 1e-3) == {}
+    with pytest.raises(ValueError, match="cuda_graph_max_batch_size is a setting of the serving engines"):
+        ServingSpec(engine="transformers", cuda_graph_max_batch_size=8)
 
 
 def test_an_eager_iteration_takes_the_longer_of_its_kernels_and_its_launches() -> None:
