@@ -447,6 +447,10 @@ def _mlp_backward(
         nbytes, formula = (SWIGLU_GRADS - 1) * p * t * f, "2·p·T·f"
     else:
         nbytes, formula = SWIGLU_GRADS * p * t * f, "3·p·T·f"
+    if "down_proj" not in grads.lora | grads.ia3 and "mlp_down_in/autocast_weights" in saved:
+        # under autocast down_proj's MmBackward, run before SwiGLU's gradients, has released its bf16 weight cast
+        nbytes -= saved["mlp_down_in/autocast_weights"]
+        formula += " − down_proj's bf16 weight cast, released"
     ia3 = _ia3_gate_up_backward(shp, grads, saved, f, h, recomputed) if not shp.autocast else 0
     if ia3 > nbytes:
         nbytes, formula = ia3, "k·4·T·f IA3 gate/up gradients (k = 3, 2 in fp32) + p·T·f cast + pending − released"

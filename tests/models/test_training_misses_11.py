@@ -70,6 +70,22 @@ CASES = {
 }  # fmt: skip
 
 
+# Under autocast, SwiGLU's gradients come after down_proj's MmBackward has released its bf16 weight cast (it was
+# still counted). The fp32 word embeddings above exposed it: this draw of the campaign re-run after them missed by
+# +1.55 % / +1.55 % (at the base commit the two errors offset each other: +0.20 % / +0.20 %) → exact.
+AUTOCAST_DOWN_CAST = {
+    "phi3/prompt/autocast/sgd/ckpt": Draw(family="phi3", heads=6, kv="gqa", head_dim=12, ffn_multiple=3.5, layers=3,
+                                          vocab=157, method="prompt", rank=7, virtual_tokens=3,
+                                          precision="bf16_autocast", optimizer="sgd", implementation="for_loop",
+                                          momentum=0.9, checkpointing="full", seq=73),
+}  # fmt: skip
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_gemma2_eager_checkpointed(case: str) -> None:
     assert_draw_holds(CASES[case], exact_peaks=True)
+
+
+@pytest.mark.parametrize("case", list(AUTOCAST_DOWN_CAST))
+def test_swiglu_backward_after_down_proj_cast(case: str) -> None:
+    assert_draw_holds(AUTOCAST_DOWN_CAST[case], exact_peaks=True)
