@@ -385,7 +385,8 @@ def _ia3_gate_up_backward(
     silu's backward has released gate's output, up's backward its W·x and left the MLP input's gradient (p·T·h).
     Without checkpointing W·x's gradient is then cast to p (p·T·f, p != 4) with all of them alive (the peak op);
     in a recomputed block the cast adds nothing: the peak is the second fp32 product (measured: the recomputed
-    W·x, unpacked through checkpoint's hook, is gone by the cast).
+    W·x, unpacked through checkpoint's hook, is gone by the cast). Under autocast the same: W·x is autocast's bf16
+    matmul output (measured in a recomputed block, tests/models/test_training_misses_11.py).
     Bytes beyond the block's saved tensors, at the larger of the two (0 without such a target).
     Source: peft 0.21.2 tuners/ia3/layer.py Linear.forward; transformers 5.23 LlamaMLP.forward; torch autograd
       (a node's saved tensors are released once it has run, nodes run latest-created first); measured by the
@@ -451,7 +452,7 @@ def _mlp_backward(
         # under autocast down_proj's MmBackward, run before SwiGLU's gradients, has released its bf16 weight cast
         nbytes -= saved["mlp_down_in/autocast_weights"]
         formula += " − down_proj's bf16 weight cast, released"
-    ia3 = _ia3_gate_up_backward(shp, grads, saved, f, h, recomputed) if not shp.autocast else 0
+    ia3 = _ia3_gate_up_backward(shp, grads, saved, f, h, recomputed)
     if ia3 > nbytes:
         nbytes, formula = ia3, "k·4·T·f IA3 gate/up gradients (k = 3, 2 in fp32) + p·T·f cast + pending − released"
     if grads.weights:
