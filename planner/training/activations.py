@@ -26,8 +26,10 @@ from planner.training.spec import AttentionImpl, KernelDevice
 
 __all__ = [
     "APPROXIMATE_LEDGER_FAMILIES",
+    "ATTENTION_OUT_NORM",
     "DROPOUT_MASK_BYTES",
     "FUSED_QKV_FAMILIES",
+    "MLP_OUT_NORM",
     "LayerGrads",
     "SavedActivations",
     "SavedLedger",
@@ -151,6 +153,13 @@ APPROXIMATE_LEDGER_FAMILIES = frozenset(
 )
 # Gemma's RMSNorm scales by (1 + w) in fp32 before casting back (GemmaRMSNorm, Gemma2RMSNorm)
 FP32_SCALED_NORM_FAMILIES = frozenset({"gemma", "gemma2"})
+# Norms after the sublayers as well as before (Gemma2DecoderLayer: post_attention_layernorm on the attention output,
+# pre_feedforward_layernorm as the MLP's input norm, post_feedforward_layernorm on the MLP output): 4 per block
+SANDWICH_NORMS = 4
+# the ledger's names of Gemma-2's post_attention_layernorm and post_feedforward_layernorm; its
+# pre_feedforward_layernorm, the MLP's input norm, is the ledger's post_attention_norm like any block's
+ATTENTION_OUT_NORM = "attention_out_norm"
+MLP_OUT_NORM = "mlp_out_norm"
 
 
 def _norm(
@@ -354,8 +363,9 @@ def layer_saved_bytes(
     if grads.adapter_bottleneck:
         _adapter(ledger, shp, h, grads.adapter_bottleneck, "adapter_attention")
         mid_grad = True
-    for extra in range(max(0, spec.norms_per_layer - 2)):  # Gemma2's post-norms
-        _norm(ledger, shp, h, mid_grad, grads.weights, f"extra_norm_{extra}", fp32_scale=gemma)
+    sandwich = spec.norms_per_layer >= SANDWICH_NORMS
+    if sandwich:  # Gemma-2's post_attention_layernorm, on the attention output before the residual sum
+        _norm(ledger, shp, h, mid_grad, grads.weights, ATTENTION_OUT_NORM, fp32_scale=gemma)
     _norm(ledger, shp, h, mid_grad, grads.weights, "post_attention_norm", fp32_scale=gemma)
     _linear_inputs(ledger, shp, readers_grads, mlp_readers, h, "mlp_in", mid_grad or grads.weights, d_outs=outs)
     if not moe_layer or spec.moe is None:  # (IA3 on an MoE layer's shared expert is not modelled)
@@ -365,6 +375,8 @@ def layer_saved_bytes(
         f"{SHARED}{name}" for name in ("gate_proj", "up_proj", "down_proj")
     }
     out_grad = mid_grad or grads.weights or bool(trained & ffn_trained)
+    if sandwich:  # Gemma-2's post_feedforward_layernorm, on the MLP output: its input needs grad as the MLP's does
+        _norm(ledger, shp, h, out_grad, grads.weights, MLP_OUT_NORM, fp32_scale=gemma)
     if grads.adapter_bottleneck:
         _adapter(ledger, shp, h, grads.adapter_bottleneck, "adapter_mlp")
         out_grad = True

@@ -36,6 +36,10 @@ LOSS_TERM = "activations/loss"  # the loss scalar and backward's seed gradient, 
 LOSS_TENSORS = 2  # the fp32 loss and its ones_like seed
 LOGITS_GRAD_BUFFERS = 2  # fp32 gradients of log-probs and of the upcast logits, live at once in backward
 SAVED_SOURCE = "derived here from the tensors autograd saves (planner.training.activations)"
+# models that build the causal and the sliding-window mask whatever their layers use (transformers 5.23
+# Gemma2Model.forward, Gemma3TextModel.forward, GptOssModel.forward: both in `causal_mask_mapping`; eager
+# materializes each, the probe's Gemma-2 config keeps Gemma2Config's 4096-token window where the spec has none)
+BOTH_MASKS_FAMILIES = frozenset({"gemma2", "gemma3_text", "gpt_oss"})
 
 
 def _saved(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, micro_batch: int | None) -> SavedActivations:
@@ -105,13 +109,14 @@ def _checkpoint_inputs(spec: ModelSpec, t: TrainingSpec, shp: TrainShapes) -> Te
     The RoPE cos/sin tables (2·p·s·d_R; fp32 under autocast), the position ids (8·s) and the attention masks:
     eager's 4-D additive masks, p·b·s·s_k for each kind its layers use (causal; sliding window when the window
     is shorter than the keys, both for Gemma-2's alternating layers); SDPA runs full layers causal without a
-    mask, and window layers with one boolean s·s_k mask shared over the batch.
+    mask, and window layers with one boolean s·s_k mask shared over the batch. Prompt tuning: the word
+    embeddings the soft prompt is concatenated with, p·b·s_text·h (p = 4 under autocast: the table is fp32).
     Source: transformers 5 masking_utils (create_causal_mask, create_sliding_window_causal_mask, sdpa_mask);
       measured by the probe grid and campaign (models/: live storages of checkpointed steps).
     """
     if t.gradient_checkpointing is not Checkpointing.FULL:
         return None
-    p = shp.act_bytes
+    p = shp.residual_bytes  # the word embeddings' dtype: fp32 under autocast (an fp32 embedding table)
     rope = rope_table_bytes(spec, shp)
     positions = INT64_BYTES * shp.seq
     mask, mask_formula = _attention_masks(spec, shp)
@@ -131,13 +136,15 @@ def _checkpoint_inputs(spec: ModelSpec, t: TrainingSpec, shp: TrainShapes) -> Te
 
 def _attention_masks(spec: ModelSpec, shp: TrainShapes) -> tuple[int, str]:
     """The masks the model builds once for its layers: eager's 4-D additive masks, p·b·s·s_k for each kind its
-    layers use, in the embeddings' dtype (p = 4 under autocast, whose embedding output is fp32: transformers 5.23
-    masking_utils takes `inputs_embeds.dtype`); SDPA's one boolean s·s_k mask for window layers shorter than the
-    keys (none for full layers)."""
+    layers use (both for BOTH_MASKS_FAMILIES), in the embeddings' dtype (p = 4 under autocast, whose embedding
+    output is fp32: transformers 5.23 masking_utils takes `inputs_embeds.dtype`); SDPA's one boolean s·s_k mask for
+    window layers shorter than the keys (none for full layers)."""
     p, s_k = shp.residual_bytes, shp.seq + shp.prefix_tokens  # the masks take the embeddings' dtype
     full_layers, window_layers = _mask_kinds(spec, shp)
     if shp.attention is AttentionImpl.EAGER:
-        kinds = int(full_layers) + int(any(spec.uses_sliding_window(i) for i in range(spec.num_layers)))
+        both = spec.family in BOTH_MASKS_FAMILIES
+        windows = both or any(spec.uses_sliding_window(i) for i in range(spec.num_layers))
+        kinds = int(full_layers or both) + int(windows)
         return kinds * p * shp.batch * shp.seq * s_k, f" + {kinds}·p·b·s·s_k"
     return (shp.seq * s_k, " + s·s_k") if window_layers else (0, "")
 
@@ -228,7 +235,8 @@ def _block_backward_terms(
 
 
 def _outside_blocks_kept(a: SavedActivations) -> Term:
-    """What outside the blocks is still alive once backward reaches them (OUTER_THROUGH_BLOCKS)."""
+    """What outside the blocks is still alive once backward reaches them (OUTER_THROUGH_BLOCKS; the RoPE tables
+    are in the ledger only without full checkpointing, else they are checkpoint inputs)."""
     kept = {k: v for k, v in a.outer.items() if k in OUTER_THROUGH_BLOCKS}
     return Term(
         name="activations/outside_blocks_kept",
@@ -298,6 +306,7 @@ def _first_block_backward(
             detail="block 0, recomputed: " + _top(a.first_ledger),
             source="Chen et al. 2016 (arXiv:1604.06174) §3",
         ),
+        _outside_blocks_kept(a),
         *own,
     ]
 
@@ -317,7 +326,6 @@ def _last_block_backward(
             detail="the last block, recomputed for its backward",
             source="Chen et al. 2016 (arXiv:1604.06174) §3",
         )
-        rest = []
     else:
         own = Term(
             name="activations/last_block",
@@ -326,7 +334,7 @@ def _last_block_backward(
             detail=_top(a.last_ledger),
             source=src,
         )
-        rest = [_outside_blocks_kept(a)]
+    rest = [_outside_blocks_kept(a)]  # under full checkpointing the RoPE tables are checkpoint inputs instead
     return [earlier, own, *rest, *_block_backward_terms(spec, t, tp, shp, a.last_ledger, a.last_moe, "the last block")]
 
 

@@ -30,6 +30,7 @@ from planner.training.activations import (
     FP32,
     FUSED_QKV_FAMILIES,
     INT64,
+    MLP_OUT_NORM,
     PRE_MLP_PREFIXES,
     LayerGrads,
     MoEGrads,
@@ -38,7 +39,7 @@ from planner.training.activations import (
     moe_combine_bytes,
 )
 from planner.training.attention_core import attention_kernel_locals
-from planner.training.norm_backward import block_norm_backward
+from planner.training.norm_backward import block_norm_backward, mlp_out_norm_saved
 
 __all__ = ["BlockBackward", "block_backward", "forward_peak"]
 
@@ -111,6 +112,44 @@ def _lora_down_recompute_autocast(spec: ModelSpec, shp: TrainShapes, grads: Laye
     return nbytes, parts
 
 
+def _lora_down_recompute_sandwich(spec: ModelSpec, shp: TrainShapes, grads: LayerGrads) -> tuple[int, list[str]]:
+    """LoRA on a dense down_proj in a block with norms after its sublayers (Gemma-2): the recompute runs past
+    down_proj (the block's last saved tensors are its post-feedforward norm's), and its peak in down_proj is at the
+    scaling of lora_B's output: the base output (p·T·h), lora_B's output and its scaled copy (2·b_l·T·h, b_l = 4,
+    2 under autocast, where lora_B runs in bf16), and x cast to the adapter's fp32 (4·T·f, alive as peft's local x)
+    where dropout reads it (p ≠ 4) or autocast does (lora_A keeps a bf16 cast of it). Under autocast with dropout
+    the peak can come earlier, at lora_A's matmul: dropout's fp32 output is alive as lora_A's argument (4·T·f;
+    the ledger holds its bf16 cast) and lora_B's weight cast (2·h·r, in the ledger) is not made yet, in place of
+    lora_B's output and its copy. Backward made nothing of the MLP's before it needed the block (_sandwich_pending).
+    Source: peft 0.21.2 tuners/lora/layer.py Linear.forward; transformers 5.23 Gemma2DecoderLayer.forward;
+      torch/utils/checkpoint.py (non-reentrant recompute on the first unpack, early stop after the last saved
+      tensor); measured by the cpu probe (tests/models/test_training_misses_11.py, the storages live at the peak op).
+    """
+    p, t, h, f = shp.act_bytes, shp.tokens, spec.hidden_size, spec.ffn_dim
+    lora_out = AUTOCAST_BYTES if shp.autocast else FP32
+    nbytes, parts = p * t * h, ["p·T·h base down_proj output"]
+    if shp.autocast or (p != FP32 and grads.lora_dropout):
+        nbytes += FP32 * t * f
+        parts.append("4·T·f adapter input cast")
+    scaling = 2 * lora_out * t * h
+    at_lora_a = FP32 * t * f - AUTOCAST_BYTES * h * grads.lora_rank if shp.autocast and grads.lora_dropout else 0
+    if at_lora_a > scaling:
+        return nbytes + at_lora_a, [*parts, "4·T·f dropout output − 2·h·r lora_B's weight cast, not yet made"]
+    return nbytes + scaling, [*parts, "2·b_l·T·h lora_B output and its scaled copy"]
+
+
+def _sandwich_pending(spec: ModelSpec, shp: TrainShapes, saved: Mapping[str, int]) -> tuple[int, str]:
+    """What backward holds when a block with a post-feedforward norm (Gemma-2) first needs it: the norm's first
+    node to unpack a saved tensor is its · (1 + w) MulBackward, whose incoming gradient is the fp32 cast of the
+    block output gradient (ToCopyBackward of `.type_as(x)`, 4·T·h, where the MLP output is not fp32: p ≠ 4 or
+    autocast; in fp32 the cast is a no-op). (0, "") for other blocks.
+    Source: transformers 5.23 models/gemma2/modeling_gemma2.py Gemma2RMSNorm.forward, Gemma2DecoderLayer.forward;
+      measured by the cpu probe (tests/models/test_training_misses_11.py)."""
+    if f"{MLP_OUT_NORM}/input_fp32" not in saved or (shp.act_bytes == FP32 and not shp.autocast):
+        return 0, ""
+    return FP32 * shp.tokens * spec.hidden_size, "4·T·h post-feedforward norm's fp32 output gradient"
+
+
 GATE_UP_NOT_YET = {  # saved tensors a SwiGLU MLP has not made yet while gate_proj's / up_proj's LoRA runs
     "gate_proj": ("mlp/gate_output", "mlp/act_output", "mlp/up_output", "lora/up_proj/", "ia3/up_proj/"),
     "up_proj": ("mlp/up_output",),
@@ -168,8 +207,10 @@ def _recompute_locals(
     tokens and the product unless a trainable weight keeps them (they are then in the ledger); an MoE layer's
     fp32 k·T·h output gradient, materialized by backward before it needed the block; LoRA on a dense down_proj:
     its locals and the gradients backward made before it needed the block (_lora_down_recompute); LoRA on
-    gate_proj / up_proj: the moment at its lora_B scaling where larger (_lora_gate_up_moments). `lora_down`
-    False: the MLP's own locals only."""
+    gate_proj / up_proj: the moment at its lora_B scaling where larger (_lora_gate_up_moments). A block with a
+    post-feedforward norm (Gemma-2) is first needed at that norm: the recompute runs past down_proj
+    (_lora_down_recompute_sandwich) and backward holds the norm's fp32 output gradient (_sandwich_pending).
+    `lora_down` False: the MLP's own locals only."""
     p, t, h = shp.act_bytes, shp.tokens, spec.hidden_size
     nbytes, parts = p * t * h, ["p·T·h residual"]
     if shp.residual_bytes == FP32 and "post_attention_norm/input_fp32" in saved:
@@ -181,14 +222,15 @@ def _recompute_locals(
     if "mlp_down_in/input" not in saved:
         nbytes += p * t * mlp_width(spec, moe_layer)
         parts.append("p·T·f down_proj input")
+    sandwich = f"{MLP_OUT_NORM}/input_fp32" in saved  # Gemma-2: backward needs the block at its last norm
     if lora_down and not moe_layer and "down_proj" in grads.lora:
         recompute = _lora_down_recompute_autocast if shp.autocast else _lora_down_recompute
-        lora_bytes, lora_parts = recompute(spec, shp, grads)
+        lora_bytes, lora_parts = (_lora_down_recompute_sandwich if sandwich else recompute)(spec, shp, grads)
         nbytes += lora_bytes
         parts += lora_parts
     if lora_down and not moe_layer and not shp.autocast:  # the recompute passes gate/up's LoRA first
         pending = 0
-        if "down_proj" in grads.lora:  # gradients backward made before it needed the block
+        if "down_proj" in grads.lora and not sandwich:  # gradients backward made before it needed the block
             pending = FP32 * t * h + (p * t * h if p != FP32 else 0)
         kept = [part for part in parts[:2] if part in ("p·T·h residual", "p·T·h MLP input")]
         base = p * t * h * len(kept)
@@ -203,6 +245,10 @@ def _recompute_locals(
             parts.append("p·k·T·h gathered tokens")
         nbytes += moe_combine_bytes(spec, p) * rows * h
         parts.append("c·k·T·h expert-output gradient")
+    pending_bytes, pending_formula = _sandwich_pending(spec, shp, saved)
+    if pending_bytes:
+        nbytes += pending_bytes
+        parts.append(pending_formula)
     return BlockBackward("recompute", nbytes, " + ".join(parts))
 
 
@@ -339,7 +385,8 @@ def _ia3_gate_up_backward(
     silu's backward has released gate's output, up's backward its W·x and left the MLP input's gradient (p·T·h).
     Without checkpointing W·x's gradient is then cast to p (p·T·f, p != 4) with all of them alive (the peak op);
     in a recomputed block the cast adds nothing: the peak is the second fp32 product (measured: the recomputed
-    W·x, unpacked through checkpoint's hook, is gone by the cast).
+    W·x, unpacked through checkpoint's hook, is gone by the cast). Under autocast the same: W·x is autocast's bf16
+    matmul output (measured in a recomputed block, tests/models/test_training_misses_11.py).
     Bytes beyond the block's saved tensors, at the larger of the two (0 without such a target).
     Source: peft 0.21.2 tuners/ia3/layer.py Linear.forward; transformers 5.23 LlamaMLP.forward; torch autograd
       (a node's saved tensors are released once it has run, nodes run latest-created first); measured by the
@@ -401,7 +448,11 @@ def _mlp_backward(
         nbytes, formula = (SWIGLU_GRADS - 1) * p * t * f, "2·p·T·f"
     else:
         nbytes, formula = SWIGLU_GRADS * p * t * f, "3·p·T·f"
-    ia3 = _ia3_gate_up_backward(shp, grads, saved, f, h, recomputed) if not shp.autocast else 0
+    if "down_proj" not in grads.lora | grads.ia3 and "mlp_down_in/autocast_weights" in saved:
+        # under autocast down_proj's MmBackward, run before SwiGLU's gradients, has released its bf16 weight cast
+        nbytes -= saved["mlp_down_in/autocast_weights"]
+        formula += " − down_proj's bf16 weight cast, released"
+    ia3 = _ia3_gate_up_backward(shp, grads, saved, f, h, recomputed)
     if ia3 > nbytes:
         nbytes, formula = ia3, "k·4·T·f IA3 gate/up gradients (k = 3, 2 in fp32) + p·T·f cast + pending − released"
     if grads.weights:
@@ -442,14 +493,26 @@ def block_backward(
     """The largest of the block's candidate moments: the MLP's backward, its norms' (planner.training.norm_backward)
     and, under full checkpointing, the recompute at the down projection and at the attention kernel's end;
     `accumulating`: gradients from earlier micro-batches are held (new ones are added into them in place)."""
-    mlp = _mlp_backward(spec, shp, grads, saved, grad_bytes, moe_layer, recomputed, accumulating)
     made_grad_bytes = 0 if accumulating else grad_bytes  # accumulating: new gradients are added in place
     norm_bytes, norm_formula = block_norm_backward(spec, shp, grads, saved, made_grad_bytes, moe_layer)
-    moments = [mlp, BlockBackward("norm_backward", norm_bytes, norm_formula)]
+    # Gemma-2's post-feedforward norm: released before the MLP's backward, not yet rebuilt by the MLP's recompute
+    mlp_moments = [_mlp_backward(spec, shp, grads, saved, grad_bytes, moe_layer, recomputed, accumulating)]
     if recomputed:
-        moments.append(_recompute_locals(spec, shp, grads, saved, moe_layer))
+        mlp_moments.append(_recompute_locals(spec, shp, grads, saved, moe_layer))
+    moments = [_without_mlp_out_norm(m, saved) for m in mlp_moments]
+    moments.append(BlockBackward("norm_backward", norm_bytes, norm_formula))
+    if recomputed:
         moments.append(_attention_recompute(spec, shp, saved))
     return max(moments, key=lambda m: m.bytes)
+
+
+def _without_mlp_out_norm(moment: BlockBackward, saved: Mapping[str, int]) -> BlockBackward:
+    """A moment in or before the MLP, less what Gemma-2's post-feedforward norm saves (not alive then)."""
+    out_norm = mlp_out_norm_saved(saved)
+    if not out_norm:
+        return moment
+    formula = moment.formula + " − the post-feedforward norm's saved tensors"
+    return BlockBackward(moment.moment, moment.bytes - out_norm, formula)
 
 
 def forward_peak(
@@ -497,4 +560,4 @@ def forward_peak(
             down_formula += " + 4·T·f adapter input cast"
         if down > best:
             best, best_formula = down, down_formula
-    return BlockBackward("forward", nbytes + best, " + ".join([*parts, best_formula]))
+    return _without_mlp_out_norm(BlockBackward("forward", nbytes + best, " + ".join([*parts, best_formula])), saved)
