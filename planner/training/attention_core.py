@@ -29,6 +29,7 @@ __all__ = [
     "attention_core",
     "attention_head_dims",
     "attention_kernel_locals",
+    "prefix_cache_unsaved_bytes",
     "sdpa_kernel",
 ]
 
@@ -121,6 +122,36 @@ def _eager_kv_widths(spec: ModelSpec, shp: TrainShapes) -> tuple[int, int]:
     k = n_kv * d_q if (n_kv == n_h or one_row) and not shp.autocast else n_h * d_q
     v_view = (one_row or (shp.prefix_tokens > 0 and n_kv == n_h)) and not (shp.autocast and shp.prefix_tokens)
     return k, _v_source_width(spec, shp) if v_view else n_h * d_v
+
+
+def prefix_cache_unsaved_bytes(spec: ModelSpec, shp: TrainShapes, q_grad: bool) -> int:
+    """Bytes of one layer's DynamicCache entries, cat(prefix, k) and cat(prefix, v) (c·b·(P + s)·n_kv·d_h each),
+    that no saved tensor is a view of: alive through the forward beside the saved tensors (prefix tuning).
+    c = 4 under autocast (RoPE's k and the prefix are fp32; the kernels keep bf16 casts: both unsaved), else p.
+    Otherwise the kernel keeps the concatenation itself where it saves k or v at n_kv heads in p (the widths of
+    attention_core): fused SDPA when repeat_kv is a view (n_kv = n_h, or one KV head); eager for k when q needs
+    grad, for v when it is a view; SDPA math never for k (it keeps k·√scale), for v in fp32 in one row
+    (the ledger's view). `q_grad`: the layer's q needs grad (eager keeps k for it).
+    Source: transformers 5.23 cache_utils.py DynamicLayer.update (torch.cat), sdpa_attention.py repeat_kv;
+      measured by the cpu probe (tests/models/test_training_misses_12.py)."""
+    d_q, d_v, n_kv = attention_head_dims(spec)
+    b, s_k, p = shp.batch, shp.seq + shp.prefix_tokens, shp.act_bytes
+    c = FP32 if shp.autocast else p
+    k_bytes, v_bytes = c * b * s_k * n_kv * d_q, c * b * s_k * n_kv * d_v
+    if shp.autocast:
+        return k_bytes + v_bytes
+    if shp.attention is AttentionImpl.SDPA:
+        k_width, v_width = _fused_kv_widths(spec, shp, masked=True)
+        k_saved = k_width == n_kv * d_q
+    elif shp.attention is AttentionImpl.SDPA_MATH:
+        k_saved = False
+        one_view = p == FP32 and b == 1 and (n_kv == spec.num_heads or n_kv == 1)
+        v_width = _v_source_width(spec, shp) if one_view else spec.num_heads * d_v
+    else:
+        k_width, v_width = _eager_kv_widths(spec, shp)
+        k_saved = q_grad and k_width == n_kv * d_q
+    v_saved = v_width == n_kv * d_v
+    return (0 if k_saved else k_bytes) + (0 if v_saved else v_bytes)
 
 
 def attention_core(

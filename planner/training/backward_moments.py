@@ -19,6 +19,7 @@ from planner.training.activations import (
     recomputed_bytes,
     rope_table_bytes,
 )
+from planner.training.attention_core import prefix_cache_unsaved_bytes
 from planner.training.block_backward import block_backward, forward_peak
 from planner.training.forward_moments import checkpointed_loss_forward
 from planner.training.norm_backward import norm_backward_bytes
@@ -427,27 +428,33 @@ def _final_norm_backward(
 def _prefix_loss_forward(
     spec: ModelSpec, t: TrainingSpec, shp: TrainShapes, a: SavedActivations, blocks: Term
 ) -> list[Term] | None:
-    """Prefix tuning under autocast, no checkpointing: the forward's own peak, at the loss (nll_loss of the fp32
-    log-probs). Beyond every saved tensor (blocks and outside them):
-    - the DynamicCache each layer's attention fills with cat(prefix, k) and cat(prefix, v): fp32 (RoPE's k and the
-      prefix are fp32), 2·L·4·b·n_kv·(P + s)·d_h, not saved (autocast's matmuls keep bf16 casts of them);
-    - the final norm's output, lm_head's input (4·T·h, the fp32 residual stream; lm_head keeps its bf16 cast);
-    - lm_head's bf16 logits (2·T·V) and their fp32 copy (4·T·V; log_softmax keeps its output only);
+    """Prefix tuning without checkpointing: the forward's own peak, at the loss (nll_loss of the fp32 log-probs).
+    Beyond every saved tensor (blocks and outside them):
+    - the DynamicCache each layer's attention fills with cat(prefix, k) and cat(prefix, v), in c bytes (fp32 under
+      autocast, where RoPE's k and the prefix are fp32; else p: peft casts the prefix to the model's dtype),
+      2·L·c·b·n_kv·(P + s)·d_h, not saved (the attention keeps its own q, k, v);
+    - the final norm's output, lm_head's input (r·T·h, r the residual stream's bytes; lm_head keeps its cast under
+      autocast);
+    - lm_head's logits (p·T·V) and, where they are not fp32, their fp32 copy (4·T·V; log_softmax keeps its output
+      only);
     - the labels padded by one (8·b·(s + 1), when the shifted labels are a copy: b > 1) and the loss (4);
-    - autocast's cached bf16 casts of the prefix MLP's trained biases (2·(e + L·2·t)), kept by its cast cache
-      until autocast exits; the weights' casts are saved.
+    - under autocast, its cached bf16 casts of the prefix MLP's trained biases (2·(e + L·2·t)), kept by its cast
+      cache until autocast exits; the weights' casts are saved.
     Source: transformers 5.23 loss_utils.py ForCausalLMLoss, cache_utils.py DynamicLayer.update (torch.cat);
-      peft 0.21.2 PrefixEncoder; measured by the cpu probe (the storages live at the forward's peak op,
-      tests/models/test_training_misses_8.py)."""
-    if not (shp.autocast and shp.prefix_tokens) or t.gradient_checkpointing is not Checkpointing.NONE:
+      peft 0.21.2 PrefixEncoder, PeftModelForCausalLM.get_prompt (`.to(base_model_torch_dtype)`); measured by the
+      cpu probe (the storages live at the forward's peak op, tests/models/test_training_misses_8.py, _12.py)."""
+    if not shp.prefix_tokens or t.gradient_checkpointing is not Checkpointing.NONE:
         return None
     fp32, tokens, h, v = FP32_BYTES, shp.tokens, spec.hidden_size, spec.vocab_size
     s_k = shp.seq + shp.prefix_tokens
-    cache = 2 * spec.num_layers * fp32 * shp.batch * spec.kv_heads * s_k * spec.resolved_head_dim
-    logits = AUTOCAST_BYTES * tokens * v + fp32 * tokens * v
+    # block 0's q needs no grad (only the prefix, from its keys on, trains); the later blocks' inputs do
+    cache = prefix_cache_unsaved_bytes(spec, shp, q_grad=False)
+    cache += (spec.num_layers - 1) * prefix_cache_unsaved_bytes(spec, shp, q_grad=True)
+    logits_fp32_copy = fp32 * tokens * v if shp.act_bytes != fp32 else 0
+    logits = shp.act_bytes * tokens * v + logits_fp32_copy
     labels = INT64_BYTES * shp.batch * (shp.seq + 1) if shp.batch > 1 else 0
     t_dim, e = shp.prefix_mlp
-    biases = AUTOCAST_BYTES * (e + spec.num_layers * 2 * t_dim) if t_dim else 0
+    biases = AUTOCAST_BYTES * (e + spec.num_layers * 2 * t_dim) if t_dim and shp.autocast else 0
     return [
         blocks,
         Term(
@@ -460,15 +467,15 @@ def _prefix_loss_forward(
         Term(
             name="activations/prefix_kv_cache",
             bytes=cache,
-            formula="2·L·4·b·n_kv·(P + s)·d_h",
-            detail=f"fp32 cat(prefix, k) and cat(prefix, v) of {spec.num_layers} layers, P + s = {s_k}",
+            formula="Σ_layers 2·c·b·n_kv·(P + s)·d_h, less what the attention saves",
+            detail=f"cat(prefix, k), cat(prefix, v) of {spec.num_layers} layers no saved tensor views, P + s = {s_k}",
             source="transformers 5.23 cache_utils.py DynamicLayer.update; measured by the cpu probe",
         ),
         Term(
             name="activations/loss_forward_temporaries",
-            bytes=fp32 * tokens * h + logits + labels + fp32 + biases,
-            formula="4·T·h + 2·T·V + 4·T·V + 8·b·(s + 1) [b > 1] + 4 + 2·(e + 2·L·t)",
-            detail="the final norm's output, bf16 logits and their fp32 copy, padded labels, the loss, the prefix "
+            bytes=shp.residual_bytes * tokens * h + logits + labels + fp32 + biases,
+            formula="r·T·h + p·T·V + 4·T·V [p ≠ 4] + 8·b·(s + 1) [b > 1] + 4 + 2·(e + 2·L·t) [autocast]",
+            detail="the final norm's output, the logits and their fp32 copy, padded labels, the loss, the prefix "
             "MLP's cached bias casts",
             source="transformers 5.23 loss_utils.py ForCausalLMLoss; measured by the cpu probe",
         ),
