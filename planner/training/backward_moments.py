@@ -11,6 +11,7 @@ from planner.explain import Term
 from planner.model.params import block_layout, count_params
 from planner.model.spec import ModelSpec
 from planner.training.activations import (
+    PRE_MLP_PREFIXES,
     SavedActivations,
     SavedLedger,
     TrainShapes,
@@ -19,7 +20,7 @@ from planner.training.activations import (
     recomputed_bytes,
     rope_table_bytes,
 )
-from planner.training.attention_core import prefix_cache_unsaved_bytes
+from planner.training.attention_core import attention_kernel_locals, prefix_cache_unsaved_bytes
 from planner.training.block_backward import block_backward, forward_peak
 from planner.training.forward_moments import checkpointed_loss_forward
 from planner.training.norm_backward import norm_backward_bytes
@@ -190,6 +191,69 @@ def _forward_moment(
             bytes=peak.bytes,
             formula=peak.formula,
             detail="the last block's down_proj, at lora_B's scaled output",
+            source=src,
+        ),
+    ]
+
+
+def _attention_forward(
+    spec: ModelSpec, t: TrainingSpec, shp: TrainShapes, a: SavedActivations, earlier: Term
+) -> list[Term] | None:
+    """Without checkpointing, the forward at the end of the last block's SDPA math kernel: the earlier blocks'
+    saved tensors, the last block's up to its attention core (their own, and the kernel's q, k, v and
+    probabilities), what outside the blocks is saved before them, the position ids (8·s) and masks, the
+    embedding output and the block input the model's loop holds (p·T·h each, unless the block's fp32 input norm
+    keeps its input), the attention module's and kernel's locals (attention_core.attention_kernel_locals), and
+    for prompt tuning peft's locals: the soft prompt cast to the embeddings' dtype (p·b·n_v·h), the labels with
+    the virtual tokens' -100 (8·b·s) and those -100s (8·b·n_v). Sets the peak where s² is large next to the
+    vocabulary and the hidden size. None where no such moment is modelled.
+    Source: transformers 5.23 DeepseekV2Model.forward, LlamaModel.forward; peft 0.21.2 PeftModelForCausalLM.forward
+      (prompt tuning: torch.cat of the prompts and of the prefix labels); measured by the cpu probe (the storages
+      live at the forward's peak op, tests/models/test_training_misses_12.py)."""
+    if t.gradient_checkpointing is not Checkpointing.NONE:
+        return None
+    local_bytes, formula = attention_kernel_locals(spec, shp, a.last_ledger)
+    if not local_bytes:
+        return None
+    p, h = shp.act_bytes, spec.hidden_size
+    through = {k: v for k, v in a.last_ledger.items() if k.startswith(PRE_MLP_PREFIXES)}
+    before = {k: v for k, v in a.outer.items() if k in OUTER_THROUGH_BLOCKS and not k.startswith("loss/")}
+    mask, mask_formula = _attention_masks(spec, shp)
+    inputs, inputs_formula = INT64_BYTES * shp.seq + mask, "8·s" + mask_formula
+    if t.method.kind == "prompt":
+        n_v = shp.virtual_tokens
+        inputs += p * shp.batch * n_v * h + INT64_BYTES * shp.batch * (shp.seq + n_v)
+        inputs_formula += " + p·b·n_v·h + 8·b·s + 8·b·n_v"
+    held = 0 if shp.residual_bytes == FP32_BYTES else (1 if spec.num_layers == 1 else 2) * p * shp.tokens * h
+    src = "derived here (planner.training.attention_core.attention_kernel_locals); measured by the cpu probe"
+    return [
+        earlier,
+        Term(
+            name="activations/last_block_through_attention",
+            bytes=sum(through.values()),
+            formula="the last block's saved tensors up to its attention core",
+            detail=_top(SavedLedger(through)),
+            source=SAVED_SOURCE,
+        ),
+        Term(
+            name="activations/outside_blocks_before",
+            bytes=sum(before.values()),
+            formula="RoPE tables, soft-prompt indices",
+            detail=_top(before),
+            source=SAVED_SOURCE,
+        ),
+        Term(
+            name="activations/forward_inputs",
+            bytes=inputs,
+            formula=inputs_formula,
+            detail="position ids, attention masks, prompt tuning's cast prompts and labels",
+            source=src,
+        ),
+        Term(
+            name="activations/forward_temporaries",
+            bytes=held + local_bytes,
+            formula="2·p·T·h + " + formula,
+            detail="the embedding output, the last block's input, its attention's locals at the math kernel's end",
             source=src,
         ),
     ]
@@ -561,6 +625,9 @@ def backward_moments(
     forward = _forward_moment(spec, t, tp, shp, a, blocks)
     if forward:
         moments["forward"] = forward
+    attention_forward = _attention_forward(spec, t, shp, a, earlier)
+    if attention_forward:
+        moments["attention_forward"] = attention_forward
     loss_forward = _prefix_loss_forward(spec, t, shp, a, blocks) or checkpointed_loss_forward(
         spec, t, tp, shp, a, blocks
     )
@@ -619,7 +686,7 @@ def backward_moments(
     for name, terms in moments.items():
         if not (name == "loss_backward" and "embedding/input_ids" in a.outer):  # else saved by the embedding
             terms.append(ids)
-        if name not in ("forward", "loss_forward"):
+        if name not in ("forward", "loss_forward", "attention_forward"):
             terms.append(loss)
         if ckpt_inputs:
             terms.append(ckpt_inputs)

@@ -60,6 +60,7 @@ ONE_BLOCK = frozenset(
         "activations/block_backward_temporaries",
         "activations/first_block_input",
         "activations/block_through_attention",
+        "activations/last_block_through_attention",
         "activations/attention_grad_temporaries",
         "activations/outside_blocks_kept",
         "activations/forward_temporaries",  # the last block's live locals at the forward's own peak
