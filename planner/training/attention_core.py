@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 FP32 = 4
+AUTOCAST_BYTES = 2  # torch.autocast(bf16) casts
 FUSED_QKV_FAMILIES = frozenset({"phi3"})  # one qkv_proj (and gate_up_proj) linear, split after
 # Gemma-2 soft-caps attention scores (eager only) and the final logits: c·tanh(x / c) (its config defaults)
 SOFTCAPPED_FAMILIES = frozenset({"gemma2"})
@@ -214,26 +215,28 @@ def attention_core(
 
 def attention_kernel_locals(spec: ModelSpec, shp: TrainShapes, saved: Mapping[str, int]) -> tuple[int, str]:
     """Bytes alive at the end of SDPA's math kernel besides the saved tensors, and the formula (0 for the other
-    kernels; prefix tuning and autocast, not modelled). In a recomputed block this is the recompute's peak op, without
-    checkpointing a candidate peak of the forward (planner.training.backward_moments).
+    kernels; prefix tuning, and MLA under autocast, not modelled). In a recomputed block this is the recompute's
+    peak op, without checkpointing a candidate peak of the forward (planner.training.backward_moments).
 
-    MLA: _mla_kernel_locals. Otherwise the attention module holds the normed input (p·T·h, unless a trained weight
-    saves it), q and k after RoPE and v (p·T·(n_h + n_kv)·d + p·T·w_v, w_v the width of the tensor v is a view of;
-    in fp32 without repeated heads v is the saved value itself). The math kernel's C++ locals live until it
-    returns: the fp32 casts of q, k, v (4·T·(n_h + 2·n_kv)·d when p ≠ 4; v's is the saved value when n_kv = n_h),
-    k repeated to n_h heads (enable_gqa, 4·T·n_h·d when n_kv < n_h; the repeated v is saved), the causal mask
-    converted to an additive fp32 s·s_k matrix, the fp32 output (4·T·n_h·d) and, when p ≠ 4, its cast and the
-    probabilities' (p·T·n_h·d + p·b·n_h·s·s_k; the kernel returns both).
+    MLA: _mla_kernel_locals; autocast: _autocast_kernel_locals. Otherwise the attention module holds the normed
+    input (p·T·h, unless a trained weight saves it), q and k after RoPE and v (p·T·(n_h + n_kv)·d + p·T·w_v, w_v the
+    width of the tensor v is a view of; in fp32 without repeated heads v is the saved value itself). The math
+    kernel's C++ locals live until it returns: the fp32 casts of q, k, v (4·T·(n_h + 2·n_kv)·d when p ≠ 4; v's is
+    the saved value when n_kv = n_h), k repeated to n_h heads (enable_gqa, 4·T·n_h·d when n_kv < n_h; the repeated v
+    is saved), the causal mask converted to an additive fp32 s·s_k matrix, the fp32 output (4·T·n_h·d) and, when p ≠
+    4, its cast and the probabilities' (p·T·n_h·d + p·b·n_h·s·s_k; the kernel returns both).
     Source: torch 2.13 aten/src/ATen/native/transformers/attention.cpp `_scaled_dot_product_attention_math`
       (query_acc/key_acc/value_acc, convert_boolean_attn_mask, pre_process_group_query_attention_input, the
       returned `matmul(attn, value).to(origin_dtype), attn.to(origin_dtype)`); transformers 5.23
       integrations/sdpa_attention.py (enable_gqa when no mask); measured by the cpu probe at the recompute's peak op
       (tests/models/test_training_misses.py).
     """
-    if shp.attention is not AttentionImpl.SDPA_MATH or shp.prefix_tokens or shp.autocast:
+    if shp.attention is not AttentionImpl.SDPA_MATH or shp.prefix_tokens or (shp.autocast and spec.mla is not None):
         return 0, ""
     if spec.mla is not None:
         return _mla_kernel_locals(spec, shp, saved)
+    if shp.autocast:
+        return _autocast_kernel_locals(spec, shp, saved)
     b, s, p, t = shp.batch, shp.seq, shp.act_bytes, shp.tokens
     n_h, n_kv, d = spec.num_heads, spec.kv_heads, spec.resolved_head_dim
     repeated = n_kv < n_h
@@ -246,6 +249,42 @@ def attention_kernel_locals(spec: ModelSpec, shp: TrainShapes, saved: Mapping[st
     output = FP32 * t * n_h * d + (p * t * n_h * d + p * b * n_h * s * s if p != FP32 else 0)
     formula = "p·T·h + p·T·(n_h + n_kv)·d + p·T·w_v + 4·T·(n_h + 2·n_kv)·d + 4·T·n_h·d + 4·s² + 4·T·n_h·d"
     return module + casts + expanded + mask + output, formula + " + p·T·n_h·d + p·b·n_h·s² (SDPA math's end)"
+
+
+def _autocast_kernel_locals(spec: ModelSpec, shp: TrainShapes, saved: Mapping[str, int]) -> tuple[int, str]:
+    """Under autocast (fp32 parameters, bf16 matmuls), in SDPA's math kernel: bytes alive besides the saved
+    tensors, at the larger of the masked scores and the kernel's end.
+
+    The attention module holds the fp32 normed input (4·T·h, unless a trained weight saves it), q and k after RoPE
+    (fp32: fp32 cos/sin, 4·T·(n_h + n_kv)·d) and v (v_proj's bf16 output, 2·T·w_v); autocast casts q and k to bf16
+    for SDPA (2·T·(n_h + n_kv)·d). The kernel upcasts q, k, v to fp32 (4·T·(n_h + 2·n_kv)·d; v's is the saved
+    value when n_kv = n_h), repeats k (4·T·n_h·d when n_kv < n_h; the repeated v is saved) and makes the additive
+    fp32 causal mask (4·s²); for b > 1, q·kᵀ's reshape copies the scaled q (strided like q_proj's output: the copy
+    is saved, the scaled q stays a kernel local, 4·T·n_h·d). Then at the masked scores, q·kᵀ and its sum with the
+    mask (2·4·b·n_h·s², the softmax not made yet), or at the end the fp32 output, its bf16 cast and the
+    probabilities' (4·T·n_h·d + 2·T·n_h·d + 2·b·n_h·s²).
+    Source: torch 2.13 autocast (scaled_dot_product_attention runs in bf16), `_scaled_dot_product_attention_math`;
+      transformers 5.23 apply_rotary_pos_emb; measured by the cpu probe at the recompute's peak op
+      (tests/models/test_training_misses_12.py)."""
+    b, s, t = shp.batch, shp.seq, shp.tokens
+    n_h, n_kv, d = spec.num_heads, spec.kv_heads, spec.resolved_head_dim
+    lowp = AUTOCAST_BYTES
+    repeated = n_kv < n_h
+    normed = 0 if "attention_in/input" in saved else FP32 * t * spec.hidden_size
+    module = normed + FP32 * t * (n_h + n_kv) * d + lowp * t * _v_source_width(spec, shp)
+    casts = lowp * t * (n_h + n_kv) * d + FP32 * t * (n_h + n_kv + (n_kv if repeated else 0)) * d
+    # the scaled q (strided like q_proj's output) and its bmm copy; not seen for Phi-3's q, a slice of the fused
+    # qkv output (measured at b = 2, not derived: the probe variant of tests/models/test_training_misses_12.py)
+    copies_q = b > 1 and spec.family not in FUSED_QKV_FAMILIES
+    q_copied = FP32 * t * n_h * d if copies_q else 0
+    held = module + casts + (FP32 * t * n_h * d if repeated else 0) + FP32 * s * s + q_copied
+    scores = FP32 * b * n_h * s * s
+    masked, end = held + scores, held + (FP32 + lowp) * t * n_h * d + lowp * b * n_h * s * s
+    formula = "4·T·h + 4·T·(n_h + n_kv)·d + 2·T·w_v + 2·T·(n_h + n_kv)·d + 4·T·(n_h + 2·n_kv)·d + 4·T·n_h·d + 4·s²"
+    formula += " + 4·T·n_h·d [b > 1]"
+    if masked > end:
+        return masked, formula + " + 2·4·b·n_h·s² − the softmax (autocast, SDPA math's masked scores)"
+    return end, formula + " + 4·T·n_h·d + 2·T·n_h·d + 2·b·n_h·s² (autocast, SDPA math's end)"
 
 
 def _mla_kernel_locals(spec: ModelSpec, shp: TrainShapes, saved: Mapping[str, int]) -> tuple[int, str]:

@@ -508,6 +508,9 @@ def _attention_recompute(spec: ModelSpec, shp: TrainShapes, saved: Mapping[str, 
     local_bytes, formula = attention_kernel_locals(spec, shp, saved)
     if not local_bytes:
         return BlockBackward("recompute_attention", 0, "")
+    if shp.autocast:  # the block output's gradient, cast to bf16 for the MLP output's branch before the recompute
+        local_bytes += AUTOCAST_BYTES * shp.tokens * spec.hidden_size
+        formula += " + 2·T·h pending output-gradient cast"
     later = sum(v for k, v in saved.items() if not k.startswith(PRE_MLP_PREFIXES))
     return BlockBackward("recompute_attention", local_bytes - later, formula + " − saved tensors after attention")
 
