@@ -29,10 +29,12 @@ __all__ = [
     "attention_core",
     "attention_head_dims",
     "attention_kernel_locals",
+    "prefix_cache_unsaved_bytes",
     "sdpa_kernel",
 ]
 
 FP32 = 4
+AUTOCAST_BYTES = 2  # torch.autocast(bf16) casts
 FUSED_QKV_FAMILIES = frozenset({"phi3"})  # one qkv_proj (and gate_up_proj) linear, split after
 # Gemma-2 soft-caps attention scores (eager only) and the final logits: c·tanh(x / c) (its config defaults)
 SOFTCAPPED_FAMILIES = frozenset({"gemma2"})
@@ -123,6 +125,36 @@ def _eager_kv_widths(spec: ModelSpec, shp: TrainShapes) -> tuple[int, int]:
     return k, _v_source_width(spec, shp) if v_view else n_h * d_v
 
 
+def prefix_cache_unsaved_bytes(spec: ModelSpec, shp: TrainShapes, q_grad: bool) -> int:
+    """Bytes of one layer's DynamicCache entries, cat(prefix, k) and cat(prefix, v) (c·b·(P + s)·n_kv·d_h each),
+    that no saved tensor is a view of: alive through the forward beside the saved tensors (prefix tuning).
+    c = 4 under autocast (RoPE's k and the prefix are fp32; the kernels keep bf16 casts: both unsaved), else p.
+    Otherwise the kernel keeps the concatenation itself where it saves k or v at n_kv heads in p (the widths of
+    attention_core): fused SDPA when repeat_kv is a view (n_kv = n_h, or one KV head); eager for k when q needs
+    grad, for v when it is a view; SDPA math never for k (it keeps k·√scale), for v in fp32 in one row
+    (the ledger's view). `q_grad`: the layer's q needs grad (eager keeps k for it).
+    Source: transformers 5.23 cache_utils.py DynamicLayer.update (torch.cat), sdpa_attention.py repeat_kv;
+      measured by the cpu probe (tests/models/test_training_misses_12.py)."""
+    d_q, d_v, n_kv = attention_head_dims(spec)
+    b, s_k, p = shp.batch, shp.seq + shp.prefix_tokens, shp.act_bytes
+    c = FP32 if shp.autocast else p
+    k_bytes, v_bytes = c * b * s_k * n_kv * d_q, c * b * s_k * n_kv * d_v
+    if shp.autocast:
+        return k_bytes + v_bytes
+    if shp.attention is AttentionImpl.SDPA:
+        k_width, v_width = _fused_kv_widths(spec, shp, masked=True)
+        k_saved = k_width == n_kv * d_q
+    elif shp.attention is AttentionImpl.SDPA_MATH:
+        k_saved = False
+        one_view = p == FP32 and b == 1 and (n_kv == spec.num_heads or n_kv == 1)
+        v_width = _v_source_width(spec, shp) if one_view else spec.num_heads * d_v
+    else:
+        k_width, v_width = _eager_kv_widths(spec, shp)
+        k_saved = q_grad and k_width == n_kv * d_q
+    v_saved = v_width == n_kv * d_v
+    return (0 if k_saved else k_bytes) + (0 if v_saved else v_bytes)
+
+
 def attention_core(
     ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, q_grad: bool, k_grad: bool, v_grad: bool, masked: bool
 ) -> None:
@@ -183,23 +215,28 @@ def attention_core(
 
 def attention_kernel_locals(spec: ModelSpec, shp: TrainShapes, saved: Mapping[str, int]) -> tuple[int, str]:
     """Bytes alive at the end of SDPA's math kernel besides the saved tensors, and the formula (0 for the other
-    kernels, MLA, prefix tuning and autocast, not modelled). In a recomputed block this is the recompute's peak op.
+    kernels; prefix tuning, and MLA under autocast, not modelled). In a recomputed block this is the recompute's
+    peak op, without checkpointing a candidate peak of the forward (planner.training.backward_moments).
 
-    The attention module holds the normed input (p·T·h, unless a trained weight saves it), q and k after RoPE and v
-    (p·T·(n_h + n_kv)·d + p·T·w_v, w_v the width of the tensor v is a view of; in fp32 without repeated heads v is
-    the saved value itself). The math kernel's C++ locals live until it returns: the fp32 casts of q, k, v
-    (4·T·(n_h + 2·n_kv)·d when p ≠ 4; v's is the saved value when n_kv = n_h), k repeated to n_h heads
-    (enable_gqa, 4·T·n_h·d when n_kv < n_h; the repeated v is saved), the causal mask converted to an additive fp32
-    s·s_k matrix, the fp32 output (4·T·n_h·d) and, when p ≠ 4, its cast and the probabilities' (p·T·n_h·d +
-    p·b·n_h·s·s_k; the kernel returns both).
+    MLA: _mla_kernel_locals; autocast: _autocast_kernel_locals. Otherwise the attention module holds the normed
+    input (p·T·h, unless a trained weight saves it), q and k after RoPE and v (p·T·(n_h + n_kv)·d + p·T·w_v, w_v the
+    width of the tensor v is a view of; in fp32 without repeated heads v is the saved value itself). The math
+    kernel's C++ locals live until it returns: the fp32 casts of q, k, v (4·T·(n_h + 2·n_kv)·d when p ≠ 4; v's is
+    the saved value when n_kv = n_h), k repeated to n_h heads (enable_gqa, 4·T·n_h·d when n_kv < n_h; the repeated v
+    is saved), the causal mask converted to an additive fp32 s·s_k matrix, the fp32 output (4·T·n_h·d) and, when p ≠
+    4, its cast and the probabilities' (p·T·n_h·d + p·b·n_h·s·s_k; the kernel returns both).
     Source: torch 2.13 aten/src/ATen/native/transformers/attention.cpp `_scaled_dot_product_attention_math`
       (query_acc/key_acc/value_acc, convert_boolean_attn_mask, pre_process_group_query_attention_input, the
       returned `matmul(attn, value).to(origin_dtype), attn.to(origin_dtype)`); transformers 5.23
       integrations/sdpa_attention.py (enable_gqa when no mask); measured by the cpu probe at the recompute's peak op
       (tests/models/test_training_misses.py).
     """
-    if shp.attention is not AttentionImpl.SDPA_MATH or spec.mla is not None or shp.prefix_tokens or shp.autocast:
+    if shp.attention is not AttentionImpl.SDPA_MATH or shp.prefix_tokens or (shp.autocast and spec.mla is not None):
         return 0, ""
+    if spec.mla is not None:
+        return _mla_kernel_locals(spec, shp, saved)
+    if shp.autocast:
+        return _autocast_kernel_locals(spec, shp, saved)
     b, s, p, t = shp.batch, shp.seq, shp.act_bytes, shp.tokens
     n_h, n_kv, d = spec.num_heads, spec.kv_heads, spec.resolved_head_dim
     repeated = n_kv < n_h
@@ -212,3 +249,90 @@ def attention_kernel_locals(spec: ModelSpec, shp: TrainShapes, saved: Mapping[st
     output = FP32 * t * n_h * d + (p * t * n_h * d + p * b * n_h * s * s if p != FP32 else 0)
     formula = "p·T·h + p·T·(n_h + n_kv)·d + p·T·w_v + 4·T·(n_h + 2·n_kv)·d + 4·T·n_h·d + 4·s² + 4·T·n_h·d"
     return module + casts + expanded + mask + output, formula + " + p·T·n_h·d + p·b·n_h·s² (SDPA math's end)"
+
+
+def _autocast_kernel_locals(spec: ModelSpec, shp: TrainShapes, saved: Mapping[str, int]) -> tuple[int, str]:
+    """Under autocast (fp32 parameters, bf16 matmuls), in SDPA's math kernel: bytes alive besides the saved
+    tensors, at the larger of the masked scores and the kernel's end.
+
+    The attention module holds the fp32 normed input (4·T·h, unless a trained weight saves it), q and k after RoPE
+    (fp32: fp32 cos/sin, 4·T·(n_h + n_kv)·d) and v (v_proj's bf16 output, 2·T·w_v); autocast casts q and k to bf16
+    for SDPA (2·T·(n_h + n_kv)·d). The kernel upcasts q, k, v to fp32 (4·T·(n_h + 2·n_kv)·d; v's is the saved
+    value when n_kv = n_h), repeats k (4·T·n_h·d when n_kv < n_h; the repeated v is saved) and makes the additive
+    fp32 causal mask (4·s²); for b > 1, q·kᵀ's reshape copies the scaled q (strided like q_proj's output: the copy
+    is saved, the scaled q stays a kernel local, 4·T·n_h·d). Then at the masked scores, q·kᵀ and its sum with the
+    mask (2·4·b·n_h·s², the softmax not made yet), or at the end the fp32 output, its bf16 cast and the
+    probabilities' (4·T·n_h·d + 2·T·n_h·d + 2·b·n_h·s²).
+    Source: torch 2.13 autocast (scaled_dot_product_attention runs in bf16), `_scaled_dot_product_attention_math`;
+      transformers 5.23 apply_rotary_pos_emb; measured by the cpu probe at the recompute's peak op
+      (tests/models/test_training_misses_12.py)."""
+    b, s, t = shp.batch, shp.seq, shp.tokens
+    n_h, n_kv, d = spec.num_heads, spec.kv_heads, spec.resolved_head_dim
+    lowp = AUTOCAST_BYTES
+    repeated = n_kv < n_h
+    normed = 0 if "attention_in/input" in saved else FP32 * t * spec.hidden_size
+    module = normed + FP32 * t * (n_h + n_kv) * d + lowp * t * _v_source_width(spec, shp)
+    casts = lowp * t * (n_h + n_kv) * d + FP32 * t * (n_h + n_kv + (n_kv if repeated else 0)) * d
+    # the scaled q (strided like q_proj's output) and its bmm copy; not seen for Phi-3's q, a slice of the fused
+    # qkv output (measured at b = 2, not derived: the probe variant of tests/models/test_training_misses_12.py)
+    copies_q = b > 1 and spec.family not in FUSED_QKV_FAMILIES
+    q_copied = FP32 * t * n_h * d if copies_q else 0
+    held = module + casts + (FP32 * t * n_h * d if repeated else 0) + FP32 * s * s + q_copied
+    scores = FP32 * b * n_h * s * s
+    masked, end = held + scores, held + (FP32 + lowp) * t * n_h * d + lowp * b * n_h * s * s
+    formula = "4·T·h + 4·T·(n_h + n_kv)·d + 2·T·w_v + 2·T·(n_h + n_kv)·d + 4·T·(n_h + 2·n_kv)·d + 4·T·n_h·d + 4·s²"
+    formula += " + 4·T·n_h·d [b > 1]"
+    if masked > end:
+        return masked, formula + " + 2·4·b·n_h·s² − the softmax (autocast, SDPA math's masked scores)"
+    return end, formula + " + 4·T·n_h·d + 2·T·n_h·d + 2·b·n_h·s² (autocast, SDPA math's end)"
+
+
+def _mla_kernel_locals(spec: ModelSpec, shp: TrainShapes, saved: Mapping[str, int]) -> tuple[int, str]:
+    """MLA (DeepSeek-V2 §2.1.2) in SDPA's math kernel: bytes alive besides the saved tensors, at the largest of the
+    masked scores, the kernel's end and its return.
+
+    The attention module holds the normed input (p·T·h, unless a trained weight saves it); kv_a's output
+    (p·T·(d_c + d_R), unless the fp32 kv_a_norm keeps it: a no-op .float()), kv_a_norm's output (p·T·d_c, unless
+    kv_b trains and keeps it) and kv_b's (p·T·n_h·(d_nope + d_v), unless the saved fp32 v is a view of it); q
+    (q_proj's or q_b_proj's output, p·T·n_h·d_qk), q_pe and k_pe after RoPE (p·T·(n_h + 1)·d_R), the
+    concatenated query and the assembled key (2·p·T·n_h·d_qk). The kernel holds the fp32 casts of q and k when
+    p ≠ 4 (2·4·T·n_h·d_qk) and of v (4·T·n_h·d_v: v, a slice of kv_b's output, casts to a strided tensor that
+    probs·v's reshape copies for b > 1, the saved copy; in one row the cast itself is saved), and the causal mask
+    as an additive fp32 s·s matrix (4·s²). Then:
+    - masked scores: q·kᵀ and its sum with the mask (2·4·b·n_h·s²), before the softmax and the saved v copy
+      exist (4·b·n_h·s² + 4·T·n_h·d_v of the ledger, for b > 1);
+    - the end: the fp32 output (4·T·n_h·d_v) and, when p ≠ 4, its cast and the probabilities'
+      (p·T·n_h·d_v + p·b·n_h·s²), the softmax and v saved;
+    - returned (sets it in fp32): the kernel's locals are gone but for its output (p·T·n_h·d_v), and transformers
+      makes the contiguous copy o_proj reads (p·T·n_h·d_v; o_proj's saved input when it trains).
+    Source: transformers 5.23 models/deepseek_v2/modeling_deepseek_v2.py DeepseekV2Attention.forward, expand_kv,
+      apply_rotary_emb; torch 2.13 `_scaled_dot_product_attention_math`; measured by the cpu probe at the peak op
+      (tests/models/test_training_misses_12.py)."""
+    assert spec.mla is not None
+    b, s, p, t = shp.batch, shp.seq, shp.act_bytes, shp.tokens
+    mla, n_h = spec.mla, spec.num_heads
+    d_r, d_v, d_c = mla.qk_rope_head_dim, mla.v_head_dim, mla.kv_lora_rank
+    d_qk = mla.qk_nope_head_dim + d_r
+    normed = 0 if "attention_in/input" in saved else p * t * spec.hidden_size
+    kv_a = 0 if "mla/kv_a_norm/rope_columns" in saved else p * t * (d_c + d_r)
+    kv_normed = 0 if "mla/kv_b_proj_in/input" in saved else p * t * d_c
+    v_is_kv_b_view = p == FP32 and b == 1  # attention_core's saved fp32 v: a view of kv_b's output in one row
+    kv_b = 0 if v_is_kv_b_view else p * t * n_h * (mla.qk_nope_head_dim + d_v)
+    module = normed + kv_a + kv_normed + kv_b + p * t * n_h * d_qk + p * t * (n_h + 1) * d_r + 2 * p * t * n_h * d_qk
+    v_copied = b > 1  # probs·v saves a copy of v (else v itself, or its cast)
+    v_bytes = FP32 * t * n_h * d_v
+    casts = 2 * FP32 * t * n_h * d_qk + (v_bytes if v_copied else 0) if p != FP32 else 0
+    held = module + casts + FP32 * s * s
+    scores = FP32 * b * n_h * s * s
+    masked = held + 2 * scores - scores - (v_bytes if v_copied else 0)
+    end = held + v_bytes + (p * t * n_h * d_v + p * b * n_h * s * s if p != FP32 else 0)
+    formula = (
+        "p·T·h + p·T·(d_c + d_R) + p·T·d_c + p·T·n_h·(d_nope + d_v) + 3·p·T·n_h·d_qk + p·T·(n_h + 1)·d_R"
+        " + 4·T·n_h·(2·d_qk + d_v) + 4·s²"
+    )
+    returned = module + 2 * p * t * n_h * d_v
+    return max(
+        (masked, formula + " + 2·4·b·n_h·s² − the softmax and v's copy (MLA, SDPA math's masked scores)"),
+        (end, formula + " + 4·T·n_h·d_v + p·T·n_h·d_v + p·b·n_h·s² (MLA, SDPA math's end)"),
+        (returned, "module locals + 2·p·T·n_h·d_v (MLA, SDPA math's output and its contiguous copy)"),
+    )

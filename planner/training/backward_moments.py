@@ -11,6 +11,7 @@ from planner.explain import Term
 from planner.model.params import block_layout, count_params
 from planner.model.spec import ModelSpec
 from planner.training.activations import (
+    PRE_MLP_PREFIXES,
     SavedActivations,
     SavedLedger,
     TrainShapes,
@@ -19,6 +20,7 @@ from planner.training.activations import (
     recomputed_bytes,
     rope_table_bytes,
 )
+from planner.training.attention_core import attention_kernel_locals, prefix_cache_unsaved_bytes
 from planner.training.block_backward import block_backward, forward_peak
 from planner.training.forward_moments import checkpointed_loss_forward
 from planner.training.norm_backward import norm_backward_bytes
@@ -189,6 +191,69 @@ def _forward_moment(
             bytes=peak.bytes,
             formula=peak.formula,
             detail="the last block's down_proj, at lora_B's scaled output",
+            source=src,
+        ),
+    ]
+
+
+def _attention_forward(
+    spec: ModelSpec, t: TrainingSpec, shp: TrainShapes, a: SavedActivations, earlier: Term
+) -> list[Term] | None:
+    """Without checkpointing, the forward at the end of the last block's SDPA math kernel: the earlier blocks'
+    saved tensors, the last block's up to its attention core (their own, and the kernel's q, k, v and
+    probabilities), what outside the blocks is saved before them, the position ids (8·s) and masks, the
+    embedding output and the block input the model's loop holds (p·T·h each, unless the block's fp32 input norm
+    keeps its input), the attention module's and kernel's locals (attention_core.attention_kernel_locals), and
+    for prompt tuning peft's locals: the soft prompt cast to the embeddings' dtype (p·b·n_v·h), the labels with
+    the virtual tokens' -100 (8·b·s) and those -100s (8·b·n_v). Sets the peak where s² is large next to the
+    vocabulary and the hidden size. None where no such moment is modelled.
+    Source: transformers 5.23 DeepseekV2Model.forward, LlamaModel.forward; peft 0.21.2 PeftModelForCausalLM.forward
+      (prompt tuning: torch.cat of the prompts and of the prefix labels); measured by the cpu probe (the storages
+      live at the forward's peak op, tests/models/test_training_misses_12.py)."""
+    if t.gradient_checkpointing is not Checkpointing.NONE:
+        return None
+    local_bytes, formula = attention_kernel_locals(spec, shp, a.last_ledger)
+    if not local_bytes:
+        return None
+    p, h = shp.act_bytes, spec.hidden_size
+    through = {k: v for k, v in a.last_ledger.items() if k.startswith(PRE_MLP_PREFIXES)}
+    before = {k: v for k, v in a.outer.items() if k in OUTER_THROUGH_BLOCKS and not k.startswith("loss/")}
+    mask, mask_formula = _attention_masks(spec, shp)
+    inputs, inputs_formula = INT64_BYTES * shp.seq + mask, "8·s" + mask_formula
+    if t.method.kind == "prompt":
+        n_v = shp.virtual_tokens
+        inputs += p * shp.batch * n_v * h + INT64_BYTES * shp.batch * (shp.seq + n_v)
+        inputs_formula += " + p·b·n_v·h + 8·b·s + 8·b·n_v"
+    held = 0 if shp.residual_bytes == FP32_BYTES else (1 if spec.num_layers == 1 else 2) * p * shp.tokens * h
+    src = "derived here (planner.training.attention_core.attention_kernel_locals); measured by the cpu probe"
+    return [
+        earlier,
+        Term(
+            name="activations/last_block_through_attention",
+            bytes=sum(through.values()),
+            formula="the last block's saved tensors up to its attention core",
+            detail=_top(SavedLedger(through)),
+            source=SAVED_SOURCE,
+        ),
+        Term(
+            name="activations/outside_blocks_before",
+            bytes=sum(before.values()),
+            formula="RoPE tables, soft-prompt indices",
+            detail=_top(before),
+            source=SAVED_SOURCE,
+        ),
+        Term(
+            name="activations/forward_inputs",
+            bytes=inputs,
+            formula=inputs_formula,
+            detail="position ids, attention masks, prompt tuning's cast prompts and labels",
+            source=src,
+        ),
+        Term(
+            name="activations/forward_temporaries",
+            bytes=held + local_bytes,
+            formula="2·p·T·h + " + formula,
+            detail="the embedding output, the last block's input, its attention's locals at the math kernel's end",
             source=src,
         ),
     ]
@@ -427,27 +492,33 @@ def _final_norm_backward(
 def _prefix_loss_forward(
     spec: ModelSpec, t: TrainingSpec, shp: TrainShapes, a: SavedActivations, blocks: Term
 ) -> list[Term] | None:
-    """Prefix tuning under autocast, no checkpointing: the forward's own peak, at the loss (nll_loss of the fp32
-    log-probs). Beyond every saved tensor (blocks and outside them):
-    - the DynamicCache each layer's attention fills with cat(prefix, k) and cat(prefix, v): fp32 (RoPE's k and the
-      prefix are fp32), 2·L·4·b·n_kv·(P + s)·d_h, not saved (autocast's matmuls keep bf16 casts of them);
-    - the final norm's output, lm_head's input (4·T·h, the fp32 residual stream; lm_head keeps its bf16 cast);
-    - lm_head's bf16 logits (2·T·V) and their fp32 copy (4·T·V; log_softmax keeps its output only);
+    """Prefix tuning without checkpointing: the forward's own peak, at the loss (nll_loss of the fp32 log-probs).
+    Beyond every saved tensor (blocks and outside them):
+    - the DynamicCache each layer's attention fills with cat(prefix, k) and cat(prefix, v), in c bytes (fp32 under
+      autocast, where RoPE's k and the prefix are fp32; else p: peft casts the prefix to the model's dtype),
+      2·L·c·b·n_kv·(P + s)·d_h, not saved (the attention keeps its own q, k, v);
+    - the final norm's output, lm_head's input (r·T·h, r the residual stream's bytes; lm_head keeps its cast under
+      autocast);
+    - lm_head's logits (p·T·V) and, where they are not fp32, their fp32 copy (4·T·V; log_softmax keeps its output
+      only);
     - the labels padded by one (8·b·(s + 1), when the shifted labels are a copy: b > 1) and the loss (4);
-    - autocast's cached bf16 casts of the prefix MLP's trained biases (2·(e + L·2·t)), kept by its cast cache
-      until autocast exits; the weights' casts are saved.
+    - under autocast, its cached bf16 casts of the prefix MLP's trained biases (2·(e + L·2·t)), kept by its cast
+      cache until autocast exits; the weights' casts are saved.
     Source: transformers 5.23 loss_utils.py ForCausalLMLoss, cache_utils.py DynamicLayer.update (torch.cat);
-      peft 0.21.2 PrefixEncoder; measured by the cpu probe (the storages live at the forward's peak op,
-      tests/models/test_training_misses_8.py)."""
-    if not (shp.autocast and shp.prefix_tokens) or t.gradient_checkpointing is not Checkpointing.NONE:
+      peft 0.21.2 PrefixEncoder, PeftModelForCausalLM.get_prompt (`.to(base_model_torch_dtype)`); measured by the
+      cpu probe (the storages live at the forward's peak op, tests/models/test_training_misses_8.py, _12.py)."""
+    if not shp.prefix_tokens or t.gradient_checkpointing is not Checkpointing.NONE:
         return None
     fp32, tokens, h, v = FP32_BYTES, shp.tokens, spec.hidden_size, spec.vocab_size
     s_k = shp.seq + shp.prefix_tokens
-    cache = 2 * spec.num_layers * fp32 * shp.batch * spec.kv_heads * s_k * spec.resolved_head_dim
-    logits = AUTOCAST_BYTES * tokens * v + fp32 * tokens * v
+    # block 0's q needs no grad (only the prefix, from its keys on, trains); the later blocks' inputs do
+    cache = prefix_cache_unsaved_bytes(spec, shp, q_grad=False)
+    cache += (spec.num_layers - 1) * prefix_cache_unsaved_bytes(spec, shp, q_grad=True)
+    logits_fp32_copy = fp32 * tokens * v if shp.act_bytes != fp32 else 0
+    logits = shp.act_bytes * tokens * v + logits_fp32_copy
     labels = INT64_BYTES * shp.batch * (shp.seq + 1) if shp.batch > 1 else 0
     t_dim, e = shp.prefix_mlp
-    biases = AUTOCAST_BYTES * (e + spec.num_layers * 2 * t_dim) if t_dim else 0
+    biases = AUTOCAST_BYTES * (e + spec.num_layers * 2 * t_dim) if t_dim and shp.autocast else 0
     return [
         blocks,
         Term(
@@ -460,15 +531,15 @@ def _prefix_loss_forward(
         Term(
             name="activations/prefix_kv_cache",
             bytes=cache,
-            formula="2·L·4·b·n_kv·(P + s)·d_h",
-            detail=f"fp32 cat(prefix, k) and cat(prefix, v) of {spec.num_layers} layers, P + s = {s_k}",
+            formula="Σ_layers 2·c·b·n_kv·(P + s)·d_h, less what the attention saves",
+            detail=f"cat(prefix, k), cat(prefix, v) of {spec.num_layers} layers no saved tensor views, P + s = {s_k}",
             source="transformers 5.23 cache_utils.py DynamicLayer.update; measured by the cpu probe",
         ),
         Term(
             name="activations/loss_forward_temporaries",
-            bytes=fp32 * tokens * h + logits + labels + fp32 + biases,
-            formula="4·T·h + 2·T·V + 4·T·V + 8·b·(s + 1) [b > 1] + 4 + 2·(e + 2·L·t)",
-            detail="the final norm's output, bf16 logits and their fp32 copy, padded labels, the loss, the prefix "
+            bytes=shp.residual_bytes * tokens * h + logits + labels + fp32 + biases,
+            formula="r·T·h + p·T·V + 4·T·V [p ≠ 4] + 8·b·(s + 1) [b > 1] + 4 + 2·(e + 2·L·t) [autocast]",
+            detail="the final norm's output, the logits and their fp32 copy, padded labels, the loss, the prefix "
             "MLP's cached bias casts",
             source="transformers 5.23 loss_utils.py ForCausalLMLoss; measured by the cpu probe",
         ),
@@ -554,6 +625,9 @@ def backward_moments(
     forward = _forward_moment(spec, t, tp, shp, a, blocks)
     if forward:
         moments["forward"] = forward
+    attention_forward = _attention_forward(spec, t, shp, a, earlier)
+    if attention_forward:
+        moments["attention_forward"] = attention_forward
     loss_forward = _prefix_loss_forward(spec, t, shp, a, blocks) or checkpointed_loss_forward(
         spec, t, tp, shp, a, blocks
     )
@@ -612,7 +686,7 @@ def backward_moments(
     for name, terms in moments.items():
         if not (name == "loss_backward" and "embedding/input_ids" in a.outer):  # else saved by the embedding
             terms.append(ids)
-        if name not in ("forward", "loss_forward"):
+        if name not in ("forward", "loss_forward", "attention_forward"):
             terms.append(loss)
         if ckpt_inputs:
             terms.append(ckpt_inputs)

@@ -9,7 +9,8 @@ saves has been rebuilt (torch.utils.checkpoint, early stop). Two moments bound t
   allocated before it needed the block (an MoE layer: the fp32 gradient of its k weighted expert outputs);
 - mlp_backward: the saved tensors, plus the MLP's first gradients: SwiGLU's product and factor gradients
   (3·p·T·f, less the product once down_proj's backward releases it), fp32 ones with an adapter on
-  down_proj, the routing-weights backward of an MoE layer, and down_proj's weight gradient when it trains.
+  down_proj, the routing-weights backward of an MoE layer or its frozen experts' SwiGLU backward
+  (3·p·k·T·f_e), and down_proj's weight gradient when it trains.
 
 The forward's own peak (no checkpointing; forward_peak) is the last block's LoRA-adapted MLP linear at the
 scaling of lora_B's output, with every block's saved tensors alive.
@@ -287,6 +288,36 @@ def _experts_done(
     )
 
 
+def _frozen_experts_backward(
+    spec: ModelSpec, shp: TrainShapes, grads: LayerGrads, saved: Mapping[str, int], shared: int
+) -> BlockBackward:
+    """Frozen routed experts whose input needs grad, at SwiGLU's product backward: the gradient of the product (the
+    down grouped matmul's input gradient) and of both factors, 3·p·k·T·f_e, with the routing weights' gradient
+    waiting (c·k·T); the routing-weights backward and the down grouped matmul's have run and released the expert
+    outputs, the gathered routing weights (c·k·T of moe/routing_weights; a renormalizing router's top-k values
+    and sum are kept until the router's backward) and the restoring permutation (8·k·T). Sets the layer's peak
+    over the routing-weights backward (3·c·k·T·h) when f_e is large next to h (fp32, or Qwen-MoE's c = p).
+    `shared`: what a shared expert differentiated before leaves (_shared_expert_done).
+    Source: transformers 5.23 integrations/moe.py grouped_mm_experts_forward (act(gate)·up, then the down
+      grouped matmul, then the routing weights); torch autograd (a node's saved tensors are released once it has
+      run, nodes run latest-created first); measured by the cpu probe (live storages at the peak op,
+      tests/models/test_training_misses_12.py)."""
+    assert spec.moe is not None
+    moe, t = spec.moe, shp.tokens
+    m = MoEGrads.of(grads, "post_attention_norm/input_fp32" in saved)
+    if not m.x or m.weights or m.gate_up or m.down:  # trained experts: _experts_done, _expert_lora_backward
+        return BlockBackward("experts_backward", 0, "")
+    rows, c = moe.experts_per_token * t, moe_combine_bytes(spec, shp.act_bytes)
+    renormalized = FP32 * (rows + t) if moe.renormalize_top_k and m.routing else 0
+    released = saved.get("moe/expert_outputs", 0) + saved.get("moe/routing_weights", 0) - renormalized + INT64 * rows
+    routing_grad = c * rows if m.routing else 0
+    return BlockBackward(
+        "experts_backward",
+        SWIGLU_GRADS * shp.act_bytes * rows * moe.expert_ffn_dim + routing_grad - released + shared,
+        "3·p·k·T·f_e + c·k·T − expert outputs, gathered routing weights, 8·k·T (frozen experts' SwiGLU backward)",
+    )
+
+
 def _expert_lora_backward(
     spec: ModelSpec, shp: TrainShapes, grads: LayerGrads, saved: Mapping[str, int], grad_bytes: int, shared: int
 ) -> BlockBackward:
@@ -433,7 +464,9 @@ def _mlp_backward(
         )
         shared = _shared_expert_done(spec, shp, grads, saved, grad_bytes)
         lora = _expert_lora_backward(spec, shp, grads, saved, grad_bytes, shared)
-        return max(routing, _experts_done(spec, shp, grads, saved, grad_bytes), lora, key=lambda m: m.bytes)
+        frozen = _frozen_experts_backward(spec, shp, grads, saved, shared)
+        trained = _experts_done(spec, shp, grads, saved, grad_bytes)
+        return max(routing, trained, lora, frozen, key=lambda m: m.bytes)
     f = spec.ffn_dim
     if "down_proj" in grads.lora:
         nbytes, formula = _lora_down_backward(spec, shp, grads, saved, grad_bytes, accumulating)
@@ -475,6 +508,9 @@ def _attention_recompute(spec: ModelSpec, shp: TrainShapes, saved: Mapping[str, 
     local_bytes, formula = attention_kernel_locals(spec, shp, saved)
     if not local_bytes:
         return BlockBackward("recompute_attention", 0, "")
+    if shp.autocast:  # the block output's gradient, cast to bf16 for the MLP output's branch before the recompute
+        local_bytes += AUTOCAST_BYTES * shp.tokens * spec.hidden_size
+        formula += " + 2·T·h pending output-gradient cast"
     later = sum(v for k, v in saved.items() if not k.startswith(PRE_MLP_PREFIXES))
     return BlockBackward("recompute_attention", local_bytes - later, formula + " − saved tensors after attention")
 

@@ -47,7 +47,10 @@ SENDS_PER_MICRO_BATCH = 2  # activations forward, their gradients backward, at e
 RING_PASSES_BACKWARD = 2  # ring attention's backward passes K/V and their gradients (dK, dV)
 
 # Term names of the single-GPU ledger, by how they divide. Every name a phase can hold is listed (the tests check).
-SAVED_BY_ALL_BLOCKS = frozenset({"activations/blocks", "activations/earlier_blocks", "activations/checkpoint_inputs"})
+# prefix tuning's cache is held by every block of the stage through the forward: counted like their saved tensors
+SAVED_BY_ALL_BLOCKS = frozenset(
+    {"activations/blocks", "activations/earlier_blocks", "activations/checkpoint_inputs", "activations/prefix_kv_cache"}
+)
 ONE_BLOCK = frozenset(
     {
         "activations/last_block",
@@ -57,6 +60,7 @@ ONE_BLOCK = frozenset(
         "activations/block_backward_temporaries",
         "activations/first_block_input",
         "activations/block_through_attention",
+        "activations/last_block_through_attention",
         "activations/attention_grad_temporaries",
         "activations/outside_blocks_kept",
         "activations/forward_temporaries",  # the last block's live locals at the forward's own peak
@@ -70,6 +74,7 @@ OUTSIDE_BLOCKS = frozenset(
         "activations/embedding_backward",
         "activations/norm_backward_temporaries",  # the final norm's backward
         "activations/loss",  # the loss scalar and backward's seed
+        "activations/loss_forward_temporaries",  # the forward at the loss: final norm output, logits, labels
         "inputs/input_ids",
     }
 )
@@ -80,6 +85,7 @@ LAST_STAGE_ONLY = frozenset(
         "gradients/lm_head_and_final_norm",
         "activations/norm_backward_temporaries",
         "activations/loss",
+        "activations/loss_forward_temporaries",
     }
 )
 PARAMETER_PREFIXES = ("weights/", "gradients", "optimizer/")
