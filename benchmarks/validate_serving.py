@@ -143,7 +143,7 @@ def cuda_graph_limit(unmodelled: dict[str, Any], names: dict[str, int]) -> int |
     ):
         if isinstance(value, int):
             return value
-        if isinstance(value, str) and value.strip().lstrip("=").isidentifier() and value.strip().lstrip("=") in names:
+        if isinstance(value, str) and value.strip().lstrip("=") in names:
             return names[value.strip().lstrip("=")]
     return None
 

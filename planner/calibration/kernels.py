@@ -407,11 +407,12 @@ def load_kernel_tables(gpu: str, engine: str, engine_terms: bool = True) -> Kern
     tables = _parse(json.loads(path.read_text(encoding="utf-8")))
     if not engine_terms:
         return tables
+    eager_dense, eager_moe = eager_layer_s(engine)
     return replace(
         tables,
         allreduce_wait_s=allreduce_wait_s(engine),
         step_overhead_s=step_overhead_s(engine),
         step_per_sequence_s=step_per_sequence_s(engine, gpu),
-        eager_dense_layer_s=eager_layer_s(engine)[0],
-        eager_moe_layer_s=eager_layer_s(engine)[1],
+        eager_dense_layer_s=eager_dense,
+        eager_moe_layer_s=eager_moe,
     )

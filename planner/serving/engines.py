@@ -264,17 +264,16 @@ def captured_sizes(
     """The batch sizes (vLLM: tokens of a step) the engine captures CUDA graphs for, with the request's settings:
     `largest` (ServingSpec.cuda_graph_max_batch_size: vLLM max_cudagraph_capture_size, SGLang --cuda-graph-max-bs,
     TensorRT-LLM cuda_graph_config.max_batch_size) fills the engine's own list up to it; without it vLLM sizes its
-    captures from the request's max_num_seqs and token budget, and the others keep their defaults."""
+    captures from the request's max_num_seqs and token budget (the defaults' where it sets none), and the others
+    keep their defaults."""
     rule = profile.cudagraph_sizes.value if profile.cudagraph_sizes else None
     if largest is not None:
         if profile.engine == "sglang":
             return _sglang_graph_sizes(largest)
         if rule == "trtllm":
             return _trtllm_graph_sizes(largest)
-        if rule is not None:
-            return _cudagraph_sizes(rule, largest, 1 << 30, top=largest)
-        return ()
-    if profile.engine != "vllm" or (max_num_seqs is None and budget is None):
+        return _cudagraph_sizes(rule, 0, 1 << 30, top=largest)
+    if profile.engine != "vllm":
         return defaults.cudagraph_sizes
     return _cudagraph_sizes(rule, max_num_seqs or defaults.max_num_seqs, budget or defaults.token_budget)
 
