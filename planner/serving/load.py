@@ -300,6 +300,11 @@ def describe_limits(limits: EngineLimits) -> str:
             f"batch waiting: prompts wait while requests decode, up to {limits.batch_wait_iters} iterations or "
             f"until the batch holds {limits.batch_wait_tokens:,.0f} tokens"
         )
+    if limits.recv_interval > 1:
+        parts.append(
+            f"receive interval {limits.recv_interval}: while only decodes run, requests that reach the engine are "
+            f"read every {limits.recv_interval} iterations"
+        )
     return "; ".join(parts)
 
 
@@ -350,6 +355,7 @@ def estimate_load(
         admission=Admission(defaults.admission),
         overlap_scheduling=overlap_scheduling(defaults, serving),
         **batch_waiting(serving, token_budget),
+        recv_interval=serving.scheduler_recv_interval or 1,
     )
     starts = None
     if closed and load.client_start == "staggered":

@@ -22,6 +22,15 @@ schedules what reaches it at once. Sources: tensorrt_llm/_torch/pyexecutor/py_ex
 run_busy_loop (the input queue is read between steps) and vllm/v1/core/sched/async_scheduler.py; SGLang
 python/sglang/srt/managers/scheduler.py event_loop_overlap.
 
+SGLang can read its inbox less often (`--scheduler-recv-interval` N > 1): each pass of its event loop adds the
+weight of the batch it ran last to a counter, 1 for a decode batch (and for none, an idle pass) and 1000 for any
+other (a prefill), and reads the requests that reached it only where the counter reaches N, resetting it. So while
+only decodes run a request waits up to N iterations before the scheduler sees it, an iteration with prompt tokens
+is followed by a read, and an idle engine reads at once (its idle passes take microseconds). Source:
+sglang/srt/managers/scheduler_recv_skipper.py `SchedulerRecvSkipper.handle` and the weights in
+sglang/srt/environ.py (SGLANG_SCHEDULER_RECV_SKIPPER_WEIGHT_DEFAULT 1000, _DECODE 1, _NONE 1), called at the start
+of scheduler.py `recv_requests`; the default interval is 1 (server_args.py), every pass reads.
+
 TensorRT-LLM can hold prompts back to batch them (batch_wait_timeout_iters T, batch_wait_max_tokens_ratio r): when
 the scheduler picked prompts and requests are decoding, the iteration runs the decodes alone unless the tokens it
 would carry (the picked prompts' and one per decoding request) reach r × max_num_tokens or T iterations have been
@@ -85,6 +94,8 @@ __all__ = [
 # faster than the engine drains them) or a preempting KV pool splits decode runs at every block and would otherwise
 # run for minutes (236 s measured for 65,536 requests of 16K tokens at 2/s on one H200).
 MAX_SIMULATION_WORK = 8_000_000
+# SGLang's receive-interval weight of a batch with prompt tokens (SGLANG_SCHEDULER_RECV_SKIPPER_WEIGHT_DEFAULT)
+PROMPT_BATCH_WEIGHT = 1000
 
 
 class SimulationTooLarge(ValueError):
@@ -127,6 +138,8 @@ class EngineLimits:
     # until the batch's tokens reach batch_wait_tokens or batch_wait_iters iterations have waited; 0 = off
     batch_wait_iters: int = 0
     batch_wait_tokens: float = 0.0
+    # SGLang's receive interval (see the module doc): the loop passes between reads of the requests that reached it
+    recv_interval: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +216,12 @@ class _Simulation:
         self.batch_wait = limits.batch_wait_iters > 0 and limits.batch_wait_tokens > 0
         self.held = 0
         self.holding = False
+        # SGLang's receive interval: `recv_count` is the counter after the current loop pass's test, `reads` whether
+        # that pass reads the requests that reached the engine (always, at an interval of 1)
+        self.recv_interval = limits.recv_interval
+        self.gated = limits.recv_interval > 1
+        self.recv_count = 0
+        self.reads = True
         n = len(workload.prompt_tokens)
         self.timings = [_UNFINISHED] * n  # by request index, set when it finishes
         self.finished = 0
@@ -222,32 +241,34 @@ class _Simulation:
     def running(self) -> int:
         return self.prefilling_requests + self.decoding.requests
 
-    def _lag(self, lag: int) -> int:
-        """`lag` for requests reaching the engine now: an idle one (nothing queued or running) schedules at once."""
-        return lag if self.waiting or self.prefilling_requests or self.decoding.requests else 0
+    def _arrival(self, lag: int) -> tuple[int, bool]:
+        """`lag` for requests reaching the engine now, and whether they wait for its next read (a receive interval):
+        an idle engine (nothing queued or running) schedules them at once."""
+        busy = bool(self.waiting or self.prefilling_requests or self.decoding.requests)
+        return (lag, self.gated) if busy else (0, False)
 
     # arrivals -----------------------------------------------------------------------------------------------------
-    def _send(self, count: int, at: float, lag: int = 0) -> None:
+    def _send(self, count: int, at: float, lag: int = 0, gated: bool = False) -> None:
         """Send the next `count` requests (or as many as are left) at `at`, as cohorts of equal lengths; `lag` > 0:
         they reach a busy engine, which schedules them `lag` iterations after the one it ran last."""
         sent, n = self.sent, len(self.w.prompt_tokens)
         end = sent + count if sent + count < n else n  # min(), without the builtin's argument parsing
         if self.uniform:
-            self._queue(sent, end, at, lag)
+            self._queue(sent, end, at, lag, gated)
         else:
             i = sent
             while i < end:
                 j = self._same_lengths_until(i, end)
-                self._queue(i, j, at, lag)
+                self._queue(i, j, at, lag, gated)
                 i = j
         self.unsent -= end - sent
         self.sent = end
 
-    def _queue(self, i: int, j: int, at: float, lag: int = 0) -> None:
+    def _queue(self, i: int, j: int, at: float, lag: int = 0, gated: bool = False) -> None:
         """Requests i .. j − 1, of equal lengths, join the waiting queue: as a cohort, or with the last one; or,
         `lag` > 0, the requests on their way, due `lag` iterations after the one that ran last."""
         waiting, prompt, out = self.waiting, self.w.prompt_tokens[i], self.w.output_tokens[i]
-        if lag:
+        if lag or gated:  # on their way, or (a receive interval) waiting for the busy engine's next read
             due, delayed = self.iterations + lag, self.delayed
             entry = (due, Cohort(i, j - i, prompt, out, at, out))
             if delayed and delayed[-1][0] > due:  # a closed loop's first requests among later re-sends
@@ -290,13 +311,13 @@ class _Simulation:
         """Send every scheduled request (open-loop arrivals, closed-loop clients' first requests) due by `until`
         (`lag`: they arrived while an iteration ran)."""
         scheduled = self.scheduled
-        lag = self._lag(lag)
+        lag, gated = self._arrival(lag)
         while scheduled and self.unsent and scheduled[0] <= until:
             at, count = scheduled.popleft(), 1
             while scheduled and scheduled[0] == at:  # a burst: clients that start together
                 scheduled.popleft()
                 count += 1
-            self._send(count, at, lag)
+            self._send(count, at, lag, gated)
 
     def _release_delayed(self, every: bool = False) -> None:
         """The requests on their way that the engine may schedule now (`every`: all of them, an idle engine)."""
@@ -448,7 +469,7 @@ class _Simulation:
         self.free_blocks += freed
         self.finished += done
         if done and self.closed and self.unsent:
-            self._send(done, now, self._lag(1 + self.arrival_lag))  # reaches it after its next iteration began
+            self._send(done, now, *self._arrival(1 + self.arrival_lag))  # reaches it after its next iteration began
 
     def _decode_run_length(self) -> int:
         """Identical decode-only iterations until a request finishes (or, open loop, the next arrival)."""
@@ -460,6 +481,8 @@ class _Simulation:
                 steps = block
         if self.delayed:  # until the engine may schedule a request on its way
             due = self.delayed[0][0] - self.iterations
+            if self.gated:
+                due = self._next_read(due)
             if due < steps:
                 steps = due
         if self.holding:  # until the prompts held back have waited their iterations
@@ -467,6 +490,30 @@ class _Simulation:
             if left < steps:
                 steps = left
         return steps if steps > 1 else 1
+
+    def _next_read(self, due: int) -> int:
+        """The decode-only iterations from now to the first loop pass at least `due` iterations on that reads (each
+        pass adds 1 to the counter; it reads where the counter reaches the interval)."""
+        n = self.recv_interval
+        first = n - self.recv_count  # ≥ 1: the counter is below the interval after each pass's test
+        if due <= first:
+            return first
+        return first + -(-(due - first) // n) * n
+
+    def _count_passes(self, weight: int, passes: int = 1) -> None:
+        """The counter over `passes` loop passes after iterations of `weight` (1 decode, 1000 with prompt tokens)."""
+        n, count = self.recv_interval, self.recv_count
+        if weight == 1:
+            total = count + passes
+            self.recv_count = total % n
+            self.reads = total >= n and self.recv_count == 0
+            return
+        for _ in range(passes):
+            count += weight
+            self.reads = count >= n
+            if self.reads:
+                count = 0
+        self.recv_count = count
 
     def _decode_run(self) -> None:
         """A run of identical decode-only iterations, timed at the run's mean context."""
@@ -486,6 +533,8 @@ class _Simulation:
             self.held += run
         self.decode_batch_sum += n * run
         self.decode_iterations += run
+        if self.gated:
+            self._count_passes(1, run)
         dec.advance(run)
         if dec.finish_heap[0][0] <= dec.clock:  # some request got its last token
             self._finish()
@@ -498,6 +547,8 @@ class _Simulation:
         ctx = (dec.base_sum + n * clock) / n if n else 0.0  # dec.context_sum() / n
         now = self.now = self.now + self.model.step(n, ctx, prefill).total_s
         self.iterations += 1
+        if self.gated:
+            self._count_passes(PROMPT_BATCH_WEIGHT)
         if n:
             self.decode_batch_sum += n
             self.decode_iterations += 1
@@ -541,13 +592,15 @@ class _Simulation:
         """Admit what fits, then run one engine event (or wait for the next arrival): the batch under the policy
         (`_fill`), blocks for the decoding requests' tokens (`_grow_kv`), then the iteration (`_mixed_step`) or a
         run of decode-only ones (`_decode_run`)."""
-        if self.delayed and self.delayed[0][0] <= self.iterations:
+        if self.delayed and self.delayed[0][0] <= self.iterations and self.reads:
             self._release_delayed()
         waiting = self.waiting
         if waiting and (waiting[0] is not self.blocked or self.free_blocks >= self.blocked_need):
             self._admit()
         dec = self.decoding
         if not (self.prefilling_requests or dec.requests):  # nothing running
+            # an idle engine's loop passes come microseconds apart: it reads within them, its counter restarting
+            self.recv_count, self.reads = 0, True
             if self.delayed:  # an idle engine schedules what reaches it at once
                 self._release_delayed(every=True)
                 return

@@ -190,6 +190,13 @@ class ServingSpec(FrozenSpec):
         "prompts picked and one per decoding request) must reach for held-back prompts to run before "
         "batch_wait_timeout_iters. null = 0, the engine's default (off).",
     )
+    scheduler_recv_interval: Annotated[int, Field(ge=1, le=1 << 16)] | None = Field(
+        default=None,
+        description="SGLang --scheduler-recv-interval: while only decodes run, the scheduler reads the requests "
+        "that reached it once every this many iterations (after a prefill at once), so a request may wait that "
+        "many decode steps before its prefill (sglang/srt/managers/scheduler_recv_skipper.py). null = 1, the "
+        "engine's default (every iteration).",
+    )
     enforce_eager: bool = Field(default=False, description="No CUDA graphs (vLLM --enforce-eager).")
     cuda_graph_max_batch_size: Annotated[int, Field(ge=1, le=1 << 16)] | None = Field(
         default=None,
@@ -326,6 +333,14 @@ class ServingSpec(FrozenSpec):
         engine = info.data.get("engine")
         if value is not None and engine is not None and engine is not Engine.TRTLLM:
             raise ValueError(f"{info.field_name} is a {Engine.TRTLLM} setting; engine is '{engine}'")
+        return value
+
+    @field_validator("scheduler_recv_interval")
+    @classmethod
+    def _sglang_setting(cls, value: int | None, info: ValidationInfo) -> int | None:
+        engine = info.data.get("engine")
+        if value is not None and engine is not None and engine is not Engine.SGLANG:
+            raise ValueError(f"scheduler_recv_interval is a {Engine.SGLANG} setting; engine is '{engine}'")
         return value
 
     @field_validator("cuda_graph_max_batch_size")

@@ -3,8 +3,8 @@
 With fixed prompt and output lengths and closed-loop clients, the engine loop is a deterministic function of its
 integer state: the cohorts in each queue, those on their way to the engine included (their sizes, lengths, prompt
 tokens computed, tokens held, blocks and block debts, in queue order, indices relative to the next request to send;
-for those on their way, the iterations until the engine may schedule them), the free blocks and, with batch waiting,
-the iterations prompts have been held back. Time never steers
+for those on their way, the iterations until the engine may schedule them), the free blocks, with batch waiting
+the iterations prompts have been held back and with SGLang's receive interval its counter. Time never steers
 it: a step's time is a function of its batch, nothing is scheduled to arrive, and a client sends its next request at
 the instant its last one finished (to reach the engine a fixed number of iterations later). So when the state at
 event e₂ equals the state at an earlier event e₁ with every request index shifted by the requests sent in between
@@ -109,7 +109,7 @@ def mark(sim: _Simulation) -> Mark:
         sim.finished,
     )
     log = sim.finish_log
-    fingerprint = (sim.free_blocks, sim.held, waiting, delayed, prefilling, decoding)
+    fingerprint = (sim.free_blocks, sim.held, sim.recv_count, sim.reads, waiting, delayed, prefilling, decoding)
     return Mark(fingerprint, tuple(ages), counters, sent, now, len(log or ()))
 
 

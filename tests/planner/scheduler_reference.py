@@ -1,7 +1,7 @@
 """The engine loop as it was before its bookkeeping went incremental (planner/serving/scheduler.py at 643136c):
 every iteration walks every running request. Kept as the oracle the faster loop must reproduce exactly; since,
-requests reach a busy engine one iteration late (two with overlap scheduling), and TensorRT-LLM's batch waiting
-holds prompts back, as the faster loop's module doc says.
+requests reach a busy engine one iteration late (two with overlap scheduling), TensorRT-LLM's batch waiting
+holds prompts back and SGLang's receive interval gates them, as the faster loop's module doc says.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from operator import itemgetter
 
 from planner.serving.scheduler import (
     MAX_SIMULATION_WORK,
+    PROMPT_BATCH_WEIGHT,
     Admission,
     EngineLimits,
     RequestTiming,
@@ -75,12 +76,16 @@ class _Simulation:
         self.resends = 0  # closed loop: requests finished in this step, whose clients send again after it
         # TensorRT-LLM batch waiting: iterations prompts were held back since they last ran; holding them now
         self.held, self.holding = 0, False
+        # SGLang's receive interval: the counter each loop pass adds its last batch's weight to, and whether the
+        # current pass reads the requests that reached the engine
+        self.gated = limits.recv_interval > 1
+        self.recv_count, self.reads = 0, True
 
     # arrivals -----------------------------------------------------------------------------------------------------
-    def _send(self, at: float, lag: int = 0) -> None:
+    def _send(self, at: float, lag: int = 0, gated: bool = False) -> None:
         i = self.pending.popleft()
         req = _Req(i, self.w.prompt_tokens[i], self.w.output_tokens[i], at)
-        if lag:
+        if lag or gated:
             insort(self.delayed, (self.iterations + lag, req), key=itemgetter(0))
         else:
             self.waiting.append(req)
@@ -99,9 +104,10 @@ class _Simulation:
 
     def _release_open_loop(self, until: float, lag: int = 0) -> None:
         """Send every scheduled request (open-loop arrivals, closed-loop clients' first requests) due by `until`."""
-        lag = lag if self._busy() else 0
+        busy = self._busy()
+        lag = lag if busy else 0
         while self.scheduled and self.pending and self.scheduled[0] <= until:
-            self._send(self.scheduled.popleft(), lag)
+            self._send(self.scheduled.popleft(), lag, self.gated and busy)
 
     def _next_arrival(self) -> float | None:
         return self.scheduled[0] if self.scheduled and self.pending else None
@@ -207,11 +213,31 @@ class _Simulation:
 
     def _resend(self) -> None:
         """The clients whose requests finished in this step send their next ones."""
-        lag = 1 + self.lag if self._busy() else 0
+        busy = self._busy()
+        lag = 1 + self.lag if busy else 0
         for _ in range(self.resends):
             if self.pending:
-                self._send(self.now, lag)
+                self._send(self.now, lag, self.gated and busy)
         self.resends = 0
+
+    def _passes(self, weight: int, passes: int = 1) -> None:
+        """Loop passes after iterations of `weight`, one at a time: the counter, and whether the last one reads."""
+        for _ in range(passes):
+            self.recv_count += weight
+            self.reads = self.recv_count >= self.limits.recv_interval
+            if self.reads:
+                self.recv_count = 0
+
+    def _first_read_from(self, due: int) -> int:
+        """Decode-only passes from now to the first one at least `due` on that reads, counted one by one."""
+        count, k = self.recv_count, 0
+        while True:
+            k += 1
+            count += 1
+            if count >= self.limits.recv_interval:
+                if k >= due:
+                    return k
+                count = 0
 
     def _decode_run_length(self, decoding: list[_Req]) -> int:
         """Identical decode-only iterations until a request finishes (or, open loop, the next arrival)."""
@@ -222,7 +248,8 @@ class _Simulation:
             if self.free_blocks < len(decoding):
                 steps = min(steps, min(bs - (r.prompt + r.generated) % bs for r in decoding) or 1)
         if self.delayed:
-            steps = min(steps, self.delayed[0][0] - self.iterations)
+            due = self.delayed[0][0] - self.iterations
+            steps = min(steps, self._first_read_from(due) if self.gated else due)
         if self.holding:
             steps = min(steps, self.limits.batch_wait_iters - self.held)
         return max(1, steps)
@@ -254,6 +281,8 @@ class _Simulation:
                 self.holding = False
             self.decode_batch_sum += n * run
             self.decode_iterations += run
+            if self.gated:
+                self._passes(1, run)
             for r in decoding:
                 r.generated += run
                 if r.generated >= r.output:
@@ -265,6 +294,8 @@ class _Simulation:
         step_s = self.model.step(n, ctx, [(q, r.prefilled) for r, q in chunks]).total_s
         self.now += step_s
         self.iterations += 1
+        if self.gated:
+            self._passes(PROMPT_BATCH_WEIGHT)
         if n:
             self.decode_batch_sum += n
             self.decode_iterations += 1
@@ -293,10 +324,11 @@ class _Simulation:
                     f"{self.events:,} engine events for {len(self.finished):,} of {total:,} requests reached the "
                     f"bound of {MAX_SIMULATION_WORK:,} request-events"
                 )
-            while self.delayed and self.delayed[0][0] <= self.iterations:
+            while self.delayed and self.delayed[0][0] <= self.iterations and self.reads:
                 self.waiting.append(self.delayed.pop(0)[1])
             self._admit()
             if not self.running:
+                self.recv_count, self.reads = 0, True  # an idle engine's passes read at once
                 if self.delayed:  # an idle engine schedules what reaches it at once
                     self.waiting.extend(r for _, r in self.delayed)
                     self.delayed.clear()

@@ -124,7 +124,7 @@ def _random_case(rng: random.Random) -> tuple[EngineLimits, Workload]:
         workload = Workload(prompts, outputs, arrival_times_s=tuple(arrivals))
     # drawn last, so the draws above (and the rare seeds they find) are those of before
     limits = replace(limits, overlap_scheduling=rng.random() < 0.5)
-    return _with_batch_waiting(limits, rng), workload
+    return _with_recv_interval(_with_batch_waiting(limits, rng), rng), workload
 
 
 def _with_batch_waiting(limits: EngineLimits, rng: random.Random) -> EngineLimits:
@@ -134,6 +134,13 @@ def _with_batch_waiting(limits: EngineLimits, rng: random.Random) -> EngineLimit
         return limits
     iters, ratio = rng.choice([1, 3, 20]), rng.choice([0.5, 0.9, 1.0])
     return replace(limits, batch_wait_iters=iters, batch_wait_tokens=ratio * limits.token_budget)
+
+
+def _with_recv_interval(limits: EngineLimits, rng: random.Random) -> EngineLimits:
+    """SGLang's receive interval in a third of the draws (drawn after every other draw: those stay as they were)."""
+    if rng.random() >= 1 / 3:
+        return limits
+    return replace(limits, recv_interval=rng.choice([2, 3, 10, 30]))
 
 
 # beyond the first 60 draws, the rare ones (of 3,000): 308 and 2104 leave one request decoding without a block in a

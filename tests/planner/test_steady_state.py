@@ -19,7 +19,7 @@ from planner.serving.scheduler import (
     simulate,
 )
 from planner.serving.step_time import StepModel
-from tests.planner.test_scheduler import _with_batch_waiting
+from tests.planner.test_scheduler import _with_batch_waiting, _with_recv_interval
 
 REL = 1e-9
 
@@ -56,7 +56,7 @@ def _closed_loop(rng: random.Random) -> tuple[EngineLimits, Workload]:
     starts = tuple(sorted(rng.uniform(0, 0.5) for _ in range(clients))) if rng.random() < 0.2 else None
     workload = Workload((prompt,) * n, (output,) * n, concurrency=clients, client_start_s=starts)
     limits = replace(limits, overlap_scheduling=rng.random() < 0.5)  # drawn last: the draws above as before
-    return _with_batch_waiting(limits, rng), workload
+    return _with_recv_interval(_with_batch_waiting(limits, rng), rng), workload
 
 
 @pytest.mark.parametrize("seed", range(120))
