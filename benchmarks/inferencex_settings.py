@@ -40,6 +40,7 @@ ALLOWED_SETTINGS = frozenset(
         "kv_cache_dtype",
         "batch_wait_timeout_iters",
         "batch_wait_max_tokens_ratio",
+        "scheduler_recv_interval",
     }
 )
 MATCH_KEYS = frozenset(

@@ -296,6 +296,7 @@ def test_b200_dsr1_sglang_mtp_rows_by_tpot(rows: dict[str, dict[str, str]]) -> N
         "max_num_batched_tokens": 32768,
         "mem_fraction_static": 0.82,
         "kv_cache_dtype": "fp8",
+        "scheduler_recv_interval": 10,
     }
     assert "speculative_config" not in plain[1] and plain[1]["max_prefill_tokens"] == 32768
     assert mtp[0]["max_num_seqs"] == 512 and mtp[0]["max_num_batched_tokens"] == 16384
@@ -312,6 +313,7 @@ def test_b200_dsr1_sglang_mtp_rows_by_tpot(rows: dict[str, dict[str, str]]) -> N
         "max_num_batched_tokens": 8192,
         "mem_fraction_static": 0.95,
         "kv_cache_dtype": "fp8",
+        "scheduler_recv_interval": 10,
     }
 
 
@@ -324,6 +326,7 @@ def test_b200_dsr1_sglang_fp4(rows: dict[str, dict[str, str]]) -> None:
         "max_num_batched_tokens": 16384,
         "mem_fraction_static": 0.85,
         "kv_cache_dtype": "fp8",
+        "scheduler_recv_interval": 10,
     }
     assert unmodelled["image"].startswith("lmsysorg/sglang:v0.5.9-cu130") and "12ba0ae07" in source
 
@@ -384,3 +387,20 @@ def test_b200_gptoss_trt(rows: dict[str, dict[str, str]]) -> None:
     assert unmodelled["enable_attention_dp"] is True and "645b97aa4" in source
     _, unmodelled, _ = ix.settings_for(rows["2026_04_06_gpt_oss_120b_b200_sxm_trtllm_fp4_agg_1024x1024_c8_tp4_ep1_249"])
     assert unmodelled["enable_attention_dp"] is False
+
+
+def test_dsr1_sglang_b200_receive_interval(rows: dict[str, dict[str, str]]) -> None:
+    # the B200 SGLang scripts pass --scheduler-recv-interval $SCHEDULER_RECV_INTERVAL: 30 from 16 clients, else 10
+    # (a formula over CONC in the file); the TP 4 FP8 script sets 10 at every concurrency
+    interval = {
+        conc: ix.settings_for(rows[f"2026_03_25_deepseek_r1_b200_sxm_sglang_fp8_agg_1024x1024_c{conc}_tp8_0_ep1_0_{n}"])
+        for conc, n in ((4, 284), (16, 263), (32, 269))
+    }
+    assert {conc: found[0]["scheduler_recv_interval"] for conc, found in interval.items() if found} == {
+        4: 10,
+        16: 30,
+        32: 30,
+    }
+    found = ix.settings_for(rows["2026_03_25_deepseek_r1_b200_sxm_sglang_fp8_agg_8192x1024_c8_tp4_0_ep1_0_277"])
+    assert found is not None and found[0]["scheduler_recv_interval"] == 10
+    assert all("scheduler_recv_interval" not in entry["unmodelled"] for entry in ix.entries())
