@@ -17,8 +17,9 @@ from planner.model.kv_cache import kv_split
 from planner.model.precision import DType, WeightFormat, dtype_bytes
 from planner.model.spec import ModelSpec
 from planner.plans.spec import PlanConstraints
+from planner.serving.context_parallel import full_gqa_dcp
 from planner.serving.engine_memory import engine_memory
-from planner.serving.engines import EngineDefaults
+from planner.serving.engines import EngineDefaults, resolve_profile
 from planner.serving.inference import resolve_engine
 from planner.serving.pipeline import pipeline_stages
 from planner.serving.spec import Engine, ServingSpec
@@ -49,7 +50,9 @@ class Family:
     pp: int
     ep: int
     dp: int = 1  # data-parallel attention ranks over the tp GPUs (planner.serving.spec attention_data_parallel)
-    dcp: int = 1  # GPUs striping an MLA latent cache (planner.serving.spec decode_context_parallel)
+    dcp: int = (
+        1  # GPUs striping an MLA latent or replicated GQA KV heads (planner.serving.spec decode_context_parallel)
+    )
 
     @property
     def gpus_per_replica(self) -> int:
@@ -131,12 +134,16 @@ def attention_dp_degrees(spec: ModelSpec, engine: Engine, tp: int, pp: int, c: P
 def context_parallel_degrees(
     spec: ModelSpec, engine: Engine, tp: int, pp: int, dp: int, c: PlanConstraints
 ) -> tuple[int, ...]:
-    """Decode-context-parallel degrees a family may take: 1, and DCP = TP (the latent cache striped over every GPU of
-    the replica) for MLA models on vLLM with TP > 1, PP 1 and no data-parallel attention, when
-    constraints.decode_context_parallel is on (planner.serving.spec decode_context_parallel)."""
-    if spec.mla is None or not c.decode_context_parallel or engine is not Engine.VLLM or tp == 1 or pp > 1 or dp > 1:
+    """Decode-context-parallel degrees a family may take: 1, and on vLLM with TP > 1, PP 1 and no data-parallel
+    attention, when constraints.decode_context_parallel is on, the degree that removes every copy of the cache: DCP =
+    TP for an MLA latent (whole on every GPU of the replica), DCP = TP // n_kv for GQA/MQA KV heads that TP
+    replicates, where vLLM runs it (planner.serving.context_parallel; the newest vLLM profile, which plans run)."""
+    if not c.decode_context_parallel or engine is not Engine.VLLM or tp == 1 or pp > 1 or dp > 1:
         return (1,)
-    return (1, tp)
+    if spec.mla is not None:
+        return (1, tp)
+    dcp = full_gqa_dcp(spec, tp, resolve_profile(engine.value, None))
+    return (1, dcp) if dcp > 1 else (1,)
 
 
 def enumerate_families(spec: ModelSpec, gpus: tuple[GpuSpec, ...], c: PlanConstraints) -> Iterator[Family]:

@@ -73,7 +73,9 @@ class Pool(FrozenSpec):
         default=1, description="Data-parallel attention ranks over the tensor_parallel GPUs (1 = none)."
     )
     decode_context_parallel: int = Field(
-        default=1, description="GPUs striping each MLA latent cache by position (vLLM DCP; 1 = none)."
+        default=1,
+        description="GPUs striping each MLA latent cache, or the copies of GQA KV heads, by position (vLLM DCP; 1 = "
+        "none).",
     )
     max_num_seqs: int
     replicas: int
@@ -125,7 +127,9 @@ class FrontierPoint(FrozenSpec):
         default=1, description="Data-parallel attention ranks over the tensor_parallel GPUs (1 = none)."
     )
     decode_context_parallel: int = Field(
-        default=1, description="GPUs striping each MLA latent cache by position (vLLM DCP; 1 = none)."
+        default=1,
+        description="GPUs striping each MLA latent cache, or the copies of GQA KV heads, by position (vLLM DCP; 1 = "
+        "none).",
     )
     weight_format: str
     kv_cache_dtype: str
@@ -154,7 +158,9 @@ class RejectedFamily(FrozenSpec):
         default=1, description="Data-parallel attention ranks over the tensor_parallel GPUs (1 = none)."
     )
     decode_context_parallel: int = Field(
-        default=1, description="GPUs striping each MLA latent cache by position (vLLM DCP; 1 = none)."
+        default=1,
+        description="GPUs striping each MLA latent cache, or the copies of GQA KV heads, by position (vLLM DCP; 1 = "
+        "none).",
     )
     candidates: int
     reason: Rejection = Field(

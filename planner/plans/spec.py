@@ -171,8 +171,9 @@ class PlanConstraints(FrozenSpec):
     )
     decode_context_parallel: bool = Field(
         default=True,
-        description="MLA models on vLLM (PP 1, no data-parallel attention): also try decode context parallelism "
-        "over every GPU of the replica (DCP = TP): each GPU holds every TP-th token of each latent cache.",
+        description="vLLM (PP 1, no data-parallel attention): also try the decode context parallelism that removes "
+        "every copy of the cache: DCP = TP for MLA models (each GPU holds every TP-th token of each latent cache), "
+        "DCP = TP / KV heads for GQA/MQA models whose KV heads TP replicates (vLLM 0.11.1 and later).",
     )
     max_num_seqs: Annotated[tuple[Annotated[int, Field(ge=1, le=4096)], ...], Field(min_length=1, max_length=16)] = (
         8,

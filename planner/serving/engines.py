@@ -76,6 +76,8 @@ class EngineProfile(FrozenSpec):
     persistent_moe_workspace: Sourced | None = None
     qk_norm_kernels: Sourced | None = None  # kernels a layer launches for its q/k RMSNorm (Qwen3, MiniMax-M2)
     decode_context_parallel: Sourced | None = None  # present where the version stripes the MLA cache by position
+    # present where the version also stripes a GQA/MQA cache whose KV heads TP replicates (flash_attn DCP)
+    decode_context_parallel_gqa: Sourced | None = None
     # iteration n + 1 scheduled while iteration n runs (vLLM's async scheduling, SGLang's overlap schedule,
     # TensorRT-LLM's overlap scheduler); `rule` names the parallelism that turns it off
     overlap_scheduling: Sourced | None = None

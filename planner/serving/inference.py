@@ -18,8 +18,9 @@ from planner.model.precision import dtype_bytes
 from planner.model.spec import AttentionKind, ModelSpec
 from planner.refs import GpuRef, ModelRef, ResolvedModel, resolve_gpu, resolve_model
 from planner.serving.capacity import KVCapacity, kv_capacity
+from planner.serving.context_parallel import dcp_problem
 from planner.serving.engine_memory import EngineMemory, driver_memory_bytes, engine_memory
-from planner.serving.engines import EngineDefaults, EngineProfile, engine_defaults, engine_profiles
+from planner.serving.engines import EngineDefaults, EngineProfile, engine_defaults, engine_profiles, resolve_profile
 from planner.serving.load import LoadEstimate, LoadSpec, estimate_load
 from planner.serving.memory import activation_terms, overhead_terms, weight_terms
 from planner.serving.pipeline import Stage, pipeline_stages, replica_step_model
@@ -182,19 +183,20 @@ def _check_attention_dp(spec: ModelSpec, serving: ServingSpec) -> None:
 
 
 def _check_decode_context_parallel(spec: ModelSpec, serving: ServingSpec) -> None:
-    """Decode context parallelism is modelled for MLA models, whose latent cache every GPU of the TP group holds
-    whole until DCP stripes it (vLLM 0.11's MLA backends; its GQA path, which needs KV heads replicated across the
-    TP group, is not modelled)."""
-    if serving.decode_context_parallel > 1 and spec.mla is None:
-        msg = (
-            f"decode_context_parallel={serving.decode_context_parallel} is modelled for MLA models only (it stripes "
-            "the latent cache every TP GPU otherwise holds whole); this model caches per-head K and V, which TP "
-            "already splits"
-        )
-        raise SpecError([FieldProblem(("serving", "decode_context_parallel"), msg)])
-    if serving.decode_context_parallel > 1 and serving.resolved_mla_layout is not KVLayout.MLA_LATENT:
+    """Decode context parallelism stripes a cache that TP leaves whole on several GPUs: an MLA latent (in the
+    engine's latent layout) or GQA/MQA KV heads that TP replicates, within vLLM's bounds
+    (planner.serving.context_parallel)."""
+    dcp = serving.decode_context_parallel
+    if dcp == 1:
+        return
+    field = ("serving", "decode_context_parallel")
+    if spec.mla is not None and serving.resolved_mla_layout is not KVLayout.MLA_LATENT:
         msg = "decode_context_parallel needs the engine's latent MLA cache (mla_layout 'mla_latent')"
-        raise SpecError([FieldProblem(("serving", "decode_context_parallel"), msg)])
+        raise SpecError([FieldProblem(field, msg)])
+    profile = resolve_profile(serving.engine.value, serving.engine_version)
+    problem = dcp_problem(spec, serving.tensor_parallel, dcp, profile)
+    if problem is not None:
+        raise SpecError([FieldProblem(field, problem)])
 
 
 def resolve_engine(serving: ServingSpec, gpu: GpuSpec) -> tuple[ServingSpec, EngineProfile, EngineDefaults]:

@@ -145,10 +145,13 @@ class ServingSpec(FrozenSpec):
     )
     decode_context_parallel: Annotated[int, Field(ge=1, le=1024)] = Field(
         default=1,
-        description="Decode context parallelism (vLLM --decode-context-parallel-size, MLA models): the MLA latent "
-        "cache, which every GPU of the TP group otherwise holds whole, is striped by position over this many of them, "
-        "so each holds and reads 1/DCP of every sequence's cache; decode all-gathers the queries over those GPUs and "
-        "merges the partial outputs by their log-sum-exp. Must divide tensor_parallel; vLLM 0.11 and later.",
+        description="Decode context parallelism (vLLM --decode-context-parallel-size): a cache that several GPUs of "
+        "the TP group otherwise hold whole is striped by position over this many of them, so each holds and reads "
+        "1/DCP of every sequence's cache; attention all-gathers the queries over those GPUs and merges the partial "
+        "outputs by their log-sum-exp. MLA models (the latent every TP GPU holds; vLLM 0.11 and later): must divide "
+        "tensor_parallel. GQA/MQA models (KV heads TP replicates; vLLM 0.11.1 and later): tensor_parallel must exceed "
+        "the KV heads, DCP at most tensor_parallel / KV heads and dividing the query heads per KV head, no "
+        "sliding-window layers.",
     )
     gpu_memory_utilization: Fraction | None = Field(
         default=None,
@@ -281,7 +284,8 @@ class ServingSpec(FrozenSpec):
 
         Source: vllm/config/parallel.py @ v0.11.0 decode_context_parallel_size (the DCP group is carved out of the
           TP group: tensor_parallel_size % decode_context_parallel_size == 0); the MLA attention backends shard the
-          latent cache by position (vllm/v1/attention/backends/mla/common.py, dcp_world_size)."""
+          latent cache by position (vllm/v1/attention/backends/mla/common.py, dcp_world_size). The bounds that
+          depend on the model (GQA/MQA) are planner.serving.context_parallel's, checked with the model."""
         if dcp == 1:
             return dcp
         engine, tp = info.data.get("engine"), info.data.get("tensor_parallel")

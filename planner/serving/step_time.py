@@ -41,7 +41,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from math import ceil
 from typing import Any
 
@@ -108,7 +108,9 @@ class LayerCost:
     mla: bool
     prefill_only: tuple[Gemm, ...]  # MLA: kv_b expands the latent of every key of a prefill chunk
     decode_only: tuple[Gemm, ...]  # MLA: absorbed W_UK / W_UV batched matmuls of decode tokens
-    dcp: int = 1  # MLA under decode context parallelism: GPUs striping the latent cache by position
+    dcp: int = (
+        1  # decode context parallelism: GPUs striping the layer's cache (MLA latent, or GQA KV heads) by position
+    )
     latent: int = 0  # MLA d_c: the width of an absorbed head's output
     moe: bool = False  # a MoE layer (routed experts)
 
@@ -212,6 +214,12 @@ class StepModel:
                     layer.count * self._prefill_attention_s(layer, q, cached) for layer in self.layers
                 )
             attention += chunk
+        if self.gqa_dcp:
+            exchange_key = (-3, tokens, 0)
+            exchange = memo.get(exchange_key)
+            if exchange is None:
+                exchange = memo[exchange_key] = self._gqa_dcp_exchange_s(tokens)
+            attention += exchange
         sampled = decode_seqs + len(prefill)
         outside_memo = self._outside
         if len(outside_memo) > _MEMO_LIMIT:
@@ -247,6 +255,8 @@ class StepModel:
             c = min(ctx, layer.window) if layer.window else ctx
             if layer.mla and layer.dcp > 1:
                 per = self._dcp_decode_s(layer, seqs, c)
+            elif layer.dcp > 1:
+                per = self._gqa_dcp_decode_s(layer, seqs, c)
             elif layer.mla:
                 per = t.mla_s("generation", seqs, c, layer.n_h, self.kv_dtype)
                 per += sum(t.gemm_s(seqs, g.n, g.k, g.fmt) for g in layer.decode_only)
@@ -274,6 +284,48 @@ class StepModel:
             + t.reducescatter_s(seqs * heads * layer.latent, d)
         )
 
+    def _gqa_dcp_decode_s(self, layer: LayerCost, seqs: int, ctx: int) -> float:
+        """One GQA/MQA layer's decode kernels under decode context parallelism over D GPUs (the D GPUs that hold a
+        copy of its KV heads without DCP): attention of the D·n_h gathered query heads over the GPU's 1/D stripe of
+        every context, then each new token's attention to its own key and value, merged with the first by
+        log-sum-exp (two partial outputs read, one written). The exchange of queries and partial outputs is
+        _gqa_dcp_exchange_s, once per step for all its tokens.
+        Source: vllm/v1/attention/backends/flash_attn.py @ v0.11.1 _forward_with_dcp (flash_attn_varlen_func over
+          the context with the all-gathered queries, causal=False; then over the new tokens, causal; then
+          merge_attn_states)."""
+        t, d = self.tables, layer.dcp
+        own = seqs * layer.n_h * layer.head_dim
+        return (
+            t.generation_attention_s(seqs, -(-ctx // d), layer.n_h * d, layer.n_kv, layer.head_dim, self.kv_dtype, 0)
+            + t.generation_attention_s(seqs, 1, layer.n_h, layer.n_kv, layer.head_dim, self.kv_dtype, 0)
+            + t.elementwise_s(3 * own * ACT_BYTES)
+        )
+
+    @cached_property
+    def gqa_dcp(self) -> bool:
+        """Whether some GQA/MQA layer runs under decode context parallelism."""
+        return any(layer.dcp > 1 and not layer.mla for layer in self.layers)
+
+    def _gqa_dcp_exchange_s(self, tokens: int) -> float:
+        """Decode context parallelism over D GPUs for GQA/MQA layers, in every layer for every token of the step
+        (vLLM takes this path for prompt tokens too): the queries all-gathered over the D GPUs (D·n_h heads), the
+        fp32 log-sum-exp of the partial outputs all-gathered and the partial outputs reduce-scattered back to their
+        heads.
+        Source: vllm/v1/attention/backends/flash_attn.py @ v0.11.1 _forward_with_dcp (get_dcp_group().all_gather
+          of the query, dim 1), vllm/attention/ops/common.py cp_lse_ag_out_rs."""
+        t, total = self.tables, 0.0
+        for layer in self.layers:
+            if layer.dcp <= 1 or layer.mla:
+                continue
+            d = layer.dcp
+            gathered = tokens * layer.n_h * d
+            total += layer.count * (
+                t.allgather_s(gathered * layer.head_dim, d)
+                + t.allgather_s(gathered * FP32_BYTES // ACT_BYTES, d)
+                + t.reducescatter_s(gathered * layer.head_dim, d)
+            )
+        return total
+
     def _outside_s(self, tokens: int, sampled: int) -> float:
         """Embedding, final norm, lm_head over the sampled rows, logits gather, sampling, and the engine's step."""
         t = self.tables
@@ -298,7 +350,7 @@ class StepModel:
             full = t.context_attention_s(1, total, layer.n_h, layer.n_kv, layer.head_dim, "bf16", layer.window)
         if cached == 0:
             return expand + full
-        if layer.dcp > 1:  # the chunk's cached keys live striped over the DCP GPUs: gather the latents first
+        if layer.mla and layer.dcp > 1:  # the chunk's cached latents live striped over the DCP GPUs: gather them
             expand += t.allgather_s(cached * layer.head_dim, layer.dcp)
         w = layer.window or total
         pairs_all = _pairs(total, w)
@@ -356,7 +408,7 @@ class ServingShape:
     per_seq_s: float
     attention_dp: int = 1  # data-parallel attention ranks over the tp GPUs (1 = plain TP)
     qk_norm_kernels: int = 0  # kernels of the q/k RMSNorm per layer (the engine profile's qk_norm_kernels)
-    decode_context_parallel: int = 1  # GPUs striping an MLA latent cache by position (vLLM DCP)
+    decode_context_parallel: int = 1  # GPUs striping an MLA latent or replicated GQA KV heads by position (vLLM DCP)
     host_overlap: bool = False  # overlap scheduling: the host's per-iteration work runs beside the GPU's
     graph_tokens: int = 0  # the largest step (tokens) replayed as a CUDA graph; 0 = none (enforce_eager)
     graph_prefill: bool = False  # steps with prompt tokens replay graphs too (vLLM's piecewise graphs)
@@ -482,7 +534,7 @@ def _layer_cost(
         mla=mla is not None,
         prefill_only=prefill_only,
         decode_only=decode_only,
-        dcp=shape.decode_context_parallel if mla is not None else 1,
+        dcp=shape.decode_context_parallel if not window else 1,
         latent=mla.kv_lora_rank if mla is not None else 0,
         moe=moe is not None,
     )

@@ -1,4 +1,5 @@
-"""Decode context parallelism (vLLM --decode-context-parallel-size) for MLA models: memory, step time, validation."""
+"""Decode context parallelism (vLLM --decode-context-parallel-size) for MLA models: memory, step time, validation
+(GQA/MQA models: tests/planner/test_decode_context_parallel_gqa.py)."""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def test_load_under_dcp_holds_what_plain_tp_cannot() -> None:
 @pytest.mark.parametrize(
     ("model", "changes", "message"),
     [
-        ("llama-3.1-70b", {"decode_context_parallel": 8}, "MLA models only"),
+        ("llama-3.1-70b", {"decode_context_parallel": 8}, "must exceed the model.s 8 KV heads"),
         ("deepseek-v3", {"decode_context_parallel": 3}, "must divide tensor_parallel=8"),
         ("deepseek-v3", {"decode_context_parallel": 2, "engine_version": "0.10.2"}, "vLLM 0.11 and later"),
         ("deepseek-v3", {"decode_context_parallel": 2, "engine": "sglang", "weight_format": "fp8_block"}, "for vllm"),
