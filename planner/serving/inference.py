@@ -8,6 +8,8 @@ from pydantic import Field
 
 from planner._base import FrozenSpec
 from planner.calibration.kernels import available_tables
+from planner.calibration.residual import CalibratedLatency, calibrate
+from planner.calibration.residual import features as residual_features
 from planner.calibration.status import LatencyValidation, MemoryValidation, latency_validation, memory_validation
 from planner.catalog import Catalog
 from planner.errors import FieldProblem, SpecError
@@ -101,6 +103,12 @@ class InferenceEstimate(FrozenSpec):
     prefill: PrefillEstimate = Field(description="One prompt alone on the replica (static single batch).")
     decode: DecodeEstimate = Field(description="One decode iteration of `concurrency` sequences (static batch).")
     load: LoadEstimate | None = Field(default=None, description="Latency under the request's load, if asked.")
+    calibrated: CalibratedLatency | None = Field(
+        default=None,
+        description="The load's mean TTFT and TPOT with the learned residual applied (planner/calibration/"
+        "residual.py), for closed-loop loads on the (GPU, engine) groups where it lowers the error held out by model "
+        "on measured runs; null elsewhere. The analytic figures stay in `load`.",
+    )
     latency_validation: LatencyValidation = Field(
         description="The latency model's measured error on end-to-end runs of this (GPU, engine)."
     )
@@ -361,6 +369,24 @@ def estimate_inference(request: InferenceRequest, catalog: Catalog) -> Inference
                 )
             ]
         )
+    calibrated = None
+    # the residual's features are logs of these times: a load of one output token (no TPOT) gets no calibration
+    positive = load is not None and min(load.ttft.mean_ms, load.tpot.mean_ms, prefill.ttft_s, decode.tpot_s) > 0
+    if load is not None and positive and request.load is not None and request.load.concurrency is not None:
+        x = residual_features(
+            serving.engine.value,
+            gpu.id,
+            request.load.concurrency,
+            serving.prompt_tokens,
+            serving.output_tokens,
+            serving.tensor_parallel,
+            prefill.ttft_s,
+            decode.tpot_s,
+            load.ttft.mean_ms / 1e3,
+            load.tpot.mean_ms / 1e3,
+            load.mean_decode_batch,
+        )
+        calibrated = calibrate(f"{gpu.id}/{serving.engine.value}", x, load.ttft.mean_ms, load.tpot.mean_ms)
     return InferenceEstimate(
         model=model,
         gpu=gpu,
@@ -377,6 +403,7 @@ def estimate_inference(request: InferenceRequest, catalog: Catalog) -> Inference
         prefill=prefill,
         decode=decode,
         load=load,
+        calibrated=calibrated,
         latency_validation=latency_validation(gpu.id, serving.engine.value),
         warnings=tuple(warnings),
     )
