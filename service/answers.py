@@ -25,6 +25,7 @@ from planner import (
     TrainingEstimate,
     TrainingThroughput,
 )
+from planner.calibration.residual import CalibratedLatency
 from planner.serving.load import LoadEstimate
 from planner.serving.throughput import DecodeEstimate, PrefillEstimate
 from planner.training.estimate import Suggestion
@@ -123,6 +124,9 @@ class InferenceBrief(_Display):
     prefill: PrefillEstimate
     decode: DecodeEstimate
     load: LoadEstimate | None
+    calibrated: CalibratedLatency | None = Field(
+        default=None, description="The load's means with the learned residual, where it ships (planner/calibration)."
+    )
     warnings: tuple[str, ...]
 
 
@@ -241,6 +245,7 @@ def inference_brief(e: InferenceEstimate, summary: InferenceSummary) -> Inferenc
         prefill=e.prefill,
         decode=e.decode,
         load=e.load,
+        calibrated=e.calibrated,
         warnings=e.warnings,
     )
 

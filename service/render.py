@@ -116,10 +116,33 @@ def estimate_table(e: InferenceEstimate) -> str:
         ("", f"{cap.kv_blocks} KV blocks of {s.block_size} tokens, {cap.kv_bytes_per_token:,} B per token"),
         ("prefill", f"TTFT {e.prefill.ttft_s:.4f} s, {e.prefill.tokens_per_s:,.0f} tokens/s ({e.prefill.bound}-bound)"),
         ("decode", f"TPOT {e.decode.tpot_s:.4f} s, {e.decode.tokens_per_s:,.0f} tokens/s ({e.decode.bound}-bound)"),
+        *_load_rows(e),
     )
     parts = [_table(None, summary), _table(("memory per GPU", "GiB", "detail"), memory_rows)]
     parts += [f"warning: {w}" for w in e.warnings]
     return "\n\n".join(parts)
+
+
+def _load_rows(e: InferenceEstimate) -> tuple[tuple[str, str], ...]:
+    """The latency under the request's load, and its calibrated means where the learned residual ships."""
+    if e.load is None:
+        return ()
+    ttft, tpot = e.load.ttft, e.load.tpot
+    rows = [
+        ("under load", f"TTFT mean {ttft.mean_ms:,.1f} ms (p50 {ttft.p50_ms:,.1f}, p90 {ttft.p90_ms:,.1f}), "
+                       f"TPOT mean {tpot.mean_ms:.2f} ms (p50 {tpot.p50_ms:.2f}, p90 {tpot.p90_ms:.2f})"),
+    ]  # fmt: skip
+    c = e.calibrated
+    if c is not None:
+        parts = []
+        if c.ttft_mean_ms is not None and c.ttft_interval_ms is not None:
+            lo, hi = c.ttft_interval_ms
+            parts.append(f"TTFT mean {c.ttft_mean_ms:,.1f} ms (80 % interval {lo:,.1f}-{hi:,.1f})")
+        if c.tpot_mean_ms is not None and c.tpot_interval_ms is not None:
+            lo, hi = c.tpot_interval_ms
+            parts.append(f"TPOT mean {c.tpot_mean_ms:.2f} ms (80 % interval {lo:.2f}-{hi:.2f})")
+        rows += [("calibrated", ", ".join(parts)), ("", c.summary)]
+    return tuple(rows)
 
 
 def dtype_table(rows: Sequence[tuple[str, InferenceEstimate]]) -> str:

@@ -365,3 +365,14 @@ def test_bad_training_enum_is_a_usage_error() -> None:
     result = runner.invoke(app, ["estimate", "training", "--model", "llama-3-8b", "--checkpointing", "partial"])
     assert result.exit_code == 2
     assert "--checkpointing" in result.stderr
+
+
+def test_estimate_table_shows_the_load_and_its_calibration() -> None:
+    # Llama-3.1-70B FP8 on 4 H200s under vLLM at 32 clients: H200 vLLM is a group where the learned residual's TTFT
+    # ships (planner/calibration/residual.json), its TPOT does not
+    args = ["--model", "llama-3.1-70b", "--gpu", "h200", "-tp", "4", "-q", "fp8", "--concurrency", "32"]
+    result = runner.invoke(app, ["estimate", "inference", *args])
+    assert result.exit_code == 0, result.output
+    assert "under load  TTFT mean" in result.stdout
+    assert "calibrated  TTFT mean" in result.stdout and "80 % interval" in result.stdout
+    assert "h200/vllm: TTFT median error" in result.stdout and "TPOT mean" not in result.stdout.split("calibrated")[1]

@@ -179,3 +179,13 @@ def test_readable_json_is_additive() -> None:
         "mfu_pct": 45.0,
     }
     assert planner_json(out) == data
+
+
+def test_the_summary_keeps_the_calibrated_figures(client: TestClient) -> None:
+    # H200 vLLM: the learned residual's TTFT ships there (planner/calibration/residual.json); H100 vLLM: it does not
+    body = {**LOAD_BODY, "gpu": "h200"}
+    full = client.post(INFERENCE, json=body).json()
+    brief = client.post(f"{INFERENCE}?detail=summary", json=body).json()
+    assert full["calibrated"] is not None and brief["calibrated"] == full["calibrated"]
+    assert full["calibrated"]["ttft_mean_ms"] > 0 and full["calibrated"]["tpot_mean_ms"] is None
+    assert client.post(INFERENCE, json=LOAD_BODY).json()["calibrated"] is None
