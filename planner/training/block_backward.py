@@ -41,6 +41,12 @@ from planner.training.activations import (
 )
 from planner.training.attention_core import attention_kernel_locals
 from planner.training.norm_backward import block_norm_backward, mlp_out_norm_saved
+from planner.training.shared_gate import (
+    gated_recompute,
+    gated_routing_backward,
+    has_shared_gate,
+    shared_gate_pending,
+)
 
 __all__ = ["BlockBackward", "block_backward", "forward_peak"]
 
@@ -51,6 +57,7 @@ MOE_ROUTING_GRADS = 3
 IA3_DOWN_GRAD_FP32 = 3  # peft IA3 on down_proj: the fp32 gradient, its scaled copy, and its product with x
 SWIGLU_SAVED = ("mlp/gate_output", "mlp/up_output", "mlp/act_output", "mlp_down_in/input")  # p·T·f wide each
 SWIGLU_GRADS = 3  # gradients of the product and of both factors, live at once
+NORM_INPUT = "input_norm/input_fp32"  # the input norm's saved input: the block input itself in an fp32 stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +218,11 @@ def _recompute_locals(
     gate_proj / up_proj: the moment at its lora_B scaling where larger (_lora_gate_up_moments). A block with a
     post-feedforward norm (Gemma-2) is first needed at that norm: the recompute runs past down_proj
     (_lora_down_recompute_sandwich) and backward holds the norm's fp32 output gradient (_sandwich_pending).
-    `lora_down` False: the MLP's own locals only."""
+    `lora_down` False: the MLP's own locals only. A layer ending in Qwen2-MoE's shared-expert gate recomputes
+    through its routed experts before any gradient of theirs exists (planner.training.shared_gate)."""
+    if has_shared_gate(spec, moe_layer):
+        gated = gated_recompute(spec, shp, grads, saved)
+        return BlockBackward("recompute", gated.bytes, gated.formula)
     p, t, h = shp.act_bytes, shp.tokens, spec.hidden_size
     nbytes, parts = p * t * h, ["p·T·h residual"]
     if shp.residual_bytes == FP32 and "post_attention_norm/input_fp32" in saved:
@@ -437,6 +448,22 @@ def _ia3_gate_up_backward(
     return max(moments, default=0)
 
 
+def _routing_backward(spec: ModelSpec, shp: TrainShapes, recomputed: bool, shared: int) -> BlockBackward:
+    """An MoE layer's routing-weights backward, 3·c·k·T·h, with the bf16 cast of the expert-output gradient; a
+    recomputed block has already released the expert outputs by then (checkpoint frees a recomputed tensor once
+    backward has unpacked it). `shared`: what a shared expert differentiated before leaves."""
+    assert spec.moe is not None
+    p, h = shp.act_bytes, spec.hidden_size
+    rows = spec.moe.experts_per_token * shp.tokens
+    combine = moe_combine_bytes(spec, p)
+    cast = 0 if recomputed or combine == p else p * rows * h
+    nbytes = MOE_ROUTING_GRADS * combine * rows * h + cast + shared
+    formula = "3·c·k·T·h" + (" + p·k·T·h" if cast else "") + " routing-weights backward (c = 4, Qwen-MoE p)"
+    return BlockBackward(
+        "mlp_backward", nbytes, formula + (", shared expert done" if spec.moe.shared_expert_ffn_dim else "")
+    )
+
+
 def _mlp_backward(
     spec: ModelSpec,
     shp: TrainShapes,
@@ -450,19 +477,14 @@ def _mlp_backward(
     """The first gradients of the MLP's backward, with the down projection's weight gradient (full training)."""
     p, t, h = shp.act_bytes, shp.tokens, spec.hidden_size
     if moe_layer and spec.moe is not None:
-        # the bf16 cast of the expert-output gradient; a recomputed block has already released the expert
-        # outputs by then (checkpoint frees a recomputed tensor once backward has unpacked it)
-        rows = spec.moe.experts_per_token * t
-        combine = moe_combine_bytes(spec, p)
-        cast = 0 if recomputed or combine == p else p * rows * h
-        nbytes = (
-            MOE_ROUTING_GRADS * combine * rows * h + cast + _shared_expert_done(spec, shp, grads, saved, grad_bytes)
-        )
-        formula = "3·c·k·T·h" + (" + p·k·T·h" if cast else "") + " routing-weights backward (c = 4, Qwen-MoE p)"
-        routing = BlockBackward(
-            "mlp_backward", nbytes, formula + (", shared expert done" if spec.moe.shared_expert_ffn_dim else "")
-        )
-        shared = _shared_expert_done(spec, shp, grads, saved, grad_bytes)
+        if has_shared_gate(spec, moe_layer):  # the gate's backward ran first, the shared expert's comes last
+            made = 0 if accumulating else grad_bytes
+            shared = shared_gate_pending(spec, shp, grads, saved, made, "post_attention_norm/input_fp32" in saved)
+            gated, gated_formula = gated_routing_backward(spec, shp)
+            routing = BlockBackward("mlp_backward", gated + shared, gated_formula + ", shared gate done")
+        else:
+            shared = _shared_expert_done(spec, shp, grads, saved, grad_bytes)
+            routing = _routing_backward(spec, shp, recomputed, shared)
         lora = _expert_lora_backward(spec, shp, grads, saved, grad_bytes, shared)
         frozen = _frozen_experts_backward(spec, shp, grads, saved, shared)
         trained = _experts_done(spec, shp, grads, saved, grad_bytes)
@@ -551,8 +573,32 @@ def _without_mlp_out_norm(moment: BlockBackward, saved: Mapping[str, int]) -> Bl
     return BlockBackward(moment.moment, moment.bytes - out_norm, formula)
 
 
+def _loop_held(
+    spec: ModelSpec, shp: TrainShapes, saved: Mapping[str, int], first_saved: Mapping[str, int] | None, layers: int
+) -> tuple[int, list[str]]:
+    """What the model's layer loop holds through the last block's forward: the embedding output (`inputs_embeds`)
+    and the last block's input (`hidden_states`; one tensor with one block), p·T·h each unless the block's input
+    norm keeps it: in an fp32 residual stream `.float()` is a no-op, but block 0's norm saves nothing when its
+    input needs no grad (`first_saved`: block 0's ledger; None: it keeps it)."""
+    if shp.residual_bytes != FP32:
+        held = 1 if layers == 1 else 2
+        return held * shp.act_bytes * shp.tokens * spec.hidden_size, [f"{held}·p·T·h embedding output and block input"]
+    ledgers = [saved] if first_saved is None or layers == 1 else [first_saved, saved]
+    held = sum(NORM_INPUT not in ledger for ledger in ledgers)
+    if not held:
+        return 0, []
+    return held * FP32 * shp.tokens * spec.hidden_size, [f"{held}·4·T·h embedding output or block input, not kept"]
+
+
 def forward_peak(
-    spec: ModelSpec, shp: TrainShapes, grads: LayerGrads, saved: Mapping[str, int], *, moe_layer: bool, layers: int
+    spec: ModelSpec,
+    shp: TrainShapes,
+    grads: LayerGrads,
+    saved: Mapping[str, int],
+    *,
+    moe_layer: bool,
+    layers: int,
+    first_saved: Mapping[str, int] | None = None,
 ) -> BlockBackward | None:
     """The forward's own peak, in the last block's LoRA-adapted dense gate_proj, up_proj or down_proj: every
     saved tensor of every block is alive (less what the MLP saves later: _lora_gate_up_moments), with the
@@ -571,15 +617,15 @@ def forward_peak(
       peft 0.21.2 tuners/lora/layer.py Linear.forward; measured by the cpu probe (the storages live at the
       forward's peak op, tests/models/test_training_misses.py).
     """
+    if has_shared_gate(spec, moe_layer) and not shp.autocast:  # as its recompute, with every block's saved tensors
+        held, held_parts = _loop_held(spec, shp, saved, first_saved, layers)
+        gated = gated_recompute(spec, shp, grads, saved)
+        return BlockBackward("forward", held + gated.bytes, " + ".join([*held_parts, gated.formula]))
     gate_up = _lora_gate_up_moments(spec, shp, grads, saved) if not (moe_layer or shp.autocast) else []
     if moe_layer or shp.autocast or ("down_proj" not in grads.lora and not gate_up):
         return None
     p, t, h, f = shp.act_bytes, shp.tokens, spec.hidden_size, spec.ffn_dim
-    nbytes, parts = 0, []
-    if shp.residual_bytes != FP32:
-        held = 1 if layers == 1 else 2
-        nbytes += held * p * t * h
-        parts.append(f"{held}·p·T·h embedding output and block input")
+    nbytes, parts = _loop_held(spec, shp, saved, first_saved, layers)
     mlp_in = 0 if "mlp_in/input" in saved else p * t * h
     residual = 0 if shp.residual_bytes == FP32 and "post_attention_norm/input_fp32" in saved else p * t * h
     nbytes += residual + mlp_in
