@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 from planner.model.spec import ModelSpec
 from planner.training.activations import (
-    AUTOCAST_BYTES,
     FP32,
     INT64,
     LayerGrads,
@@ -32,14 +31,13 @@ from planner.training.activations import (
     moe_combine_bytes,
 )
 
-__all__ = ["GatedRecompute", "gated_recompute", "gated_routing_backward", "has_shared_gate", "shared_gate_pending"]
+__all__ = ["GatedRecompute", "gated_recompute", "has_shared_gate", "shared_gate_pending"]
 
 GATE = "shared_expert_gate"  # planner.model.params' name of Qwen2-MoE's h→1 gate linear
 GATED_PRODUCT = "moe/shared_expert_gated"  # the ledger's sigmoid(gate(x)) · shared(x) factors
 MLP_INPUT_NAMES = ("mlp_in/input", "moe_shared_in/input")  # the ledger's MLP input, where a linear keeps it
 GATE_SAVED_PREFIXES = (f"lora/{GATE}/", f"ia3/{GATE}/")  # what the gate's adapter keeps
 HISTC_BYTES = 4  # the expert histogram and its input: fp32 on the CPU (`.float()`), int32 on CUDA (`.int()`)
-ROUTING_GRADS = 3  # c·k·T·h gradients alive at once in the routing-weights backward (gated_routing_backward)
 LORA_GATE_LOCALS = 2  # lora_B's fp32 output and its copy scaled by α/r, both alive in peft's Linear.forward
 
 
@@ -56,11 +54,6 @@ def has_shared_gate(spec: ModelSpec, moe_layer: bool) -> bool:
     return moe_layer and spec.moe is not None and spec.moe.shared_expert_gate
 
 
-def _gate_bytes(shp: TrainShapes) -> int:
-    """Bytes per element of the gate's, the router's and the experts' outputs: bf16 under autocast, else p."""
-    return AUTOCAST_BYTES if shp.autocast else shp.act_bytes
-
-
 def _layer_locals(spec: ModelSpec, shp: TrainShapes, saved: Mapping[str, int]) -> tuple[int, list[str]]:
     """What the recomputed forward holds from the layer's start to its gate, beyond the saved tensors: the
     residual (unless the post-attention norm keeps it: an fp32 residual stream), the MLP input (unless a linear
@@ -68,7 +61,7 @@ def _layer_locals(spec: ModelSpec, shp: TrainShapes, saved: Mapping[str, int]) -
     yet), the router's logits (p·T·E, returned as `_`) and its top-k weights in the logits' dtype (p·k·T: the cast,
     or in fp32 topk's output itself, divided in place by a renormalizing router, which keeps a copy)."""
     assert spec.moe is not None
-    moe, t, h, p = spec.moe, shp.tokens, spec.hidden_size, _gate_bytes(shp)
+    moe, t, h, p = spec.moe, shp.tokens, spec.hidden_size, shp.act_bytes
     nbytes, parts = 0, []
     if not (shp.residual_bytes == FP32 and "post_attention_norm/input_fp32" in saved):
         nbytes += shp.act_bytes * t * h
@@ -86,7 +79,7 @@ def _at_restoring_permutation(spec: ModelSpec, shp: TrainShapes, saved: Mapping[
     weighted outputs and their restored copy (2·c·k·T·h), the sorted expert ids (8·k·T), the histogram's input and
     bins (4·k·T + 4·E); the gate's adapter has not saved anything yet."""
     assert spec.moe is not None
-    moe, t, h, p = spec.moe, shp.tokens, spec.hidden_size, _gate_bytes(shp)
+    moe, t, h, p = spec.moe, shp.tokens, spec.hidden_size, shp.act_bytes
     rows = moe.experts_per_token * t
     nbytes = 2 * moe_combine_bytes(spec, p) * rows * h + INT64 * rows + HISTC_BYTES * (rows + moe.num_experts)
     formula = "2·c·k·T·h weighted and restored outputs + 8·k·T sorted ids + 4·(k·T + E) histogram"
@@ -102,7 +95,7 @@ def _at_gate(spec: ModelSpec, shp: TrainShapes, grads: LayerGrads) -> tuple[int,
     output and sigmoid (2·p·T, at the sigmoid); LoRA-adapted, at the scaling of lora_B's output, the base output
     (p·T), lora_B's fp32 output and its scaled copy (2·4·T) and, with dropout and p ≠ 4, x cast to the adapter's
     fp32 (4·T·h, read by dropout only)."""
-    t, h, p = shp.tokens, spec.hidden_size, _gate_bytes(shp)
+    t, h, p = shp.tokens, spec.hidden_size, shp.act_bytes
     nbytes, formula = p * t * h, "p·T·h routed output"
     if GATE not in grads.lora:
         return nbytes + 2 * p * t, formula + " + 2·p·T gate output and sigmoid"
@@ -130,7 +123,7 @@ def shared_gate_pending(
     them): the shared output's gradient (p·T·h), the gate's input gradient (p·T·h, when the MLP input needs grad)
     and its new weight gradients (h·b_g full fine-tuning, r·(h + 1)·b_g LoRA; `grad_bytes` 0 when they are added
     into held ones); the gated product's saved factors and the gate adapter's saved tensors are released."""
-    t, h, p = shp.tokens, spec.hidden_size, _gate_bytes(shp)
+    t, h, p = shp.tokens, spec.hidden_size, shp.act_bytes
     nbytes = p * t * h + (p * t * h if x_grad else 0) - saved.get(GATED_PRODUCT, 0)
     nbytes -= sum(v for k, v in saved.items() if k.startswith(GATE_SAVED_PREFIXES))
     if grads.weights:
@@ -138,18 +131,3 @@ def shared_gate_pending(
     if GATE in grads.lora:
         nbytes += grads.lora_rank * (h + 1) * grad_bytes
     return nbytes
-
-
-def gated_routing_backward(spec: ModelSpec, shp: TrainShapes) -> tuple[int, str]:
-    """The routing-weights backward of a gated MoE layer, 3·c·k·T·h: with k > 1 at the restoring permutation's
-    IndexBackward (the gradient of the k-way sum, expanded and copied to k·T rows, its zeros and the scattered
-    copy); with k = 1 the sum's gradient is a view, and the peak is at the routing product's MulBackward (the
-    scattered gradient and its products with the weights and the expert outputs) once the IndexBackward has
-    released its permutation (8·k·T)."""
-    assert spec.moe is not None
-    k = spec.moe.experts_per_token
-    rows = k * shp.tokens
-    nbytes = ROUTING_GRADS * moe_combine_bytes(spec, _gate_bytes(shp)) * rows * spec.hidden_size
-    if k == 1:
-        return nbytes - INT64 * rows, "3·c·k·T·h − 8·k·T routing-weights backward (k = 1)"
-    return nbytes, "3·c·k·T·h routing-weights backward"
