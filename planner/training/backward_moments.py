@@ -42,6 +42,10 @@ SAVED_SOURCE = "derived here from the tensors autograd saves (planner.training.a
 # Gemma2Model.forward, Gemma3TextModel.forward, GptOssModel.forward: both in `causal_mask_mapping`; eager
 # materializes each, the probe's Gemma-2 config keeps Gemma2Config's 4096-token window where the spec has none)
 BOTH_MASKS_FAMILIES = frozenset({"gemma2", "gemma3_text", "gpt_oss"})
+# models that build both masks whatever their layers use, though all their layers use the causal one (transformers
+# 5.23 Qwen2MoeModel.forward: `causal_mask_mapping` always holds both): the forward holds both through its layers,
+# the checkpoints only the causal one (measured: eager Qwen2-MoE without checkpointing, a second p·b·s·s mask)
+FORWARD_BOTH_MASKS_FAMILIES = frozenset({"qwen2_moe"})
 
 
 def _saved(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, micro_batch: int | None) -> SavedActivations:
@@ -136,15 +140,16 @@ def _checkpoint_inputs(spec: ModelSpec, t: TrainingSpec, shp: TrainShapes) -> Te
     )
 
 
-def _attention_masks(spec: ModelSpec, shp: TrainShapes) -> tuple[int, str]:
+def _attention_masks(spec: ModelSpec, shp: TrainShapes, in_forward: bool = False) -> tuple[int, str]:
     """The masks the model builds once for its layers: eager's 4-D additive masks, p·b·s·s_k for each kind its
-    layers use (both for BOTH_MASKS_FAMILIES), in the embeddings' dtype (p = 4 under autocast, whose embedding
-    output is fp32: transformers 5.23 masking_utils takes `inputs_embeds.dtype`); SDPA's one boolean s·s_k mask for
-    window layers shorter than the keys (none for full layers)."""
+    layers use (both for BOTH_MASKS_FAMILIES, and `in_forward` for FORWARD_BOTH_MASKS_FAMILIES), in the embeddings'
+    dtype (p = 4 under autocast, whose embedding output is fp32: transformers 5.23 masking_utils takes
+    `inputs_embeds.dtype`); SDPA's one boolean s·s_k mask for window layers shorter than the keys (none for full
+    layers)."""
     p, s_k = shp.residual_bytes, shp.seq + shp.prefix_tokens  # the masks take the embeddings' dtype
     full_layers, window_layers = _mask_kinds(spec, shp)
     if shp.attention is AttentionImpl.EAGER:
-        both = spec.family in BOTH_MASKS_FAMILIES
+        both = spec.family in BOTH_MASKS_FAMILIES or (in_forward and spec.family in FORWARD_BOTH_MASKS_FAMILIES)
         windows = both or any(spec.uses_sliding_window(i) for i in range(spec.num_layers))
         kinds = int(full_layers or both) + int(windows)
         return kinds * p * shp.batch * shp.seq * s_k, f" + {kinds}·p·b·s·s_k"
@@ -163,11 +168,14 @@ def _forward_moment(
     """
     if t.gradient_checkpointing is not Checkpointing.NONE:
         return None
-    peak = forward_peak(spec, shp, layer_grads(t, tp), a.last_ledger, moe_layer=a.last_moe, layers=spec.num_layers)
+    grads = layer_grads(t, tp)
+    peak = forward_peak(
+        spec, shp, grads, a.last_ledger, moe_layer=a.last_moe, layers=spec.num_layers, first_saved=a.first_ledger
+    )
     if peak is None:
         return None
     before = {k: v for k, v in a.outer.items() if k in OUTER_THROUGH_BLOCKS and not k.startswith("loss/")}
-    mask, mask_formula = _attention_masks(spec, shp)
+    mask, mask_formula = _attention_masks(spec, shp, in_forward=True)
     positions = INT64_BYTES * shp.seq
     src = "derived here (planner.training.block_backward.forward_peak); measured by the cpu probe (models/)"
     return [
@@ -218,7 +226,7 @@ def _attention_forward(
     p, h = shp.act_bytes, spec.hidden_size
     through = {k: v for k, v in a.last_ledger.items() if k.startswith(PRE_MLP_PREFIXES)}
     before = {k: v for k, v in a.outer.items() if k in OUTER_THROUGH_BLOCKS and not k.startswith("loss/")}
-    mask, mask_formula = _attention_masks(spec, shp)
+    mask, mask_formula = _attention_masks(spec, shp, in_forward=True)
     inputs, inputs_formula = INT64_BYTES * shp.seq + mask, "8·s" + mask_formula
     if t.method.kind == "prompt":
         n_v = shp.virtual_tokens

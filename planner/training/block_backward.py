@@ -41,6 +41,7 @@ from planner.training.activations import (
 )
 from planner.training.attention_core import attention_kernel_locals
 from planner.training.norm_backward import block_norm_backward, mlp_out_norm_saved
+from planner.training.shared_gate import gated_recompute, has_shared_gate, shared_gate_pending
 
 __all__ = ["BlockBackward", "block_backward", "forward_peak"]
 
@@ -51,6 +52,7 @@ MOE_ROUTING_GRADS = 3
 IA3_DOWN_GRAD_FP32 = 3  # peft IA3 on down_proj: the fp32 gradient, its scaled copy, and its product with x
 SWIGLU_SAVED = ("mlp/gate_output", "mlp/up_output", "mlp/act_output", "mlp_down_in/input")  # p·T·f wide each
 SWIGLU_GRADS = 3  # gradients of the product and of both factors, live at once
+NORM_INPUT = "input_norm/input_fp32"  # the input norm's saved input: the block input itself in an fp32 stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +213,11 @@ def _recompute_locals(
     gate_proj / up_proj: the moment at its lora_B scaling where larger (_lora_gate_up_moments). A block with a
     post-feedforward norm (Gemma-2) is first needed at that norm: the recompute runs past down_proj
     (_lora_down_recompute_sandwich) and backward holds the norm's fp32 output gradient (_sandwich_pending).
-    `lora_down` False: the MLP's own locals only."""
+    `lora_down` False: the MLP's own locals only. A layer ending in Qwen2-MoE's shared-expert gate recomputes
+    through its routed experts before any gradient of theirs exists (planner.training.shared_gate)."""
+    if has_shared_gate(spec, moe_layer):
+        gated = gated_recompute(spec, shp, grads, saved)
+        return BlockBackward("recompute", gated.bytes, gated.formula)
     p, t, h = shp.act_bytes, shp.tokens, spec.hidden_size
     nbytes, parts = p * t * h, ["p·T·h residual"]
     if shp.residual_bytes == FP32 and "post_attention_norm/input_fp32" in saved:
@@ -268,24 +274,49 @@ def _shared_expert_done(
 
 
 def _experts_done(
-    spec: ModelSpec, shp: TrainShapes, grads: LayerGrads, saved: Mapping[str, int], grad_bytes: int
+    spec: ModelSpec,
+    shp: TrainShapes,
+    grads: LayerGrads,
+    saved: Mapping[str, int],
+    grad_bytes: int,
+    shared: int,
+    accumulating: bool,
 ) -> BlockBackward:
-    """Trained experts at the end of their backward: their weight gradients (3·E·h·f_e·b_g) exist, their
-    intermediates are released, the gate/up output gradient and the gathered tokens' gradient are live,
-    p·k·T·(2·f_e + h). Sets the block's peak when experts are large next to the tokens' activations."""
+    """Trained experts, at the larger of their two grouped matmuls' input-gradient products (each one's weight
+    gradient, E·h·f_e·b_g for down and twice that for gate_up, is made first). Both come after the routing-weights
+    backward: the routing weights' gradient waits (c·k·T), and it has released the expert outputs, the gathered
+    routing weights (a renormalizing router's top-k values and sum are kept until the router's backward) and the
+    restoring permutation (8·k·T).
+
+    - down: its new weight gradient, the product's gradient (p·k·T·f_e) and the expert outputs' gradient
+      (p·k·T·h, cast to p from the fp32 routing product for Mixtral and DeepSeek);
+    - gate_up: its new weight gradient, down's unless it was added into a held one (`accumulating`), SwiGLU's
+      concatenated gradient and the gathered tokens' (p·k·T·(2f_e + h)), the routed SwiGLU tensors released
+      (p·k·T·f_e for each of the product and its factors that the ledger keeps).
+    p is the weights' dtype (fp32 under autocast); `shared`: what a shared expert or gate differentiated before
+    leaves. Sets the block's peak when the experts are large next to the tokens' activations.
+    Source: transformers 5.23 integrations/moe.py grouped_mm_experts_forward; torch autograd (a node's saved
+    tensors are released once it has run, nodes run latest-created first; a gradient accumulated into a held
+    .grad is added in place); measured by the cpu probe (tests/models/test_training_misses_13.py, the storages live
+    at the peak op)."""
     assert spec.moe is not None
     if not grads.weights:
         return BlockBackward("experts_backward", 0, "")
-    moe, p, h = spec.moe, shp.act_bytes, spec.hidden_size
+    # the grouped matmuls run in the weights' dtype: fp32 under autocast, which does not cast them
+    moe, p, h, f_e = spec.moe, FP32 if shp.autocast else shp.act_bytes, spec.hidden_size, spec.moe.expert_ffn_dim
     rows = moe.experts_per_token * shp.tokens
-    weight_grads = 3 * moe.num_experts * h * moe.expert_ffn_dim * grad_bytes
-    live = p * rows * (2 * moe.expert_ffn_dim + h)
-    released = sum(saved.get(name, 0) for name in SWIGLU_SAVED)
-    return BlockBackward(
-        "experts_backward",
-        weight_grads + live - released,
-        "3·E·h·f_e·b_g + p·k·T·(2f_e + h) − the experts' intermediates",
-    )
+    weight_grad = moe.num_experts * h * f_e * grad_bytes
+    renormalized = FP32 * (rows + shp.tokens) if moe.renormalize_top_k else 0
+    released = saved.get("moe/expert_outputs", 0) + saved.get("moe/routing_weights", 0) - renormalized + INT64 * rows
+    waiting = moe_combine_bytes(spec, p) * rows - released + shared
+    down = weight_grad + p * rows * (f_e + h) + waiting
+    swiglu = p * rows * f_e * sum(1 for name in SWIGLU_SAVED if name in saved)
+    gate_up = (2 if accumulating else 3) * weight_grad + p * rows * (2 * f_e + h) + waiting - swiglu
+    if down > gate_up:
+        return BlockBackward("experts_backward", down, "E·h·f_e·b_g + p·k·T·(f_e + h) + c·k·T − released (down)")
+    held = "2" if accumulating else "3"
+    formula = f"{held}·E·h·f_e·b_g + p·k·T·(2f_e + h) + c·k·T − released − SwiGLU's saved (gate_up)"
+    return BlockBackward("experts_backward", gate_up, formula)
 
 
 def _frozen_experts_backward(
@@ -437,6 +468,34 @@ def _ia3_gate_up_backward(
     return max(moments, default=0)
 
 
+def _routing_backward(spec: ModelSpec, shp: TrainShapes, recomputed: bool, shared: int) -> BlockBackward:
+    """An MoE layer's routing-weights backward, at the larger of two moments:
+
+    - the restoring permutation's IndexBackward: the gradient of the k-way sum expanded and copied to k·T rows
+      (a view when k = 1), its zeros and the scattered copy, c·k·T·h each;
+    - the routing product's MulBackward: the scattered gradient, its products with the weights and with the expert
+      outputs (3·c·k·T·h) and, where c ≠ p, the expert outputs' gradient cast to p (p·k·T·h; a recomputed block
+      has already released the expert outputs by then: checkpoint frees a recomputed tensor once backward has
+      unpacked it), the IndexBackward having released its permutation (8·k·T).
+    `shared`: what a shared expert or gate differentiated before leaves.
+    Source: transformers 5.23 integrations/moe.py grouped_mm_experts_forward; torch autograd (a node's saved
+      tensors are released once it has run); measured by the cpu probe (tests/models/test_training_misses_13.py).
+    """
+    assert spec.moe is not None
+    p, h, k = shp.act_bytes, spec.hidden_size, spec.moe.experts_per_token
+    rows = k * shp.tokens
+    combine = moe_combine_bytes(spec, p)
+    cast = 0 if recomputed or combine == p else p * rows * h
+    at_index = (MOE_ROUTING_GRADS if k > 1 else MOE_ROUTING_GRADS - 1) * combine * rows * h
+    at_mul = MOE_ROUTING_GRADS * combine * rows * h + cast - INT64 * rows
+    done = ", shared expert done" if spec.moe.shared_expert_ffn_dim or spec.moe.shared_expert_gate else ""
+    if at_index >= at_mul:
+        formula = f"{'3' if k > 1 else '2'}·c·k·T·h at the restoring permutation's backward (c = 4, Qwen-MoE p)"
+        return BlockBackward("mlp_backward", at_index + shared, formula + done)
+    formula = "3·c·k·T·h" + (" + p·k·T·h" if cast else "") + " − 8·k·T routing-weights backward (c = 4, Qwen-MoE p)"
+    return BlockBackward("mlp_backward", at_mul + shared, formula + done)
+
+
 def _mlp_backward(
     spec: ModelSpec,
     shp: TrainShapes,
@@ -450,22 +509,15 @@ def _mlp_backward(
     """The first gradients of the MLP's backward, with the down projection's weight gradient (full training)."""
     p, t, h = shp.act_bytes, shp.tokens, spec.hidden_size
     if moe_layer and spec.moe is not None:
-        # the bf16 cast of the expert-output gradient; a recomputed block has already released the expert
-        # outputs by then (checkpoint frees a recomputed tensor once backward has unpacked it)
-        rows = spec.moe.experts_per_token * t
-        combine = moe_combine_bytes(spec, p)
-        cast = 0 if recomputed or combine == p else p * rows * h
-        nbytes = (
-            MOE_ROUTING_GRADS * combine * rows * h + cast + _shared_expert_done(spec, shp, grads, saved, grad_bytes)
-        )
-        formula = "3·c·k·T·h" + (" + p·k·T·h" if cast else "") + " routing-weights backward (c = 4, Qwen-MoE p)"
-        routing = BlockBackward(
-            "mlp_backward", nbytes, formula + (", shared expert done" if spec.moe.shared_expert_ffn_dim else "")
-        )
-        shared = _shared_expert_done(spec, shp, grads, saved, grad_bytes)
+        made = 0 if accumulating else grad_bytes  # accumulating: new gradients are added into held ones
+        if has_shared_gate(spec, moe_layer):  # the gate's backward ran first, the shared expert's comes last
+            shared = shared_gate_pending(spec, shp, grads, saved, made, "post_attention_norm/input_fp32" in saved)
+        else:
+            shared = _shared_expert_done(spec, shp, grads, saved, made)
+        routing = _routing_backward(spec, shp, recomputed, shared)
         lora = _expert_lora_backward(spec, shp, grads, saved, grad_bytes, shared)
         frozen = _frozen_experts_backward(spec, shp, grads, saved, shared)
-        trained = _experts_done(spec, shp, grads, saved, grad_bytes)
+        trained = _experts_done(spec, shp, grads, saved, grad_bytes, shared, accumulating)
         return max(routing, trained, lora, frozen, key=lambda m: m.bytes)
     f = spec.ffn_dim
     if "down_proj" in grads.lora:
@@ -551,8 +603,32 @@ def _without_mlp_out_norm(moment: BlockBackward, saved: Mapping[str, int]) -> Bl
     return BlockBackward(moment.moment, moment.bytes - out_norm, formula)
 
 
+def _loop_held(
+    spec: ModelSpec, shp: TrainShapes, saved: Mapping[str, int], first_saved: Mapping[str, int] | None, layers: int
+) -> tuple[int, list[str]]:
+    """What the model's layer loop holds through the last block's forward: the embedding output (`inputs_embeds`)
+    and the last block's input (`hidden_states`; one tensor with one block), p·T·h each unless the block's input
+    norm keeps it: in an fp32 residual stream `.float()` is a no-op, but block 0's norm saves nothing when its
+    input needs no grad (`first_saved`: block 0's ledger; None: it keeps it)."""
+    if shp.residual_bytes != FP32:
+        held = 1 if layers == 1 else 2
+        return held * shp.act_bytes * shp.tokens * spec.hidden_size, [f"{held}·p·T·h embedding output and block input"]
+    ledgers = [saved] if first_saved is None or layers == 1 else [first_saved, saved]
+    held = sum(NORM_INPUT not in ledger for ledger in ledgers)
+    if not held:
+        return 0, []
+    return held * FP32 * shp.tokens * spec.hidden_size, [f"{held}·4·T·h embedding output or block input, not kept"]
+
+
 def forward_peak(
-    spec: ModelSpec, shp: TrainShapes, grads: LayerGrads, saved: Mapping[str, int], *, moe_layer: bool, layers: int
+    spec: ModelSpec,
+    shp: TrainShapes,
+    grads: LayerGrads,
+    saved: Mapping[str, int],
+    *,
+    moe_layer: bool,
+    layers: int,
+    first_saved: Mapping[str, int] | None = None,
 ) -> BlockBackward | None:
     """The forward's own peak, in the last block's LoRA-adapted dense gate_proj, up_proj or down_proj: every
     saved tensor of every block is alive (less what the MLP saves later: _lora_gate_up_moments), with the
@@ -571,15 +647,15 @@ def forward_peak(
       peft 0.21.2 tuners/lora/layer.py Linear.forward; measured by the cpu probe (the storages live at the
       forward's peak op, tests/models/test_training_misses.py).
     """
+    if has_shared_gate(spec, moe_layer) and not shp.autocast:  # as its recompute, with every block's saved tensors
+        held, held_parts = _loop_held(spec, shp, saved, first_saved, layers)
+        gated = gated_recompute(spec, shp, grads, saved)
+        return BlockBackward("forward", held + gated.bytes, " + ".join([*held_parts, gated.formula]))
     gate_up = _lora_gate_up_moments(spec, shp, grads, saved) if not (moe_layer or shp.autocast) else []
     if moe_layer or shp.autocast or ("down_proj" not in grads.lora and not gate_up):
         return None
     p, t, h, f = shp.act_bytes, shp.tokens, spec.hidden_size, spec.ffn_dim
-    nbytes, parts = 0, []
-    if shp.residual_bytes != FP32:
-        held = 1 if layers == 1 else 2
-        nbytes += held * p * t * h
-        parts.append(f"{held}·p·T·h embedding output and block input")
+    nbytes, parts = _loop_held(spec, shp, saved, first_saved, layers)
     mlp_in = 0 if "mlp_in/input" in saved else p * t * h
     residual = 0 if shp.residual_bytes == FP32 and "post_attention_norm/input_fp32" in saved else p * t * h
     nbytes += residual + mlp_in
