@@ -191,6 +191,33 @@ def fit(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     return {"provenance": provenance, "groups": dict(groups), "models": shipped_models}, dict(groups)
 
 
+def shipped_value(r: dict[str, Any], groups: dict[str, Any], metric: str) -> float:
+    """A row's answer as it ships, held out: calibrated where its group ships, analytic elsewhere."""
+    return float(r[f"held_{metric}"] if groups[r["group"]][metric]["shipped"] else r[metric])
+
+
+def against_aiconfigurator(rows: list[dict[str, Any]], groups: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per (GPU, engine) group, on the rows aiconfigurator also answers: its median APE, memplan's analytic one and
+    memplan's as shipped (held out by model)."""
+    aic = vs.load_aiconfigurator()
+    out: dict[str, dict[str, Any]] = {}
+    for group in sorted(groups):
+        both = [r for r in rows if r["group"] == group and r["id"] in aic]
+        if not both:
+            continue
+        entry: dict[str, Any] = {"rows": len(both)}
+        for k, metric in enumerate(METRICS):
+            entry[metric] = {
+                "aiconfigurator": round(statistics.median(_ape(aic[r["id"]][k], r[f"meas_{metric}"]) for r in both), 4),
+                "analytic": round(statistics.median(_ape(r[metric], r[f"meas_{metric}"]) for r in both), 4),
+                "as_shipped": round(
+                    statistics.median(_ape(shipped_value(r, groups, metric), r[f"meas_{metric}"]) for r in both), 4
+                ),
+            }
+        out[group] = entry
+    return out
+
+
 def as_shipped(rows: list[dict[str, Any]], groups: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Median APE held out of the answers as they ship (calibrated in the groups that ship, analytic elsewhere) and
     of the analytic ones, over H100 + H200 and over B200."""
@@ -199,10 +226,7 @@ def as_shipped(rows: list[dict[str, Any]], groups: dict[str, Any]) -> dict[str, 
         chosen = [r for r in rows if r["group"].split("/")[0] in gpus]
         for metric in METRICS:
             analytic = [_ape(r[metric], r[f"meas_{metric}"]) for r in chosen]
-            shipped = [
-                _ape(r[f"held_{metric}"] if groups[r["group"]][metric]["shipped"] else r[metric], r[f"meas_{metric}"])
-                for r in chosen
-            ]
+            shipped = [_ape(shipped_value(r, groups, metric), r[f"meas_{metric}"]) for r in chosen]
             out[f"{scope} {metric}"] = {
                 "rows": len(chosen),
                 "analytic": round(statistics.median(analytic), 4),
@@ -222,6 +246,7 @@ def main() -> None:
         rows = [r for r in pool.map(row_features, source, chunksize=16) if r is not None]
     data, groups = fit(rows)
     data["provenance"]["held_out_as_shipped"] = as_shipped(rows, groups)
+    versus = against_aiconfigurator(rows, groups)
     wall = time.perf_counter() - began
     print(f"{len(rows)} rows of {len(source)}, {data['provenance']['models']} models, {wall:.0f} s")
     print("| group | metric | rows | analytic | calibrated held out | ships | 80 % interval coverage held out |")
@@ -236,9 +261,25 @@ def main() -> None:
         print(
             f"{scope}: {v['rows']} rows, analytic {100 * v['analytic']:.1f} %, as shipped {100 * v['as_shipped']:.1f} %"
         )
+    print("on the rows aiconfigurator answers (median APE: aiconfigurator / memplan analytic / as shipped, held out)")
+    for group, v in versus.items():
+        cells = [
+            f"{m.upper()} "
+            + " / ".join(f"{100 * v[m][k]:.1f}" for k in ("aiconfigurator", "analytic", "as_shipped"))
+            + " %"
+            for m in METRICS
+        ]
+        print(f"  {group} ({v['rows']} rows): " + ", ".join(cells))
     if args.write:
         RESIDUAL_JSON.write_text(json.dumps(data, separators=(",", ":")) + "\n", encoding="utf-8")  # 0.5 MB of trees
-        report = {"source": "benchmarks/fit_residual.py", "provenance": data["provenance"], "groups": groups}
+        held_out = {r["id"]: [round(r["held_ttft"], 3), round(r["held_tpot"], 3)] for r in rows}
+        report = {
+            "source": "benchmarks/fit_residual.py",
+            "provenance": data["provenance"],
+            "groups": groups,
+            "against_aiconfigurator": versus,
+            "held_out_calibrated_ms": held_out,
+        }
         REPORT.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
         print(f"wrote {RESIDUAL_JSON.relative_to(ROOT)} and {REPORT.relative_to(ROOT)}")
 
