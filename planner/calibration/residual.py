@@ -3,7 +3,8 @@
 benchmarks/fit_residual.py fits gradient-boosted trees (scikit-learn's HistGradientBoostingRegressor) of
 log(measured / memplan) for the mean TTFT and the mean TPOT over the features below, on the measured serving runs of
 aiconfigurator-core's silicon sample, and scores them leaving one model out. A (GPU, engine, metric) group ships
-only where its held-out median error is lower than the analytic one; there an answer gets the calibrated figure and
+only where its held-out median error is lower than the analytic one, and only for what that rule's nested score
+(the choice of groups held out too) supports: TTFT on H100 and H200. There an answer gets the calibrated figure and
 an 80 % interval from that group's held-out residuals. The trees are data (planner/calibration/residual.json), read
 here without scikit-learn: each tree is walked in pure Python.
 
