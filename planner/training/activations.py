@@ -151,6 +151,10 @@ def rope_table_bytes(spec: ModelSpec, shp: TrainShapes) -> int:
 APPROXIMATE_LEDGER_FAMILIES = frozenset(
     {"deepseek_v3", "gpt_oss", "gemma3_text", "olmo2", "glm4", "cohere", "minimax_m2", "olmoe"}
 )
+# transformers 5.23 builds these MoE blocks' shared MLP whatever its width (DeepseekV2Moe, DeepseekV3MoE
+# `self.shared_experts = ...MLP(intermediate_size=moe_intermediate_size·n_shared_experts)`, Qwen2MoeSparseMoeBlock
+# `self.shared_expert`, `self.shared_expert_gate`): 0 wide, its three weights are empty tensors
+ALWAYS_SHARED_MLP = frozenset({"deepseek_v2", "deepseek_v3", "qwen2_moe"})
 # Gemma's RMSNorm scales by (1 + w) in fp32 before casting back (GemmaRMSNorm, Gemma2RMSNorm)
 FP32_SCALED_NORM_FAMILIES = frozenset({"gemma", "gemma2"})
 # Norms after the sublayers as well as before (Gemma2DecoderLayer: post_attention_layernorm on the attention output,
@@ -287,9 +291,14 @@ def _d_outs(spec: ModelSpec, moe_layer: bool) -> dict[str, int]:
 
 
 def _has_shared_expert(spec: ModelSpec) -> bool:
-    """The MoE layers build a shared expert's nn.Linears: a nonzero width, or Qwen2-MoE, which builds its gated
-    shared expert with shared_expert_intermediate_size = 0 too (0-wide linears peft still adapts)."""
-    return spec.moe is not None and (spec.moe.shared_expert_ffn_dim > 0 or spec.moe.shared_expert_gate)
+    """The MoE layers build a shared expert's nn.Linears: a nonzero width, or a family that builds it whatever its
+    width (ALWAYS_SHARED_MLP; Qwen2-MoE's 0-wide linears peft still adapts). A 0-wide one still reads the layer
+    input: under autocast its gate_proj and up_proj each keep their own bf16 cast of it when the weights train
+    (measured: DeepSeek-V2 full fine-tuning, tests/models/test_training_misses_14.py)."""
+    moe = spec.moe
+    return moe is not None and (
+        moe.shared_expert_ffn_dim > 0 or moe.shared_expert_gate or spec.family in ALWAYS_SHARED_MLP
+    )
 
 
 def _qkv_grads(spec: ModelSpec, grads: LayerGrads, x_grad: bool) -> tuple[bool, bool, bool]:
@@ -394,7 +403,9 @@ def _mla_latents(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grads: 
         widths.append(("q_a_norm", "q_a_proj", "q_b_proj", spec.mla.q_lora_rank))
     for norm, down, up, width in widths:
         latent_grad = base or down in trained
-        _norm(ledger, shp, width, latent_grad, grads.weights, f"mla/{norm}")
+        # the latent is the down projection's output: bf16 under autocast, the dtype its normalized x is cast back to
+        latent_bytes = AUTOCAST_BYTES if shp.autocast else None
+        _norm(ledger, shp, width, latent_grad, grads.weights, f"mla/{norm}", input_bytes=latent_bytes)
         outs = _d_outs(spec, False)
         _linear_inputs(ledger, shp, grads, (up,), width, f"mla/{up}_in", latent_grad or grads.weights, d_outs=outs)
         _ia3(ledger, shp, grads, (up,), width, outs, latent_grad, input_bytes=_normed_bytes(shp))
@@ -826,7 +837,15 @@ def model_saved_bytes(
     recomputed_in_last = sum(v for k, v in last.items() if k in SELECTIVE_RECOMPUTED)
     kept_last = {"full": 0, "selective": last.total - recomputed_in_last}.get(checkpointing, last.total)
     return SavedActivations(
-        blocks, outer, recomputed, kept_last, last.through_attention, first, last, first_key[1], key[1]
+        blocks,
+        outer,
+        recomputed,
+        kept_last,
+        last.through_attention,
+        first,
+        last,
+        first_key[1],
+        key[1],
     )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from planner.explain import MemoryBreakdown, Term, breakdown
 from planner.model.params import block_layout, count_params
 from planner.model.spec import ModelSpec
+from planner.training.activations import ALWAYS_SHARED_MLP  # 0 wide: empty weights, which AdamW gives a step counter
 from planner.training.backward_moments import backward_moments
 from planner.training.parallel import is_parallel, parallel_phases
 from planner.training.peft_params import PeftModule, TrainableParams
@@ -100,11 +101,6 @@ def _block_tensor_count(spec: ModelSpec, moe_layer: bool) -> int:
     )
 
 
-# transformers 5.23 builds these MoE blocks' shared MLP whatever its width (DeepseekV2Moe, DeepseekV3MoE
-# `self.shared_experts = ...MLP(intermediate_size=moe_intermediate_size·n_shared_experts)`, Qwen2MoeSparseMoeBlock
-# `self.shared_expert`, `self.shared_expert_gate`): 0 wide, its three weights are empty tensors, which AdamW
-# still gives a step counter
-ALWAYS_SHARED_MLP = frozenset({"deepseek_v2", "deepseek_v3", "qwen2_moe"})
 GATED_MLP_WEIGHTS = 3  # gate_proj, up_proj, down_proj
 
 
