@@ -11,7 +11,7 @@ s² softmax), frozen linears keep nothing, and peft LoRA keeps an fp32 copy of e
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from planner.model.params import block_layout
 from planner.model.spec import ModelSpec
@@ -131,6 +131,9 @@ class SavedActivations:
     last_ledger: SavedLedger
     first_moe: bool  # block 0 / the last block is an MoE layer
     last_moe: bool
+    moe_start: int = 0  # the first MoE layer after dense ones (first_k_dense_replace) when not the last; else 0
+    moe_start_ledger: SavedLedger = field(default_factory=SavedLedger)  # its saved tensors
+    before_moe_start: int = 0  # the blocks before it: their saved bytes (their inputs under full checkpointing)
 
 
 def rope_table_bytes(spec: ModelSpec, shp: TrainShapes) -> int:
@@ -774,6 +777,7 @@ def model_saved_bytes(
     x_grad = inputs_need_grad or embeddings_train
     last, first, key = SavedLedger(), SavedLedger(), (False, False, False)
     first_key = key
+    moe_start, moe_start_ledger, before_moe_start = 0, SavedLedger(), 0
     s_k = shp.seq + shp.prefix_tokens
     for layer in range(spec.num_layers):
         window = spec.sliding_window if spec.uses_sliding_window(layer) else None
@@ -786,6 +790,8 @@ def model_saved_bytes(
         last = ledger
         if layer == 0:
             first, first_key = ledger, key
+        elif key[1] and not moe_start and layer < spec.num_layers - 1:
+            moe_start, moe_start_ledger, before_moe_start = layer, ledger, blocks.total
         if checkpointing == "full":
             blocks.add("checkpoint/block_inputs", shp.residual_bytes * shp.tokens * spec.hidden_size)
             continue
@@ -846,6 +852,9 @@ def model_saved_bytes(
         last,
         first_key[1],
         key[1],
+        moe_start,
+        moe_start_ledger,
+        before_moe_start,
     )
 
 

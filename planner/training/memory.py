@@ -27,8 +27,9 @@ ZERO_SOURCE = "ZeRO (Rajbhandari et al. 2020, arXiv:1910.02054) §3, §5: P_os, 
 
 @dataclass(frozen=True, slots=True)
 class TrainingPhases:
-    """Candidate peaks by moment ('loss_backward', 'last_block_backward', 'first_block_backward', 'embedding_backward',
-    'attention_backward', 'final_norm_backward', 'forward' (the last block's LoRA MLP linear, no checkpointing),
+    """Candidate peaks by moment ('loss_backward', 'last_block_backward', 'first_block_backward',
+    'moe_start_backward' (the first MoE layer after dense ones), 'embedding_backward', 'attention_backward',
+    'final_norm_backward', 'forward' (the last block's LoRA MLP linear, no checkpointing),
     'optimizer_step'), each a breakdown of bytes per GPU."""
 
     phases: dict[str, MemoryBreakdown]

@@ -46,3 +46,29 @@ def test_autocast_mla_ledger(case: str) -> None:
 @pytest.mark.filterwarnings("ignore:Initializing zero-element tensors:UserWarning")
 def test_autocast_mla_saved(case: str) -> None:
     assert_draw_holds(AUTOCAST_MLA_SAVED[case])
+
+
+# DeepSeek-V2 with first_k_dense_replace 1, LoRA all-linear, checkpointed: the peak is in block 1, the first MoE
+# layer, with the later blocks' LoRA gradients held, a moment the planner had no candidate for (it modelled the last
+# block, with no gradient yet, and block 0, dense). Now a candidate (`moe_start_backward`); its recompute, which runs
+# past the routed experts to DeepSeek's shared experts, is not modelled exactly (within 0.6 %).
+MOE_START_BACKWARD = {
+    # #1 of train-misses-11 as LoRA: −2.71 % / −2.13 % → −0.55 % / −0.43 %
+    "deepseek_v2/lora-all/bf16/sdpa-math/ckpt": Draw(family="deepseek_v2", heads=6, kv="mha", head_dim=24,
+                                                     ffn_multiple=1.0, layers=4, vocab=349, experts=6, top_k=1,
+                                                     shared_expert=True, first_dense=1, method="lora", rank=11,
+                                                     virtual_tokens=8, implementation="fused",
+                                                     checkpointing="full", attention="sdpa_math", batch=3, seq=59),
+    # the same in fp32: −4.28 % / −3.59 % → −0.56 % / −0.47 %
+    "deepseek_v2/lora-all/fp32/sdpa-math/ckpt": Draw(family="deepseek_v2", heads=6, kv="mha", head_dim=24,
+                                                     ffn_multiple=1.0, layers=4, vocab=349, experts=6, top_k=1,
+                                                     shared_expert=True, first_dense=1, method="lora", rank=11,
+                                                     virtual_tokens=8, precision="fp32", implementation="fused",
+                                                     checkpointing="full", attention="sdpa_math", batch=3, seq=59),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(MOE_START_BACKWARD))
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors:UserWarning")
+def test_moe_start_backward(case: str) -> None:
+    assert_draw_holds(MOE_START_BACKWARD[case])
