@@ -786,11 +786,12 @@ def model_saved_bytes(
         key = (x_grad, bool(spec.moe and spec.moe.is_moe_layer(layer)), masked)
         if key not in cache:
             cache[key] = layer_saved_bytes(spec, shp, grads, *key)
+        after_dense = layer > 0 and not (spec.moe and spec.moe.is_moe_layer(layer - 1))
         ledger, x_grad = cache[key]
         last = ledger
         if layer == 0:
             first, first_key = ledger, key
-        elif key[1] and not moe_start and layer < spec.num_layers - 1:
+        elif key[1] and after_dense and layer < spec.num_layers - 1:
             moe_start, moe_start_ledger, before_moe_start = layer, ledger, blocks.total
         if checkpointing == "full":
             blocks.add("checkpoint/block_inputs", shp.residual_bytes * shp.tokens * spec.hidden_size)

@@ -72,3 +72,31 @@ MOE_START_BACKWARD = {
 @pytest.mark.filterwarnings("ignore:Initializing zero-element tensors:UserWarning")
 def test_moe_start_backward(case: str) -> None:
     assert_draw_holds(MOE_START_BACKWARD[case])
+
+
+# Frozen routed experts whose input needs grad (prompt tuning) under autocast peak at SwiGLU's product backward in
+# fp32: autocast does not cast the grouped matmuls, which run in the fp32 weights' dtype (the planner took bf16).
+AUTOCAST_FROZEN_EXPERTS = {
+    # #0 shrunk by the campaign (one row, 16 tokens, AdamW foreach, SDPA): −2.47 % / −2.47 % → exact
+    "mixtral/prompt/autocast/ckpt": Draw(family="mixtral", heads=4, kv="mha", head_dim=16, ffn_multiple=3.5,
+                                         layers=3, vocab=261, experts=3, window=True, method="prompt", rank=7,
+                                         precision="bf16_autocast", checkpointing="full", batch=1, seq=16),
+    # #0: −8.39 % / −8.39 % → exact (SGD, for-loop, SDPA math, three rows)
+    "mixtral/prompt/autocast/sdpa-math/ckpt/sgd": Draw(family="mixtral", heads=4, kv="mha", head_dim=16,
+                                                       ffn_multiple=3.5, layers=5, vocab=261, experts=3,
+                                                       window=True, method="prompt", rank=7,
+                                                       precision="bf16_autocast", optimizer="sgd",
+                                                       implementation="for_loop", checkpointing="full",
+                                                       attention="sdpa_math", batch=3, seq=55),
+    # #4: −2.19 % / −2.19 % → exact (k = 1, GQA)
+    "mixtral/prompt/autocast/ckpt/sgd/top-1": Draw(family="mixtral", heads=4, kv="gqa", head_dim=24,
+                                                   ffn_multiple=3.5, layers=4, vocab=370, experts=6, top_k=1,
+                                                   window=True, method="prompt", rank=1, virtual_tokens=3,
+                                                   precision="bf16_autocast", optimizer="sgd",
+                                                   implementation="fused", checkpointing="full", batch=3, seq=39),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(AUTOCAST_FROZEN_EXPERTS))
+def test_autocast_frozen_experts(case: str) -> None:
+    assert_draw_holds(AUTOCAST_FROZEN_EXPERTS[case], exact_peaks=True)
