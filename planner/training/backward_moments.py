@@ -638,8 +638,9 @@ def _prefix_loss_forward(
 
 def _mlp_and_o_proj_grads(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, moe: bool) -> Term | None:
     """Full fine-tuning: the block's MLP, post-attention norm and o_proj gradients exist when its attention's
-    backward runs (backward order)."""
-    if t.method.kind != "full":
+    backward runs (backward order). Not when accumulating: every gradient is held already (the phase's base) and
+    AccumulateGrad adds the new ones into them in place (measured: tests/models/test_training_misses_14.py)."""
+    if t.method.kind != "full" or t.gradient_accumulation_steps > 1:
         return None
     layout = block_layout(spec, moe)
     o_proj = sum(lin.params for lin in layout.attention if lin.name == "o_proj")

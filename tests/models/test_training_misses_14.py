@@ -100,3 +100,21 @@ AUTOCAST_FROZEN_EXPERTS = {
 @pytest.mark.parametrize("case", list(AUTOCAST_FROZEN_EXPERTS))
 def test_autocast_frozen_experts(case: str) -> None:
     assert_draw_holds(AUTOCAST_FROZEN_EXPERTS[case], exact_peaks=True)
+
+
+# Full fine-tuning with accumulation on eager or SDPA math: the softmax-backward moment counted the block's MLP and
+# o_proj gradients as new, though every gradient is held already and AccumulateGrad adds the new ones in place.
+ACCUMULATED_ATTENTION_BACKWARD = {
+    # #7: exact / +2.85 % → exact (the peak is block 0's backward)
+    "deepseek_v2/full/fp32/ckpt/accum-2": Draw(family="deepseek_v2", heads=6, kv="mha", head_dim=24,
+                                               ffn_multiple=3.5, layers=5, vocab=182, experts=3, top_k=1,
+                                               first_dense=1, rank=6, virtual_tokens=1, precision="fp32",
+                                               implementation="fused", checkpointing="full", seq=8,
+                                               accumulation=2),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(ACCUMULATED_ATTENTION_BACKWARD))
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors:UserWarning")
+def test_accumulated_attention_backward(case: str) -> None:
+    assert_draw_holds(ACCUMULATED_ATTENTION_BACKWARD[case], exact_peaks=True)
