@@ -11,7 +11,7 @@ s² softmax), frozen linears keep nothing, and peft LoRA keeps an fp32 copy of e
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from planner.model.params import block_layout
 from planner.model.spec import ModelSpec
@@ -131,6 +131,9 @@ class SavedActivations:
     last_ledger: SavedLedger
     first_moe: bool  # block 0 / the last block is an MoE layer
     last_moe: bool
+    moe_start: int = 0  # the first MoE layer after dense ones (first_k_dense_replace) when not the last; else 0
+    moe_start_ledger: SavedLedger = field(default_factory=SavedLedger)  # its saved tensors
+    before_moe_start: int = 0  # the blocks before it: their saved bytes (their inputs under full checkpointing)
 
 
 def rope_table_bytes(spec: ModelSpec, shp: TrainShapes) -> int:
@@ -151,6 +154,10 @@ def rope_table_bytes(spec: ModelSpec, shp: TrainShapes) -> int:
 APPROXIMATE_LEDGER_FAMILIES = frozenset(
     {"deepseek_v3", "gpt_oss", "gemma3_text", "olmo2", "glm4", "cohere", "minimax_m2", "olmoe"}
 )
+# transformers 5.23 builds these MoE blocks' shared MLP whatever its width (DeepseekV2Moe, DeepseekV3MoE
+# `self.shared_experts = ...MLP(intermediate_size=moe_intermediate_size·n_shared_experts)`, Qwen2MoeSparseMoeBlock
+# `self.shared_expert`, `self.shared_expert_gate`): 0 wide, its three weights are empty tensors
+ALWAYS_SHARED_MLP = frozenset({"deepseek_v2", "deepseek_v3", "qwen2_moe"})
 # Gemma's RMSNorm scales by (1 + w) in fp32 before casting back (GemmaRMSNorm, Gemma2RMSNorm)
 FP32_SCALED_NORM_FAMILIES = frozenset({"gemma", "gemma2"})
 # Norms after the sublayers as well as before (Gemma2DecoderLayer: post_attention_layernorm on the attention output,
@@ -287,9 +294,14 @@ def _d_outs(spec: ModelSpec, moe_layer: bool) -> dict[str, int]:
 
 
 def _has_shared_expert(spec: ModelSpec) -> bool:
-    """The MoE layers build a shared expert's nn.Linears: a nonzero width, or Qwen2-MoE, which builds its gated
-    shared expert with shared_expert_intermediate_size = 0 too (0-wide linears peft still adapts)."""
-    return spec.moe is not None and (spec.moe.shared_expert_ffn_dim > 0 or spec.moe.shared_expert_gate)
+    """The MoE layers build a shared expert's nn.Linears: a nonzero width, or a family that builds it whatever its
+    width (ALWAYS_SHARED_MLP; Qwen2-MoE's 0-wide linears peft still adapts). A 0-wide one still reads the layer
+    input: under autocast its gate_proj and up_proj each keep their own bf16 cast of it when the weights train
+    (measured: DeepSeek-V2 full fine-tuning, tests/models/test_training_misses_14.py)."""
+    moe = spec.moe
+    return moe is not None and (
+        moe.shared_expert_ffn_dim > 0 or moe.shared_expert_gate or spec.family in ALWAYS_SHARED_MLP
+    )
 
 
 def _qkv_grads(spec: ModelSpec, grads: LayerGrads, x_grad: bool) -> tuple[bool, bool, bool]:
@@ -394,7 +406,9 @@ def _mla_latents(ledger: SavedLedger, shp: TrainShapes, spec: ModelSpec, grads: 
         widths.append(("q_a_norm", "q_a_proj", "q_b_proj", spec.mla.q_lora_rank))
     for norm, down, up, width in widths:
         latent_grad = base or down in trained
-        _norm(ledger, shp, width, latent_grad, grads.weights, f"mla/{norm}")
+        # the latent is the down projection's output: bf16 under autocast, the dtype its normalized x is cast back to
+        latent_bytes = AUTOCAST_BYTES if shp.autocast else None
+        _norm(ledger, shp, width, latent_grad, grads.weights, f"mla/{norm}", input_bytes=latent_bytes)
         outs = _d_outs(spec, False)
         _linear_inputs(ledger, shp, grads, (up,), width, f"mla/{up}_in", latent_grad or grads.weights, d_outs=outs)
         _ia3(ledger, shp, grads, (up,), width, outs, latent_grad, input_bytes=_normed_bytes(shp))
@@ -763,6 +777,7 @@ def model_saved_bytes(
     x_grad = inputs_need_grad or embeddings_train
     last, first, key = SavedLedger(), SavedLedger(), (False, False, False)
     first_key = key
+    moe_start, moe_start_ledger, before_moe_start = 0, SavedLedger(), 0
     s_k = shp.seq + shp.prefix_tokens
     for layer in range(spec.num_layers):
         window = spec.sliding_window if spec.uses_sliding_window(layer) else None
@@ -771,10 +786,13 @@ def model_saved_bytes(
         key = (x_grad, bool(spec.moe and spec.moe.is_moe_layer(layer)), masked)
         if key not in cache:
             cache[key] = layer_saved_bytes(spec, shp, grads, *key)
+        after_dense = layer > 0 and not (spec.moe and spec.moe.is_moe_layer(layer - 1))
         ledger, x_grad = cache[key]
         last = ledger
         if layer == 0:
             first, first_key = ledger, key
+        elif key[1] and after_dense and layer < spec.num_layers - 1:
+            moe_start, moe_start_ledger, before_moe_start = layer, ledger, blocks.total
         if checkpointing == "full":
             blocks.add("checkpoint/block_inputs", shp.residual_bytes * shp.tokens * spec.hidden_size)
             continue
@@ -826,7 +844,18 @@ def model_saved_bytes(
     recomputed_in_last = sum(v for k, v in last.items() if k in SELECTIVE_RECOMPUTED)
     kept_last = {"full": 0, "selective": last.total - recomputed_in_last}.get(checkpointing, last.total)
     return SavedActivations(
-        blocks, outer, recomputed, kept_last, last.through_attention, first, last, first_key[1], key[1]
+        blocks,
+        outer,
+        recomputed,
+        kept_last,
+        last.through_attention,
+        first,
+        last,
+        first_key[1],
+        key[1],
+        moe_start,
+        moe_start_ledger,
+        before_moe_start,
     )
 
 

@@ -24,7 +24,7 @@ from planner.training.attention_core import attention_kernel_locals, prefix_cach
 from planner.training.block_backward import block_backward, forward_peak
 from planner.training.forward_moments import checkpointed_loss_forward
 from planner.training.norm_backward import norm_backward_bytes
-from planner.training.peft_params import TrainableParams
+from planner.training.peft_params import TrainableParams, block_trainable_params
 from planner.training.spec import AttentionImpl, Checkpointing, TrainingSpec
 from planner.training.state import layer_grads, param_bytes, sharded, train_shapes
 
@@ -384,6 +384,86 @@ def _first_block_backward(
     ]
 
 
+def _later_blocks_grads(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, block: int) -> int:
+    """Gradient bytes the blocks after `block` have produced (the lm_head's and final norm's are _head_gradients).
+    Formula: Σ_{i > block} N_train(i)·b_g, N_train(i) the trainable parameters of block i's kind."""
+    per_kind = {
+        moe: (block_layout(spec, moe).params if t.method.kind == "full" else block_trainable_params(spec, tp, moe))
+        for moe in (False, True)
+    }
+    later = sum(per_kind[bool(spec.moe and spec.moe.is_moe_layer(i))] for i in range(block + 1, spec.num_layers))
+    return sharded(later * param_bytes(spec, t, tp).grad, t.data_parallel, t.zero_stage >= 2)
+
+
+def _moe_start_backward(
+    spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, shp: TrainShapes, a: SavedActivations
+) -> list[Term] | None:
+    """The first MoE layer after dense ones (DeepSeek's first_k_dense_replace), neither block 0 nor the last: every
+    later block's gradients are held, and its backward is an MoE layer's (the dense block 0's is lighter).
+
+    Along one run of blocks of a kind, what a block's backward holds is linear in its index (gradients of the later
+    blocks grow as the earlier blocks' saved tensors shrink), so its peak is at the run's first or last block: the
+    last block and block 0 are their own candidates, this is the MoE run's first. Held: the later blocks'
+    gradients (and the lm_head's, full fine-tuning; none counted when accumulating, as held already), the saved
+    tensors of the blocks before it (their checkpoint inputs under full checkpointing), its own (its input and the
+    recomputed block), what outside the blocks is still alive, and its backward (planner.training.block_backward).
+    Source: derived here (backward order); measured by the cpu probe (tests/models/test_training_misses_14.py).
+    """
+    if not a.moe_start or t.gradient_checkpointing is Checkpointing.SELECTIVE:
+        return None
+    k, ledger = a.moe_start, a.moe_start_ledger
+    src = "derived here; measured by the cpu probe (models/)"
+    produced = []
+    if t.gradient_accumulation_steps == 1:
+        produced.append(
+            Term(
+                name="gradients/later_blocks",
+                bytes=_later_blocks_grads(spec, t, tp, k),
+                formula="Σ_{i > k} N_train(i)·b_g",
+                detail=f"produced by blocks {k + 1}..{spec.num_layers - 1} before block {k}'s backward",
+                source=src,
+            )
+        )
+        head = _head_gradients(spec, t, tp)
+        produced += [head] if head else []
+    earlier = Term(
+        name="activations/earlier_blocks",
+        bytes=a.before_moe_start,
+        formula="Σ_{i < k} saved tensors (checkpoint inputs)",
+        detail=f"blocks 0..{k - 1}",
+        source=SAVED_SOURCE,
+    )
+    if a.recomputed_block:
+        own = [
+            Term(
+                name="activations/block_input",
+                bytes=shp.residual_bytes * shp.tokens * spec.hidden_size,
+                formula="p·T·h",
+                detail=f"the checkpoint input of block {k}",
+                source=src,
+            ),
+            Term(
+                name="activations/recomputed_block",
+                bytes=recomputed_bytes(ledger, shp),
+                formula="one block's saved tensors",
+                detail=f"block {k}, recomputed: " + _top(ledger),
+                source="Chen et al. 2016 (arXiv:1604.06174) §3",
+            ),
+        ]
+    else:
+        own = [
+            Term(
+                name="activations/block",
+                bytes=ledger.total,
+                formula="the block's saved tensors",
+                detail=f"block {k}: " + _top(ledger),
+                source=SAVED_SOURCE,
+            )
+        ]
+    rest = [_outside_blocks_kept(a), *_block_backward_terms(spec, t, tp, shp, ledger, True, f"block {k}")]
+    return [*produced, earlier, *own, *rest]
+
+
 def _last_block_backward(
     spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, shp: TrainShapes, a: SavedActivations, earlier: Term
 ) -> list[Term]:
@@ -456,7 +536,9 @@ def _embedding_backward(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, s
 
 
 # the moments after lm_head's backward and before the embedding's
-BLOCK_MOMENTS = frozenset({"last_block_backward", "first_block_backward", "attention_backward", "final_norm_backward"})
+BLOCK_MOMENTS = frozenset(
+    {"last_block_backward", "first_block_backward", "moe_start_backward", "attention_backward", "final_norm_backward"}
+)
 # outside-block tensors still alive when backward reaches the blocks (the loss's and lm_head's are freed, the
 # shifted labels with the cross-entropy's node: transformers 5.23 loss/loss_utils.py ForCausalLMLoss; so is
 # nll_loss's saved total_weight, `loss/scalar`: the loss itself and its seed are LOSS_TERM)
@@ -556,8 +638,9 @@ def _prefix_loss_forward(
 
 def _mlp_and_o_proj_grads(spec: ModelSpec, t: TrainingSpec, tp: TrainableParams, moe: bool) -> Term | None:
     """Full fine-tuning: the block's MLP, post-attention norm and o_proj gradients exist when its attention's
-    backward runs (backward order)."""
-    if t.method.kind != "full":
+    backward runs (backward order). Not when accumulating: every gradient is held already (the phase's base) and
+    AccumulateGrad adds the new ones into them in place (measured: tests/models/test_training_misses_14.py)."""
+    if t.method.kind != "full" or t.gradient_accumulation_steps > 1:
         return None
     layout = block_layout(spec, moe)
     o_proj = sum(lin.params for lin in layout.attention if lin.name == "o_proj")
@@ -625,6 +708,9 @@ def backward_moments(
         moments["last_block_backward"] = [*last, *([head_grads] if head_grads else [])]
     if t.gradient_checkpointing is not Checkpointing.SELECTIVE:
         moments["first_block_backward"] = _first_block_backward(spec, t, tp, shp, a)
+    moe_start = _moe_start_backward(spec, t, tp, shp, a)
+    if moe_start:
+        moments["moe_start_backward"] = moe_start
     if t.method.kind == "full":
         moments["embedding_backward"] = _embedding_backward(spec, t, tp, shp)
     final_norm = _final_norm_backward(spec, t, tp, shp, a, blocks)

@@ -327,7 +327,8 @@ def _frozen_experts_backward(
     waiting (c·k·T); the routing-weights backward and the down grouped matmul's have run and released the expert
     outputs, the gathered routing weights (c·k·T of moe/routing_weights; a renormalizing router's top-k values
     and sum are kept until the router's backward) and the restoring permutation (8·k·T). Sets the layer's peak
-    over the routing-weights backward (3·c·k·T·h) when f_e is large next to h (fp32, or Qwen-MoE's c = p).
+    over the routing-weights backward (3·c·k·T·h) when f_e is large next to h (fp32, or Qwen-MoE's c = p). p is the
+    weights' dtype: fp32 under autocast, which does not cast the grouped matmuls (test_training_misses_14.py).
     `shared`: what a shared expert differentiated before leaves (_shared_expert_done).
     Source: transformers 5.23 integrations/moe.py grouped_mm_experts_forward (act(gate)·up, then the down
       grouped matmul, then the routing weights); torch autograd (a node's saved tensors are released once it has
@@ -338,13 +339,14 @@ def _frozen_experts_backward(
     m = MoEGrads.of(grads, "post_attention_norm/input_fp32" in saved)
     if not m.x or m.weights or m.gate_up or m.down:  # trained experts: _experts_done, _expert_lora_backward
         return BlockBackward("experts_backward", 0, "")
-    rows, c = moe.experts_per_token * t, moe_combine_bytes(spec, shp.act_bytes)
+    w = FP32 if shp.autocast else shp.act_bytes  # the grouped matmuls run in the weights' dtype: autocast skips them
+    rows, c = moe.experts_per_token * t, moe_combine_bytes(spec, w)
     renormalized = FP32 * (rows + t) if moe.renormalize_top_k and m.routing else 0
     released = saved.get("moe/expert_outputs", 0) + saved.get("moe/routing_weights", 0) - renormalized + INT64 * rows
     routing_grad = c * rows if m.routing else 0
     return BlockBackward(
         "experts_backward",
-        SWIGLU_GRADS * shp.act_bytes * rows * moe.expert_ffn_dim + routing_grad - released + shared,
+        SWIGLU_GRADS * w * rows * moe.expert_ffn_dim + routing_grad - released + shared,
         "3·p·k·T·f_e + c·k·T − expert outputs, gathered routing weights, 8·k·T (frozen experts' SwiGLU backward)",
     )
 

@@ -104,8 +104,9 @@ class TrainingEstimate(FrozenSpec):
     trainable_params: TrainableParams
     memory: MemoryBreakdown = Field(description="The phase that sets the peak.")
     peak_phase: str = Field(
-        description="loss_backward, last_block_backward, first_block_backward, attention_backward, embedding_backward, "
-        "final_norm_backward, forward or optimizer_step."
+        description="loss_backward, last_block_backward, first_block_backward, moe_start_backward (the first MoE "
+        "layer after dense ones), attention_backward, embedding_backward, final_norm_backward, forward or "
+        "optimizer_step."
     )
     phases: dict[str, MemoryBreakdown] = Field(description="Every candidate peak, bytes per GPU.")
     allocated_peak_bytes: int = Field(description="What torch.cuda.max_memory_allocated would show.")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from planner.explain import MemoryBreakdown, Term, breakdown
 from planner.model.params import block_layout, count_params
 from planner.model.spec import ModelSpec
+from planner.training.activations import ALWAYS_SHARED_MLP  # 0 wide: empty weights, which AdamW gives a step counter
 from planner.training.backward_moments import backward_moments
 from planner.training.parallel import is_parallel, parallel_phases
 from planner.training.peft_params import PeftModule, TrainableParams
@@ -26,8 +27,9 @@ ZERO_SOURCE = "ZeRO (Rajbhandari et al. 2020, arXiv:1910.02054) §3, §5: P_os, 
 
 @dataclass(frozen=True, slots=True)
 class TrainingPhases:
-    """Candidate peaks by moment ('loss_backward', 'last_block_backward', 'first_block_backward', 'embedding_backward',
-    'attention_backward', 'final_norm_backward', 'forward' (the last block's LoRA MLP linear, no checkpointing),
+    """Candidate peaks by moment ('loss_backward', 'last_block_backward', 'first_block_backward',
+    'moe_start_backward' (the first MoE layer after dense ones), 'embedding_backward', 'attention_backward',
+    'final_norm_backward', 'forward' (the last block's LoRA MLP linear, no checkpointing),
     'optimizer_step'), each a breakdown of bytes per GPU."""
 
     phases: dict[str, MemoryBreakdown]
@@ -100,11 +102,6 @@ def _block_tensor_count(spec: ModelSpec, moe_layer: bool) -> int:
     )
 
 
-# transformers 5.23 builds these MoE blocks' shared MLP whatever its width (DeepseekV2Moe, DeepseekV3MoE
-# `self.shared_experts = ...MLP(intermediate_size=moe_intermediate_size·n_shared_experts)`, Qwen2MoeSparseMoeBlock
-# `self.shared_expert`, `self.shared_expert_gate`): 0 wide, its three weights are empty tensors, which AdamW
-# still gives a step counter
-ALWAYS_SHARED_MLP = frozenset({"deepseek_v2", "deepseek_v3", "qwen2_moe"})
 GATED_MLP_WEIGHTS = 3  # gate_proj, up_proj, down_proj
 
 

@@ -43,7 +43,7 @@ from planner.training.spec import (
     PromptTuningSpec,
 )
 
-__all__ = ["PeftModule", "TrainableParams", "prefix_token_dim", "trainable_params"]
+__all__ = ["PeftModule", "TrainableParams", "block_trainable_params", "prefix_token_dim", "trainable_params"]
 
 METHOD_LOC = ("training", "method")
 
@@ -637,6 +637,14 @@ def _adapter_params(spec: ModelSpec, method: AdapterSpec) -> TrainableParams:
 
 
 @lru_cache(maxsize=1024)
+def block_trainable_params(spec: ModelSpec, trainable: TrainableParams, moe_layer: bool) -> int:
+    """Trainable parameters peft gives one decoder block of a kind (dense or MoE): Σ over the adapted modules that
+    block's sites hold of their share per layer (each module groups one name and shape, alike in its layers).
+    Formula: Σ_{modules in the block} trainable_params / layers."""
+    sites = {(site.name, site.d_in, site.d_out) for site in _block_sites(spec, moe_layer)}
+    return sum(m.trainable_params // m.layers for m in trainable.modules if (m.name, m.d_in, m.d_out) in sites)
+
+
 def trainable_params(spec: ModelSpec, method: MethodSpec) -> TrainableParams:
     """Parameters `method` trains on `spec`, per module, exactly as peft 0.21.2 builds it (full FT: every one).
 
