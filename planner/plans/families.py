@@ -50,9 +50,7 @@ class Family:
     pp: int
     ep: int
     dp: int = 1  # data-parallel attention ranks over the tp GPUs (planner.serving.spec attention_data_parallel)
-    dcp: int = (
-        1  # GPUs striping an MLA latent or replicated GQA KV heads (planner.serving.spec decode_context_parallel)
-    )
+    dcp: int = 1  # GPUs striping an MLA latent or GQA KV head copies (serving.spec decode_context_parallel)
 
     @property
     def gpus_per_replica(self) -> int:

@@ -22,7 +22,7 @@ from planner.refs import GpuRef, ModelRef, ResolvedModel, resolve_gpu, resolve_m
 from planner.serving.capacity import KVCapacity, kv_capacity
 from planner.serving.context_parallel import dcp_problem
 from planner.serving.engine_memory import EngineMemory, driver_memory_bytes, engine_memory
-from planner.serving.engines import EngineDefaults, EngineProfile, engine_defaults, engine_profiles, resolve_profile
+from planner.serving.engines import EngineDefaults, EngineProfile, engine_defaults, engine_profiles
 from planner.serving.load import LoadEstimate, LoadSpec, estimate_load
 from planner.serving.memory import activation_terms, overhead_terms, weight_terms
 from planner.serving.pipeline import Stage, pipeline_stages, replica_step_model
@@ -190,7 +190,7 @@ def _check_attention_dp(spec: ModelSpec, serving: ServingSpec) -> None:
         raise SpecError([FieldProblem(("serving", "attention_data_parallel"), msg)])
 
 
-def _check_decode_context_parallel(spec: ModelSpec, serving: ServingSpec) -> None:
+def _check_decode_context_parallel(spec: ModelSpec, serving: ServingSpec, profile: EngineProfile) -> None:
     """Decode context parallelism stripes a cache that TP leaves whole on several GPUs: an MLA latent (in the
     engine's latent layout) or GQA/MQA KV heads that TP replicates, within vLLM's bounds
     (planner.serving.context_parallel)."""
@@ -201,7 +201,6 @@ def _check_decode_context_parallel(spec: ModelSpec, serving: ServingSpec) -> Non
     if spec.mla is not None and serving.resolved_mla_layout is not KVLayout.MLA_LATENT:
         msg = "decode_context_parallel needs the engine's latent MLA cache (mla_layout 'mla_latent')"
         raise SpecError([FieldProblem(field, msg)])
-    profile = resolve_profile(serving.engine.value, serving.engine_version)
     problem = dcp_problem(spec, serving.tensor_parallel, dcp, profile)
     if problem is not None:
         raise SpecError([FieldProblem(field, problem)])
@@ -274,9 +273,9 @@ def estimate_inference(request: InferenceRequest, catalog: Catalog) -> Inference
     gpu = resolve_gpu(request.gpu, catalog)
     spec = model.spec
     _check_attention_dp(spec, request.serving)
-    _check_decode_context_parallel(spec, request.serving)
     check_tensor_parallel(spec, request.serving.attention_tensor_parallel)
     serving, profile, defaults = resolve_engine(request.serving, gpu)
+    _check_decode_context_parallel(spec, serving, profile)
     stages = _stages(spec, serving)
     weights = weight_terms(spec, serving)
     b_kv = dtype_bytes(serving.kv_cache_dtype)

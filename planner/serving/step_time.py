@@ -108,9 +108,7 @@ class LayerCost:
     mla: bool
     prefill_only: tuple[Gemm, ...]  # MLA: kv_b expands the latent of every key of a prefill chunk
     decode_only: tuple[Gemm, ...]  # MLA: absorbed W_UK / W_UV batched matmuls of decode tokens
-    dcp: int = (
-        1  # decode context parallelism: GPUs striping the layer's cache (MLA latent, or GQA KV heads) by position
-    )
+    dcp: int = 1  # decode context parallelism: GPUs striping the layer's cache (MLA latent, GQA KV heads)
     latent: int = 0  # MLA d_c: the width of an absorbed head's output
     moe: bool = False  # a MoE layer (routed experts)
 
